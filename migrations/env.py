@@ -1,0 +1,34 @@
+"""Alembic environment. The node runs migrations on a connection it passes in
+(`config.attributes["connection"]`); the alembic CLI works too, given a URL."""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy import create_engine
+
+from node.store.tables import metadata
+
+config = context.config
+
+
+def _run(connection) -> None:  # type: ignore[no-untyped-def]
+    context.configure(
+        connection=connection,
+        target_metadata=metadata,
+        render_as_batch=connection.dialect.name == "sqlite",
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+connection = config.attributes.get("connection")
+if connection is not None:
+    _run(connection)
+else:
+    # CLI use: a sync URL, e.g. `alembic -x url=sqlite:///data/node.db upgrade head`.
+    url = context.get_x_argument(as_dictionary=True).get("url") or config.get_main_option(
+        "sqlalchemy.url"
+    )
+    engine = create_engine(url)
+    with engine.begin() as sync_connection:
+        _run(sync_connection)

@@ -1,0 +1,62 @@
+"""One middleware turns every failure into a JSON object with a JSON content type.
+
+The client reads the body before the status (client-contract.md §2, style B), so
+aiohttp's own 404/405/413 pages and unexpected errors must be JSON too.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+from aiohttp import web
+
+from node.jobs.errors import JobError, Overloaded
+from node.api.keys import MAX_BODY
+from node.api.render import json_response
+
+log = logging.getLogger(__name__)
+
+_HTTP_MESSAGES = {
+    404: "Not found",
+    405: "Method not allowed",
+    413: "Request body too large",
+}
+
+
+def _from_http(error: web.HTTPException, request: web.Request) -> web.Response:
+    status = error.status
+    params: dict[str, object] = {}
+    if status == 404:
+        params = {"path": request.path}
+    elif status == 405:
+        params = {"method": request.method}
+        allowed = getattr(error, "allowed_methods", None)
+        if allowed:
+            params["allowed"] = sorted(allowed)
+    elif status == 413:
+        params = {"max_bytes": request.app[MAX_BODY]}
+    message = _HTTP_MESSAGES.get(status) or error.reason or "HTTP error"
+    response = json_response({"error": message, "params": params}, status=status)
+    for name in ("Allow", "Retry-After"):
+        if name in error.headers:
+            response.headers[name] = error.headers[name]
+    return response
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except JobError as error:
+        response = json_response(error.to_wire(), status=error.status)
+        if isinstance(error, Overloaded):
+            response.headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
+        return response
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        return _from_http(error, request)
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return json_response({"error": "Internal server error"}, status=500)

@@ -1,0 +1,112 @@
+"""The job endpoints: submit, batch, results and id lists, stream, status."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from aiohttp import web
+
+from node.api import wire
+from node.api.client_ip import client_ip, in_networks, parse_networks
+from node.api.keys import CONFIG, SERVICE
+from node.api.render import json_response
+from node.jobs.errors import Forbidden, InvalidRequest, JobError, Rejected
+from node.jobs.model import JobStatus
+from node.jobs.service import DelegatedRequest
+
+# The id line must reach the client in a read of its own (contract trap 9):
+# output may follow only this long after it.
+STREAM_ID_GAP_SECONDS = 0.003
+
+
+async def _json_body(request: web.Request) -> object:
+    return wire.decode_json(await request.read())
+
+
+async def submit(request: web.Request) -> web.Response:
+    ip = client_ip(request)
+    job = wire.parse_job(await _json_body(request))
+    service = request.app[SERVICE]
+    if isinstance(job, DelegatedRequest):
+        await service.submit_delegated(job)
+        return json_response({})
+    return json_response({"id": await service.submit(ip, job)})
+
+
+async def submit_batch(request: web.Request) -> web.Response:
+    ip = client_ip(request)
+    items = wire.parse_batch(await _json_body(request))
+    return json_response(await request.app[SERVICE].submit_batch(ip, items))
+
+
+def _pending_filter(query: "web.MultiDictProxy[str]") -> bool | None:
+    # The client sends pending=true|false; the docs' curl uses status=pending|completed|all.
+    pending = query.get("pending")
+    if pending == "true":
+        return True
+    if pending == "false":
+        return False
+    status = query.get("status", "").lower()
+    if status == "pending":
+        return True
+    if status == "completed":
+        return False
+    return None
+
+
+async def get_jobs(request: web.Request) -> web.Response:
+    ip = client_ip(request)
+    service = request.app[SERVICE]
+    if "id" in request.query:
+        ids = request.query.getall("id")
+        intermediate = request.query.get("intermediate", "").lower() == "true"
+        return json_response(await service.results(ip, ids, intermediate))
+    return json_response(await service.ids(ip, _pending_filter(request.query)))
+
+
+async def record_status(request: web.Request) -> web.Response:
+    ip = client_ip(request)
+    allowed = parse_networks(request.app[CONFIG].server.status_allowed_networks)
+    if not in_networks(ip, allowed):
+        raise Forbidden("Unauthorized")
+    body = wire.parse_status(await _json_body(request))
+    if body.status not in ("success", "failed", "running"):
+        raise InvalidRequest("Status is invalid", {"status": body.status})
+    await request.app[SERVICE].record_status(ip, body.id, JobStatus(body.status), body.containers, body.data)
+    return json_response({})
+
+
+async def stream(request: web.Request) -> web.StreamResponse:
+    ip = client_ip(request)
+    job = wire.parse_job(await _json_body(request))
+    if isinstance(job, DelegatedRequest):
+        raise Rejected("Streaming only supported for OffchainJob requests.")
+    stream_job = await request.app[SERVICE].open_stream(ip, job)
+    try:
+        await stream_job.start()
+    except JobError as error:
+        # Nothing is sent yet, so the failure can still be a JSON answer.
+        error.params = {**(error.params or {}), "job_id": stream_job.id}
+        raise
+    chunks = stream_job.chunks()
+
+    response = web.StreamResponse(status=200, headers={"Content-Type": "text/plain; charset=utf-8"})
+    try:
+        await response.prepare(request)
+        await response.write(f"{stream_job.id}\n".encode())
+        id_sent = time.monotonic()
+        first = True
+        async for chunk in chunks:
+            if first:
+                first = False
+                wait = STREAM_ID_GAP_SECONDS - (time.monotonic() - id_sent)
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            await response.write(chunk)
+        await response.write_eof()
+    except ConnectionError:
+        pass  # the client left; the job is recorded as failed by the relay
+    finally:
+        await chunks.aclose()
+    return response

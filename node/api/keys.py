@@ -1,0 +1,16 @@
+"""Typed keys for what the composition root puts on the aiohttp application."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from node.config import Config
+from node.jobs.service import JobService
+from node.services.directory import ContainerDirectory
+
+CONFIG = web.AppKey("config", Config)
+SERVICE = web.AppKey("job_service", JobService)
+DIRECTORY = web.AppKey("container_directory", ContainerDirectory)
+MAX_BODY = web.AppKey("max_body_bytes", int)
+# Filled by the chain module when it runs: () -> (address, pending on-chain count).
+CHAIN_STATUS = web.AppKey("chain_status", object)

@@ -1,0 +1,34 @@
+"""GET /health, /info, /resources."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from node import API_VERSION, __version__
+from node.api.keys import CHAIN_STATUS, CONFIG, DIRECTORY, SERVICE
+from node.api.render import json_response
+
+
+async def health(request: web.Request) -> web.Response:
+    return json_response({"status": "healthy"})
+
+
+async def info(request: web.Request) -> web.Response:
+    config = request.app[CONFIG]
+    chain_status = request.app.get(CHAIN_STATUS)
+    address, onchain = chain_status() if callable(chain_status) else ("", 0)
+    return json_response(
+        {
+            # The REST contract's version; clients ignore it, tools compare it.
+            "version": API_VERSION,
+            "containers": request.app[DIRECTORY].running_info(),
+            "pending": {"offchain": request.app[SERVICE].pending_offchain, "onchain": onchain},
+            "chain": {"enabled": config.chain.enabled, "address": address},
+            "node": {"implementation": "infernet-node-py", "version": __version__},
+        }
+    )
+
+
+async def resources(request: web.Request) -> web.Response:
+    model_id = request.query.get("model_id")
+    return json_response(await request.app[SERVICE].resources(model_id))

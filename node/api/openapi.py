@@ -1,0 +1,161 @@
+"""The OpenAPI 3 document of the REST API, generated from the wire models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel
+
+from node import API_VERSION
+from node.api import wire
+from node.api.render import json_response
+
+_MODELS: list[type[BaseModel]] = [
+    wire.JobRequestBody,
+    wire.DelegatedSubscriptionBody,
+    wire.SubscriptionBody,
+    wire.SignatureBody,
+    wire.StatusBody,
+    wire.ErrorBody,
+    wire.JobId,
+    wire.ContainerResultBody,
+    wire.JobResultBody,
+    wire.HealthBody,
+    wire.InfoBody,
+]
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    text = {
+        400: "Invalid request (the error names the field)",
+        403: "Caller not allowed",
+        404: "Not found",
+        405: "Rejected by the guardian, or method not allowed",
+        413: "Body too large",
+        429: "Too many requests or jobs queued; see Retry-After",
+        500: "Internal error",
+        502: "The container failed before the stream started",
+    }
+    return {str(status): _json(_ref("ErrorBody"), text[status]) for status in statuses}
+
+
+def _components() -> dict[str, Any]:
+    schemas: dict[str, Any] = {}
+    for model in _MODELS:
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, definition in schema.pop("$defs", {}).items():
+            schemas[name] = definition
+        schemas[model.__name__] = schema
+    return schemas
+
+
+def build_document() -> dict[str, Any]:
+    job_or_delegated = {"oneOf": [_ref("JobRequestBody"), _ref("DelegatedSubscriptionBody")]}
+    common = _errors(404, 405, 413, 429, 500)
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "Infernet node REST API",
+            "version": API_VERSION,
+            "description": "Off-chain jobs, delegated subscriptions and job results (infernet-client 1.4.0 contract).",
+        },
+        "paths": {
+            "/health": {"get": {"operationId": "health", "responses": {"200": _json(_ref("HealthBody"), "Node health"), **_errors(429)}}},
+            "/info": {"get": {"operationId": "info", "responses": {"200": _json(_ref("InfoBody"), "Node information"), **_errors(429)}}},
+            "/resources": {
+                "get": {
+                    "operationId": "resources",
+                    "parameters": [{"name": "model_id", "in": "query", "required": False, "schema": {"type": "string"}}],
+                    "responses": {
+                        "200": _json({"type": "object", "additionalProperties": {}}, "Each running container's answer, by container id"),
+                        **_errors(429),
+                    },
+                }
+            },
+            "/api/jobs": {
+                "post": {
+                    "operationId": "submitJob",
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": job_or_delegated}}},
+                    "responses": {
+                        "200": _json({"oneOf": [_ref("JobId"), {"type": "object", "maxProperties": 0}]}, "Job id, or {} for a delegated subscription"),
+                        **_errors(400),
+                        **common,
+                    },
+                },
+                "get": {
+                    "operationId": "getJobs",
+                    "parameters": [
+                        {"name": "id", "in": "query", "required": False, "style": "form", "explode": True,
+                         "schema": {"type": "array", "items": {"type": "string"}}},
+                        {"name": "intermediate", "in": "query", "required": False, "schema": {"type": "string", "enum": ["true", "false"]}},
+                        {"name": "pending", "in": "query", "required": False, "schema": {"type": "string", "enum": ["true", "false"]}},
+                        {"name": "status", "in": "query", "required": False, "schema": {"type": "string", "enum": ["pending", "completed", "all"]}},
+                    ],
+                    "responses": {
+                        "200": _json(
+                            {"oneOf": [
+                                {"type": "array", "items": _ref("JobResultBody")},
+                                {"type": "array", "items": {"type": "string"}},
+                            ]},
+                            "With id: the caller's job results, in request order, unknown ids left out. Without: the caller's job ids, pending first.",
+                        ),
+                        **_errors(400, 429),
+                    },
+                },
+            },
+            "/api/jobs/batch": {
+                "post": {
+                    "operationId": "submitBatch",
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "array", "items": job_or_delegated}}}},
+                    "responses": {
+                        "200": _json(
+                            {"type": "array", "items": {"oneOf": [_ref("JobId"), _ref("ErrorBody"), {"type": "object", "maxProperties": 0}]}},
+                            "One answer per item, in order",
+                        ),
+                        **_errors(400),
+                        **common,
+                    },
+                }
+            },
+            "/api/jobs/stream": {
+                "post": {
+                    "operationId": "streamJob",
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("JobRequestBody")}}},
+                    "responses": {
+                        "200": {"description": "The job id and a newline, then the container's raw output",
+                                "content": {"text/plain": {"schema": {"type": "string"}}}},
+                        **_errors(400, 502),
+                        **common,
+                    },
+                }
+            },
+            "/api/status": {
+                "put": {
+                    "operationId": "recordStatus",
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("StatusBody")}}},
+                    "responses": {
+                        "200": _json({"type": "object"}, "Recorded"),
+                        **_errors(400, 403),
+                        **common,
+                    },
+                }
+            },
+        },
+        "components": {"schemas": _components()},
+    }
+
+
+_DOCUMENT = build_document()
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return json_response(_DOCUMENT)

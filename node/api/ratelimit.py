@@ -1,0 +1,58 @@
+"""Per-client, per-route rate limiting (`server.rate_limit`), answered with JSON 429."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from aiohttp import web
+
+from node.api.client_ip import client_ip
+from node.jobs.errors import Overloaded
+
+# The reference does not limit status reports; metrics are for scrapers.
+EXEMPT = frozenset({"/api/status", "/metrics"})
+
+
+class TokenBuckets:
+    """`rate` tokens per `period` seconds, a burst of `rate`; idle buckets are forgotten."""
+
+    def __init__(self, rate: int, period: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._rate = rate
+        self._period = period
+        self._per_second = rate / period
+        self._clock = clock
+        self._buckets: dict[tuple[str, str], tuple[float, float]] = {}
+        self._last_sweep = clock()
+
+    def take(self, key: tuple[str, str]) -> float:
+        """0 if allowed, else the seconds until a token is free."""
+        now = self._clock()
+        if now - self._last_sweep > self._period:
+            self._sweep(now)
+        tokens, stamp = self._buckets.get(key, (float(self._rate), now))
+        tokens = min(float(self._rate), tokens + (now - stamp) * self._per_second)
+        if tokens >= 1.0:
+            self._buckets[key] = (tokens - 1.0, now)
+            return 0.0
+        self._buckets[key] = (tokens, now)
+        return (1.0 - tokens) / self._per_second
+
+    def _sweep(self, now: float) -> None:
+        self._last_sweep = now
+        full = self._rate / self._per_second
+        self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < full}
+
+
+def rate_limiter(buckets: TokenBuckets) -> Callable[..., object]:
+    @web.middleware
+    async def limit(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else request.path
+        if route not in EXEMPT:
+            wait = buckets.take((client_ip(request), route))
+            if wait > 0:
+                raise Overloaded("Too many requests", retry_after=wait, params={"route": route})
+        return await handler(request)
+
+    return limit

@@ -1,0 +1,104 @@
+"""The composition root: builds every part from the Config and owns lifecycles."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+
+import aiohttp
+from aiohttp import web
+
+from node.api.client_ip import CLIENT_IP_TRUSTED
+from node.api.errors import json_errors
+from node.api.keys import CONFIG, DIRECTORY, MAX_BODY, SERVICE
+from node.api.ratelimit import TokenBuckets, rate_limiter
+from node.api.routes import setup_routes
+from node.config import Config
+from node.jobs.guardian import Guardian
+from node.jobs.queue import JobQueue
+from node.jobs.service import JobService
+from node.services.directory import StaticDirectory
+from node.services.gateway import HttpServiceGateway
+from node.store.batcher import WriteBatcher
+from node.store.engine import create_engine, migrate
+from node.store.repository import SqlJobRepository
+
+log = logging.getLogger(__name__)
+
+REPOSITORY = web.AppKey("repository", SqlJobRepository)
+
+
+def build_app(config: Config) -> web.Application:
+    middlewares: list[Callable[..., object]] = [json_errors]
+    if config.server.rate_limit.num_requests > 0:
+        buckets = TokenBuckets(config.server.rate_limit.num_requests, config.server.rate_limit.period)
+        middlewares.append(rate_limiter(buckets))
+    app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=middlewares)  # type: ignore[arg-type]
+    app[CONFIG] = config
+    app[MAX_BODY] = config.server.max_body_bytes
+    app[CLIENT_IP_TRUSTED] = config.server.trusted_proxies
+    setup_routes(app)
+    app.cleanup_ctx.append(_store)
+    app.cleanup_ctx.append(_jobs)
+    app.cleanup_ctx.append(_pruner)
+    return app
+
+
+async def _store(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    engine = create_engine(config.store.url)
+    await migrate(engine)
+    batcher = WriteBatcher(engine)
+    batcher.start()
+    app[REPOSITORY] = SqlJobRepository(engine, batcher)
+    yield
+    await batcher.close()
+    await engine.dispose()
+
+
+async def _jobs(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30)
+    session = aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",))
+    directory = StaticDirectory(config)
+    gateway = HttpServiceGateway(session, directory, config.jobs.stream_timeout, config.jobs.resources_timeout)
+    queue = JobQueue(
+        app[REPOSITORY],
+        gateway,
+        workers=config.jobs.workers,
+        max_pending=config.jobs.queue_size,
+        max_pending_per_container=config.jobs.per_container_queue_size,
+    )
+    service = JobService(app[REPOSITORY], gateway, Guardian(config.containers), queue)
+    app[DIRECTORY] = directory
+    app[SERVICE] = service
+    await service.recover()
+    queue.start()
+    yield
+    await queue.stop(config.jobs.shutdown_grace_seconds)
+    await session.close()
+
+
+async def _pruner(app: web.Application) -> AsyncIterator[None]:
+    retention = app[CONFIG].store.retention_seconds
+    if retention is None:
+        yield
+        return
+    interval = app[CONFIG].store.prune_interval_seconds
+
+    async def prune_forever() -> None:
+        while True:
+            try:
+                removed = await app[REPOSITORY].prune(time.time() - retention)
+                if removed:
+                    log.info("pruned %d finished jobs older than %gs", removed, retention)
+            except Exception:
+                log.exception("pruning failed; will retry")
+            await asyncio.sleep(interval)
+
+    task = asyncio.create_task(prune_forever(), name="pruner")
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)

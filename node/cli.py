@@ -1,0 +1,76 @@
+"""`infernet-node run | check-config`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from node import __version__
+from node.config import Config, ConfigError, default_config_path, load_config
+
+log = logging.getLogger("node")
+
+
+def _load(path: str | None) -> Config | None:
+    path = path or default_config_path()
+    try:
+        return load_config(path)
+    except ConfigError as error:
+        print(f"infernet-node: bad configuration: {error}", file=sys.stderr)
+        return None
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return 2
+    from aiohttp import web
+
+    from node.app import build_app
+    from node.logs import setup_logging
+
+    setup_logging(config.log)
+    for key in config.ignored_keys:
+        log.warning("config: %s is not used by this node and was ignored", key)
+    log.info("infernet-node %s listening on %s:%d", __version__, config.server.host, config.server.port)
+    try:
+        web.run_app(
+            build_app(config),
+            host=config.server.host,
+            port=config.server.port,
+            print=None,
+            access_log=None,
+            # Running jobs get their own grace period in the job queue.
+            shutdown_timeout=5.0,
+            handle_signals=True,
+        )
+    except OSError as error:
+        log.error("cannot listen on %s:%d: %s", config.server.host, config.server.port, error.strerror)
+        return 1
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return 2
+    for key in config.ignored_keys:
+        print(f"note: {key} is not used by this node and is ignored")
+    print(f"configuration OK: {len(config.containers)} containers, store {config.store.url.split('://')[0]}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="infernet-node", description="An Infernet-compatible node server.")
+    parser.add_argument("--version", action="version", version=__version__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, handler, help_text in (
+        ("run", _run, "run the node"),
+        ("check-config", _check, "validate the configuration and exit"),
+    ):
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("--config", help="path to config.json (default ./config.json or $INFERNET_CONFIG_PATH)")
+        command.set_defaults(handler=handler)
+    args = parser.parse_args(argv)
+    return int(args.handler(args))

@@ -1,0 +1,313 @@
+"""The node's configuration: one pydantic model tree for `config.json`.
+
+A file written for Ritual's reference node 1.4.0 loads unchanged. Keys that only
+mean something to the reference (`redis`, `forward_stats`, `startup_wait`) are
+accepted and reported as ignored; any other unknown key is an error, so that a
+typo never silently turns an option off.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+# Keys of the reference node that this node accepts and ignores.
+IGNORED_TOP_LEVEL_KEYS = ("redis", "forward_stats", "startup_wait")
+DEFAULT_STORE_URL = "sqlite+aiosqlite:///data/node.db"
+MiB = 1024 * 1024
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; the message names the field."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LogConfig(_Model):
+    path: str | None = "data/infernet_node.log"
+    max_file_size: int = Field(default=2**30, gt=0)
+    backup_count: int = Field(default=2, ge=0)
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class RateLimitConfig(_Model):
+    # Reference defaults: 60 requests per 60 s, per client IP and endpoint.
+    # num_requests 0 turns the limit off.
+    num_requests: int = Field(default=60, ge=0)
+    period: float = Field(default=60.0, gt=0)
+
+
+class ServerConfig(_Model):
+    host: str = "0.0.0.0"
+    port: int = Field(default=4000, ge=1, le=65535)
+    rate_limit: RateLimitConfig = RateLimitConfig()
+    trusted_proxies: tuple[str, ...] = ()
+    # Who may call PUT /api/status.
+    status_allowed_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    max_body_bytes: int = Field(default=16 * MiB, gt=0)
+
+    @field_validator("trusted_proxies", "status_allowed_networks")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or CIDR network") from None
+        return value
+
+
+class StoreConfig(_Model):
+    url: str = DEFAULT_STORE_URL
+    # None keeps finished jobs forever.
+    retention_seconds: float | None = Field(default=None, gt=0)
+    prune_interval_seconds: float = Field(default=60.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _dialect(cls, value: str) -> str:
+        if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError(
+                "must start with sqlite+aiosqlite:// or postgresql+asyncpg:// (an async driver)"
+            )
+        return value
+
+
+class JobsConfig(_Model):
+    workers: int = Field(default=32, ge=1, le=4096)
+    queue_size: int = Field(default=10_000, ge=1)
+    # Queued jobs per container (first container of the chain); None = only the global bound.
+    per_container_queue_size: int | None = Field(default=None, ge=1)
+    container_timeout: float = Field(default=180.0, gt=0)
+    stream_timeout: float = Field(default=60.0, gt=0)
+    resources_timeout: float = Field(default=0.8, gt=0)
+    shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+
+
+class WalletConfig(_Model):
+    max_gas_limit: int = Field(default=5_000_000, gt=0)
+    private_key: SecretStr | None = None
+    payment_address: str | None = None
+    allowed_sim_errors: tuple[str, ...] = ()
+
+
+class SnapshotSyncConfig(_Model):
+    sleep: float = Field(default=1.0, ge=0)
+    batch_size: int = Field(default=200, ge=1)
+    starting_sub_id: int = Field(default=0, ge=0)
+    sync_period: float = Field(default=0.5, gt=0)
+
+
+class ChainConfig(_Model):
+    enabled: bool = False
+    rpc_url: str | None = None
+    trail_head_blocks: int = Field(default=1, ge=0)
+    registry_address: str | None = None
+    wallet: WalletConfig = WalletConfig()
+    snapshot_sync: SnapshotSyncConfig = SnapshotSyncConfig()
+
+    @model_validator(mode="after")
+    def _required_when_enabled(self) -> "ChainConfig":
+        if self.enabled:
+            missing = [
+                name
+                for name, value in (
+                    ("rpc_url", self.rpc_url),
+                    ("registry_address", self.registry_address),
+                    ("wallet.private_key", self.wallet.private_key),
+                )
+                if not value
+            ]
+            if missing:
+                raise ValueError(f"chain is enabled but {', '.join(missing)} is not set")
+        return self
+
+
+class DockerConfig(_Model):
+    username: str | None = None
+    password: SecretStr | None = None
+    network_mode: Literal["bridge", "host"] = "bridge"
+    on_shutdown: Literal["leave", "stop", "remove"] = "leave"
+    max_restarts: int = Field(default=5, ge=0)
+    ready_timeout: float = Field(default=60.0, gt=0)
+
+
+class ContainerConfig(_Model):
+    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    image: str = ""
+    url: str | None = None
+    bearer: SecretStr | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    external: bool = True
+    gpu: bool = False
+    description: str = ""
+    command: str = ""
+    env: dict[str, str] = {}
+    volumes: tuple[str, ...] = ()
+    allowed_ips: tuple[str, ...] = ()
+    allowed_addresses: tuple[str, ...] = ()
+    allowed_delegate_addresses: tuple[str, ...] = ()
+    accepted_payments: dict[str, int] = {}
+    generates_proofs: bool = False
+    # Ours: per-container override of jobs.container_timeout.
+    timeout: float | None = Field(default=None, gt=0)
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env_values(cls, value: Any) -> Any:
+        # The reference accepts numbers in env; Docker wants strings.
+        if isinstance(value, dict):
+            return {k: v if isinstance(v, str) else json.dumps(v) for k, v in value.items()}
+        return value
+
+    @field_validator("allowed_ips")
+    @classmethod
+    def _cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or CIDR network") from None
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/") if value else value
+
+
+class Config(_Model):
+    log: LogConfig = LogConfig()
+    manage_containers: bool = False
+    server: ServerConfig = ServerConfig()
+    store: StoreConfig = StoreConfig()
+    jobs: JobsConfig = JobsConfig()
+    chain: ChainConfig = ChainConfig()
+    docker: DockerConfig = DockerConfig()
+    containers: tuple[ContainerConfig, ...] = ()
+    # Filled by the loader, not by the file.
+    ignored_keys: tuple[str, ...] = Field(default=(), exclude=True)
+
+    @model_validator(mode="after")
+    def _containers_reachable(self) -> "Config":
+        seen: set[str] = set()
+        for index, container in enumerate(self.containers):
+            if container.id in seen:
+                raise ValueError(f"containers[{index}].id {container.id!r} is used twice")
+            seen.add(container.id)
+            if not self.manage_containers and not (container.url or container.port):
+                raise ValueError(
+                    f"containers[{index}] ({container.id}): set `url` or `port` "
+                    "(manage_containers is false, so the node does not start it)"
+                )
+            if self.manage_containers and not container.url and not container.image:
+                raise ValueError(f"containers[{index}] ({container.id}): `image` is required")
+        return self
+
+    def container(self, container_id: str) -> ContainerConfig | None:
+        for container in self.containers:
+            if container.id == container_id:
+                return container
+        return None
+
+
+# Secrets that may come from the environment instead of the file.
+_SECRET_ENV = {
+    "INFERNET_WALLET_PRIVATE_KEY": ("chain", "wallet", "private_key"),
+    "INFERNET_DOCKER_PASSWORD": ("docker", "password"),
+    "INFERNET_DOCKER_USERNAME": ("docker", "username"),
+}
+
+
+def _apply_env(raw: dict[str, Any], environ: dict[str, str]) -> None:
+    for var, path in _SECRET_ENV.items():
+        value = environ.get(var)
+        if not value:
+            continue
+        node = raw
+        for key in path[:-1]:
+            child = node.get(key)
+            if not isinstance(child, dict):
+                child = {}
+                node[key] = child
+            node = child
+        node[path[-1]] = value
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown field"
+        elif message.startswith("Value error, "):
+            message = message[len("Value error, ") :]
+        lines.append(f"{where}: {message}")
+    return "; ".join(lines)
+
+
+def parse_config(raw: Any, environ: dict[str, str] | None = None) -> Config:
+    """Build a Config from decoded JSON, or raise ConfigError naming the bad field."""
+    if not isinstance(raw, dict):
+        raise ConfigError("the configuration must be a JSON object")
+    raw = json.loads(json.dumps(raw))  # a private deep copy we may edit
+    ignored = [key for key in IGNORED_TOP_LEVEL_KEYS if key in raw]
+    for key in ignored:
+        raw.pop(key)
+    # Old reference configs put the log file at the top level.
+    if "log_path" in raw:
+        log = raw.setdefault("log", {})
+        if isinstance(log, dict):
+            log.setdefault("path", raw.pop("log_path"))
+        ignored.append("log_path (read as log.path)")
+    _apply_env(raw, dict(os.environ) if environ is None else environ)
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(_describe(error)) from None
+    return config.model_copy(update={"ignored_keys": tuple(ignored)})
+
+
+def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read ({error.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ConfigError(
+            f"{path}: invalid JSON at line {error.lineno} column {error.colno}: {error.msg}"
+        ) from None
+    try:
+        return parse_config(raw, environ)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
+
+
+def default_config_path(environ: dict[str, str] | None = None) -> str:
+    environ = dict(os.environ) if environ is None else environ
+    return environ.get("INFERNET_CONFIG_PATH", "config.json")

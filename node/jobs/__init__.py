@@ -1,0 +1,1 @@
+"""The domain: jobs, who may run them, and how they run through containers."""

@@ -1,0 +1,265 @@
+"""The job service: what every entrypoint asks of the node about jobs.
+
+Submitting, listing, reading results, recording statuses, streaming and
+recovering after a restart all live here, free of HTTP and SQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from node.jobs.errors import JobError, Rejected
+from node.jobs.guardian import Guardian
+from node.jobs.model import ContainerResult, Job, JobOrigin, JobStatus, new_job_id
+from node.jobs.ports import JobRepository, ServiceGateway
+from node.jobs.queue import JobQueue
+
+log = logging.getLogger(__name__)
+
+RESTART_REASON = "node restarted while the job was running"
+
+
+@dataclass(frozen=True, slots=True)
+class JobRequest:
+    containers: list[str]
+    data: Any
+    requires_proof: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DelegatedRequest:
+    """A delegated subscription as parsed from the wire; the chain module judges it."""
+
+    subscription: dict[str, Any]
+    signature: dict[str, Any]
+    data: Any
+
+
+class DelegatedSubscriptions(Protocol):
+    async def accept(self, request: DelegatedRequest) -> None:
+        """Check and store a delegated subscription, or raise a JobError."""
+        ...
+
+
+class JobService:
+    def __init__(
+        self,
+        repository: JobRepository,
+        gateway: ServiceGateway,
+        guardian: Guardian,
+        queue: JobQueue,
+        delegated: DelegatedSubscriptions | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._repository = repository
+        self._gateway = gateway
+        self._guardian = guardian
+        self._queue = queue
+        self._delegated = delegated
+        self._clock = clock
+
+    @property
+    def pending_offchain(self) -> int:
+        return self._queue.pending
+
+    # -- lifecycle ----------------------------------------------------------
+
+    async def recover(self) -> None:
+        """Pick up after a stop: queued jobs run again, interrupted ones fail."""
+        queued, failed = await self._repository.recover(RESTART_REASON)
+        if failed:
+            log.warning("%d jobs were running when the node stopped; marked failed", failed)
+        if queued:
+            log.info("resuming %d queued jobs", len(queued))
+        self._queue.adopt(queued)
+
+    # -- submitting ---------------------------------------------------------
+
+    def _new_job(self, client_ip: str, request: JobRequest, origin: JobOrigin) -> Job:
+        now = self._clock()
+        return Job(
+            id=new_job_id(),
+            client_ip=client_ip,
+            containers=list(request.containers),
+            data=request.data,
+            requires_proof=request.requires_proof,
+            origin=origin,
+            status=JobStatus.QUEUED if origin is JobOrigin.OFFCHAIN else JobStatus.RUNNING,
+            created_at=now,
+            updated_at=now,
+        )
+
+    async def submit(self, client_ip: str, request: JobRequest) -> str:
+        self._guardian.check_offchain(request.containers, request.requires_proof, client_ip)
+        self._queue.admit(request.containers[0])
+        job = self._new_job(client_ip, request, JobOrigin.OFFCHAIN)
+        try:
+            await self._repository.add(job)
+        except BaseException:
+            self._queue.release(request.containers[0])
+            raise
+        self._queue.put(job)
+        return job.id
+
+    async def submit_delegated(self, request: DelegatedRequest) -> None:
+        if self._delegated is None:
+            raise Rejected("Chain not enabled", {})
+        await self._delegated.accept(request)
+
+    async def submit_batch(
+        self, client_ip: str, items: Sequence[JobRequest | DelegatedRequest]
+    ) -> list[dict[str, Any]]:
+        """One answer per item, in order; accepted jobs are stored in one write."""
+        answers: list[dict[str, Any]] = []
+        accepted: list[tuple[int, Job]] = []
+        for item in items:
+            try:
+                if isinstance(item, DelegatedRequest):
+                    await self.submit_delegated(item)
+                    answers.append({})
+                    continue
+                self._guardian.check_offchain(item.containers, item.requires_proof, client_ip)
+                self._queue.admit(item.containers[0])
+            except JobError as error:
+                answers.append(error.to_wire())
+                continue
+            job = self._new_job(client_ip, item, JobOrigin.OFFCHAIN)
+            accepted.append((len(answers), job))
+            answers.append({"id": job.id})
+        jobs = [job for _, job in accepted]
+        try:
+            if jobs:
+                await self._repository.add_many(jobs)
+        except BaseException:
+            for job in jobs:
+                self._queue.release(job.containers[0])
+            raise
+        for job in jobs:
+            self._queue.put(job)
+        return answers
+
+    # -- reading ------------------------------------------------------------
+
+    async def results(self, client_ip: str, ids: Sequence[str], intermediate: bool) -> list[dict[str, Any]]:
+        wanted = [job_id for job_id in dict.fromkeys(ids) if job_id]
+        if not wanted:
+            return []
+        found = {job.id: job for job in await self._repository.get_many(client_ip, wanted)}
+        # Request order, unknown ids dropped (the reference reorders; clients read [0]).
+        return [found[job_id].to_wire(intermediate) for job_id in wanted if job_id in found]
+
+    async def ids(self, client_ip: str, pending: bool | None) -> list[str]:
+        return await self._repository.list_ids(client_ip, pending)
+
+    async def record_status(
+        self, client_ip: str, job_id: str, status: JobStatus, containers: list[str], data: Any
+    ) -> None:
+        """Record a job that someone else runs (PUT /api/status): status only, no result."""
+        now = self._clock()
+        job = Job(
+            id=job_id,
+            client_ip=client_ip,
+            containers=containers,
+            data=data,
+            origin=JobOrigin.RECORDED,
+            status=status,
+            created_at=now,
+            updated_at=now,
+        )
+        await self._repository.record(job)
+
+    async def resources(self, model_id: str | None) -> dict[str, Any]:
+        return await self._gateway.resources(model_id)
+
+    # -- streaming ----------------------------------------------------------
+
+    async def open_stream(self, client_ip: str, request: JobRequest) -> "StreamJob":
+        """Admit and record a streamed job; the caller relays `StreamJob.chunks()`."""
+        containers = request.containers[:1]  # only the first container streams
+        self._guardian.check_offchain(containers, request.requires_proof, client_ip)
+        self._queue.admit(containers[0])
+        job = self._new_job(client_ip, JobRequest(containers, request.data, False), JobOrigin.STREAM)
+        try:
+            await self._repository.add(job)
+        except BaseException:
+            self._queue.release(containers[0])
+            raise
+        return StreamJob(self, job)
+
+    async def _finish_stream(self, job: Job, result: ContainerResult) -> None:
+        status = JobStatus.FAILED if result.failed else JobStatus.SUCCESS
+        try:
+            await self._repository.finish(job.key, status, result, [])
+        finally:
+            self._queue.release(job.containers[0])
+        log.info("stream job %s", status.value, extra={"job_id": job.id})
+
+
+class StreamJob:
+    """One streamed job: relays the container's bytes and stores the joined text."""
+
+    def __init__(self, service: JobService, job: Job) -> None:
+        self._service = service
+        self.job = job
+        self._upstream: AsyncIterator[bytes] | None = None
+        self._finished = False
+
+    @property
+    def id(self) -> str:
+        return self.job.id
+
+    @property
+    def container(self) -> str:
+        return self.job.containers[0]
+
+    async def start(self) -> None:
+        """Wait until the service accepts the request; on failure the job fails and the error is raised."""
+        upstream = self._service._gateway.stream(self.container, self.job.data).__aiter__()
+        try:
+            await upstream.__anext__()  # the gateway yields b"" once the service answered
+        except StopAsyncIteration:
+            await self._finish_failed("the container closed the stream at once")
+            raise JobError("The container closed the stream at once", {"container": self.container}) from None
+        except JobError as error:
+            await self._finish_failed(error.message)
+            raise
+        except BaseException as error:
+            await asyncio.shield(self._finish_failed(f"stream could not start: {type(error).__name__}"))
+            raise
+        self._upstream = upstream
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """Relay the output. Failures after the start end the stream and fail the job."""
+        assert self._upstream is not None, "start() first"
+        received: list[bytes] = []
+        error: str | None = "the client went away before the stream ended"
+        try:
+            async for chunk in self._upstream:
+                received.append(chunk)
+                yield chunk
+            error = None
+        except JobError as failure:
+            error = failure.message
+        except Exception as failure:  # the stream is already under way: record, don't raise
+            error = f"{type(failure).__name__}: {failure}" if str(failure) else type(failure).__name__
+        finally:
+            text = b"".join(received).decode("utf-8", errors="replace")
+            result = (
+                ContainerResult(self.container, error=error)
+                if error is not None
+                else ContainerResult(self.container, output={"output": text})
+            )
+            await asyncio.shield(self._finish(result))
+
+    async def _finish_failed(self, reason: str) -> None:
+        await self._finish(ContainerResult(self.container, error=reason))
+
+    async def _finish(self, result: ContainerResult) -> None:
+        if not self._finished:
+            self._finished = True
+            await self._service._finish_stream(self.job, result)

@@ -1,0 +1,1 @@
+"""The container side: where services are, and the HTTP protocol to them."""

@@ -1,0 +1,1 @@
+"""The SQL job store (SQLAlchemy 2 async): tables, migrations, the repository."""

@@ -1,0 +1,93 @@
+"""Group commit: many concurrent writes share one transaction.
+
+Each caller waits until its own write is committed, so "stored before
+acknowledged" holds, but a burst of N requests costs one commit, not N.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql import Executable
+
+log = logging.getLogger(__name__)
+
+Write = tuple[Executable, Sequence[dict[str, Any]]]
+
+
+class WriteBatcher:
+    def __init__(self, engine: AsyncEngine, max_batch: int = 1000) -> None:
+        self._engine = engine
+        self._max_batch = max_batch
+        self._waiting: list[tuple[Write, asyncio.Future[None]]] = []
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="store-writer")
+
+    async def close(self) -> None:
+        # Let queued writes land before closing.
+        while self._waiting:
+            await asyncio.sleep(0.01)
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def write(self, statement: Executable, rows: Sequence[dict[str, Any]]) -> None:
+        if self._task is None or self._task.done():
+            raise RuntimeError("the store writer is not running")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append(((statement, rows), future))
+        self._wakeup.set()
+        await future
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._waiting:
+                batch = self._waiting[: self._max_batch]
+                del self._waiting[: self._max_batch]
+                await self._commit(batch)
+
+    async def _commit(self, batch: list[tuple[Write, asyncio.Future[None]]]) -> None:
+        try:
+            async with self._engine.begin() as connection:
+                for statement, rows in _merge([write for write, _ in batch]):
+                    await connection.execute(statement, list(rows))
+        except Exception as error:
+            if len(batch) == 1:
+                log.error("a store write failed: %s", error)
+                _settle(batch, error)
+                return
+            # One bad write must not fail its neighbours: retry them one by one.
+            for item in batch:
+                await self._commit([item])
+            return
+        _settle(batch, None)
+
+
+def _merge(writes: list[Write]) -> list[Write]:
+    """Join consecutive writes of the same statement into one executemany."""
+    merged: list[tuple[Executable, list[dict[str, Any]]]] = []
+    for statement, rows in writes:
+        if merged and merged[-1][0] is statement:
+            merged[-1][1].extend(rows)
+        else:
+            merged.append((statement, list(rows)))
+    return merged  # type: ignore[return-value]
+
+
+def _settle(batch: list[tuple[Write, asyncio.Future[None]]], error: Exception | None) -> None:
+    for _, future in batch:
+        if future.done():  # its caller was cancelled
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(None)

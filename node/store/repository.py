@@ -1,0 +1,217 @@
+"""The SQL job repository: the domain's JobRepository over SQLAlchemy Core.
+
+Writes go through the group-commit batcher; reads use the pool directly.
+SQL that only one dialect understands stays in this module.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import and_, bindparam, delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from node.jobs.model import ContainerResult, Job, JobOrigin, JobStatus
+from node.store.batcher import WriteBatcher
+from node.store.tables import jobs
+
+PENDING = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
+FINISHED = (JobStatus.SUCCESS.value, JobStatus.FAILED.value)
+# Jobs the node itself runs; recorded ones belong to whoever recorded them.
+OWNED = (JobOrigin.OFFCHAIN.value, JobOrigin.STREAM.value)
+
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def _row(job: Job) -> dict[str, Any]:
+    return {
+        "client_ip": job.client_ip,
+        "id": job.id,
+        "origin": job.origin.value,
+        "status": job.status.value,
+        "containers": _dumps(job.containers),
+        "data": _dumps(job.data),
+        "requires_proof": job.requires_proof,
+        "result": _dumps(job.result.to_wire()) if job.result else None,
+        "intermediate": _dumps([step.to_wire() for step in job.intermediate]) if job.intermediate else None,
+        "created_at": job.created_at,
+        "updated_at": job.updated_at,
+        "finished_at": job.updated_at if job.status.finished else None,
+    }
+
+
+def _job(row: Any) -> Job:
+    return Job(
+        id=row.id,
+        client_ip=row.client_ip,
+        containers=json.loads(row.containers),
+        data=json.loads(row.data) if row.data is not None else None,
+        requires_proof=bool(row.requires_proof),
+        origin=JobOrigin(row.origin),
+        status=JobStatus(row.status),
+        result=ContainerResult.from_wire(json.loads(row.result)) if row.result else None,
+        intermediate=[ContainerResult.from_wire(step) for step in json.loads(row.intermediate)]
+        if row.intermediate
+        else [],
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+_KEY = and_(jobs.c.client_ip == bindparam("k_ip"), jobs.c.id == bindparam("k_id"))
+_INSERT = insert(jobs)
+_MARK_RUNNING = update(jobs).where(_KEY).values(status=bindparam("status"), updated_at=bindparam("now"))
+_FINISH = (
+    update(jobs)
+    .where(_KEY)
+    .values(
+        status=bindparam("status"),
+        result=bindparam("result"),
+        intermediate=bindparam("intermediate"),
+        updated_at=bindparam("now"),
+        finished_at=bindparam("now"),
+    )
+)
+
+
+class SqlJobRepository:
+    def __init__(self, engine: AsyncEngine, batcher: WriteBatcher) -> None:
+        self._engine = engine
+        self._batcher = batcher
+        self._upsert = self._build_upsert(engine.dialect.name)
+
+    @staticmethod
+    def _build_upsert(dialect: str) -> Any:
+        columns = ("origin", "status", "containers", "data", "result", "intermediate", "updated_at", "finished_at")
+        if dialect == "sqlite":
+            statement = sqlite.insert(jobs)
+        elif dialect == "postgresql":
+            statement = postgresql.insert(jobs)
+        else:  # pragma: no cover - only the two supported dialects reach here
+            raise ValueError(f"unsupported database dialect {dialect!r}")
+        return statement.on_conflict_do_update(
+            index_elements=["client_ip", "id"],
+            set_={name: statement.excluded[name] for name in columns},
+        )
+
+    # -- writes -------------------------------------------------------------
+
+    async def add(self, job: Job) -> None:
+        await self._batcher.write(_INSERT, [_row(job)])
+
+    async def add_many(self, new_jobs: Sequence[Job]) -> None:
+        await self._batcher.write(_INSERT, [_row(job) for job in new_jobs])
+
+    async def mark_running(self, key: tuple[str, str]) -> None:
+        await self._batcher.write(
+            _MARK_RUNNING,
+            [{"k_ip": key[0], "k_id": key[1], "status": JobStatus.RUNNING.value, "now": time.time()}],
+        )
+
+    async def finish(
+        self,
+        key: tuple[str, str],
+        status: JobStatus,
+        result: ContainerResult | None,
+        intermediate: Sequence[ContainerResult],
+    ) -> None:
+        await self._batcher.write(
+            _FINISH,
+            [
+                {
+                    "k_ip": key[0],
+                    "k_id": key[1],
+                    "status": status.value,
+                    "result": _dumps(result.to_wire()) if result else None,
+                    "intermediate": _dumps([step.to_wire() for step in intermediate]) if intermediate else None,
+                    "now": time.time(),
+                }
+            ],
+        )
+
+    async def record(self, job: Job) -> None:
+        await self._batcher.write(self._upsert, [_row(job)])
+
+    # -- reads --------------------------------------------------------------
+
+    async def get_many(self, client_ip: str, ids: Sequence[str]) -> list[Job]:
+        query = select(jobs).where(jobs.c.client_ip == client_ip, jobs.c.id.in_(list(ids)))
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(query)).all()
+        return [_job(row) for row in rows]
+
+    async def list_ids(self, client_ip: str, pending: bool | None) -> list[str]:
+        query = select(jobs.c.id, jobs.c.status).where(jobs.c.client_ip == client_ip)
+        if pending is True:
+            query = query.where(jobs.c.status.in_(PENDING))
+        elif pending is False:
+            query = query.where(jobs.c.status.in_(FINISHED))
+        query = query.order_by(jobs.c.created_at)
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(query)).all()
+        # Pending first, then completed, as the reference lists them.
+        return [row.id for row in rows if row.status in PENDING] + [
+            row.id for row in rows if row.status in FINISHED
+        ]
+
+    async def count_pending(self) -> int:
+        query = select(func.count()).select_from(jobs).where(jobs.c.status.in_(PENDING), jobs.c.origin.in_(OWNED))
+        async with self._engine.connect() as connection:
+            return int((await connection.execute(query)).scalar_one())
+
+    # -- lifecycle ----------------------------------------------------------
+
+    async def recover(self, reason: str) -> tuple[list[Job], int]:
+        now = time.time()
+        interrupted = select(jobs.c.client_ip, jobs.c.id, jobs.c.containers).where(
+            jobs.c.status == JobStatus.RUNNING.value, jobs.c.origin.in_(OWNED)
+        )
+        queued = (
+            select(jobs)
+            .where(jobs.c.status == JobStatus.QUEUED.value, jobs.c.origin == JobOrigin.OFFCHAIN.value)
+            .order_by(jobs.c.created_at)
+        )
+        async with self._engine.begin() as connection:
+            stuck = (await connection.execute(interrupted)).all()
+            if stuck:
+                await connection.execute(
+                    _FINISH,
+                    [
+                        {
+                            "k_ip": row.client_ip,
+                            "k_id": row.id,
+                            "status": JobStatus.FAILED.value,
+                            "result": _dumps(
+                                ContainerResult(json.loads(row.containers)[0], error=reason).to_wire()
+                            ),
+                            "intermediate": None,
+                            "now": now,
+                        }
+                        for row in stuck
+                    ],
+                )
+            waiting = [_job(row) for row in (await connection.execute(queued)).all()]
+        return waiting, len(stuck)
+
+    async def prune(self, finished_before: float, batch: int = 5000) -> int:
+        """Delete finished jobs older than the retention, in small transactions."""
+        removed = 0
+        while True:
+            victims = (
+                select(jobs.c.client_ip, jobs.c.id)
+                .where(jobs.c.finished_at.is_not(None), jobs.c.finished_at < finished_before)
+                .limit(batch)
+            )
+            async with self._engine.begin() as connection:
+                keys = (await connection.execute(victims)).all()
+                if not keys:
+                    return removed
+                await connection.execute(
+                    delete(jobs).where(_KEY),
+                    [{"k_ip": key.client_ip, "k_id": key.id} for key in keys],
+                )
+            removed += len(keys)

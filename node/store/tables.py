@@ -1,0 +1,28 @@
+"""Table definitions. Alembic migrations in `migrations/` create and upgrade them."""
+
+from __future__ import annotations
+
+from sqlalchemy import Boolean, Column, Float, Index, MetaData, String, Table, Text
+
+metadata = MetaData()
+
+jobs = Table(
+    "jobs",
+    metadata,
+    # Jobs are keyed by (client IP, job id): another client never sees them.
+    Column("client_ip", String(64), primary_key=True),
+    Column("id", String(256), primary_key=True),
+    Column("origin", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("containers", Text, nullable=False),  # JSON list
+    Column("data", Text, nullable=True),  # JSON
+    Column("requires_proof", Boolean, nullable=False, default=False),
+    Column("result", Text, nullable=True),  # JSON ContainerResult
+    Column("intermediate", Text, nullable=True),  # JSON list of ContainerResult
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("finished_at", Float, nullable=True),
+    Index("ix_jobs_status", "status"),
+    Index("ix_jobs_client_status", "client_ip", "status", "created_at"),
+    Index("ix_jobs_finished_at", "finished_at"),
+)
