@@ -1,0 +1,81 @@
+"""In-memory adapters for domain unit tests (the adapter boundary, nothing else)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from node.jobs.model import ContainerResult, Job, JobStatus, Location
+
+
+class MemoryRepository:
+    def __init__(self) -> None:
+        self.jobs: dict[tuple[str, str], Job] = {}
+        self.writes = 0
+
+    async def add(self, job: Job) -> None:
+        self.writes += 1
+        self.jobs[job.key] = job
+
+    async def add_many(self, jobs: Sequence[Job]) -> None:
+        self.writes += 1
+        for job in jobs:
+            self.jobs[job.key] = job
+
+    async def mark_running(self, key: tuple[str, str]) -> None:
+        self.jobs[key].status = JobStatus.RUNNING
+
+    async def finish(self, key, status, result, intermediate) -> None:  # type: ignore[no-untyped-def]
+        job = self.jobs[key]
+        job.status, job.result, job.intermediate = status, result, list(intermediate)
+
+    async def record(self, job: Job) -> None:
+        self.jobs[job.key] = job
+
+    async def get_many(self, client_ip: str, ids: Sequence[str]) -> list[Job]:
+        return [self.jobs[(client_ip, i)] for i in ids if (client_ip, i) in self.jobs]
+
+    async def list_ids(self, client_ip: str, pending: bool | None) -> list[str]:
+        mine = [job for (ip, _), job in self.jobs.items() if ip == client_ip]
+        if pending is True:
+            mine = [job for job in mine if not job.status.finished]
+        elif pending is False:
+            mine = [job for job in mine if job.status.finished]
+        return [job.id for job in mine]
+
+    async def recover(self, reason: str) -> tuple[list[Job], int]:
+        return [], 0
+
+    async def prune(self, finished_before: float) -> int:
+        return 0
+
+
+class ScriptedGateway:
+    """Answers each container with a function of the data; records every call."""
+
+    def __init__(self, behaviours: dict[str, Any] | None = None, delay: float = 0.0) -> None:
+        self.behaviours = behaviours or {}
+        self.calls: list[tuple[str, Any, Location, Location, bool]] = []
+        self.delay = delay
+        self.release = asyncio.Event()
+        self.release.set()
+
+    async def run(self, container_id, data, source, destination, requires_proof) -> ContainerResult:  # type: ignore[no-untyped-def]
+        self.calls.append((container_id, data, source, destination, requires_proof))
+        await self.release.wait()
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        behaviour = self.behaviours.get(container_id, lambda value: value)
+        outcome = behaviour(data)
+        if isinstance(outcome, Exception):
+            return ContainerResult(container_id, error=str(outcome))
+        return ContainerResult(container_id, output=outcome)
+
+    async def stream(self, container_id: str, data: Any) -> AsyncIterator[bytes]:
+        yield b""
+        for word in str(data).split():
+            yield word.encode() + b" "
+
+    async def resources(self, model_id: str | None) -> dict[str, Any]:
+        return {}

@@ -1,0 +1,116 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from node.config import ConfigError, load_config, parse_config
+
+# A config.json written for the reference node 1.4.0 (its sample, with values filled in).
+REFERENCE_CONFIG = {
+    "log": {"path": "infernet_node.log", "max_file_size": 1000000000, "backup_count": 2},
+    "manage_containers": True,
+    "server": {"port": 4000, "rate_limit": {"num_requests": 100, "period": 100}},
+    "chain": {
+        "enabled": True,
+        "trail_head_blocks": 5,
+        "rpc_url": "http://host.docker.internal:8545",
+        "registry_address": "0x5FbDB2315678afecb367f032d93F642f64180aa3",
+        "wallet": {
+            "max_gas_limit": 5000000,
+            "private_key": "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d",
+            "payment_address": "0x0000000000000000000000000000000000000000",
+            "allowed_sim_errors": ["not enough balance"],
+        },
+        "snapshot_sync": {"sleep": 1.5, "batch_size": 200, "starting_sub_id": 0, "sync_period": 0.5},
+    },
+    "startup_wait": 1.0,
+    "docker": {"username": "username", "password": "password"},
+    "redis": {"host": "redis", "port": 6379},
+    "forward_stats": True,
+    "containers": [
+        {
+            "id": "hello-world",
+            "image": "ritualnetwork/hello-world-infernet:latest",
+            "external": True,
+            "port": "3000",
+            "allowed_delegate_addresses": [],
+            "allowed_addresses": [],
+            "allowed_ips": [],
+            "command": "--bind=0.0.0.0:3000 --workers=2",
+            "env": {"THREADS": 4},
+            "volumes": [],
+            "accepted_payments": {"0x0000000000000000000000000000000000000000": "1000"},
+            "generates_proofs": False,
+        }
+    ],
+}
+
+
+def test_reference_config_loads_unchanged_and_reports_ignored_keys() -> None:
+    config = parse_config(REFERENCE_CONFIG, environ={})
+    assert set(config.ignored_keys) == {"redis", "forward_stats", "startup_wait"}
+    container = config.containers[0]
+    assert container.port == 3000
+    assert container.env == {"THREADS": "4"}
+    assert container.accepted_payments == {"0x0000000000000000000000000000000000000000": 1000}
+    assert config.chain.snapshot_sync.batch_size == 200
+    # Defaults of our own fields.
+    assert config.server.host == "0.0.0.0"
+    assert config.server.max_body_bytes == 16 * 1024 * 1024
+    assert config.store.url.startswith("sqlite+aiosqlite://")
+
+
+def test_secrets_never_show_in_repr() -> None:
+    config = parse_config(REFERENCE_CONFIG, environ={})
+    text = repr(config) + str(config.model_dump())
+    assert "59c6995e" not in text
+    assert "password'" not in text.replace("'password': SecretStr", "")
+
+
+def test_secrets_may_come_from_the_environment() -> None:
+    raw = json.loads(json.dumps(REFERENCE_CONFIG))
+    del raw["chain"]["wallet"]["private_key"]
+    with pytest.raises(ConfigError, match="wallet.private_key"):
+        parse_config(raw, environ={})
+    config = parse_config(raw, environ={"INFERNET_WALLET_PRIVATE_KEY": "0xabc", "INFERNET_DOCKER_PASSWORD": "pw"})
+    assert config.chain.wallet.private_key is not None
+    assert config.chain.wallet.private_key.get_secret_value() == "0xabc"
+    assert config.docker.password is not None and config.docker.password.get_secret_value() == "pw"
+
+
+@pytest.mark.parametrize(
+    ("patch", "expected"),
+    [
+        ({"server": {"port": "eighty"}}, "server.port: Input should be a valid integer"),
+        ({"server": {"port": 70000}}, "server.port: Input should be less than or equal to 65535"),
+        ({"server": {"prot": 1}}, "server.prot: unknown field"),
+        ({"containers": [{"id": "a"}]}, "containers[0] (a): set `url` or `port`"),
+        ({"containers": [{"id": "a", "port": 1}, {"id": "a", "port": 2}]}, "'a' is used twice"),
+        ({"containers": [{"id": "a", "port": 1, "allowed_ips": ["nope"]}]}, "containers.0.allowed_ips: 'nope' is not an IP"),
+        ({"store": {"url": "sqlite:///x.db"}}, "store.url: must start with sqlite+aiosqlite://"),
+        ({"chain": {"enabled": True}}, "chain: chain is enabled but rpc_url, registry_address, wallet.private_key is not set"),
+        ({"jobs": {"workers": 0}}, "jobs.workers: Input should be greater than or equal to 1"),
+    ],
+)
+def test_bad_fields_are_named(patch: dict, expected: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(patch, environ={})
+    assert expected in str(caught.value)
+
+
+def test_file_errors_are_one_clear_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="file not found"):
+        load_config(tmp_path / "missing.json")
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"server": {"port": 4000,}}')
+    with pytest.raises(ConfigError, match=r"invalid JSON at line 1 column 26"):
+        load_config(broken)
+    listed = tmp_path / "list.json"
+    listed.write_text("[]")
+    with pytest.raises(ConfigError, match="must be a JSON object"):
+        load_config(listed)
+
+
+def test_old_log_path_key_is_read_as_log_path() -> None:
+    config = parse_config({"log_path": "old.log"}, environ={})
+    assert config.log.path == "old.log"
