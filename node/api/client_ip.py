@@ -60,12 +60,13 @@ def resolve(peer: str | None, forwarded_for: str | None, trusted: tuple[str, ...
 
 
 CLIENT_IP_TRUSTED = web.AppKey("trusted_proxies", tuple)
+_CLIENT_IP = web.RequestKey("client_ip", str)
 
 
 def client_ip(request: web.Request) -> str:
-    cached = request.get("client_ip")
+    cached = request.get(_CLIENT_IP)
     if cached is not None:
-        return str(cached)
+        return cached
     ip = resolve(request.remote, request.headers.get("X-Forwarded-For"), request.app[CLIENT_IP_TRUSTED])
-    request["client_ip"] = ip
+    request[_CLIENT_IP] = ip
     return ip

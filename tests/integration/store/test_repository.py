@@ -1,0 +1,114 @@
+"""The SQL repository on a real SQLite file."""
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from node.jobs.model import ContainerResult, Job, JobOrigin, JobStatus, new_job_id
+from node.store.batcher import WriteBatcher
+from node.store.engine import create_engine, migrate
+from node.store.repository import SqlJobRepository
+
+
+@pytest.fixture
+async def repository(tmp_path: Path) -> AsyncIterator[SqlJobRepository]:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'store' / 'node.db'}")
+    await migrate(engine)
+    await migrate(engine)  # idempotent
+    batcher = WriteBatcher(engine)
+    batcher.start()
+    yield SqlJobRepository(engine, batcher)
+    await batcher.close()
+    await engine.dispose()
+
+
+def job(ip: str = "1.1.1.1", status: JobStatus = JobStatus.QUEUED, origin: JobOrigin = JobOrigin.OFFCHAIN, **kw) -> Job:  # type: ignore[no-untyped-def]
+    now = time.time()
+    return Job(new_job_id(), ip, ["a", "b"], kw.pop("data", {"n": 2**200}), origin=origin, status=status,
+               created_at=now, updated_at=now, **kw)
+
+
+async def test_round_trip_with_big_integers_and_unicode(repository: SqlJobRepository) -> None:
+    stored = job(data={"n": 2**255, "text": "日本語"})
+    await repository.add(stored)
+    [loaded] = await repository.get_many("1.1.1.1", [stored.id])
+    assert loaded.data == {"n": 2**255, "text": "日本語"}
+    assert loaded.status is JobStatus.QUEUED and loaded.containers == ["a", "b"]
+    assert await repository.get_many("2.2.2.2", [stored.id]) == []
+
+
+async def test_finish_keeps_result_and_intermediate(repository: SqlJobRepository) -> None:
+    stored = job()
+    await repository.add(stored)
+    await repository.mark_running(stored.key)
+    await repository.finish(stored.key, JobStatus.SUCCESS, ContainerResult("b", output=[1]), [ContainerResult("a", output=0)])
+    [loaded] = await repository.get_many(stored.client_ip, [stored.id])
+    assert loaded.status is JobStatus.SUCCESS
+    assert loaded.result == ContainerResult("b", output=[1])
+    assert loaded.intermediate == [ContainerResult("a", output=0)]
+
+
+async def test_list_ids_pending_first(repository: SqlJobRepository) -> None:
+    done, waiting = job(status=JobStatus.SUCCESS), job()
+    await repository.add_many([done, waiting, job(ip="other")])
+    assert await repository.list_ids("1.1.1.1", None) == [waiting.id, done.id]
+    assert await repository.list_ids("1.1.1.1", True) == [waiting.id]
+    assert await repository.list_ids("1.1.1.1", False) == [done.id]
+
+
+async def test_concurrent_writes_share_commits_and_all_land(repository: SqlJobRepository) -> None:
+    jobs = [job() for _ in range(500)]
+    await asyncio.gather(*(repository.add(item) for item in jobs))
+    found = await repository.get_many("1.1.1.1", [item.id for item in jobs])
+    assert len(found) == 500
+
+
+async def test_a_bad_write_does_not_fail_its_neighbours(repository: SqlJobRepository) -> None:
+    first = job()
+    await repository.add(first)
+    duplicate = Job(first.id, first.client_ip, ["a"], None, created_at=1, updated_at=1)
+    fresh = [job() for _ in range(5)]
+    results = await asyncio.gather(repository.add(duplicate), *(repository.add(item) for item in fresh), return_exceptions=True)
+    assert isinstance(results[0], Exception)
+    assert results[1:] == [None] * 5
+    assert len(await repository.get_many("1.1.1.1", [item.id for item in fresh])) == 5
+
+
+async def test_recover_fails_running_keeps_queued_and_leaves_recorded_alone(repository: SqlJobRepository) -> None:
+    queued, running, stream = job(), job(status=JobStatus.RUNNING), job(status=JobStatus.RUNNING, origin=JobOrigin.STREAM)
+    recorded = job(status=JobStatus.RUNNING, origin=JobOrigin.RECORDED)
+    await repository.add_many([queued, running, stream, recorded])
+    waiting, failed = await repository.recover("node restarted while the job was running")
+    assert [item.id for item in waiting] == [queued.id] and failed == 2
+    loaded = {item.id: item for item in await repository.get_many("1.1.1.1", [running.id, stream.id, recorded.id])}
+    assert loaded[running.id].status is JobStatus.FAILED
+    assert loaded[running.id].result == ContainerResult("a", error="node restarted while the job was running")
+    assert loaded[stream.id].status is JobStatus.FAILED
+    assert loaded[recorded.id].status is JobStatus.RUNNING
+
+
+async def test_prune_removes_only_old_finished_jobs(repository: SqlJobRepository) -> None:
+    old, young, pending = job(status=JobStatus.SUCCESS), job(status=JobStatus.FAILED), job()
+    old.updated_at = time.time() - 1000
+    await repository.add_many([old, young, pending])
+    assert await repository.prune(time.time() - 500, batch=1) == 1
+    remaining = {item.id for item in await repository.get_many("1.1.1.1", [old.id, young.id, pending.id])}
+    assert remaining == {young.id, pending.id}
+
+
+async def test_record_upserts(repository: SqlJobRepository) -> None:
+    first = job(status=JobStatus.RUNNING, origin=JobOrigin.RECORDED)
+    await repository.record(first)
+    first.status = JobStatus.SUCCESS
+    await repository.record(first)
+    [loaded] = await repository.get_many(first.client_ip, [first.id])
+    assert loaded.status is JobStatus.SUCCESS
+
+
+async def test_store_uses_wal(tmp_path: Path, repository: SqlJobRepository) -> None:
+    mode = sqlite3.connect(tmp_path / "store" / "node.db").execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
