@@ -1,0 +1,24 @@
+# One entry point. `make run` starts the node on its embedded default (SQLite, sample
+# services); `make test` runs the whole test suite (installing what it needs).
+.PHONY: run test unit check-config bench clean
+
+run:
+	scripts/run-node.sh
+
+test:
+	scripts/test.sh
+
+unit:
+	scripts/setup-venv.sh
+	.venv/bin/pytest -q tests/unit
+
+check-config:
+	scripts/setup-venv.sh
+	.venv/bin/infernet-node check-config
+
+bench:
+	scripts/setup-venv.sh
+	.venv/bin/python bench/run.py
+
+clean:
+	rm -rf data .pytest_cache

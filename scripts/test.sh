@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine or a used one: installs what it needs, then pytest.
+#   scripts/test.sh [pytest args...]
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+scripts/setup-venv.sh
+scripts/client-venv.sh
+if [[ -f tools/chain/package-lock.json ]]; then
+    # anvil and solcjs, pinned in the lock file.
+    [[ -x tools/chain/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil ]] || npm ci --prefix tools/chain --no-audit --no-fund
+fi
+# Docker daemon and the service images (real containers in the e2e tests).
+scripts/provision.sh
+
+exec .venv/bin/pytest "$@"
