@@ -67,6 +67,15 @@ class JobService:
     def pending_offchain(self) -> int:
         return self._queue.pending
 
+    @property
+    def gateway(self) -> ServiceGateway:
+        """The service gateway, for other entrypoints (the chain) that run containers."""
+        return self._gateway
+
+    def attach_delegated(self, delegated: DelegatedSubscriptions) -> None:
+        """Accept delegated subscriptions from now on (the chain module calls this once it runs)."""
+        self._delegated = delegated
+
     # -- lifecycle ----------------------------------------------------------
 
     async def recover(self) -> None:
