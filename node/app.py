@@ -13,12 +13,15 @@ from aiohttp import web
 from node.api.client_ip import CLIENT_IP_TRUSTED
 from node.api.errors import json_errors
 from node.api.keys import CONFIG, DIRECTORY, MAX_BODY, SERVICE
+from node.api.metrics import METRICS, http_metrics
 from node.api.ratelimit import TokenBuckets, rate_limiter
 from node.api.routes import setup_routes
 from node.config import Config
 from node.jobs.guardian import Guardian
 from node.jobs.queue import JobQueue
 from node.jobs.service import JobService
+from node.logs import register_secrets
+from node.metrics import NodeMetrics
 from node.services.directory import StaticDirectory
 from node.services.gateway import HttpServiceGateway
 from node.store.batcher import WriteBatcher
@@ -28,10 +31,14 @@ from node.store.repository import SqlJobRepository
 log = logging.getLogger(__name__)
 
 REPOSITORY = web.AppKey("repository", SqlJobRepository)
+QUEUE = web.AppKey("job_queue", JobQueue)
 
 
 def build_app(config: Config) -> web.Application:
-    middlewares: list[Callable[..., object]] = [json_errors]
+    register_secrets(config)  # before anything can log them
+    metrics = NodeMetrics()
+    # Outermost first: metrics see the final status, after errors became JSON.
+    middlewares: list[Callable[..., object]] = [http_metrics(metrics), json_errors]
     if config.server.rate_limit.num_requests > 0:
         buckets = TokenBuckets(config.server.rate_limit.num_requests, config.server.rate_limit.period)
         middlewares.append(rate_limiter(buckets))
@@ -39,10 +46,12 @@ def build_app(config: Config) -> web.Application:
     app[CONFIG] = config
     app[MAX_BODY] = config.server.max_body_bytes
     app[CLIENT_IP_TRUSTED] = config.server.trusted_proxies
+    app[METRICS] = metrics
     setup_routes(app)
     app.cleanup_ctx.append(_store)
     app.cleanup_ctx.append(_jobs)
     app.cleanup_ctx.append(_pruner)
+    app.on_shutdown.append(_stop_taking_jobs)
     return app
 
 
@@ -63,22 +72,43 @@ async def _jobs(app: web.Application) -> AsyncIterator[None]:
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30)
     session = aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",))
     directory = StaticDirectory(config)
-    gateway = HttpServiceGateway(session, directory, config.jobs.stream_timeout, config.jobs.resources_timeout)
+    metrics = app[METRICS]
+    gateway = HttpServiceGateway(
+        session,
+        directory,
+        config.jobs.stream_timeout,
+        config.jobs.resources_timeout,
+        observe_call=metrics.container_call,
+    )
     queue = JobQueue(
         app[REPOSITORY],
         gateway,
         workers=config.jobs.workers,
         max_pending=config.jobs.queue_size,
         max_pending_per_container=config.jobs.per_container_queue_size,
+        observer=metrics,
     )
+    metrics.watch_queue(queue.snapshot)
     service = JobService(app[REPOSITORY], gateway, Guardian(config.containers), queue)
     app[DIRECTORY] = directory
     app[SERVICE] = service
+    app[QUEUE] = queue
     await service.recover()
     queue.start()
     yield
     await queue.stop(config.jobs.shutdown_grace_seconds)
     await session.close()
+
+
+async def _stop_taking_jobs(app: web.Application) -> None:
+    """The listener is closed by now: start no more jobs, and let the grace period begin.
+
+    Runs while aiohttp still drains in-flight requests; `_jobs`' cleanup then
+    waits out what is left of the grace.
+    """
+    queue = app.get(QUEUE)
+    if queue is not None:
+        queue.close(app[CONFIG].jobs.shutdown_grace_seconds)
 
 
 async def _pruner(app: web.Application) -> AsyncIterator[None]:

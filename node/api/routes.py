@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from node.api import jobs, node_info, openapi
+from node.api import jobs, metrics, node_info, openapi
 
 
 def setup_routes(app: web.Application) -> None:
@@ -17,3 +17,4 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post("/api/jobs/stream", jobs.stream)
     app.router.add_put("/api/status", jobs.record_status)
     app.router.add_get("/openapi.json", openapi.openapi)
+    app.router.add_get("/metrics", metrics.metrics_endpoint)

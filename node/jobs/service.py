@@ -205,7 +205,7 @@ class JobService:
         try:
             await self._repository.finish(job.key, status, result, [])
         finally:
-            self._queue.release(job.containers[0])
+            self._queue.release(job.containers[0], status)
         log.info("stream job %s", status.value, extra={"job_id": job.id})
 
 

@@ -6,21 +6,27 @@ One shared aiohttp session with keep-alive serves every call.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
 
 from node.jobs.errors import JobError
 from node.jobs.model import ContainerResult, Location
+from node.logs import redact
 from node.services.directory import ContainerDirectory, Endpoint
 
 log = logging.getLogger(__name__)
 
 MAX_ERROR_TEXT = 500
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+# (container, kind "run" | "stream", outcome, seconds): metrics, passed in by app.py.
+CallObserver = Callable[[str, str, str, float], None]
 
 
 class StreamFailed(JobError):
@@ -35,7 +41,8 @@ def _headers(endpoint: Endpoint) -> dict[str, str]:
 
 
 def _error_text(body: bytes) -> str:
-    text = body.decode("utf-8", errors="replace").strip()
+    # A service may echo its request (our bearer token) in an error: never pass that on.
+    text = redact(body.decode("utf-8", errors="replace").strip())
     return text if len(text) <= MAX_ERROR_TEXT else text[:MAX_ERROR_TEXT] + "…"
 
 
@@ -66,11 +73,20 @@ class HttpServiceGateway:
         directory: ContainerDirectory,
         stream_timeout: float,
         resources_timeout: float,
+        observe_call: CallObserver | None = None,
     ) -> None:
         self._session = session
         self._directory = directory
         self._stream_timeout = stream_timeout
         self._resources_timeout = resources_timeout
+        self._observe_call = observe_call
+
+    def _observed(self, container_id: str, kind: str, outcome: str, started: float) -> None:
+        if self._observe_call is not None:
+            try:
+                self._observe_call(container_id, kind, outcome, time.perf_counter() - started)
+            except Exception:  # metrics must never fail a job
+                log.exception("container call observer failed")
 
     def _endpoint(self, container_id: str) -> Endpoint:
         endpoint = self._directory.endpoint(container_id)
@@ -97,6 +113,7 @@ class HttpServiceGateway:
             "data": data,
             "requires_proof": requires_proof,
         }
+        started = time.perf_counter()
         try:
             async with self._session.post(
                 f"{endpoint.base_url}/service_output",
@@ -106,25 +123,47 @@ class HttpServiceGateway:
             ) as response:
                 status = response.status
                 body = await response.read()
+        except asyncio.CancelledError:
+            self._observed(container_id, "run", "cancelled", started)
+            raise
         except asyncio.TimeoutError:
+            self._observed(container_id, "run", "timeout", started)
             return ContainerResult(container_id, error=f"container did not answer within {endpoint.timeout:g}s")
         except aiohttp.ClientError as error:
+            self._observed(container_id, "run", "unreachable", started)
             return ContainerResult(container_id, error=f"could not reach the container: {error}")
         try:
             output = json.loads(body)
         except (ValueError, UnicodeDecodeError):
+            self._observed(container_id, "run", "bad_output", started)
             return ContainerResult(
                 container_id, error=f"container replied with non-JSON (HTTP {status}): {_error_text(body)}"
             )
         if status >= 400:
+            self._observed(container_id, "run", "http_error", started)
             # The reference ignores the status; an error status is a failure to operators.
             message = output.get("error") if isinstance(output, dict) else None
-            detail = message if isinstance(message, str) else _error_text(body)
+            detail = redact(message) if isinstance(message, str) else _error_text(body)
             return ContainerResult(container_id, error=f"container answered HTTP {status}: {detail}")
+        self._observed(container_id, "run", "ok", started)
         return ContainerResult(container_id, output=output)
 
     async def stream(self, container_id: str, data: Any) -> AsyncIterator[bytes]:
         """Yield b"" once the service accepted the request, then its output in whole characters."""
+        started = time.perf_counter()
+        outcome = "cancelled"  # the consumer stopped early: the client left, or shutdown
+        try:
+            async with contextlib.aclosing(self._stream(container_id, data)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
+            outcome = "ok"
+        except StreamFailed:
+            outcome = "failed"
+            raise
+        finally:
+            self._observed(container_id, "stream", outcome, started)
+
+    async def _stream(self, container_id: str, data: Any) -> AsyncIterator[bytes]:
         endpoint = self._endpoint(container_id)
         payload = {"source": int(Location.OFFCHAIN), "destination": int(Location.STREAM), "data": data}
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=self._stream_timeout)

@@ -1,0 +1,193 @@
+"""Prometheus metrics: the one module that imports prometheus-client.
+
+The domain never sees these objects. `app.py` hands the job queue and the
+service gateway plain observer methods (`NodeMetrics.admitted`,
+`NodeMetrics.container_call`, ...), and points the in-flight gauges at a
+snapshot function that is called only when /metrics is scraped, so counting
+costs nothing on the hot path.
+
+Each application gets its own registry: several nodes in one process (tests)
+never clash, and /metrics shows exactly one node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Protocol
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
+
+NAMESPACE = "infernet"
+
+# HTTP handlers answer in microseconds to seconds; streams can take minutes.
+HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 180.0)
+# A container call is an inference: milliseconds (echo) to minutes (LLM).
+CONTAINER_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+# Methods outside this set are folded into "other": a method is client input,
+# and every distinct label value is a new time series held forever.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+class QueueSnapshot(Protocol):
+    """What the job queue holds right now (node.jobs.queue.QueueState has this shape)."""
+
+    @property
+    def depth(self) -> int: ...  # waiting for a worker
+
+    @property
+    def pending(self) -> int: ...  # admitted and not finished
+
+    @property
+    def capacity(self) -> int: ...  # the global bound
+
+    @property
+    def by_container(self) -> Mapping[str, tuple[int, int]]: ...  # container -> (queued, running)
+
+
+class _QueueCollector(Collector):
+    """Reads the queue at scrape time, so gauges can never drift from the truth."""
+
+    def __init__(self, snapshot: Callable[[], QueueSnapshot]) -> None:
+        self._snapshot = snapshot
+        # Containers once seen keep reporting (as 0): a series that vanishes when
+        # the queue empties makes graphs and alerts lie.
+        self._seen: set[str] = set()
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self._snapshot()
+        depth = GaugeMetricFamily(f"{NAMESPACE}_queue_depth", "Jobs waiting for a worker")
+        depth.add_metric([], snap.depth)
+        pending = GaugeMetricFamily(
+            f"{NAMESPACE}_queue_pending", "Jobs admitted and not finished (queued, running or streaming)"
+        )
+        pending.add_metric([], snap.pending)
+        capacity = GaugeMetricFamily(f"{NAMESPACE}_queue_capacity", "The global bound on pending jobs (jobs.queue_size)")
+        capacity.add_metric([], snap.capacity)
+        in_flight = GaugeMetricFamily(
+            f"{NAMESPACE}_jobs_in_flight", "Unfinished jobs by state and first container", labels=["state", "container"]
+        )
+        self._seen.update(snap.by_container)
+        for container in sorted(self._seen):
+            queued, running = snap.by_container.get(container, (0, 0))
+            in_flight.add_metric(["queued", container], queued)
+            in_flight.add_metric(["running", container], running)
+        yield from (depth, pending, capacity, in_flight)
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())  # dynamic: don't call collect() at registration time
+
+
+class ChainMetrics:
+    """The hook for the chain module: call these; nothing is exported until it does.
+
+    Created on first use (`NodeMetrics.chain`), so a node with the chain off shows
+    no chain series at all rather than misleading zeros.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._head = Gauge(f"{NAMESPACE}_chain_head_block", "Latest block seen on the chain", registry=registry)
+        self._synced = Gauge(
+            f"{NAMESPACE}_chain_synced_block", "Last block whose subscriptions the node has processed", registry=registry
+        )
+        self._deliveries = Counter(
+            f"{NAMESPACE}_chain_deliveries", "Transactions delivering outputs, by outcome", ["outcome"], registry=registry
+        )
+
+    def head(self, block: int) -> None:
+        self._head.set(block)
+
+    def synced(self, block: int) -> None:
+        self._synced.set(block)
+
+    def delivered(self, outcome: str) -> None:
+        """outcome: e.g. "success", "reverted", "failed" (keep the set small)."""
+        self._deliveries.labels(outcome).inc()
+
+
+class NodeMetrics:
+    def __init__(self, process_metrics: bool = True) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        if process_metrics:
+            # Memory, CPU, open files: what an operator looks at first when the node misbehaves.
+            ProcessCollector(registry=r)
+            PlatformCollector(registry=r)
+            GCCollector(registry=r)
+        self._http_requests = Counter(
+            f"{NAMESPACE}_http_requests", "HTTP requests by route template, method and status",
+            ["route", "method", "status"], registry=r,
+        )
+        self._http_latency = Histogram(
+            f"{NAMESPACE}_http_request_duration_seconds", "Time to answer an HTTP request (streams: until the end)",
+            ["route", "method"], buckets=HTTP_BUCKETS, registry=r,
+        )
+        self._admitted = Counter(
+            f"{NAMESPACE}_jobs_admitted", "Jobs admitted into the queue bounds, by first container",
+            ["container"], registry=r,
+        )
+        self._rejected = Counter(
+            f"{NAMESPACE}_jobs_rejected", "Jobs refused with 429 because a bound was reached",
+            ["container", "bound"], registry=r,
+        )
+        self._finished = Counter(
+            f"{NAMESPACE}_jobs_finished", "Jobs that reached a final state, by first container",
+            ["container", "status"], registry=r,
+        )
+        self._container_calls = Histogram(
+            f"{NAMESPACE}_container_call_duration_seconds", "Calls to inference containers, by outcome",
+            ["container", "kind", "outcome"], buckets=CONTAINER_BUCKETS, registry=r,
+        )
+        self._chain: ChainMetrics | None = None
+
+    # -- wiring ---------------------------------------------------------------
+
+    def watch_queue(self, snapshot: Callable[[], QueueSnapshot]) -> None:
+        self.registry.register(_QueueCollector(snapshot))
+
+    @property
+    def chain(self) -> ChainMetrics:
+        if self._chain is None:
+            self._chain = ChainMetrics(self.registry)
+        return self._chain
+
+    # -- HTTP -----------------------------------------------------------------
+
+    def http_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        method = method if method in _METHODS else "other"
+        self._http_requests.labels(route, method, str(status)).inc()
+        self._http_latency.labels(route, method).observe(seconds)
+
+    # -- the job queue's observer (node.jobs.queue.QueueObserver) ---------------
+
+    def admitted(self, container: str) -> None:
+        self._admitted.labels(container).inc()
+
+    def rejected(self, container: str, bound: str) -> None:
+        self._rejected.labels(container, bound).inc()
+
+    def finished(self, container: str, status: str) -> None:
+        self._finished.labels(container, status).inc()
+
+    # -- the service gateway's observer -----------------------------------------
+
+    def container_call(self, container: str, kind: str, outcome: str, seconds: float) -> None:
+        self._container_calls.labels(container, kind, outcome).observe(seconds)
+
+    # -- exposition -------------------------------------------------------------
+
+    def render(self, accept: str | None) -> tuple[bytes, str]:
+        """The exposition body and its content type, negotiated from the Accept header."""
+        encoder, content_type = choose_encoder(accept or "")
+        return encoder(self.registry), content_type
