@@ -124,7 +124,11 @@ build_service() {
         log "$image: up to date"
         return 0
     fi
-    log "$image: building (${have:+sources changed}${have:-missing})"
+    if [ -n "$have" ]; then
+        log "$image: sources or base changed, rebuilding"
+    else
+        log "$image: not built yet, building"
+    fi
     start=$SECONDS
     local build_log
     build_log=$(mktemp)
