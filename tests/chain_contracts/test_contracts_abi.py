@@ -152,7 +152,7 @@ def test_typehash_strings_give_the_documented_hashes() -> None:
 
 @pytest.mark.chain
 @pytest.mark.asyncio(loop_scope="session")
-async def test_contract_typehashes_and_domain(anvil_w3: AsyncWeb3, infernet_chain: InfernetDeployment) -> None:
+async def test_contract_typehashes_and_domain(anvil_w3: AsyncWeb3[Any], infernet_chain: InfernetDeployment) -> None:
     fns = infernet_chain.coordinator.functions
     assert await fns.EIP712_DOMAIN_TYPEHASH().call() == bytes.fromhex(DOMAIN_TYPEHASH[2:])
     assert await fns.EIP712_DELEGATE_SUBSCRIPTION_TYPEHASH().call() == bytes.fromhex(DELEGATE_SUBSCRIPTION_TYPEHASH[2:])

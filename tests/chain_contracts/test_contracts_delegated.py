@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from eth_abi import encode as abi_encode
+from eth_abi.abi import encode as abi_encode
 from eth_account.messages import encode_typed_data
 from eth_account.signers.local import LocalAccount
 from web3 import AsyncWeb3, Web3
@@ -17,9 +17,9 @@ from web3.logs import DISCARD
 from tests.support.chain import (
     ZERO_ADDRESS,
     InfernetDeployment,
-    deploy_consumer,
     delegate_subscription_typed_data,
     delegatee_args,
+    deploy_consumer,
     error_selector,
     expect_revert,
     increase_time,
@@ -31,15 +31,14 @@ from tests.support.chain import (
     transact,
 )
 
-
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
 # client-contract.md §5.3: captured from the real infernet-client 1.4.0.
 VECTOR_KEY = "0xb25c7db31feed9122727bf0939dc769a96564b2de4c4726d035b36ecf1e5b364"
 VECTOR_SIGNER = "0x5ce9454909639D2D17A3F753ce7d93fa0b9aB12E"
-VECTOR_COORDINATOR = "0x1Fbdb2315678aFecb369F032D93f642f64140AA3"
+VECTOR_COORDINATOR = Web3.to_checksum_address("0x1Fbdb2315678aFecb369F032D93f642f64140AA3")
 VECTOR_CHAIN_ID = 31337
-VECTOR_BODY = {
+VECTOR_BODY: dict[str, Any] = {
     "signature": {
         "nonce": 7,
         "expiry": 2000000000,
@@ -92,7 +91,7 @@ def owner_nonce_key(owner: str, nonce: int) -> bytes:
 
 
 async def sign_for(
-    w3: AsyncWeb3,
+    w3: AsyncWeb3[Any],
     chain: InfernetDeployment,
     consumer: AsyncContract,
     signer: LocalAccount,
@@ -120,7 +119,9 @@ async def sign_for(
     )
 
 
-def deliver_delegatee(chain: InfernetDeployment, body: dict[str, Any], interval: int = 1, output: bytes = b"out") -> Any:
+def deliver_delegatee(
+    chain: InfernetDeployment, body: dict[str, Any], interval: int = 1, output: bytes = b"out"
+) -> Any:
     return chain.coordinator.functions.deliverComputeDelegatee(
         *delegatee_args(body), interval, b"in", output, b"", ZERO_ADDRESS
     )
@@ -140,7 +141,7 @@ def test_typed_data_reproduces_the_client_vector() -> None:
 @pytest.mark.chain
 @pytest.mark.asyncio(loop_scope="session")
 async def test_client_vector_is_accepted_on_chain(
-    anvil_w3: AsyncWeb3,
+    anvil_w3: AsyncWeb3[Any],
     infernet_chain: InfernetDeployment,
     anvil_accounts: list[LocalAccount],
     chain_snapshot: str,
@@ -149,9 +150,11 @@ async def test_client_vector_is_accepted_on_chain(
     signer is the vector's signer at its owner address): the captured client signature must pass
     the on-chain EIP-712 verification unchanged."""
     deployer = anvil_accounts[0].address
-    code = await anvil_w3.eth.get_code(infernet_chain.coordinator_address)
+    code = await anvil_w3.eth.get_code(infernet_chain.coordinator.address)
     await rpc(anvil_w3, "anvil_setCode", [VECTOR_COORDINATOR, code.to_0x_hex()])
-    await rpc(anvil_w3, "anvil_setStorageAt", [VECTOR_COORDINATOR, "0x0", "0x" + (1).to_bytes(32, "big").hex()])  # id = 1
+    await rpc(
+        anvil_w3, "anvil_setStorageAt", [VECTOR_COORDINATOR, "0x0", "0x" + (1).to_bytes(32, "big").hex()]
+    )  # id = 1
     template = await deploy_consumer(anvil_w3, deployer, VECTOR_COORDINATOR, VECTOR_SIGNER)
     owner = Web3.to_checksum_address(VECTOR_BODY["subscription"]["owner"])
     await rpc(anvil_w3, "anvil_setCode", [owner, (await anvil_w3.eth.get_code(template.address)).to_0x_hex()])
@@ -162,7 +165,11 @@ async def test_client_vector_is_accepted_on_chain(
     assert await coordinator.functions.id().call() == 1
     sig = VECTOR_BODY["signature"]
     typed = delegate_subscription_typed_data(
-        VECTOR_BODY["subscription"], nonce=7, expiry=2000000000, chain_id=VECTOR_CHAIN_ID, coordinator=VECTOR_COORDINATOR
+        VECTOR_BODY["subscription"],
+        nonce=7,
+        expiry=2000000000,
+        chain_id=VECTOR_CHAIN_ID,
+        coordinator=VECTOR_COORDINATOR,
     )
     on_chain_digest = await coordinator.functions.hashDelegateSubscription(
         7, 2000000000, subscription_tuple(VECTOR_BODY["subscription"])
@@ -179,7 +186,7 @@ async def test_client_vector_is_accepted_on_chain(
 @pytest.mark.chain
 @pytest.mark.asyncio(loop_scope="session")
 async def test_deliver_compute_delegatee_creates_and_delivers(
-    anvil_w3: AsyncWeb3,
+    anvil_w3: AsyncWeb3[Any],
     infernet_chain: InfernetDeployment,
     infernet_consumer: AsyncContract,
     anvil_accounts: list[LocalAccount],
@@ -216,7 +223,7 @@ async def test_deliver_compute_delegatee_creates_and_delivers(
 @pytest.mark.chain
 @pytest.mark.asyncio(loop_scope="session")
 async def test_signer_mismatch(
-    anvil_w3: AsyncWeb3,
+    anvil_w3: AsyncWeb3[Any],
     infernet_chain: InfernetDeployment,
     infernet_consumer: AsyncContract,
     anvil_accounts: list[LocalAccount],
@@ -238,7 +245,7 @@ async def test_signer_mismatch(
 @pytest.mark.chain
 @pytest.mark.asyncio(loop_scope="session")
 async def test_signature_expired(
-    anvil_w3: AsyncWeb3,
+    anvil_w3: AsyncWeb3[Any],
     infernet_chain: InfernetDeployment,
     infernet_consumer: AsyncContract,
     anvil_accounts: list[LocalAccount],
@@ -260,7 +267,7 @@ async def test_signature_expired(
 @pytest.mark.chain
 @pytest.mark.asyncio(loop_scope="session")
 async def test_create_subscription_delegatee_is_idempotent_per_owner_nonce(
-    anvil_w3: AsyncWeb3,
+    anvil_w3: AsyncWeb3[Any],
     infernet_chain: InfernetDeployment,
     infernet_consumer: AsyncContract,
     anvil_accounts: list[LocalAccount],
@@ -294,7 +301,7 @@ async def test_create_subscription_delegatee_is_idempotent_per_owner_nonce(
 @pytest.mark.chain
 @pytest.mark.asyncio(loop_scope="session")
 async def test_malformed_signatures_are_invalid(
-    anvil_w3: AsyncWeb3,
+    anvil_w3: AsyncWeb3[Any],
     infernet_chain: InfernetDeployment,
     infernet_consumer: AsyncContract,
     anvil_accounts: list[LocalAccount],
@@ -318,7 +325,7 @@ async def test_malformed_signatures_are_invalid(
 @pytest.mark.chain
 @pytest.mark.asyncio(loop_scope="session")
 async def test_recurring_delegated_subscription_continues_on_chain(
-    anvil_w3: AsyncWeb3,
+    anvil_w3: AsyncWeb3[Any],
     infernet_chain: InfernetDeployment,
     infernet_consumer: AsyncContract,
     anvil_accounts: list[LocalAccount],

@@ -3,8 +3,10 @@ order and errors the node relies on (chain.md §3) and what the consumer receive
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
-from eth_abi import encode as abi_encode
+from eth_abi.abi import encode as abi_encode
 from eth_account.signers.local import LocalAccount
 from web3 import AsyncWeb3, Web3
 from web3.contract import AsyncContract
@@ -45,12 +47,12 @@ def node_key(subscription_id: int, interval: int, node: str) -> bytes:
     return Web3.keccak(abi_encode(["uint32", "uint32", "address"], [subscription_id, interval, node]))
 
 
-def deliver(chain: InfernetDeployment, subscription_id: int, interval: int, output: bytes = b"out") -> object:
+def deliver(chain: InfernetDeployment, subscription_id: int, interval: int, output: bytes = b"out") -> Any:
     return chain.coordinator.functions.deliverCompute(subscription_id, interval, b"in", output, b"", ZERO_ADDRESS)
 
 
 async def test_callback_subscription_is_created_as_specified(
-    anvil_w3: AsyncWeb3,
+    anvil_w3: AsyncWeb3[Any],
     infernet_chain: InfernetDeployment,
     infernet_consumer: AsyncContract,
     anvil_accounts: list[LocalAccount],
@@ -146,7 +148,7 @@ async def test_unknown_subscription_is_not_found(
 
 
 async def test_recurring_subscription_intervals(
-    anvil_w3: AsyncWeb3,
+    anvil_w3: AsyncWeb3[Any],
     infernet_chain: InfernetDeployment,
     infernet_consumer: AsyncContract,
     anvil_accounts: list[LocalAccount],
@@ -182,7 +184,7 @@ async def test_recurring_subscription_intervals(
 
 
 async def test_cancelled_subscription_is_not_active(
-    anvil_w3: AsyncWeb3,
+    anvil_w3: AsyncWeb3[Any],
     infernet_chain: InfernetDeployment,
     infernet_consumer: AsyncContract,
     anvil_accounts: list[LocalAccount],

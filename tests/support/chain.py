@@ -28,19 +28,20 @@ import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
-from eth_abi import encode as abi_encode
+from eth_abi.abi import encode as abi_encode
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_account.signers.local import LocalAccount
 from web3 import AsyncHTTPProvider, AsyncWeb3, Web3
 from web3.contract import AsyncContract
-from web3.types import TxReceipt
+from web3.exceptions import ContractLogicError
+from web3.types import RPCEndpoint, TxReceipt
 
 # --------------------------------------------------------------------------------------- constants
 
@@ -128,15 +129,23 @@ def _free_loopback_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _die_with_parent() -> None:
-    """Runs in the child before exec: ask Linux to SIGTERM anvil if the test process dies (even by
-    SIGKILL), so a crashed pytest never leaves an orphaned chain behind."""
+def _load_prctl() -> Any:
     try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
-    except OSError:
-        pass  # not Linux/glibc: rely on Anvil.stop()
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+# Resolved in the parent: the child (between fork and exec) must not dlopen anything.
+_PRCTL = _load_prctl()
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: ask Linux to SIGTERM anvil when the thread that started it
+    exits (with pytest, the main thread), even by SIGKILL, so no orphaned chain is left behind."""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 # No proxies: the RPC endpoint is on loopback, and *_proxy variables must never reroute it.
@@ -169,12 +178,16 @@ class Anvil:
         accounts: int = ANVIL_ACCOUNT_COUNT,
         mnemonic: str = ANVIL_MNEMONIC,
         extra_args: Sequence[str] = (),
+        die_with_parent: bool = True,
     ) -> None:
         self.binary = Path(binary) if binary is not None else anvil_binary()
         self.chain_id = chain_id
         self.account_count = accounts
         self.mnemonic = mnemonic
         self.extra_args = tuple(extra_args)
+        # PR_SET_PDEATHSIG follows the *thread* that spawned anvil: pass False when starting it
+        # from a short-lived thread (e.g. asyncio.to_thread), or anvil dies with that thread.
+        self.die_with_parent = die_with_parent
         self.port: int | None = None
         self.startup_seconds: float | None = None  # spawn -> first eth_chainId answer
         self._proc: subprocess.Popen[bytes] | None = None
@@ -224,7 +237,7 @@ class Anvil:
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - only sets a prctl flag
+            preexec_fn=_die_with_parent if self.die_with_parent else None,  # noqa: PLW1509 - one prctl call
         )
         url = f"http://127.0.0.1:{port}"
         deadline = started + timeout
@@ -251,7 +264,8 @@ class Anvil:
         if self._log is None:
             return ""
         self._log.seek(0)
-        return self._log.read().decode(errors="replace")[-2000:]
+        data: bytes = self._log.read()
+        return data.decode(errors="replace")[-2000:]
 
     def _cleanup(self) -> None:
         if self._log is not None:
@@ -290,9 +304,7 @@ class Anvil:
 @lru_cache(maxsize=4)
 def _derive_accounts_cached(mnemonic: str, count: int) -> tuple[LocalAccount, ...]:
     Account.enable_unaudited_hdwallet_features()  # required by eth-account for from_mnemonic
-    return tuple(
-        Account.from_mnemonic(mnemonic, account_path=f"m/44'/60'/0'/0/{i}") for i in range(count)
-    )
+    return tuple(Account.from_mnemonic(mnemonic, account_path=f"m/44'/60'/0'/0/{i}") for i in range(count))
 
 
 def derive_accounts(mnemonic: str = ANVIL_MNEMONIC, count: int = ANVIL_ACCOUNT_COUNT) -> list[LocalAccount]:
@@ -303,55 +315,56 @@ def derive_accounts(mnemonic: str = ANVIL_MNEMONIC, count: int = ANVIL_ACCOUNT_C
 # --------------------------------------------------------------------------------------- async RPC
 
 
-def make_w3(url: str) -> AsyncWeb3:
+def make_w3(url: str) -> AsyncWeb3[Any]:
     """AsyncWeb3 over HTTP. Close it with ``await w3.provider.disconnect()``."""
     return AsyncWeb3(AsyncHTTPProvider(url, request_kwargs={"timeout": 30}))
 
 
-async def rpc(w3: AsyncWeb3, method: str, params: Sequence[Any] = ()) -> Any:
+async def rpc(w3: AsyncWeb3[Any], method: str, params: Sequence[Any] = ()) -> Any:
     """Raw JSON-RPC (anvil/evm cheat methods web3 has no wrapper for)."""
-    response = await w3.provider.make_request(method, list(params))  # type: ignore[arg-type]
+    response = await w3.provider.make_request(RPCEndpoint(method), list(params))
     if "error" in response:
         raise AnvilError(f"{method}: {response['error']}")
     return response["result"]
 
 
-async def snapshot(w3: AsyncWeb3) -> str:
+async def snapshot(w3: AsyncWeb3[Any]) -> str:
     """``evm_snapshot``: id to pass to ``revert`` (an id is single-use in anvil)."""
     return str(await rpc(w3, "evm_snapshot"))
 
 
-async def revert(w3: AsyncWeb3, snapshot_id: str) -> bool:
+async def revert(w3: AsyncWeb3[Any], snapshot_id: str) -> bool:
     return bool(await rpc(w3, "evm_revert", [snapshot_id]))
 
 
-async def mine(w3: AsyncWeb3, blocks: int = 1) -> None:
+async def mine(w3: AsyncWeb3[Any], blocks: int = 1) -> None:
     await rpc(w3, "anvil_mine", [hex(blocks)])
 
 
-async def latest_timestamp(w3: AsyncWeb3) -> int:
+async def latest_timestamp(w3: AsyncWeb3[Any]) -> int:
     block = await w3.eth.get_block("latest")
     return int(block["timestamp"])
 
 
-async def increase_time(w3: AsyncWeb3, seconds: int) -> int:
+async def increase_time(w3: AsyncWeb3[Any], seconds: int) -> int:
     """Move chain time forward and mine a block so ``latest`` reflects it; returns its timestamp."""
     await rpc(w3, "evm_increaseTime", [int(seconds)])
     await mine(w3)
     return await latest_timestamp(w3)
 
 
-async def set_next_block_timestamp(w3: AsyncWeb3, timestamp: int) -> None:
+async def set_next_block_timestamp(w3: AsyncWeb3[Any], timestamp: int) -> None:
     await rpc(w3, "evm_setNextBlockTimestamp", [int(timestamp)])
 
 
 # --------------------------------------------------------------------------------------- contracts
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_artifact(name: str) -> dict[str, Any]:
     """``{contractName, sourceName, abi, bytecode, compiler}`` from tools/chain/build/<name>.json."""
-    return json.loads((BUILD_DIR / f"{name}.json").read_text())
+    artifact: dict[str, Any] = json.loads((BUILD_DIR / f"{name}.json").read_text())
+    return artifact
 
 
 class TxFailed(AssertionError):
@@ -365,21 +378,23 @@ async def transact(fn: Any, sender: str, **tx: Any) -> TxReceipt:
     ``expect_revert``); pass ``gas=`` to skip estimation and get a mined failure (TxFailed) instead.
     """
     tx_hash = await fn.transact({"from": sender, **tx})
-    receipt = await fn.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=30)
+    receipt: TxReceipt = await fn.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=30)
     if receipt["status"] != 1:
         raise TxFailed(f"transaction {tx_hash.to_0x_hex()} reverted (status 0)")
     return receipt
 
 
-async def deploy(w3: AsyncWeb3, name: str, *args: Any, sender: str) -> AsyncContract:
+async def deploy(w3: AsyncWeb3[Any], name: str, *args: Any, sender: str) -> AsyncContract:
     """Deploy build artifact ``name`` with constructor ``args``; returns the bound contract."""
     artifact = load_artifact(name)
     factory = w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
     receipt = await transact(factory.constructor(*args), sender)
-    return w3.eth.contract(address=receipt["contractAddress"], abi=artifact["abi"])
+    address = receipt["contractAddress"]
+    assert address is not None, "deployment receipt without contractAddress"
+    return w3.eth.contract(address=address, abi=artifact["abi"])
 
 
-def contract_at(w3: AsyncWeb3, name: str, address: str) -> AsyncContract:
+def contract_at(w3: AsyncWeb3[Any], name: str, address: str) -> AsyncContract:
     return w3.eth.contract(address=Web3.to_checksum_address(address), abi=load_artifact(name)["abi"])
 
 
@@ -406,7 +421,7 @@ class InfernetDeployment:
         return str(self.registry.address)
 
 
-async def deploy_infernet(w3: AsyncWeb3, deployer: str) -> InfernetDeployment:
+async def deploy_infernet(w3: AsyncWeb3[Any], deployer: str) -> InfernetDeployment:
     """Coordinator, then Reader(coordinator), then Registry(coordinator, 0, reader, 0, 0).
 
     Linear order is possible because our coordinator never reads the registry (the SDK's does,
@@ -422,7 +437,7 @@ async def deploy_infernet(w3: AsyncWeb3, deployer: str) -> InfernetDeployment:
     )
 
 
-async def deploy_consumer(w3: AsyncWeb3, deployer: str, coordinator: str, signer: str) -> AsyncContract:
+async def deploy_consumer(w3: AsyncWeb3[Any], deployer: str, coordinator: str, signer: str) -> AsyncContract:
     """A TestConsumer bound to ``coordinator`` whose ``getSigner()`` is ``signer``."""
     return await deploy(w3, "TestConsumer", coordinator, signer, sender=deployer)
 
@@ -472,7 +487,7 @@ async def cancel_subscription(consumer: AsyncContract, sender: str, subscription
 
 # --------------------------------------------------------------------------------------- reverts
 
-_HEX_RE = re.compile(r"0x[0-9a-fA-F]{8,}")
+_HEX_RE = re.compile(r"0x(?:[0-9a-fA-F]{2}){4,}")
 
 
 def error_selector(name: str, input_types: Sequence[str] = ()) -> str:
@@ -492,18 +507,19 @@ def error_selectors(abi: Sequence[Mapping[str, Any]]) -> dict[str, str]:
 def revert_selector(exc: BaseException) -> str | None:
     """The 4-byte selector (``0x…`` lowercase) of the revert data carried by a web3 exception.
 
-    Chains shape revert errors differently (``data`` as str, dict, or bytes), so look at the data
-    rather than at the exception class."""
-    candidates: list[Any] = [getattr(exc, "data", None), *exc.args]
+    Chains shape revert errors differently (``data`` as a hex str, a dict with ``data``, or bytes),
+    so look at the revert data rather than at the exception class. Only revert data is read, never
+    free-form messages (they may contain addresses that look like data)."""
+    candidates: list[Any] = [getattr(exc, "data", None)]
+    if isinstance(exc, ContractLogicError):
+        candidates.extend(exc.args)  # web3: (message, data)
     for candidate in candidates:
         if isinstance(candidate, Mapping):
             candidate = candidate.get("data")
         if isinstance(candidate, (bytes, bytearray)) and len(candidate) >= 4:
             return "0x" + bytes(candidate[:4]).hex()
-        if isinstance(candidate, str):
-            match = _HEX_RE.search(candidate)
-            if match:
-                return match.group(0)[:10].lower()
+        if isinstance(candidate, str) and _HEX_RE.fullmatch(candidate):
+            return candidate[:10].lower()
     return None
 
 
@@ -666,7 +682,7 @@ def anvil_accounts(anvil: Anvil) -> list[LocalAccount]:
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def anvil_w3(anvil: Anvil) -> AsyncIterator[AsyncWeb3]:
+async def anvil_w3(anvil: Anvil) -> AsyncIterator[AsyncWeb3[Any]]:
     """Session AsyncWeb3 connected to the anvil fixture (session event loop)."""
     w3 = make_w3(anvil.url)
     try:
@@ -676,13 +692,13 @@ async def anvil_w3(anvil: Anvil) -> AsyncIterator[AsyncWeb3]:
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def infernet_chain(anvil_w3: AsyncWeb3, anvil_accounts: list[LocalAccount]) -> InfernetDeployment:
+async def infernet_chain(anvil_w3: AsyncWeb3[Any], anvil_accounts: list[LocalAccount]) -> InfernetDeployment:
     """Coordinator + Reader + Registry, deployed once per session by ``anvil_accounts[0]``."""
     return await deploy_infernet(anvil_w3, anvil_accounts[0].address)
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def chain_snapshot(anvil_w3: AsyncWeb3, infernet_chain: InfernetDeployment) -> AsyncIterator[str]:
+async def chain_snapshot(anvil_w3: AsyncWeb3[Any], infernet_chain: InfernetDeployment) -> AsyncIterator[str]:
     """Isolates one test: ``evm_snapshot`` before, ``evm_revert`` after (state, blocks and time)."""
     snapshot_id = await snapshot(anvil_w3)
     try:
@@ -693,7 +709,7 @@ async def chain_snapshot(anvil_w3: AsyncWeb3, infernet_chain: InfernetDeployment
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def infernet_consumer(
-    anvil_w3: AsyncWeb3,
+    anvil_w3: AsyncWeb3[Any],
     infernet_chain: InfernetDeployment,
     anvil_accounts: list[LocalAccount],
     chain_snapshot: str,
