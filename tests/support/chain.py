@@ -1,6 +1,6 @@
 """Real-chain test support: an anvil process, our Infernet test contracts, EIP-712 helpers.
 
-Everything here talks to a real anvil (npm ``@foundry-rs/anvil``, pinned in tools/chain) bound to
+Everything here talks to a real anvil (npm ``@foundry-rs/anvil-linux-amd64``, pinned in tools/chain) bound to
 127.0.0.1, using the committed artifacts in ``tools/chain/build`` (rebuild: ``node tools/chain/compile.js``).
 
 Using the fixtures from a conftest.py::
