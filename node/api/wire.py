@@ -135,10 +135,45 @@ class InfoBody(BaseModel):
 # -- parsing -----------------------------------------------------------------
 
 
+MAX_JSON_DEPTH = 256
+
+
+def _too_deep(raw: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """True if arrays/objects nest deeper than `limit` (strings respected).
+
+    The stdlib decoder recurses per level and can overflow the C stack (a
+    crash, not an exception) long before its recursion limit on a thread with
+    a small stack; so deep bodies are refused before decoding.
+    """
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False  # cheap common case: cannot be that deep
+    depth = 0
+    in_string = escaped = False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            if depth > limit:
+                return True
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return False
+
+
 def decode_json(raw: bytes) -> Any:
     """Decode a request body with the stdlib (integers up to 2^256 stay exact)."""
     if not raw.strip():
         raise InvalidRequest("Request body is empty; expected JSON")
+    if _too_deep(raw):
+        raise InvalidRequest(f"Malformed JSON body: nested too deeply (more than {MAX_JSON_DEPTH} levels)")
     try:
         return json.loads(raw)
     except UnicodeDecodeError:

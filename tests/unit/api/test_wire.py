@@ -81,8 +81,14 @@ def test_malformed_bodies(raw: bytes) -> None:
 
 
 def test_deeply_nested_json_is_a_clean_error() -> None:
+    # 100k levels would overflow the C stack inside json.loads (a crash, not an exception).
     with pytest.raises(InvalidRequest, match="nested too deeply"):
         decode_json(b"[" * 100_000 + b"]" * 100_000)
+    with pytest.raises(InvalidRequest, match="nested too deeply"):
+        decode_json(b'{"a":' * 300 + b"1" + b"}" * 300)
+    # Brackets inside strings don't count, and moderate nesting is fine.
+    assert decode_json(b'["' + b"[" * 1000 + b'"]') == ["[" * 1000]
+    assert decode_json(b"[" * 200 + b"]" * 200) is not None
 
 
 def test_status_body() -> None:
