@@ -9,10 +9,11 @@ from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from node.api.client_ip import CLIENT_IP_TRUSTED
 from node.api.errors import json_errors
-from node.api.keys import CONFIG, DIRECTORY, MAX_BODY, SERVICE
+from node.api.keys import CHAIN_STATUS, CONFIG, DIRECTORY, MAX_BODY, SERVICE
 from node.api.metrics import METRICS, http_metrics
 from node.api.ratelimit import TokenBuckets, rate_limiter
 from node.api.routes import setup_routes
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 
 REPOSITORY = web.AppKey("repository", SqlJobRepository)
 QUEUE = web.AppKey("job_queue", JobQueue)
+ENGINE = web.AppKey("engine", AsyncEngine)
 
 
 def build_app(config: Config) -> web.Application:
@@ -50,6 +52,7 @@ def build_app(config: Config) -> web.Application:
     setup_routes(app)
     app.cleanup_ctx.append(_store)
     app.cleanup_ctx.append(_jobs)
+    app.cleanup_ctx.append(_chain)
     app.cleanup_ctx.append(_pruner)
     app.on_shutdown.append(_stop_taking_jobs)
     return app
@@ -59,6 +62,7 @@ async def _store(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     engine = create_engine(config.store.url)
     await migrate(engine)
+    app[ENGINE] = engine
     batcher = WriteBatcher(engine)
     batcher.start()
     app[REPOSITORY] = SqlJobRepository(engine, batcher)
@@ -98,6 +102,29 @@ async def _jobs(app: web.Application) -> AsyncIterator[None]:
     yield
     await queue.stop(config.jobs.shutdown_grace_seconds)
     await session.close()
+
+
+async def _chain(app: web.Application) -> AsyncIterator[None]:
+    """The chain module, when `chain.enabled`: subscriptions, delegated subscriptions, /info's chain fields."""
+    config = app[CONFIG]
+    if not config.chain.enabled:
+        yield
+        return
+    from node.chain.runtime import ChainRuntime  # web3 is only imported by nodes that use it
+
+    runtime = ChainRuntime(
+        config.chain,
+        config.containers,
+        app[SERVICE].gateway,
+        app[ENGINE],
+        concurrency=config.jobs.workers,
+        metrics=app[METRICS].chain,
+    )
+    app[CHAIN_STATUS] = runtime.status
+    app[SERVICE].attach_delegated(runtime)
+    runtime.start()
+    yield
+    await runtime.close()
 
 
 async def _stop_taking_jobs(app: web.Application) -> None:
