@@ -27,7 +27,8 @@ log() { echo "provision: $*"; }
 die() { echo "provision: ERROR: $*" >&2; exit 1; }
 
 # Several test sessions or CI steps may call this at once; one at a time is enough.
-LOCK_FILE=${PROVISION_LOCK_FILE:-/tmp/infernet-provision.lock}
+# Per user: a lock file created by root could not be opened by anyone else.
+LOCK_FILE=${PROVISION_LOCK_FILE:-/tmp/infernet-provision.$(id -u).lock}
 exec 9>"$LOCK_FILE"
 if ! flock -w 1800 9; then
     die "could not take the lock $LOCK_FILE within 30 minutes (another provision.sh is stuck?)"

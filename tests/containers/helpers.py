@@ -106,7 +106,8 @@ def service_container(image: str, env: dict[str, str] | None = None) -> Iterator
     """Run `image` with host networking on a free loopback port; yields its URL, removes it after."""
     port = free_port()
     name = f"infernet-test-{image.split('/')[-1].split(':')[0]}-{port}"
-    command = ["docker", "run", "-d", "--rm", "--name", name, "--network", "host",
+    # No --rm: `docker rm -f` below removes it, and --rm would race with that removal.
+    command = ["docker", "run", "-d", "--name", name, "--network", "host",
                "-e", f"PORT={port}", "-e", "HOST=127.0.0.1"]
     for key, value in (env or {}).items():
         command += ["-e", f"{key}={value}"]
