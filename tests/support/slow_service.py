@@ -1,20 +1,32 @@
 """A service that takes its time: `{"sleep": seconds}` in data delays the echo.
 
 Run as a process (`python tests/support/slow_service.py`, env PORT) so that it
-outlives a node that the test kills.
+outlives a node that the test kills. With env CALLS_FILE, every call it receives
+appends its `data` as one JSON line there first (the fault suite counts them to
+prove no job ran twice).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 
 from aiohttp import web
 
 
+def _record(data: object) -> None:
+    path = os.environ.get("CALLS_FILE")
+    if path:
+        # One write() of one line in append mode: lines never interleave.
+        with open(path, "a", encoding="utf-8") as sink:
+            sink.write(json.dumps(data) + "\n")
+
+
 async def service_output(request: web.Request) -> web.Response:
     body = await request.json()
     data = body.get("data")
+    _record(data)
     if isinstance(data, dict) and isinstance(data.get("sleep"), (int, float)):
         await asyncio.sleep(data["sleep"])
     return web.json_response(data)
