@@ -115,6 +115,8 @@ def parse_json(body: bytes) -> Any:
         return json.loads(body, parse_constant=_reject_constant, parse_float=_finite_float)
     except UnicodeDecodeError:
         raise BadInput("request body is not valid UTF-8")
+    except RecursionError:  # e.g. 100k nested brackets: refuse, don't answer 500
+        raise BadInput("request body is nested too deeply")
     except ValueError as exc:
         raise BadInput(f"request body is not valid JSON: {exc}")
 

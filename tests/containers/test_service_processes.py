@@ -111,12 +111,13 @@ BAD_BODIES = [
     (b'{"source": "1", "destination": 1, "data": 1}', "'source'"),
     (b'{"source": 1, "destination": 1, "data": 1, "requires_proof": "yes"}', "'requires_proof'"),
     (b'{"source": 1, "destination": 1, "data": NaN}', "NaN"),
+    (b'{"source": 1, "destination": 1, "data": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested too deeply"),
 ]
 
 
 @pytest.mark.parametrize(("raw", "named"), BAD_BODIES,
                          ids=["truncated", "not-utf8", "array", "no-data", "bad-destination",
-                              "string-source", "bad-requires-proof", "nan"])
+                              "string-source", "bad-requires-proof", "nan", "deep-nesting"])
 async def test_malformed_requests_get_a_json_400_naming_the_problem(hello_world: str, raw: bytes, named: str) -> None:
     status, content_type, body = await post_raw(hello_world, raw)
     assert status == 400
