@@ -346,7 +346,7 @@ class Processor:
                     f"but the owner's getSigner() is {expected}"
                 )
                 log.warning("%s not delivered: %s", entry.label, reason, extra=entry.log_extra())
-                await self._untrack(entry, reason, logging.WARNING, status=DelegatedStatus.REJECTED)
+                await self._untrack(entry, reason, logging.DEBUG, status=DelegatedStatus.REJECTED)
                 return
             entry.verified = True
             await self._repository.set_delegated(record.owner, record.nonce, DelegatedStatus.TRACKING)
@@ -508,15 +508,16 @@ class Processor:
 
     async def _on_revert(self, entry: Tracked, interval: int, revert: Revert) -> None:
         outcome = revert.outcome
-        level = logging.INFO if revert.quiet or outcome is Outcome.RETRY else logging.ERROR
-        log.log(
-            level,
-            "%s, interval %d: the coordinator would revert: %s",
-            entry.label,
-            interval,
-            revert.describe(),
-            extra=entry.log_extra(interval),
-        )
+        if outcome is not Outcome.FAILED:  # failures are logged with their attempt count
+            level = logging.INFO if revert.quiet or outcome is Outcome.RETRY else logging.WARNING
+            log.log(
+                level,
+                "%s, interval %d: the coordinator would revert: %s",
+                entry.label,
+                interval,
+                revert.describe(),
+                extra=entry.log_extra(interval),
+            )
         if outcome is Outcome.DONE:
             entry.done.add(interval)
             await self._repository.finish_delivery(entry.key, interval, DeliveryStatus.ABANDONED, revert.describe())
@@ -527,4 +528,4 @@ class Processor:
             await self._repository.finish_delivery(entry.key, interval, DeliveryStatus.ABANDONED, revert.describe())
             await self._untrack(entry, revert.describe(), logging.WARNING)
         else:
-            await self._failed(entry, interval, revert.describe())
+            await self._failed(entry, interval, f"the coordinator would revert: {revert.describe()}")

@@ -6,6 +6,7 @@ pointing at the session's anvil and contracts; nodes are stopped before the snap
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -28,16 +29,39 @@ from tests.support.chain import (  # noqa: E402, F401  (pytest finds fixtures by
     chain_snapshot,
     infernet_chain,
     infernet_consumer,
+    rpc,
 )
+from tests.support.client import ClientUnavailable, ensure_client_venv, looks_offline  # noqa: E402
 from tests.support.processes import service_process  # noqa: E402
 
 pytestmark = pytest.mark.chain
 
 
 @pytest.fixture(scope="session")
+def client_venv() -> Path:
+    """The real infernet-client 1.4.0 (scripts/client-venv.sh). Skipped only when offline and not in CI."""
+    try:
+        return ensure_client_venv()
+    except ClientUnavailable as error:
+        if looks_offline(str(error)) and not os.environ.get("CI"):
+            pytest.skip(f"infernet-client venv cannot be built without network access to PyPI: {error}")
+        raise
+
+
+@pytest.fixture(scope="session")
 def echo_service() -> Iterator[str]:
     with service_process("hello-world") as url:
         yield url
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def manual_mining(anvil_w3: Any, chain_snapshot: str) -> AsyncIterator[None]:
+    """Blocks are mined only when the test says so (anvil automine off) until the test ends."""
+    await rpc(anvil_w3, "evm_setAutomine", [False])
+    try:
+        yield
+    finally:
+        await rpc(anvil_w3, "evm_setAutomine", [True])
 
 
 @pytest.fixture(scope="session")
@@ -61,7 +85,8 @@ async def chain_node(
 ) -> AsyncIterator[NodeFactory]:
     """Builds node processes for this test: `chain_node(key_index=1, containers=..., **config)`.
 
-    Started nodes are stopped at the end of the test, before the chain snapshot is reverted."""
+    Nodes are killed at the end of the test, before the chain snapshot is reverted (a graceful
+    stop is tested on its own)."""
     nodes: list[ChainNode] = []
 
     def make(
@@ -91,4 +116,4 @@ async def chain_node(
         yield make
     finally:
         for node in nodes:
-            node.stop()
+            node.kill()
