@@ -66,7 +66,7 @@ class Tracked:
         if self.delegated is None:
             return f"subscription {self.sub.id}"
         known = f" (id {self.sub.id})" if self.sub.id is not None else ""
-        return f"delegated subscription {self.delegated.owner}/{self.delegated.nonce}{known}"
+        return f"delegated subscription {self.sub.owner}/{self.delegated.nonce}{known}"
 
     def log_extra(self, interval: int | None = None) -> dict[str, Any]:
         extra: dict[str, Any] = {"subscription_id": self.sub.id if self.sub.id is not None else self.key}
@@ -266,7 +266,11 @@ class Processor:
 
     async def _untrack_done(self, entry: Tracked, interval: int) -> None:
         if entry.delegated is not None:
-            await self._untrack(entry, f"interval {interval} needs nothing more from this node")
+            record = await self._repository.get_delivery(entry.key, interval)
+            if record is not None and record.status is DeliveryStatus.DELIVERED:
+                await self._untrack(entry, f"delivered interval {interval}", status=DelegatedStatus.DELIVERED)
+            else:
+                await self._untrack(entry, f"interval {interval} needs nothing more from this node")
         else:
             await self._untrack(entry, "completed (last interval done)")
 
