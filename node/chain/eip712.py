@@ -16,6 +16,9 @@ from eth_utils import to_checksum_address
 from node.chain.abi import SUBSCRIPTION_FIELDS
 from node.chain.subscription import Subscription
 
+# secp256k1 order / 2: a larger s is the malleable twin of a valid signature.
+HALF_CURVE_ORDER = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0
+
 DOMAIN_NAME = "InfernetCoordinator"
 DOMAIN_VERSION = "1"
 
@@ -53,7 +56,14 @@ def typed_data(sub: Subscription, nonce: int, expiry: int, chain_id: int, coordi
 def recover_signer(
     sub: Subscription, nonce: int, expiry: int, v: int, r: int, s: int, chain_id: int, coordinator: str
 ) -> str:
-    """The address that signed this delegated subscription (raises ValueError on a malformed signature)."""
+    """The address that signed this delegated subscription (raises ValueError on a malformed signature).
+
+    As on chain (ecrecover), only v of 27 or 28 and s in the lower half of the curve order count.
+    """
+    if v not in (27, 28):
+        raise ValueError(f"unrecoverable signature: v must be 27 or 28, not {v}")
+    if not 0 < s <= HALF_CURVE_ORDER:
+        raise ValueError("unrecoverable signature: s is not in the lower half of the curve order")
     message = encode_typed_data(full_message=typed_data(sub, nonce, expiry, chain_id, coordinator))
     try:
         return str(Account.recover_message(message, vrs=(v, r, s)))
