@@ -23,7 +23,7 @@ from node.jobs.queue import JobQueue
 from node.jobs.service import JobService
 from node.logs import register_secrets
 from node.metrics import NodeMetrics
-from node.services.directory import StaticDirectory
+from node.services.directory import ContainerDirectory, StaticDirectory
 from node.services.gateway import HttpServiceGateway
 from node.store.batcher import WriteBatcher
 from node.store.engine import create_engine, migrate
@@ -75,7 +75,15 @@ async def _jobs(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30)
     session = aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",))
-    directory = StaticDirectory(config)
+    manager = None
+    directory: ContainerDirectory
+    if config.manage_containers:
+        from node.services.docker_manager import DockerManager  # aiodocker only for managed containers
+
+        directory = manager = DockerManager(config, session)
+        await manager.start()  # waits (bounded) until each container is ready or has failed
+    else:
+        directory = StaticDirectory(config)
     metrics = app[METRICS]
     gateway = HttpServiceGateway(
         session,
@@ -101,6 +109,8 @@ async def _jobs(app: web.Application) -> AsyncIterator[None]:
     queue.start()
     yield
     await queue.stop(config.jobs.shutdown_grace_seconds)
+    if manager is not None:
+        await manager.close()  # leave, stop or remove the containers: docker.on_shutdown
     await session.close()
 
 

@@ -139,12 +139,34 @@ class ChainConfig(_Model):
 
 
 class DockerConfig(_Model):
+    """How the node runs its containers when `manage_containers` is true (node/services/docker_manager.py)."""
+
     username: str | None = None
     password: SecretStr | None = None
     network_mode: Literal["bridge", "host"] = "bridge"
     on_shutdown: Literal["leave", "stop", "remove"] = "leave"
     max_restarts: int = Field(default=5, ge=0)
     ready_timeout: float = Field(default=60.0, gt=0)
+    # Docker names the containers <prefix><id>; only containers this node labelled are touched.
+    container_prefix: str = Field(default="infernet-", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    # Host address that bridge-mode ports are published on (0.0.0.0 exposes them to the network).
+    bind_host: str = "127.0.0.1"
+    # Seconds allowed for pulling one missing image.
+    pull_timeout: float = Field(default=600.0, gt=0)
+    # Seconds the node waits at start for its containers to be ready before it serves jobs;
+    # those still starting after that keep starting in the background.
+    start_wait: float = Field(default=180.0, ge=0)
+    # Seconds a container gets to exit after SIGTERM (on_shutdown stop/remove, and restarts).
+    stop_timeout: int = Field(default=10, ge=0)
+
+    @field_validator("bind_host")
+    @classmethod
+    def _bind_host(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IP address") from None
+        return value
 
 
 class ContainerConfig(_Model):

@@ -22,6 +22,8 @@ async def info(request: web.Request) -> web.Response:
             # The REST contract's version; clients ignore it, tools compare it.
             "version": API_VERSION,
             "containers": request.app[DIRECTORY].running_info(),
+            # Ours: configured containers that are not running, and why (an image that cannot be had...).
+            "unavailable_containers": request.app[DIRECTORY].unavailable_info(),
             "pending": {"offchain": request.app[SERVICE].pending_offchain, "onchain": onchain},
             "chain": {"enabled": config.chain.enabled, "address": address},
             "node": {"implementation": "infernet-node-py", "version": __version__},

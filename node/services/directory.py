@@ -32,6 +32,10 @@ class ContainerDirectory(Protocol):
         """`/info`'s container list: running services only."""
         ...
 
+    def unavailable_info(self) -> list[dict[str, Any]]:
+        """Configured services that are not running: `{"id", "image", "reason"}` each."""
+        ...
+
 
 def info_entry(container: ContainerConfig) -> dict[str, Any]:
     return {
@@ -42,11 +46,18 @@ def info_entry(container: ContainerConfig) -> dict[str, Any]:
     }
 
 
-def endpoint_for(container: ContainerConfig, default_timeout: float, host_port: int | None = None) -> Endpoint:
+def endpoint_for(
+    container: ContainerConfig,
+    default_timeout: float,
+    host_port: int | None = None,
+    host: str = "127.0.0.1",
+) -> Endpoint:
     if container.url:
         base = container.url
     else:
-        base = f"http://127.0.0.1:{host_port or container.port}"
+        if ":" in host:  # IPv6 literal
+            host = f"[{host}]"
+        base = f"http://{host}:{host_port or container.port}"
     return Endpoint(
         container_id=container.id,
         base_url=base,
@@ -73,3 +84,6 @@ class StaticDirectory:
 
     def running_info(self) -> list[dict[str, Any]]:
         return [info_entry(container) for container in self._containers]
+
+    def unavailable_info(self) -> list[dict[str, Any]]:
+        return []
