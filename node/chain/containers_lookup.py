@@ -13,7 +13,6 @@ import logging
 import math
 from collections.abc import Sequence
 
-from eth_abi import encode as abi_encode
 from eth_utils import keccak
 
 from node.chain.subscription import hash_bytes
@@ -21,11 +20,14 @@ from node.chain.subscription import hash_bytes
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_ENTRIES = 50_000
+_OFFSET = (32).to_bytes(32, "big")
 
 
 def containers_hash(containers: Sequence[str] | str) -> bytes:
+    """keccak256(abi.encode(string)): offset word, length word, then the UTF-8 bytes zero-padded."""
     joined = containers if isinstance(containers, str) else ",".join(containers)
-    return keccak(abi_encode(["string"], [joined]))
+    data = joined.encode("utf-8")
+    return keccak(_OFFSET + len(data).to_bytes(32, "big") + data + b"\0" * (-len(data) % 32))
 
 
 def chains_of_length(n: int, r: int) -> int:

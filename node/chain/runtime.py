@@ -57,11 +57,15 @@ class ChainRuntime:
         self._concurrency = concurrency
         self._tick = tick
         self._metrics = metrics
-        self.account: LocalAccount = Account.from_key(config.wallet.private_key.get_secret_value())
+        try:
+            self.account: LocalAccount = Account.from_key(config.wallet.private_key.get_secret_value())
+        except Exception:
+            # Never echo the value: the message of the underlying error may contain it.
+            raise ValueError("chain.wallet.private_key is not a valid 32-byte hex private key") from None
         self.w3 = AsyncWeb3(AsyncHTTPProvider(config.rpc_url, request_kwargs={"timeout": RPC_TIMEOUT}))
         self.repository = SqlChainRepository(engine)
-        self.lookup = ContainerLookup([container.id for container in containers])
-        self.guardian = ChainGuardian(containers, self.lookup, config.wallet.payment_address)
+        self.lookup: ContainerLookup | None = None  # built off the event loop when the module starts
+        self.guardian: ChainGuardian | None = None
         self.addresses: Addresses | None = None
         self.processor: Processor | None = None
         self._handler: DelegatedHandler | None = None
@@ -117,7 +121,7 @@ class ChainRuntime:
                 return addresses, chain_id
             except asyncio.CancelledError:
                 raise
-            except RegistryError as error:
+            except (RegistryError, ValueError) as error:
                 log.error("chain: %s (check chain.registry_address); retrying in %gs", error, delay)
             except Exception as error:
                 log.error(
@@ -131,6 +135,9 @@ class ChainRuntime:
             delay = min(delay * 2, 30.0)
 
     async def _run(self) -> None:
+        # Hashing every chain of container ids can take a second with many containers.
+        self.lookup = await asyncio.to_thread(ContainerLookup, [container.id for container in self._containers])
+        self.guardian = ChainGuardian(self._containers, self.lookup, self._config.wallet.payment_address)
         addresses, chain_id = await self._connect()
         self.addresses = addresses
         contracts = Contracts(self.w3, addresses)
@@ -166,7 +173,10 @@ class ChainRuntime:
             except Exception as error:
                 log.error("chain: recovery failed (%s: %s); retrying", type(error).__name__, error)
                 await asyncio.sleep(2.0)
-        self._handler = DelegatedHandler(self.guardian, clock, self.repository, processor, chain_id, addresses.coordinator)
+        assert self.guardian is not None
+        self._handler = DelegatedHandler(
+            self.guardian, clock, self.repository, processor, chain_id, addresses.coordinator
+        )
         listener = Listener(
             self.w3,
             contracts,
@@ -181,13 +191,14 @@ class ChainRuntime:
             chain_id,
             addresses.coordinator,
             self.address,
-            len(self.lookup),
+            len(self.lookup or ()),
         )
         self._tasks.append(asyncio.create_task(processor.run_forever(), name="chain-processor"))
         self._tasks.append(asyncio.create_task(listener.run_forever(), name="chain-listener"))
 
     async def _restore_delegated(self, processor: Processor) -> None:
         """Delegated subscriptions accepted before a restart are tracked again."""
+        assert self.lookup is not None
         records = await self.repository.open_delegated()
         for record in records:
             try:

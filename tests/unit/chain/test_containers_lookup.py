@@ -14,6 +14,14 @@ def test_hash_is_of_the_abi_encoded_joined_ids() -> None:
     assert "0x" + containers_hash(["b", "a"]).hex() == B_A
 
 
+def test_hand_encoding_matches_eth_abi() -> None:
+    from eth_abi import encode
+    from eth_utils import keccak
+
+    for text in ("", "a", "x" * 31, "x" * 32, "x" * 33, "ü,é", "a,b,c" * 40):
+        assert containers_hash(text) == keccak(encode(["string"], [text])), text
+
+
 def test_every_ordered_chain_of_configured_ids_is_found() -> None:
     lookup = ContainerLookup(["a", "b", "c"])
     assert len(lookup) == 3 + 6 + 6
