@@ -443,15 +443,11 @@ class DockerManager:
         while True:
             if managed.died.is_set():
                 return "died"
-            try:
-                async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as response:
-                    if response.status < 500:
-                        if managed.died.is_set():
-                            return "died"
-                        managed.ready(endpoint)
-                        return "ready"
-            except (aiohttp.ClientError, TimeoutError):
-                pass
+            if await self._answers(url):
+                if managed.died.is_set():
+                    return "died"
+                managed.ready(endpoint)
+                return "ready"
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return "timeout"
@@ -459,6 +455,14 @@ class DockerManager:
                 async with asyncio.timeout(min(interval, remaining)):
                     await managed.died.wait()
             interval = min(interval * 1.5, 1.0)
+
+    async def _answers(self, url: str) -> bool:
+        """Whether the service answers GET `url` (any status below 500: a 404 still means it is up)."""
+        try:
+            async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as response:
+                return response.status < 500
+        except (aiohttp.ClientError, TimeoutError):
+            return False
 
     async def _stop_quietly(self, managed: _Managed) -> None:
         if self._docker is None or managed.docker_id is None:
