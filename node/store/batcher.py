@@ -9,14 +9,20 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import Executable
+
+from node.store.engine import sqlite_file
+from node.store.sqlite import commit
 
 log = logging.getLogger(__name__)
 
 Write = tuple[Executable, Sequence[dict[str, Any]]]
+_SQLITE_NAMED = sqlite.dialect(paramstyle="named")
 
 
 class WriteBatcher:
@@ -26,6 +32,9 @@ class WriteBatcher:
         self._waiting: list[tuple[Write, asyncio.Future[None]]] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # SQLite files commit on their writer thread, one hop per batch (sqlite.py).
+        self._sqlite = sqlite_file(engine)
+        self._sql: dict[int, tuple[Executable, str]] = {}
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="store-writer")
@@ -57,9 +66,13 @@ class WriteBatcher:
 
     async def _commit(self, batch: list[tuple[Write, asyncio.Future[None]]]) -> None:
         try:
-            async with self._engine.begin() as connection:
-                for statement, rows in _merge([write for write, _ in batch]):
-                    await connection.execute(statement, list(rows))
+            writes = _merge([write for write, _ in batch])
+            if self._sqlite is not None:
+                await self._sqlite.write(partial(commit, writes=[(self._text(st), rows) for st, rows in writes]))
+            else:
+                async with self._engine.begin() as connection:
+                    for statement, rows in writes:
+                        await connection.execute(statement, list(rows))
         except Exception as error:
             if len(batch) == 1:
                 log.error("a store write failed: %s", error)
@@ -70,6 +83,14 @@ class WriteBatcher:
                 await self._commit([item])
             return
         _settle(batch, None)
+
+    def _text(self, statement: Executable) -> str:
+        """The statement's SQL for the sqlite3 module, compiled once (statements are module constants)."""
+        cached = self._sql.get(id(statement))
+        if cached is None or cached[0] is not statement:
+            cached = (statement, str(statement.compile(dialect=_SQLITE_NAMED)))
+            self._sql[id(statement)] = cached
+        return cached[1]
 
 
 def _merge(writes: list[Write]) -> list[Write]:

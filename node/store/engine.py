@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +11,10 @@ import migrations
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from node.store.sqlite import SqliteFile
 
 log = logging.getLogger(__name__)
 
@@ -29,16 +32,36 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+# The hot-path threads of each file-backed SQLite engine (sqlite.py), closed with the engine.
+_SQLITE_FILES: "weakref.WeakKeyDictionary[Engine, SqliteFile]" = weakref.WeakKeyDictionary()
+
+
 def create_engine(url: str) -> AsyncEngine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
-        if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, pool_size=8, max_overflow=8)
+        in_memory = not database or database == ":memory:" or "mode=memory" in str(parsed.query)
+        if not in_memory:
+            Path(database).parent.mkdir(parents=True, exist_ok=True)  # type: ignore[arg-type]
+        # The pool serves the cold paths only (migrations, recovery, pruning, listing).
+        engine = create_async_engine(url, pool_size=2, max_overflow=4)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        if not in_memory:
+            _SQLITE_FILES[engine.sync_engine] = SqliteFile(str(database))
+            event.listen(engine.sync_engine, "engine_disposed", _close_sqlite_file)
         return engine
     return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+
+
+def sqlite_file(engine: AsyncEngine) -> SqliteFile | None:
+    """The hot-path threads of a file-backed SQLite engine; None for other databases."""
+    return _SQLITE_FILES.get(engine.sync_engine)
+
+
+def _close_sqlite_file(engine: Engine) -> None:
+    sqlite = _SQLITE_FILES.pop(engine, None)
+    if sqlite is not None:
+        sqlite.close()
 
 
 def _upgrade(sync_connection: Any) -> None:

@@ -7,8 +7,10 @@ SQL that only one dialect understands stays in this module.
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections.abc import Sequence
+from functools import lru_cache, partial
 from typing import Any
 
 from sqlalchemy import and_, bindparam, delete, func, insert, select, update
@@ -17,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from node.jobs.model import ContainerResult, Job, JobOrigin, JobStatus
 from node.store.batcher import WriteBatcher
+from node.store.engine import sqlite_file
 from node.store.tables import jobs
 
 PENDING = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
@@ -44,22 +47,50 @@ def _row(job: Job) -> dict[str, Any]:
     }
 
 
-def _job(row: Any) -> Job:
+# Rows are read by position, in the table's column order (SQLAlchemy rows and sqlite3 tuples alike).
+COLUMNS = tuple(column.name for column in jobs.columns)
+assert COLUMNS[:12] == (
+    "client_ip", "id", "origin", "status", "containers", "data", "requires_proof",
+    "result", "intermediate", "created_at", "updated_at", "finished_at",
+), "_job() reads rows by position: update it with the table"
+_STATUSES = {status.value: status for status in JobStatus}
+_ORIGINS = {origin.value: origin for origin in JobOrigin}
+_loads = json.loads
+
+
+def _job(row: Sequence[Any]) -> Job:
+    client_ip, job_id, origin, status, containers, data, requires_proof, result, intermediate, created, updated = row[:11]
     return Job(
-        id=row.id,
-        client_ip=row.client_ip,
-        containers=json.loads(row.containers),
-        data=json.loads(row.data) if row.data is not None else None,
-        requires_proof=bool(row.requires_proof),
-        origin=JobOrigin(row.origin),
-        status=JobStatus(row.status),
-        result=ContainerResult.from_wire(json.loads(row.result)) if row.result else None,
-        intermediate=[ContainerResult.from_wire(step) for step in json.loads(row.intermediate)]
-        if row.intermediate
-        else [],
-        created_at=row.created_at,
-        updated_at=row.updated_at,
+        id=job_id,
+        client_ip=client_ip,
+        containers=_loads(containers),
+        data=_loads(data) if data is not None else None,
+        requires_proof=bool(requires_proof),
+        origin=_ORIGINS[origin],
+        status=_STATUSES[status],
+        result=ContainerResult.from_wire(_loads(result)) if result else None,
+        intermediate=[ContainerResult.from_wire(step) for step in _loads(intermediate)] if intermediate else [],
+        created_at=created,
+        updated_at=updated,
     )
+
+
+# The read by ids on the SQLite hot path (sqlite.py), by number of ids.
+_BY_IDS_SQL = "SELECT " + ", ".join(COLUMNS) + " FROM jobs WHERE client_ip = ? AND id IN ({})"
+_BY_IDS_CHUNK = 500
+
+
+@lru_cache(maxsize=64)
+def _by_ids_sql(count: int) -> str:
+    return _BY_IDS_SQL.format(",".join("?" * count))
+
+
+def _read_by_ids(client_ip: str, ids: Sequence[str], connection: sqlite3.Connection) -> list[tuple[Any, ...]]:
+    rows: list[tuple[Any, ...]] = []
+    for start in range(0, len(ids), _BY_IDS_CHUNK):
+        chunk = ids[start : start + _BY_IDS_CHUNK]
+        rows += connection.execute(_by_ids_sql(len(chunk)), (client_ip, *chunk)).fetchall()
+    return rows
 
 
 _KEY = and_(jobs.c.client_ip == bindparam("k_ip"), jobs.c.id == bindparam("k_id"))
@@ -82,6 +113,7 @@ class SqlJobRepository:
     def __init__(self, engine: AsyncEngine, batcher: WriteBatcher) -> None:
         self._engine = engine
         self._batcher = batcher
+        self._sqlite = sqlite_file(engine)
         self._upsert = self._build_upsert(engine.dialect.name)
 
     @staticmethod
@@ -139,6 +171,8 @@ class SqlJobRepository:
     # -- reads --------------------------------------------------------------
 
     async def get_many(self, client_ip: str, ids: Sequence[str]) -> list[Job]:
+        if self._sqlite is not None:
+            return [_job(row) for row in await self._sqlite.read(partial(_read_by_ids, client_ip, list(ids)))]
         query = select(jobs).where(jobs.c.client_ip == client_ip, jobs.c.id.in_(list(ids)))
         async with self._engine.connect() as connection:
             rows = (await connection.execute(query)).all()

@@ -1,0 +1,151 @@
+"""The SQLite hot path: stdlib sqlite3 on worker threads, one hop per operation.
+
+SQLAlchemy over aiosqlite costs several thread round trips and a lot of Python
+per statement (measured: ~1.4 ms of CPU for one primary-key read). The hot
+operations — the group commit and the reads by id — run here instead: one
+writer thread that commits each batch in a single hop, and a small pool of
+reader threads. Each thread drains what is queued and answers the event loop
+with one wake-up for the whole lot, so the cost per request falls as load rises.
+Everything else (migrations, recovery, pruning, listing) keeps using the
+SQLAlchemy engine on the same file; WAL lets the connections share it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Work = Callable[[sqlite3.Connection], Any]
+_STOP = None
+
+
+def connect(path: str, *, read_only: bool = False) -> sqlite3.Connection:
+    # isolation_level=None: no implicit transactions; writes say BEGIN IMMEDIATE / COMMIT.
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    # The same settings as the engine's connections (engine.py): WAL, and
+    # synchronous=NORMAL, which keeps every commit across a process crash.
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")
+    connection.execute("PRAGMA busy_timeout=10000")
+    if read_only:
+        connection.execute("PRAGMA query_only=1")
+    return connection
+
+
+def _settle(done: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, result, error in done:
+        if future.done():  # its caller was cancelled
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+
+Call = tuple[asyncio.Future[Any], Work]
+Outcome = tuple[asyncio.Future[Any], Any, BaseException | None]
+
+
+class _Pool:
+    """Threads that each own one connection and take calls from one shared queue.
+
+    Calls made during one turn of the event loop go to the threads as one batch,
+    and each thread answers a batch with one wake-up of the loop.
+    """
+
+    def __init__(self, path: str, name: str, threads: int, read_only: bool) -> None:
+        self._path = path
+        self._read_only = read_only
+        self._queue: queue.SimpleQueue[tuple[asyncio.AbstractEventLoop, list[Call]] | None] = queue.SimpleQueue()
+        self._pending: list[Call] = []
+        self._threads = [
+            threading.Thread(target=self._run, name=f"{name}-{index}", daemon=True) for index in range(threads)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, work: Work) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        if not self._pending:
+            loop.call_soon(self._flush, loop)
+        self._pending.append((future, work))
+        return future
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch, self._pending = self._pending, []
+        self._queue.put((loop, batch))
+
+    def close(self) -> None:
+        for _ in self._threads:
+            self._queue.put(_STOP)
+        for thread in self._threads:
+            thread.join(timeout=10)
+
+    def _run(self) -> None:
+        connection: sqlite3.Connection | None = None
+        try:
+            while True:
+                item = self._queue.get()
+                if item is _STOP:
+                    return
+                loop, calls = item
+                outcomes: list[Outcome] = []
+                for future, work in calls:
+                    try:
+                        if connection is None:  # at first use: the file may not exist before migrations ran
+                            connection = connect(self._path, read_only=self._read_only)
+                        outcomes.append((future, work(connection), None))
+                    except BaseException as error:  # handed to the caller
+                        outcomes.append((future, None, error))
+                try:
+                    loop.call_soon_threadsafe(_settle, outcomes)
+                except RuntimeError:  # the loop is closed: nobody is waiting any more
+                    pass
+        finally:
+            if connection is not None:
+                connection.close()
+
+
+class SqliteFile:
+    """One SQLite database file: a writer thread and a pool of reader threads."""
+
+    def __init__(self, path: str, readers: int = 2) -> None:
+        self.path = path
+        self._writer = _Pool(path, "store-writer", 1, read_only=False)
+        self._readers = _Pool(path, "store-reader", readers, read_only=True)
+        self._closed = False
+
+    async def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `work` on the writer's connection (it manages its own transaction)."""
+        return await self._writer.submit(work)  # type: ignore[no-any-return]
+
+    async def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._readers.submit(work)  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._writer.close()
+            self._readers.close()
+
+
+def commit(connection: sqlite3.Connection, writes: list[tuple[str, list[dict[str, Any]]]]) -> None:
+    """One transaction for a batch of (SQL, rows) writes: all of them land, or none."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        for sql, rows in writes:
+            connection.executemany(sql, rows)
+        connection.execute("COMMIT")
+    except BaseException:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise
