@@ -17,9 +17,26 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DIR="${1:-$ROOT/.venv-client}"
 PYTHON="${CLIENT_PYTHON:-}"
 
-if [[ -x "$DIR/bin/infernet-client" ]] && "$DIR/bin/infernet-client" --help >/dev/null 2>&1; then
+ready() { [[ -x "$DIR/bin/infernet-client" ]] && "$DIR/bin/infernet-client" --help >/dev/null 2>&1; }
+
+if ready; then
     echo "client venv ready: $DIR"
     exit 0
+fi
+
+# One builder at a time (two test runs may start together); the loser reuses the result.
+mkdir -p "$(dirname "$DIR")"
+exec 9>"${TMPDIR:-/tmp}/client-venv-$(printf '%s' "$DIR" | sha1sum | cut -c1-12).lock"
+flock 9
+if ready; then
+    echo "client venv ready: $DIR"
+    exit 0
+fi
+
+# Only ever delete a directory that is a (broken) venv, or empty.
+if [[ -e "$DIR" && ! -f "$DIR/pyvenv.cfg" ]] && [[ -n "$(ls -A "$DIR" 2>/dev/null)" ]]; then
+    echo "client-venv.sh: $DIR exists and is not a virtual environment; refusing to replace it" >&2
+    exit 1
 fi
 
 if [[ -z "$PYTHON" ]]; then

@@ -24,6 +24,7 @@ from tests.support.client import (
     client_env,
     is_uuid,
     run_cli,
+    run_cli_many,
     run_library,
     subscription_params,
 )
@@ -105,13 +106,15 @@ def test_resources_with_node_lists_each_reachable_container(node_url: str) -> No
 
 
 def test_check_model_with_node(node_url: str) -> None:
-    supported = run_cli("check-model", "--node", node_url, "-m", "hello-world")
+    supported, unsupported = run_cli_many(
+        ("check-model", "--node", node_url, "-m", "hello-world"),
+        ("check-model", "--node", node_url, "--model-id", "no-such-model"),
+    )
     assert supported.returncode == 0, supported.describe()
     answer = supported.json()
     assert answer["echo"] == {"supported": True}
     assert "dead" not in answer
 
-    unsupported = run_cli("check-model", "--node", node_url, "--model-id", "no-such-model")
     assert unsupported.returncode == 0, unsupported.describe()
     assert unsupported.json()["echo"]["supported"] is False
 
@@ -254,18 +257,24 @@ def test_stream_from_an_unknown_container_fails_with_api_error(node_url: str) ->
 
 
 def test_results_with_and_without_intermediate(node_url: str) -> None:
-    chained = submit(node_url, "echo,inner", {"k": "chained"})
-    single = submit(node_url, "echo", {"k": "single"})
+    submitted = run_cli_many(
+        {"args": ("job", "--url", node_url, "-c", "echo,inner"), "stdin": '{"k": "chained"}'},
+        {"args": ("job", "--url", node_url, "-c", "echo"), "stdin": '{"k": "single"}'},
+    )
+    chained, single = (result.stdout.strip() for result in submitted)
+    assert is_uuid(chained) and is_uuid(single), [result.describe() for result in submitted]
     wait_finished(node_url, [chained, single])
 
-    plain = run_cli("results", "--url", node_url, "--id", chained, "--id", single)
+    plain, full = run_cli_many(
+        ("results", "--url", node_url, "--id", chained, "--id", single),
+        ("results", "--url", node_url, "--id", chained, "--id", single, "--intermediate"),
+    )
     assert plain.returncode == 0, plain.describe()
     assert plain.json() == [
         {"id": chained, "status": "success", "result": {"container": "inner", "output": {"k": "chained"}}},
         {"id": single, "status": "success", "result": {"container": "echo", "output": {"k": "single"}}},
     ]
 
-    full = run_cli("results", "--url", node_url, "--id", chained, "--id", single, "--intermediate")
     assert full.returncode == 0, full.describe()
     first, second = full.json()
     assert first["id"] == chained and second["id"] == single
@@ -296,10 +305,12 @@ def test_ids_by_status(node_url: str) -> None:
         node_url,
     )
 
-    everything = run_cli("ids", "--url", node_url)
-    pending = run_cli("ids", "--url", node_url, "--status", "pending")
-    completed = run_cli("ids", "--url", node_url, "--status", "COMPLETED")
-    explicit_all = run_cli("ids", "--url", node_url, "--status", "all")
+    everything, pending, completed, explicit_all = run_cli_many(
+        ("ids", "--url", node_url),
+        ("ids", "--url", node_url, "--status", "pending"),
+        ("ids", "--url", node_url, "--status", "COMPLETED"),
+        ("ids", "--url", node_url, "--status", "all"),
+    )
     for result in (everything, pending, completed, explicit_all):
         assert result.returncode == 0, result.describe()
         assert isinstance(result.json(), list)
@@ -355,8 +366,11 @@ def test_sub_against_a_chain_disabled_node(node_url: str, sub_files: dict[str, P
 def test_sub_private_key_env_is_a_file_path(node_url: str, sub_files: dict[str, Path]) -> None:
     """Trap 14: for `sub`, PRIVATE_KEY names a key *file*; a raw key there is a usage error."""
     with FakeRpc() as rpc:
-        as_path = run_cli(*_sub_args(node_url, rpc, sub_files, with_key=False), env={"PRIVATE_KEY": str(sub_files["key"])})
-        as_key = run_cli(*_sub_args(node_url, rpc, sub_files, with_key=False), env={"PRIVATE_KEY": TEST_PRIVATE_KEY})
+        args = tuple(_sub_args(node_url, rpc, sub_files, with_key=False))
+        as_path, as_key = run_cli_many(
+            {"args": args, "env": {"PRIVATE_KEY": str(sub_files["key"])}},
+            {"args": args, "env": {"PRIVATE_KEY": TEST_PRIVATE_KEY}},
+        )
     assert as_path.returncode == 1, as_path.describe()
     assert "APIError: [405] Chain not enabled" in as_path.stderr
     assert as_key.returncode == 2, as_key.describe()
@@ -367,11 +381,13 @@ def test_sub_private_key_env_is_a_file_path(node_url: str, sub_files: dict[str, 
 
 
 def test_trap_13_requires_proof_takes_a_value_and_rpc_url_has_a_dash(node_url: str) -> None:
-    bare = run_cli("job", "--url", node_url, "-c", "echo", "--requires-proof", stdin="{}")
+    bare, underscore = run_cli_many(
+        {"args": ("job", "--url", node_url, "-c", "echo", "--requires-proof"), "stdin": "{}"},
+        ("sub", "--rpc_url", "http://127.0.0.1:1"),
+    )
     assert bare.returncode == 2, bare.describe()
     assert "requires an argument" in bare.stderr
 
-    underscore = run_cli("sub", "--rpc_url", "http://127.0.0.1:1")
     assert underscore.returncode == 2, underscore.describe()
     assert "No such option '--rpc_url'" in underscore.stderr
 

@@ -21,6 +21,7 @@ import tempfile
 import textwrap
 import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -140,6 +141,22 @@ def run_cli(
             timeout=timeout,
         )
     return CliResult(tuple(args), completed.returncode, completed.stdout, completed.stderr)
+
+
+def run_cli_many(*calls: tuple[str, ...] | dict[str, Any], workers: int = 2) -> list[CliResult]:
+    """Run independent CLI calls side by side (each is mostly the client's import time).
+
+    A call is a tuple of arguments, or a dict {"args": (...), **run_cli keyword arguments}.
+    """
+
+    def one(call: tuple[str, ...] | dict[str, Any]) -> CliResult:
+        if isinstance(call, dict):
+            options = dict(call)
+            return run_cli(*options.pop("args"), **options)
+        return run_cli(*call)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(one, calls))
 
 
 _LIBRARY_PRELUDE = """
