@@ -189,8 +189,9 @@ class JobService:
 
     async def open_stream(self, client_ip: str, request: JobRequest) -> "StreamJob":
         """Admit and record a streamed job; the caller relays `StreamJob.chunks()`."""
-        containers = request.containers[:1]  # only the first container streams
-        self._guardian.check_offchain(containers, request.requires_proof, client_ip)
+        # The whole request passes the guardian, as in the reference; only the first container streams.
+        self._guardian.check_offchain(request.containers, request.requires_proof, client_ip)
+        containers = request.containers[:1]
         self._queue.admit(containers[0])
         job = self._new_job(client_ip, JobRequest(containers, request.data, False), JobOrigin.STREAM)
         try:

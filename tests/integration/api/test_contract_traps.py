@@ -364,22 +364,7 @@ async def test_trap_07_guardian_errors_are_405_and_200_per_item_in_a_batch(
 
 # The reference runs the guardian over the whole message on /api/jobs/stream too (its
 # filter_create_job decorator), and only then streams containers[0].
-STREAM_GUARDIAN_CASES = [
-    pytest.param(
-        *case,
-        id=case[1],
-        marks=[
-            pytest.mark.xfail(
-                strict=True,
-                reason="node/jobs/service.py open_stream checks only containers[:1]; "
-                "the reference checks every container before streaming the first",
-            )
-        ]
-        if case[0]["containers"] == ["echo", "bad"]
-        else [],
-    )
-    for case in GUARDIAN_CASES
-]
+STREAM_GUARDIAN_CASES = [pytest.param(*case, id=case[1]) for case in GUARDIAN_CASES]
 
 
 @pytest.mark.parametrize(("job", "message", "params"), STREAM_GUARDIAN_CASES)
