@@ -176,7 +176,7 @@ class Processor:
         extra = {"subscription_id": record.subscription_id or record.sub_key, "interval": record.interval}
         try:
             assert record.tx_hash is not None
-            status = await self._wallet.wait(record.tx_hash)
+            status = await self._wallet.wait(record.tx_hash, extra=extra)
             if status == 1:
                 await self._repository.finish_delivery(record.sub_key, record.interval, DeliveryStatus.DELIVERED)
                 log.info("transaction %s was mined: delivered", record.tx_hash, extra=extra)
@@ -406,7 +406,9 @@ class Processor:
         # Cheap check before running anything: would the coordinator take a delivery now?
         if not entry.sub.requires_proof:
             try:
-                await self._wallet.simulate(self._delivery_fn(entry, interval, b"", b"", b""), estimate=False)
+                await self._wallet.simulate(
+                    self._delivery_fn(entry, interval, b"", b"", b""), estimate=False, extra=extra
+                )
             except SimulationFailed as failure:
                 await self._on_revert(entry, interval, failure.revert)
                 return
@@ -437,7 +439,7 @@ class Processor:
             return
         fn = self._delivery_fn(entry, interval, inputs_bytes, output_bytes, proof_bytes)
         try:
-            gas = await self._wallet.simulate(fn)
+            gas = await self._wallet.simulate(fn, extra=extra)
         except SimulationFailed as failure:
             await self._on_revert(entry, interval, failure.revert)
             return
@@ -446,7 +448,7 @@ class Processor:
             await self._repository.record_sent(entry.key, interval, tx_hash, nonce)
 
         try:
-            tx_hash = await self._wallet.send(fn, gas, on_signed)
+            tx_hash = await self._wallet.send(fn, gas, on_signed, extra=extra)
         except SendFailed as error:
             await self._failed(entry, interval, f"transaction refused: {error}")
             return
@@ -454,7 +456,7 @@ class Processor:
         await self._settle(entry, interval, tx_hash)
 
     async def _settle(self, entry: Tracked, interval: int, tx_hash: str) -> None:
-        status = await self._wallet.wait(tx_hash)
+        status = await self._wallet.wait(tx_hash, extra=entry.log_extra(interval))
         if self._observer is not None:
             self._observer.delivered({1: "success", 0: "reverted"}.get(status, "dropped"))  # type: ignore[arg-type]
         if status == 1:

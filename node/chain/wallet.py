@@ -70,7 +70,7 @@ class Wallet:
         text = f"{revert.name or ''} {revert.selector or ''} {revert.message}".lower()
         return any(allowed in text for allowed in self._allowed)
 
-    async def simulate(self, fn: Any, estimate: bool = True) -> int:
+    async def simulate(self, fn: Any, estimate: bool = True, extra: dict[str, Any] | None = None) -> int:
         """eth_call `fn` from the node's account; returns the gas limit to send it with.
 
         Raises SimulationFailed for a revert (unless `allowed_sim_errors` tolerates it,
@@ -87,14 +87,22 @@ class Wallet:
             if revert is None:
                 raise
             if self._tolerated(revert):
-                log.info("simulation reverted with %s, tolerated by allowed_sim_errors", revert.describe())
+                log.info(
+                    "simulation reverted with %s, tolerated by allowed_sim_errors", revert.describe(), extra=extra
+                )
                 return self._max_gas_limit
             raise SimulationFailed(revert) from None
         return min(int(gas * GAS_MARGIN) + 10_000, self._max_gas_limit)
 
     # -- sending ------------------------------------------------------------------
 
-    async def send(self, fn: Any, gas: int, on_signed: Callable[[str, int], Awaitable[None]]) -> str:
+    async def send(
+        self,
+        fn: Any,
+        gas: int,
+        on_signed: Callable[[str, int], Awaitable[None]],
+        extra: dict[str, Any] | None = None,
+    ) -> str:
         """Sign and broadcast `fn`; `on_signed(tx_hash, nonce)` runs (and must succeed) first."""
         async with self._lock:
             if self._nonce is None:
@@ -115,7 +123,9 @@ class Wallet:
                     if "already known" in message:
                         pass  # the chain has it already (a retried request): fine
                     elif attempt == 0 and any(text in message for text in _NONCE_ERRORS):
-                        log.warning("nonce %d refused (%s); resynchronising from the chain", nonce, error)
+                        log.warning(
+                            "nonce %d refused (%s); resynchronising from the chain", nonce, error, extra=extra
+                        )
                         await self.sync_nonce()
                         continue
                     else:
@@ -135,7 +145,14 @@ class Wallet:
             return False
         return True
 
-    async def wait(self, tx_hash: str, poll: float = 0.2, unknown_grace: float = 3.0, warn_after: float = 120.0) -> int | None:
+    async def wait(
+        self,
+        tx_hash: str,
+        poll: float = 0.2,
+        unknown_grace: float = 3.0,
+        warn_after: float = 120.0,
+        extra: dict[str, Any] | None = None,
+    ) -> int | None:
         """The mined status (1 or 0) of `tx_hash`, or None once the chain no longer knows it."""
         started = time.monotonic()
         unknown_since: float | None = None
@@ -156,5 +173,5 @@ class Wallet:
                     return None
             if not warned and time.monotonic() - started > warn_after:
                 warned = True
-                log.warning("transaction %s not mined after %gs; still waiting", tx_hash, warn_after)
+                log.warning("transaction %s not mined after %gs; still waiting", tx_hash, warn_after, extra=extra)
             await asyncio.sleep(poll)

@@ -225,3 +225,31 @@ async def test_failed_deliveries_are_retried_a_bounded_number_of_times(
     assert await deliveries(infernet_consumer) == []
     # The simulation caught every failure: no transaction was wasted.
     assert await node_tx_count(anvil_w3, anvil_accounts[1].address) == 0
+
+
+async def test_reverted_transactions_are_retried_at_most_three_times(
+    anvil_w3: Any, anvil_accounts: list[Any], infernet_consumer: Any, chain_node: Any
+) -> None:
+    sender = anvil_accounts[0].address
+    await transact(infernet_consumer.functions.setRejectDeliveries(True), sender)
+    # The consumer's DeliveryRejected() (0x2592f163) is tolerated in simulation, so the node sends
+    # transactions that revert on chain: each counts as a failed attempt.
+    node = chain_node(wallet={"allowed_sim_errors": ["0x2592F163"], "max_gas_limit": 600_000}).start()
+    sub_id = await create_callback(infernet_consumer, sender, ["echo"], b"x")
+    await wait_until(
+        lambda: _any_record(node, "giving up after 3 failed attempts", sub_id), timeout=30, what="the node to give up"
+    )
+    failures = [r["message"] for r in node.records() if r.get("subscription_id") == sub_id and "failed:" in r["message"]]
+    assert len(failures) == 2 and all("reverted" in message for message in failures)
+    await asyncio.sleep(1.0)
+    assert await deliveries(infernet_consumer) == []
+    assert await node_tx_count(anvil_w3, anvil_accounts[1].address) == 3
+    receipts = [
+        await anvil_w3.eth.get_transaction_receipt(
+            (await anvil_w3.eth.get_block(number, full_transactions=True))["transactions"][0]["hash"]
+        )
+        for number in range(await anvil_w3.eth.block_number - 2, await anvil_w3.eth.block_number + 1)
+    ]
+    assert [(r["from"], r["status"], r["gasUsed"] <= 600_000) for r in receipts] == [
+        (anvil_accounts[1].address, 0, True)
+    ] * 3
