@@ -116,7 +116,16 @@ def main() -> None:
     parser.add_argument("--service", action="append", default=[], help="NAME=URL of a service to relay to")
     args = parser.parse_args()
     services = dict(item.split("=", 1) for item in args.service)
-    web.run_app(build_app(services), host=args.host, port=args.port, print=None, access_log=None)
+    web.run_app(build_app(services), host=args.host, port=args.port, print=None, access_log=None, loop=new_loop())
+
+
+def new_loop() -> asyncio.AbstractEventLoop:
+    """The event loop the node runs on (node/cli.py): uvloop where installed, so the comparison is fair."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 
@@ -44,11 +45,21 @@ def _run(args: argparse.Namespace) -> int:
             # Running jobs get their own grace period in the job queue.
             shutdown_timeout=5.0,
             handle_signals=True,
+            loop=_new_loop(),
         )
     except OSError as error:
         log.error("cannot listen on %s:%d: %s", config.server.host, config.server.port, error.strerror)
         return 1
     return 0
+
+
+def _new_loop() -> "asyncio.AbstractEventLoop":
+    """uvloop where it is installed (a dependency on Linux and macOS): less CPU per request."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
 def _check(args: argparse.Namespace) -> int:
