@@ -188,8 +188,9 @@ class ConsoleFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
 
-    def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        # The job tag ends the first line, before any traceback.
+        line = super().formatMessage(record)
         job_id = getattr(record, "job_id", None)
         return f"{line} [job {job_id}]" if job_id else line
 

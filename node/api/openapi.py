@@ -59,7 +59,13 @@ def _components() -> dict[str, Any]:
 
 
 def build_document() -> dict[str, Any]:
-    job_or_delegated = {"oneOf": [_ref("JobRequestBody"), _ref("DelegatedSubscriptionBody")]}
+    components = _components()
+    # The handler checks the status itself (its message is part of the contract), so the
+    # model takes any string; the document says which values pass.
+    components["StatusBody"]["properties"]["status"]["enum"] = ["success", "failed", "running"]
+    # anyOf, not oneOf: a body may match both shapes (it is then a job request), and []
+    # is both an empty result list and an empty id list.
+    job_or_delegated = {"anyOf": [_ref("JobRequestBody"), _ref("DelegatedSubscriptionBody")]}
     common = _errors(404, 405, 413, 429, 500)
     return {
         "openapi": "3.0.3",
@@ -96,13 +102,18 @@ def build_document() -> dict[str, Any]:
                     "parameters": [
                         {"name": "id", "in": "query", "required": False, "style": "form", "explode": True,
                          "schema": {"type": "array", "items": {"type": "string"}}},
-                        {"name": "intermediate", "in": "query", "required": False, "schema": {"type": "string", "enum": ["true", "false"]}},
-                        {"name": "pending", "in": "query", "required": False, "schema": {"type": "string", "enum": ["true", "false"]}},
-                        {"name": "status", "in": "query", "required": False, "schema": {"type": "string", "enum": ["pending", "completed", "all"]}},
+                        # Lenient on purpose (the reference ignores what it doesn't know, contract
+                        # trap 1): any value is accepted, and only the listed ones mean something.
+                        {"name": "intermediate", "in": "query", "required": False, "schema": {"type": "string"},
+                         "description": "true: include intermediate results; anything else: don't"},
+                        {"name": "pending", "in": "query", "required": False, "schema": {"type": "string"},
+                         "description": "true: pending jobs only; false: finished only; anything else: all"},
+                        {"name": "status", "in": "query", "required": False, "schema": {"type": "string"},
+                         "description": "The docs' spelling of the filter: pending | completed; anything else: all"},
                     ],
                     "responses": {
                         "200": _json(
-                            {"oneOf": [
+                            {"anyOf": [
                                 {"type": "array", "items": _ref("JobResultBody")},
                                 {"type": "array", "items": {"type": "string"}},
                             ]},
@@ -150,7 +161,7 @@ def build_document() -> dict[str, Any]:
                 }
             },
         },
-        "components": {"schemas": _components()},
+        "components": {"schemas": components},
     }
 
 
