@@ -36,6 +36,10 @@ class ContainerDirectory(Protocol):
         """Configured services that are not running: `{"id", "image", "reason"}` each."""
         ...
 
+    async def explain_broken_call(self, container_id: str) -> str | None:
+        """Why a call to the service just broke off, if known (its container died); else None."""
+        ...
+
 
 def info_entry(container: ContainerConfig) -> dict[str, Any]:
     return {
@@ -87,3 +91,6 @@ class StaticDirectory:
 
     def unavailable_info(self) -> list[dict[str, Any]]:
         return []
+
+    async def explain_broken_call(self, container_id: str) -> str | None:
+        return None

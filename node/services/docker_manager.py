@@ -168,6 +168,20 @@ class DockerManager:
             if m.endpoint is None
         ]
 
+    async def explain_broken_call(self, container_id: str, wait: float = 1.0) -> str | None:
+        """If the container died under a call, say so (Docker's event may trail the broken connection)."""
+        managed = self._managed.get(container_id)
+        if managed is None:
+            return None
+        if managed.endpoint is None:
+            return managed.reason
+        try:
+            async with asyncio.timeout(wait):
+                await managed.died.wait()
+        except TimeoutError:
+            return None
+        return managed.reason
+
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:

@@ -131,6 +131,11 @@ class HttpServiceGateway:
             return ContainerResult(container_id, error=f"container did not answer within {endpoint.timeout:g}s")
         except aiohttp.ClientError as error:
             self._observed(container_id, "run", "unreachable", started)
+            # A managed container that died under the call: say that, not just "disconnected".
+            explain = getattr(self._directory, "explain_broken_call", None)
+            reason = await explain(container_id) if explain is not None else None
+            if reason:
+                return ContainerResult(container_id, error=f"container {container_id} died during the call: {reason}")
             return ContainerResult(container_id, error=f"could not reach the container: {error}")
         try:
             output = json.loads(body)

@@ -261,6 +261,18 @@ async def test_a_dying_container_is_unavailable_at_once_then_restarted_and_ready
     await manager.close()
 
 
+async def test_a_call_broken_by_a_dying_container_is_explained() -> None:
+    harness = await started([HELLO], max_restarts=3)
+    manager, docker = harness.manager, harness.docker
+    assert await manager.explain_broken_call("hello", wait=0.05) is None  # alive: no explanation
+    assert await manager.explain_broken_call("unknown") is None
+    explained = asyncio.create_task(manager.explain_broken_call("hello", wait=2))
+    await asyncio.sleep(0.01)  # the broken connection is seen before Docker's event
+    manager._on_event(docker.die("infernet-hello", 137))
+    assert (await explained).startswith("container exited with code 137")
+    await manager.close()
+
+
 async def test_restarts_are_bounded_and_the_reason_says_so(caplog: pytest.LogCaptureFixture) -> None:
     harness = await started([HELLO], max_restarts=1)
     manager, docker = harness.manager, harness.docker
