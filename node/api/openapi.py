@@ -63,9 +63,11 @@ def build_document() -> dict[str, Any]:
     # The handler checks the status itself (its message is part of the contract), so the
     # model takes any string; the document says which values pass.
     components["StatusBody"]["properties"]["status"]["enum"] = ["success", "failed", "running"]
-    # anyOf, not oneOf: a body may match both shapes (it is then a job request), and []
-    # is both an empty result list and an empty id list.
-    job_or_delegated = {"anyOf": [_ref("JobRequestBody"), _ref("DelegatedSubscriptionBody")]}
+    # The server's rule: a body with `containers` is a job request, else one with
+    # `subscription` is a delegated subscription. anyOf, not oneOf: [] is both an
+    # empty result list and an empty id list, and a job body may carry `subscription`.
+    delegated = {"allOf": [_ref("DelegatedSubscriptionBody"), {"not": {"required": ["containers"]}}]}
+    job_or_delegated = {"anyOf": [_ref("JobRequestBody"), delegated]}
     common = _errors(404, 405, 413, 429, 500)
     return {
         "openapi": "3.0.3",

@@ -12,13 +12,24 @@ from node.jobs.errors import Overloaded
 
 # The reference does not limit status reports; metrics are for scrapers.
 EXEMPT = frozenset({"/api/status", "/metrics"})
+# Buckets kept at most. Beyond it the oldest are dropped: a dropped bucket only
+# means a fresh burst for that client, and memory stays bounded however many
+# addresses the node sees within one period.
+MAX_BUCKETS = 100_000
 
 
 class TokenBuckets:
     """`rate` tokens per `period` seconds, a burst of `rate`; idle buckets are forgotten."""
 
-    def __init__(self, rate: int, period: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        rate: int,
+        period: float,
+        clock: Callable[[], float] = time.monotonic,
+        max_buckets: int = MAX_BUCKETS,
+    ) -> None:
         self._rate = rate
+        self._max_buckets = max_buckets
         self._period = period
         self._per_second = rate / period
         self._clock = clock
@@ -28,9 +39,10 @@ class TokenBuckets:
     def take(self, key: tuple[str, str]) -> float:
         """0 if allowed, else the seconds until a token is free."""
         now = self._clock()
-        if now - self._last_sweep > self._period:
+        if now - self._last_sweep > self._period or len(self._buckets) >= self._max_buckets:
             self._sweep(now)
-        tokens, stamp = self._buckets.get(key, (float(self._rate), now))
+        # pop + insert keeps the dict in least-recently-used order for the sweep.
+        tokens, stamp = self._buckets.pop(key, (float(self._rate), now))
         tokens = min(float(self._rate), tokens + (now - stamp) * self._per_second)
         if tokens >= 1.0:
             self._buckets[key] = (tokens - 1.0, now)
@@ -38,10 +50,17 @@ class TokenBuckets:
         self._buckets[key] = (tokens, now)
         return (1.0 - tokens) / self._per_second
 
+    def __len__(self) -> int:
+        return len(self._buckets)
+
     def _sweep(self, now: float) -> None:
         self._last_sweep = now
-        full = self._rate / self._per_second
+        full = self._rate / self._per_second  # a bucket idle this long is full again: forget it
         self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < full}
+        excess = len(self._buckets) - self._max_buckets // 2
+        if len(self._buckets) >= self._max_buckets and excess > 0:
+            for key in list(self._buckets)[:excess]:  # least recently used first
+                del self._buckets[key]
 
 
 def rate_limiter(buckets: TokenBuckets) -> Callable[..., object]:
