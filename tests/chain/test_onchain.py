@@ -104,6 +104,8 @@ async def test_cancelled_subscription_is_not_delivered(
     running = await create_recurring(infernet_consumer, sender, ["echo"], frequency=3, period=PERIOD)
     # ...and cancelled before it ever became active.
     never = await create_recurring(infernet_consumer, sender, ["echo"], frequency=3, period=PERIOD)
+    # Cancelled once the node tracks it (the listener skips subscriptions it finds cancelled already).
+    await wait_until(lambda: _any_record(node, "tracking subscription", never), what="the node to track it")
     await increase_time(anvil_w3, PERIOD - 30)
     await cancel_subscription(infernet_consumer, sender, never)
     await increase_time(anvil_w3, 30)
