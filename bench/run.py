@@ -1,13 +1,15 @@
-"""The node's benchmark: one command, everything it needs started here.
+"""The node's benchmark: one command that starts everything it needs.
 
     .venv/bin/python bench/run.py            # full run, ~10 minutes
     .venv/bin/python bench/run.py --quick    # ~2 minutes
 
-Servers under test (the node, and the bare aiohttp ceiling of bench/ceiling.py)
-run pinned to core 0; the load generators (wrk, and this process for the latency
-loads) and the services (hello-world, the park sink) run on core 1. Every figure
-is printed next to the ceiling's figure from the same run, as a ratio.
-See bench/README.md for what each figure means.
+The servers under test — the node on its embedded default store (SQLite in a
+temporary directory), and the bare aiohttp ceiling of bench/ceiling.py — run
+pinned to core 0. The load generators (wrk, and this process for the latency
+loads) and the services (hello-world, and the park sink of bench/park.py) run
+on core 1. Node and ceiling are measured in alternating rounds, and every
+figure is printed next to the ceiling's figure from the same run, as a ratio.
+bench/README.md says what each figure means and lists the latest ones.
 """
 
 from __future__ import annotations
@@ -16,16 +18,14 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import shutil
-import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,375 +33,59 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 sys.path[:0] = [str(ROOT), str(BENCH)]
 
-from client import Connection  # noqa: E402
-from seed import seed  # noqa: E402
+import loads  # noqa: E402
+from measure import (  # noqa: E402
+    LOAD_CPU, SERVER_CPU, CpuMeter, Figure, Proc, Results, format_figure, percentile, pin, wrk,
+)
 from node.api.jobs import STREAM_ID_GAP_SECONDS  # noqa: E402
-from tests.support.processes import free_port, node_config, wait_http  # noqa: E402
+from tests.support.processes import free_port, node_config  # noqa: E402
 
 PYTHON = sys.executable
-SERVER_CPU = 0
-LOAD_CPU = 1
-HELLO = {"containers": ["hello-world"], "data": {"prompt": "hello"}}
-STREAM_TEXT = "hello world from the node benchmark"
 
 
-# -- processes ---------------------------------------------------------------
-
-
-def _pin(cpu: int | None) -> Callable[[], None] | None:
-    if cpu is None:
-        return None
-    return lambda: os.sched_setaffinity(0, {cpu})
-
-
-class Proc:
-    """A child process pinned to one core, its output in a log file."""
-
-    def __init__(self, name: str, argv: Sequence[str], cpu: int | None, log: Path,
-                 env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
-        self.name = name
-        self.log = log
-        with log.open("ab") as sink:
-            self.popen = subprocess.Popen(
-                list(argv), stdout=sink, stderr=subprocess.STDOUT, cwd=cwd,
-                env={**os.environ, **(env or {})}, preexec_fn=_pin(cpu),
-            )
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def wait_ready(self, url: str, deadline: float = 60.0) -> None:
-        try:
-            wait_http(url, deadline, self.popen)
-        except Exception:
-            self.stop()
-            sys.exit(f"{self.name} did not start; its log ({self.log}):\n{self.log.read_text()[-3000:]}")
-
-    def kill(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGKILL)
-            self.popen.wait()
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(20)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def memory(self) -> dict[str, float]:
-        """VmHWM (peak resident) and VmRSS, in MiB."""
-        values = {}
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            key, _, rest = line.partition(":")
-            if key in ("VmHWM", "VmRSS"):
-                values[key] = int(rest.split()[0]) / 1024
-        return values
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system, every thread) a process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-class CpuMeter:
-    """Busy share of each pinned core over an interval, from /proc/stat."""
-
-    @staticmethod
-    def _sample() -> dict[str, tuple[int, int]]:
-        out = {}
-        for line in Path("/proc/stat").read_text().splitlines():
-            if re.match(r"cpu\d+ ", line):
-                name, *fields = line.split()
-                values = [int(v) for v in fields]
-                idle = values[3] + values[4]
-                out[name] = (sum(values[:8]), idle)
-        return out
-
-    def __init__(self, pid: int | None = None) -> None:
-        self.pid = pid
-        self.process_cpu = 0.0
-
-    def __enter__(self) -> "CpuMeter":
-        self.start = self._sample()
-        self.start_process = cpu_seconds(self.pid) if self.pid else 0.0
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.pid:
-            self.process_cpu = cpu_seconds(self.pid) - self.start_process
-        end = self._sample()
-        self.busy = {}
-        for name, (total, idle) in end.items():
-            d_total = total - self.start[name][0]
-            d_idle = idle - self.start[name][1]
-            self.busy[name] = 1 - d_idle / d_total if d_total else 0.0
-
-    def summary(self) -> dict[str, float]:
-        return {"server_core": self.busy.get(f"cpu{SERVER_CPU}", 0.0), "load_core": self.busy.get(f"cpu{LOAD_CPU}", 0.0)}
-
-
-# -- measurements --------------------------------------------------------------
-
-
-@dataclass
-class Figure:
-    """One measured quantity for the node and for the ceiling."""
-
-    name: str
-    unit: str
-    node: float | None
-    ceiling: float | None = None
-    higher_is_better: bool = True
-    note: str = ""
-
-    @property
-    def ratio(self) -> float | None:
-        if self.node is None or not self.ceiling:
-            return None
-        return self.node / self.ceiling
-
-
-@dataclass
-class Results:
-    figures: list[Figure] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    raw: dict[str, Any] = field(default_factory=dict)
-
-    def add(self, *figures: Figure) -> None:
-        for figure in figures:
-            self.figures.append(figure)
-            print("   " + format_figure(figure), flush=True)
-
-
-def format_value(value: float | None, unit: str) -> str:
-    if value is None:
-        return "-"
-    if unit == "ms":
-        return f"{value:.3f} ms"
-    if unit in ("req/s", "jobs/s"):
-        return f"{value:,.0f} {unit}"
-    if unit == "MiB":
-        return f"{value:.1f} MiB"
-    if unit == "us":
-        return f"{value:,.0f} us"
-    return f"{value:,.0f} {unit}".strip()
-
-
-def format_figure(figure: Figure) -> str:
-    ratio = f"{figure.ratio:6.2f}" if figure.ratio is not None else "     -"
-    return (f"{figure.name:<46} node {format_value(figure.node, figure.unit):>16}   "
-            f"ceiling {format_value(figure.ceiling, figure.unit):>16}   ratio {ratio}"
-            + (f"   {figure.note}" if figure.note else ""))
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
-
-
-def _ms(text: str) -> float:
-    match = re.match(r"([\d.]+)(us|ms|s)", text)
-    if not match:
-        raise ValueError(text)
-    value, unit = float(match.group(1)), match.group(2)
-    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
-
-
-def wrk(url: str, script: Path, args: Sequence[str], seconds: float, connections: int,
-        pid: int | None = None) -> dict[str, Any]:
-    """Run wrk (one thread, on the load core) and parse what it prints."""
-    command = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency",
-               "-s", str(script), url]
-    if args:
-        command += ["--", *args]
-    with CpuMeter(pid) as cpu:
-        output = subprocess.run(command, capture_output=True, text=True, check=True,
-                                preexec_fn=_pin(LOAD_CPU)).stdout
-    result: dict[str, Any] = {"cpu": cpu.summary(), "output": output, "process_cpu": cpu.process_cpu}
-    result["rps"] = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
-    total = re.search(r"(\d+) requests in ([\d.]+\w+),", output)
-    assert total, output
-    result["requests"] = int(total.group(1))
-    result["seconds"] = _ms(total.group(2)) / 1000
-    result["accepted_rps"] = result["requests"] / result["seconds"]  # 2xx only, below
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    result["non2xx"] = int(non2xx.group(1)) if non2xx else 0
-    result["accepted_rps"] = (result["requests"] - result["non2xx"]) / result["seconds"]
-    errors = re.search(r"Socket errors: (.*)", output)
-    result["socket_errors"] = errors.group(1) if errors else ""
-    for q in ("50", "99"):
-        match = re.search(rf"^\s+{q}(?:\.000)?%\s+(\S+)", output, re.M)
-        result[f"p{q}"] = _ms(match.group(1)) if match else None
-    found = re.search(r"not-found: (\d+)", output)
-    result["not_found"] = int(found.group(1)) if found else None
-    result["cpu_us"] = result["process_cpu"] / result["requests"] * 1e6 if pid and result["requests"] else None
-    return result
-
-
-def generator_bound(cpu: dict[str, float]) -> bool:
-    return cpu["load_core"] > 0.9 and cpu["server_core"] < 0.9
-
-
-def cpu_note(name: str, cpu: dict[str, float]) -> str:
-    flag = "  <-- GENERATOR-BOUND" if generator_bound(cpu) else ""
-    return f"{name}: server core {cpu['server_core']:.0%} busy, load core {cpu['load_core']:.0%}{flag}"
-
-
-async def _timed(n: int, once: Callable[[], Any]) -> list[float]:
-    out = []
-    for _ in range(n):
-        start = time.perf_counter()
-        await once()
-        out.append((time.perf_counter() - start) * 1000)
-    return out
-
-
-async def direct_calls(port: int, n: int) -> list[float]:
-    """Latency (ms) of POST /service_output straight to the service."""
-    body = json.dumps({"source": 1, "destination": 1, "data": HELLO["data"], "requires_proof": False}).encode()
-    conn = await Connection("127.0.0.1", port).open()
-
-    async def once() -> None:
-        reply = await conn.request("POST", "/service_output", body)
-        assert reply.status == 200, reply
-
-    await _timed(max(50, n // 10), once)
-    try:
-        return await _timed(n, once)
-    finally:
-        await conn.close()
-
-
-async def job_once(conn: Connection, body: bytes, poll_s: float) -> int:
-    """POST a job and poll GET until it finished; returns the number of GETs."""
-    reply = await conn.request("POST", "/api/jobs", body)
-    assert reply.status == 200, reply
-    job_id = reply.json()["id"]
-    polls = 0
-    while True:
-        if poll_s:
-            await asyncio.sleep(poll_s)
-        polls += 1
-        found = (await conn.request("GET", f"/api/jobs?id={job_id}")).json()
-        if found and found[0]["status"] != "running":
-            assert found[0]["status"] == "success", found
-            return polls
-
-
-async def job_latency(port: int, n: int) -> tuple[list[float], float]:
-    """End-to-end latency (ms) of one job at a time: POST, then GET at once until it finished."""
-    body = json.dumps(HELLO).encode()
-    conn = await Connection("127.0.0.1", port).open()
-    polls: list[int] = []
-
-    async def once() -> None:
-        polls.append(await job_once(conn, body, 0))
-
-    await _timed(max(50, n // 10), once)
-    polls.clear()
-    try:
-        return await _timed(n, once), statistics.mean(polls)
-    finally:
-        await conn.close()
-
-
-async def job_throughput(port: int, seconds: float, concurrency: int, poll_s: float) -> tuple[float, int]:
-    """Jobs completed per second by `concurrency` clients that each submit one job and poll it."""
-    body = json.dumps(HELLO).encode()
-    done = 0
-    counting = False
-    stop_at = 0.0
-
-    async def client() -> None:
-        nonlocal done
-        conn = await Connection("127.0.0.1", port).open()
-        try:
-            while time.monotonic() < stop_at:
-                await job_once(conn, body, poll_s)
-                if counting:
-                    done += 1
-        finally:
-            await conn.close()
-
-    stop_at = time.monotonic() + 1.0 + seconds
-    tasks = [asyncio.ensure_future(client()) for _ in range(concurrency)]
-    await asyncio.sleep(1.0)  # warm-up
-    counting = True
-    started = time.monotonic()
-    await asyncio.sleep(seconds)
-    counting = False
-    elapsed = time.monotonic() - started
-    completed = done
-    await asyncio.gather(*tasks)
-    return completed / elapsed, completed
-
-
-async def stream_ttfb(port: int, n: int, direct: bool) -> dict[str, list[float]]:
-    """Time (ms) to the first body byte, and to the first output byte after the id line."""
-    if direct:
-        path = "/service_output"
-        body = json.dumps({"source": 1, "destination": 2, "data": {"prompt": STREAM_TEXT}}).encode()
-    else:
-        path = "/api/jobs/stream"
-        body = json.dumps({"containers": ["hello-world"], "data": {"prompt": STREAM_TEXT}}).encode()
-    conn = await Connection("127.0.0.1", port).open()
-    out: dict[str, list[float]] = {"first_byte": [], "first_output": []}
-    try:
-        for index in range(n + max(20, n // 10)):
-            timing = await conn.stream(path, body, id_line=not direct)
-            assert timing.status == 200, timing
-            if not direct:
-                text = timing.body.decode()
-                assert text.split("\n", 1)[1] == STREAM_TEXT, text
-            if index >= max(20, n // 10):
-                out["first_byte"].append(timing.first_byte * 1000)
-                if timing.first_output is not None:
-                    out["first_output"].append(timing.first_output * 1000)
-    finally:
-        await conn.close()
-    return out
-
-
-async def stored_count(port: int, ids: Sequence[str]) -> int:
-    """How many of `ids` the node returns (GET /api/jobs?id=... in batches)."""
-    conn = await Connection("127.0.0.1", port).open()
-    found = 0
-    try:
-        for start in range(0, len(ids), 50):
-            batch = ids[start:start + 50]
-            query = "&".join(f"id={job_id}" for job_id in batch)
-            reply = await conn.request("GET", f"/api/jobs?{query}")
-            assert reply.status == 200, reply
-            found += len(reply.json())
-    finally:
-        await conn.close()
-    return found
-
-
-# -- the run -------------------------------------------------------------------
+def _median(values: Sequence[float | None]) -> float | None:
+    present = [value for value in values if value is not None]
+    return statistics.median(present) if present else None
+
+
+def _merge_wrk(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Rounds of one wrk load: rates over the total time, latency percentiles as medians."""
+    seconds = sum(run["seconds"] for run in runs)
+    requests = sum(run["requests"] for run in runs)
+    server_cpu = sum(run["cpu"]["server_cpu_s"] for run in runs)
+    return {
+        "rounds": len(runs),
+        "requests": requests,
+        "ok": sum(run["ok"] for run in runs),
+        "non2xx": sum(run["non2xx"] for run in runs),
+        "rate": sum(run["ok"] for run in runs) / seconds,
+        "p50": _median([run["p50"] for run in runs]),
+        "p99": _median([run["p99"] for run in runs]),
+        "cpu_us": server_cpu / requests * 1e6 if requests else None,
+        "not_found": sum(run["not_found"] or 0 for run in runs),
+        "socket_errors": [run["socket_errors"] for run in runs if run["socket_errors"]],
+        "cpu": {key: statistics.mean(run["cpu"][key] for run in runs)
+                for key in ("server_core", "load_core", "foreign")},
+    }
 
 
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.quick = args.quick
         self.tmp = Path(tempfile.mkdtemp(prefix="infernet-bench-"))
         self.results = Results()
         self.procs: list[Proc] = []
-        self.wrk_s = 3.0 if self.quick else 10.0
-        self.warm_s = 1.0 if self.quick else 2.0
-        self.latency_n = 500 if self.quick else 2000
-        self.stream_n = 200 if self.quick else 1000
+        quick = args.quick
+        self.rounds = 2 if quick else 4
+        self.round_s = 3 if quick else 5  # seconds per round of a throughput load
+        self.warm_s = 1 if quick else 2
+        self.latency_n = 150 if quick else 500  # sequential requests per round
+        self.stream_n = 40 if quick else 150  # streams per round (the node's gap makes each >= 50 ms)
         self.connections = args.connections
         self.stored_big = args.stored
-        self.stored_small = args.stored // 10
+        self.stored_small = max(1, args.stored // 10)
 
-    # processes
+    # -- processes ---------------------------------------------------------
 
     def start(self, name: str, argv: Sequence[str], cpu: int | None, health: str,
               env: dict[str, str] | None = None, cwd: Path | None = None) -> Proc:
@@ -410,11 +94,12 @@ class Bench:
         proc.wait_ready(health)
         return proc
 
-    def start_service(self) -> None:
+    def start_services(self) -> None:
         self.hello_port = free_port()
-        self.start("hello-world", [PYTHON, str(ROOT / "containers/hello-world/app.py")], LOAD_CPU,
-                   f"http://127.0.0.1:{self.hello_port}/health",
-                   env={"HOST": "127.0.0.1", "PORT": str(self.hello_port), "LOG_LEVEL": "WARNING"})
+        self.hello = self.start(
+            "hello-world", [PYTHON, str(ROOT / "containers/hello-world/app.py")], LOAD_CPU,
+            f"http://127.0.0.1:{self.hello_port}/health",
+            env={"HOST": "127.0.0.1", "PORT": str(self.hello_port), "LOG_LEVEL": "WARNING"})
         self.park_port = free_port()
         self.start("park", [PYTHON, str(BENCH / "park.py"), "--port", str(self.park_port)], LOAD_CPU,
                    f"http://127.0.0.1:{self.park_port}/health")
@@ -436,6 +121,7 @@ class Bench:
                 {"id": "park", "url": f"http://127.0.0.1:{self.park_port}"},
             ],
             port=port,
+            # The POST load parks every job it submits: let the queue hold them all.
             jobs={"queue_size": 100_000_000, "shutdown_grace_seconds": 0},
         )
         if db is not None:
@@ -457,157 +143,238 @@ class Bench:
         if not self.args.keep:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
-    def memory_figure(self, node: Proc, when: str) -> None:
-        memory = node.memory()
-        ceiling = self.ceiling.memory()
+    # -- helpers -----------------------------------------------------------
+
+    def meter(self, server: Proc | None) -> CpuMeter:
+        return CpuMeter(server, self.procs)
+
+    def note_cpu(self, what: str, cpu: dict[str, float]) -> None:
+        flag = ""
+        if cpu["load_core"] > 0.9 and cpu["server_core"] < 0.9:
+            flag = "  <-- the load core is the bottleneck here"
+        self.results.notes.append(
+            f"{what}: server core {cpu['server_core']:.0%} busy, load core {cpu['load_core']:.0%}, "
+            f"other sessions' processes {cpu['foreign']:.0%} of the machine{flag}")
+
+    def memory_figure(self, node: Proc, when: str) -> dict[str, float]:
+        memory, ceiling = node.memory(), self.ceiling.memory()
         self.results.add(Figure(f"peak memory (VmHWM) after {when}", "MiB", memory["VmHWM"], ceiling["VmHWM"],
-                                higher_is_better=False, note=f"VmRSS {memory['VmRSS']:.1f} MiB"))
+                                note=f"node VmRSS {memory['VmRSS']:.1f} MiB"))
         self.results.raw[f"memory after {when}"] = {"node": memory, "ceiling": ceiling}
+        return memory
 
-    def wrk_pair(self, what: str, script: Path, node: Proc, node_port: int, node_args: Sequence[str],
-                 ceiling_args: Sequence[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-        wrk(f"http://127.0.0.1:{self.ceiling_port}/api/jobs", script, ceiling_args, self.warm_s, self.connections)
-        ceiling = wrk(f"http://127.0.0.1:{self.ceiling_port}/api/jobs", script, ceiling_args, self.wrk_s,
-                      self.connections, self.ceiling.pid)
-        wrk(f"http://127.0.0.1:{node_port}/api/jobs", script, node_args, self.warm_s, self.connections)
-        result = wrk(f"http://127.0.0.1:{node_port}/api/jobs", script, node_args, self.wrk_s, self.connections,
-                     node.pid)
-        node = result
-        for label, result in (("ceiling", ceiling), ("node", node)):
-            self.results.notes.append(cpu_note(f"{what} / {label}", result["cpu"]))
-            if result["socket_errors"]:
-                self.results.notes.append(f"{what} / {label}: socket errors {result['socket_errors']}")
-        self.results.raw[what] = {"node": {k: v for k, v in node.items() if k != "output"},
-                                  "ceiling": {k: v for k, v in ceiling.items() if k != "output"}}
-        return node, ceiling
+    def wrk_rounds(self, what: str, script: Path, node: Proc, node_port: int, node_args: Sequence[str],
+                   ceiling_args: Sequence[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Warm both up, then alternate ceiling and node rounds."""
+        targets = {
+            "ceiling": (f"http://127.0.0.1:{self.ceiling_port}/api/jobs", ceiling_args, self.ceiling),
+            "node": (f"http://127.0.0.1:{node_port}/api/jobs", node_args, node),
+        }
+        for url, args, _ in targets.values():
+            wrk(url, script, args, self.warm_s, self.connections)
+        runs: dict[str, list[dict[str, Any]]] = {"ceiling": [], "node": []}
+        for _ in range(self.rounds):
+            for label, (url, args, proc) in targets.items():
+                runs[label].append(wrk(url, script, args, self.round_s, self.connections, proc, self.procs))
+        merged = {label: _merge_wrk(items) for label, items in runs.items()}
+        for label, result in merged.items():
+            self.note_cpu(f"{what} / {label}", result["cpu"])
+            for errors in result["socket_errors"]:
+                self.results.notes.append(f"{what} / {label}: wrk socket errors {errors}")
+        self.results.raw[what] = merged
+        return merged["node"], merged["ceiling"]
 
-    # the loads
+    # -- 1. POST /api/jobs -------------------------------------------------
 
     def post_load(self) -> None:
-        print("== 1. POST /api/jobs (jobs park in a never-answering service: accept path only)", flush=True)
+        print("== 1. POST /api/jobs (the jobs park in a service that never answers: the accept path alone)",
+              flush=True)
         node, port = self.start_node("post")
         ids_file = self.tmp / "accepted-ids.txt"
         script = BENCH / "lua" / "post.lua"
-        n, c = self.wrk_pair("POST /api/jobs", script, node, port, [str(ids_file), "park"], ["", "park"])
-        # Every id the node answered 200 with, warm-up included.
-        accepted = [json.loads(line)["id"] for line in ids_file.read_text().splitlines() if line.strip()]
+        n, c = self.wrk_rounds("POST /api/jobs", script, node, port, [str(ids_file), "park"], ["", "park"])
         self.results.add(
-            Figure("POST /api/jobs accepted/s", "req/s", n["accepted_rps"], c["accepted_rps"],
-                   note=f"non-2xx {n['non2xx']}"),
-            Figure("POST /api/jobs latency p50", "ms", n["p50"], c["p50"], higher_is_better=False),
-            Figure("POST /api/jobs latency p99", "ms", n["p99"], c["p99"], higher_is_better=False),
-            Figure("POST /api/jobs server CPU per request", "us", n["cpu_us"], c["cpu_us"], higher_is_better=False),
+            Figure("POST /api/jobs accepted/s", "req/s", n["rate"], c["rate"], note=f"node non-2xx {n['non2xx']}"),
+            Figure("POST /api/jobs latency p50", "ms", n["p50"], c["p50"]),
+            Figure("POST /api/jobs latency p99", "ms", n["p99"], c["p99"]),
+            Figure("POST /api/jobs server CPU per request", "us", n["cpu_us"], c["cpu_us"]),
         )
-        self.memory_figure(node, f"POST load ({len(accepted):,} queued jobs)")
-        print("   SIGKILL the node, restart it, look for every accepted id", flush=True)
+        # Every id the node answered 200 with, warm-up included (post.lua writes them).
+        accepted = [json.loads(line)["id"] for line in ids_file.read_text().splitlines() if line.strip()]
+        self.memory_figure(node, f"the POST load ({len(accepted):,} jobs queued)")
+        print("   SIGKILL the node, restart it on the same store, look for every accepted id", flush=True)
         node.kill()
         self.procs.remove(node)
-        db = self.tmp / "post" / "node.db"
-        node, port = self.start_node("post", db)
-        found = asyncio.run(stored_count(port, accepted))
-        line = f"durability: {found:,} of {len(accepted):,} accepted ids found after SIGKILL and restart"
-        print("   " + line, flush=True)
-        self.results.notes.insert(0, line)
-        self.results.raw["durability"] = {"accepted": len(accepted), "found": found}
+        node, port = self.start_node("post", self.tmp / "post" / "node.db")
+        found = asyncio.run(loads.stored_count(port, accepted))
         self.stop(node)
+        self.results.raw["durability"] = {"accepted": len(accepted), "found": found}
+        ratio = n["rate"] / c["rate"]
+        self.results.target(
+            ratio >= 0.5 and found == len(accepted),
+            f"POST /api/jobs at {ratio:.0%} of the ceiling's rate (target >= 50%); "
+            f"{found:,} of {len(accepted):,} accepted jobs found after SIGKILL and restart")
+
+    # -- 2. jobs end to end, and 4. streams ----------------------------------
 
     def job_loads(self) -> None:
         print("== 2. jobs end to end through hello-world", flush=True)
         node, port = self.start_node("e2e")
-        direct = asyncio.run(direct_calls(self.hello_port, self.latency_n))
-        ceiling_lat, ceiling_polls = asyncio.run(job_latency(self.ceiling_port, self.latency_n))
-        node_lat, node_polls = asyncio.run(job_latency(port, self.latency_n))
+        direct: list[float] = []
+        lat: dict[str, list[float]] = {"ceiling": [], "node": []}
+        polls: dict[str, list[float]] = {"ceiling": [], "node": []}
+        node_ids: list[str] = []
+        for _ in range(self.rounds):
+            direct += asyncio.run(loads.direct_calls(self.hello_port, self.latency_n))
+            for label, target in (("ceiling", self.ceiling_port), ("node", port)):
+                times, ids, mean_polls = asyncio.run(loads.job_latency(target, self.latency_n))
+                lat[label] += times
+                polls[label].append(mean_polls)
+                if label == "node":
+                    node_ids += ids
         d50, d99 = percentile(direct, 50), percentile(direct, 99)
+        n50, n99 = percentile(lat["node"], 50), percentile(lat["node"], 99)
+        c50, c99 = percentile(lat["ceiling"], 50), percentile(lat["ceiling"], 99)
+        inside = self._inside_node(self.tmp / "e2e" / "node.db", node_ids)
         self.results.add(
-            Figure("direct service call p50 (reference)", "ms", d50, d50, higher_is_better=False),
-            Figure("job latency p50 (POST + GETs until done)", "ms", percentile(node_lat, 50),
-                   percentile(ceiling_lat, 50), higher_is_better=False,
-                   note=f"GETs/job node {node_polls:.1f}, ceiling {ceiling_polls:.1f}"),
-            Figure("job latency p99", "ms", percentile(node_lat, 99), percentile(ceiling_lat, 99),
-                   higher_is_better=False),
-            Figure("added over a direct call, p50", "ms", percentile(node_lat, 50) - d50,
-                   percentile(ceiling_lat, 50) - d50, higher_is_better=False),
-            Figure("added over a direct call, p99", "ms", percentile(node_lat, 99) - d99,
-                   percentile(ceiling_lat, 99) - d99, higher_is_better=False),
+            Figure("direct service call p50 / p99 (reference)", "ms", d50, d50, note=f"p99 {d99:.3f} ms"),
+            Figure("job latency p50 (POST, then GETs until done)", "ms", n50, c50,
+                   note=f"GETs per job: node {statistics.mean(polls['node']):.1f}, "
+                        f"ceiling {statistics.mean(polls['ceiling']):.1f}"),
+            Figure("job latency p99", "ms", n99, c99),
+            Figure("added over a direct service call, p50", "ms", n50 - d50, c50 - d50),
+            Figure("added over a direct service call, p99", "ms", n99 - d99, c99 - d99),
+            Figure("inside the node: accepted -> finished, p50", "ms", inside, None,
+                   note="from the store's created_at/finished_at; includes the service call"),
         )
-        concurrency, poll = self.args.job_concurrency, 0.002
-        with CpuMeter(self.ceiling.pid) as cpu_c:
-            ceiling_rate, ceiling_done = asyncio.run(job_throughput(self.ceiling_port, self.wrk_s, concurrency, poll))
-        with CpuMeter(node.pid) as cpu_n:
-            node_rate, completed = asyncio.run(job_throughput(port, self.wrk_s, concurrency, poll))
-        self.results.notes.append(cpu_note("jobs completed/s / ceiling", cpu_c.summary()))
-        self.results.notes.append(cpu_note("jobs completed/s / node", cpu_n.summary()))
-        self.results.add(
-            Figure(f"jobs completed/s ({concurrency} clients, poll {poll * 1000:g} ms)", "jobs/s", node_rate,
-                   ceiling_rate),
-            # The loads run 1 s longer than they count (warm-up): CPU per job is approximate.
-            Figure("server CPU per completed job (approx.)", "us",
-                   cpu_n.process_cpu / max(1, completed) * self.wrk_s / (self.wrk_s + 1) * 1e6,
-                   cpu_c.process_cpu / max(1, ceiling_done) * self.wrk_s / (self.wrk_s + 1) * 1e6,
-                   higher_is_better=False),
-        )
-        self.memory_figure(node, "job loads")
+        self.results.target(n50 - d50 <= 1.0,
+                            f"the node adds {n50 - d50:.2f} ms over a direct service call at p50 (target <= 1 ms; "
+                            f"the bare ceiling adds {c50 - d50:.2f} ms)")
 
-        print("== 4. streaming: time to first byte", flush=True)
-        direct_s = asyncio.run(stream_ttfb(self.hello_port, self.stream_n, direct=True))
-        ceiling_s = asyncio.run(stream_ttfb(self.ceiling_port, self.stream_n, direct=False))
-        node_s = asyncio.run(stream_ttfb(port, self.stream_n, direct=False))
-        d50 = percentile(direct_s["first_byte"], 50)
+        concurrency, poll = self.args.job_concurrency, self.args.poll_ms / 1000
+        counts = {"ceiling": [0, 0.0, 0.0], "node": [0, 0.0, 0.0]}
+        cpus: dict[str, list[dict[str, float]]] = {"ceiling": [], "node": []}
+        for _ in range(self.rounds):
+            for label, target, proc in (("ceiling", self.ceiling_port, self.ceiling), ("node", port, node)):
+                with self.meter(proc) as meter:
+                    done, seconds = asyncio.run(loads.job_throughput(target, self.round_s, concurrency, poll))
+                counts[label][0] += done
+                counts[label][1] += seconds
+                counts[label][2] += meter.server_cpu
+                cpus[label].append(meter.summary())
+        rate = {label: value[0] / value[1] for label, value in counts.items()}
+        # The server's CPU includes the half-second warm-up of each round: per job it is a little high.
+        per_job = {label: value[2] / max(1, value[0]) * 1e6 for label, value in counts.items()}
+        for label in cpus:
+            self.note_cpu(f"jobs completed/s / {label}",
+                          {key: statistics.mean(item[key] for item in cpus[label])
+                           for key in ("server_core", "load_core", "foreign")})
         self.results.add(
-            Figure("direct service: first byte p50 (reference)", "ms", d50, d50, higher_is_better=False),
-            Figure("stream: first byte (id line) p50", "ms", percentile(node_s["first_byte"], 50),
-                   percentile(ceiling_s["first_byte"], 50), higher_is_better=False),
-            Figure("stream: first output chunk p50", "ms", percentile(node_s["first_output"], 50),
-                   percentile(ceiling_s["first_output"], 50), higher_is_better=False,
-                   note=f"the node holds output {STREAM_ID_GAP_SECONDS * 1000:g} ms after the id line, by design"),
-            Figure("stream: id line above direct first byte, p50", "ms", percentile(node_s["first_byte"], 50) - d50,
-                   percentile(ceiling_s["first_byte"], 50) - d50, higher_is_better=False),
-            Figure("stream: first output above direct first byte, p50", "ms",
-                   percentile(node_s["first_output"], 50) - d50,
-                   percentile(ceiling_s["first_output"], 50) - d50, higher_is_better=False),
-            Figure("stream: first output chunk p99", "ms", percentile(node_s["first_output"], 99),
-                   percentile(ceiling_s["first_output"], 99), higher_is_better=False),
+            Figure(f"jobs completed/s ({concurrency} clients polling every {poll * 1000:g} ms)", "jobs/s",
+                   rate["node"], rate["ceiling"]),
+            Figure("server CPU per completed job", "us", per_job["node"], per_job["ceiling"]),
         )
-        self.memory_figure(node, "stream load")
+        self.memory_figure(node, "the job loads")
+
+        print(f"== 4. streaming: time to first byte (the node holds output {STREAM_ID_GAP_SECONDS * 1000:g} ms "
+              "after the id line)", flush=True)
+        streams: dict[str, dict[str, list[float]]] = {
+            label: {"first_byte": [], "first_output": []} for label in ("direct", "ceiling", "node")}
+        for _ in range(self.rounds):
+            for label, target in (("direct", self.hello_port), ("ceiling", self.ceiling_port), ("node", port)):
+                got = asyncio.run(loads.stream_ttfb(target, self.stream_n, direct=label == "direct"))
+                for key in got:
+                    streams[label][key] += got[key]
+        s = {label: {key: percentile(values, 50) if values else None for key, values in got.items()}
+             for label, got in streams.items()}
+        d = s["direct"]["first_byte"]
+        gap_ms = STREAM_ID_GAP_SECONDS * 1000
+        node_output = s["node"]["first_output"]
+        self.results.add(
+            Figure("direct service: first output byte p50 (reference)", "ms", d, d),
+            Figure("stream: first byte (the id line) p50", "ms", s["node"]["first_byte"], s["ceiling"]["first_byte"]),
+            Figure("stream: first output byte p50", "ms", node_output, s["ceiling"]["first_output"],
+                   note=f"the node waits {gap_ms:g} ms after the id line by design"),
+            Figure("stream: id line, above the direct first byte, p50", "ms", s["node"]["first_byte"] - d,
+                   s["ceiling"]["first_byte"] - d),
+            Figure("stream: first output, above the direct first byte, p50", "ms", node_output - d,
+                   s["ceiling"]["first_output"] - d),
+            Figure("stream: first output minus the deliberate gap, above direct", "ms",
+                   node_output - gap_ms - d, s["ceiling"]["first_output"] - d),
+            Figure("stream: first output byte p99", "ms", percentile(streams["node"]["first_output"], 99),
+                   percentile(streams["ceiling"]["first_output"], 99)),
+        )
+        first_byte_over = s["node"]["first_byte"] - d
+        self.results.target(
+            first_byte_over <= 2.0,
+            f"stream: the first byte (id line) comes {first_byte_over:.2f} ms after the direct service's first byte "
+            f"(target <= 2 ms); the first output comes {node_output - d:.2f} ms after it, of which "
+            f"{gap_ms:g} ms is the deliberate id-line gap (STREAM_ID_GAP_SECONDS)")
+        self.memory_figure(node, "the stream load")
         self.stop(node)
 
+    def _inside_node(self, db: Path, ids: list[str]) -> float | None:
+        """Median time from accepting a job to finishing it, from the node's own timestamps."""
+        if not ids:
+            return None
+        connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            spans = []
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                query = f"SELECT finished_at - created_at FROM jobs WHERE id IN ({','.join('?' * len(chunk))})"
+                spans += [row[0] * 1000 for row in connection.execute(query, chunk) if row[0] is not None]
+        finally:
+            connection.close()
+        return statistics.median(spans) if spans else None
+
+    # -- 3. GET by id with many jobs stored, and memory ----------------------
+
     def get_loads(self) -> None:
-        print(f"== 3. GET /api/jobs?id= on a store of {self.stored_big:,} jobs (and {self.stored_small:,} for memory)",
+        print(f"== 3. GET /api/jobs?id= with {self.stored_big:,} jobs stored (and {self.stored_small:,}, for memory)",
               flush=True)
         script = BENCH / "lua" / "get.lua"
-        memory = {}
+        memory: dict[int, dict[str, float]] = {}
+        rates: dict[int, tuple[float, float]] = {}
         for count in (self.stored_small, self.stored_big):
             db = self.tmp / f"stored-{count}" / "node.db"
             sample = self.tmp / f"ids-{count}.txt"
             started = time.perf_counter()
             subprocess.run([PYTHON, str(BENCH / "seed.py"), str(db), str(count), "--sample", str(sample)],
-                           check=True, cwd=ROOT, preexec_fn=_pin(LOAD_CPU), capture_output=True)
+                           check=True, cwd=ROOT, preexec_fn=pin(LOAD_CPU), capture_output=True)
             print(f"   seeded {count:,} jobs in {time.perf_counter() - started:.1f}s", flush=True)
             node, port = self.start_node(f"stored-{count}", db)
-            n, c = self.wrk_pair(f"GET /api/jobs?id= ({count:,} stored)", script, node, port, [str(sample)],
-                                 [str(sample)])
+            n, c = self.wrk_rounds(f"GET /api/jobs?id= ({count:,} stored)", script, node, port, [str(sample)],
+                                   [str(sample)])
             self.results.add(
-                Figure(f"GET /api/jobs?id= req/s, {count:,} stored", "req/s", n["rps"], c["rps"],
-                       note=f"not found {n['not_found']}"),
-                Figure(f"GET /api/jobs?id= p50, {count:,} stored", "ms", n["p50"], c["p50"], higher_is_better=False),
-                Figure(f"GET /api/jobs?id= p99, {count:,} stored", "ms", n["p99"], c["p99"], higher_is_better=False),
+                Figure(f"GET /api/jobs?id= req/s, {count:,} stored", "req/s", n["rate"], c["rate"],
+                       note=f"node answers without the job: {n['not_found']}"),
+                Figure(f"GET /api/jobs?id= latency p50, {count:,} stored", "ms", n["p50"], c["p50"]),
+                Figure(f"GET /api/jobs?id= latency p99, {count:,} stored", "ms", n["p99"], c["p99"]),
                 Figure(f"GET /api/jobs?id= server CPU per request, {count:,} stored", "us", n["cpu_us"],
-                       c["cpu_us"], higher_is_better=False),
+                       c["cpu_us"]),
             )
-            self.memory_figure(node, f"GET load, {count:,} stored")
-            memory[count] = node.memory()
+            memory[count] = self.memory_figure(node, f"the GET load, {count:,} stored")
+            rates[count] = (n["rate"], c["rate"])
             self.stop(node)
             shutil.rmtree(db.parent, ignore_errors=True)
-        small, big = memory[self.stored_small]["VmHWM"], memory[self.stored_big]["VmHWM"]
-        line = (f"memory: peak {small:.1f} MiB with {self.stored_small:,} stored, {big:.1f} MiB with "
-                f"{self.stored_big:,} stored ({(big - small) / small:+.1%})")
-        print("   " + line, flush=True)
-        self.results.notes.insert(0, line)
+        node_rate, ceiling_rate = rates[self.stored_big]
+        self.results.target(
+            node_rate / ceiling_rate >= 0.5,
+            f"GET /api/jobs?id= with {self.stored_big:,} stored at {node_rate / ceiling_rate:.0%} of the "
+            f"ceiling's rate (target >= 50%)")
+        small, big = memory[self.stored_small], memory[self.stored_big]
+        change = (big["VmHWM"] - small["VmHWM"]) / small["VmHWM"]
+        self.results.target(
+            abs(change) <= 0.10,
+            f"memory: peak {small['VmHWM']:.1f} MiB with {self.stored_small:,} stored, {big['VmHWM']:.1f} MiB with "
+            f"{self.stored_big:,} ({change:+.1%}; target within 10%)")
         self.results.raw["memory by stored jobs"] = memory
 
     def run(self) -> Results:
-        print(f"bench: work dir {self.tmp}; servers on core {SERVER_CPU}, load on core {LOAD_CPU}", flush=True)
-        self.start_service()
+        print(f"bench: work dir {self.tmp}; servers on core {SERVER_CPU}, load and services on core {LOAD_CPU}; "
+              f"load average {os.getloadavg()[0]:.2f}", flush=True)
+        self.start_services()
         for step in self.args.only or ("post", "jobs", "get"):
             {"post": self.post_load, "jobs": self.job_loads, "get": self.get_loads}[step]()
         return self.results
@@ -617,7 +384,7 @@ def ensure_wrk() -> None:
     if shutil.which("wrk"):
         return
     if os.geteuid() != 0:
-        sys.exit("wrk is not installed: apt-get install -y wrk")
+        sys.exit("wrk is not installed, and this is not root: apt-get install -y wrk")
     print("installing wrk (apt-get install -y wrk)", flush=True)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     if subprocess.run(["apt-get", "install", "-y", "wrk"], env=env, capture_output=True).returncode != 0:
@@ -631,29 +398,42 @@ def main() -> None:
     parser.add_argument("--only", action="append", choices=("post", "jobs", "get"), help="run only these loads")
     parser.add_argument("--stored", type=int, default=1_000_000, help="jobs stored for the GET load (default 1M)")
     parser.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
-    parser.add_argument("--job-concurrency", type=int, default=16, help="clients of the job-throughput load")
+    parser.add_argument("--job-concurrency", type=int, default=32, help="clients of the job load (default 32)")
+    parser.add_argument("--poll-ms", type=float, default=5.0, help="poll interval of the job load (default 5 ms)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, stores)")
     args = parser.parse_args()
-    if (os.cpu_count() or 1) < 2:
+    if len(os.sched_getaffinity(0)) < 2 or (os.cpu_count() or 1) < 2:
         sys.exit("the benchmark needs 2 cores: the server on one, the load on the other")
     ensure_wrk()
     os.sched_setaffinity(0, {LOAD_CPU})
+    try:  # the Python load generator runs on the same loop as the servers, to cost the load core less
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    except ImportError:
+        pass
     bench = Bench(args)
     started = time.monotonic()
+    load_before = os.getloadavg()[0]
     try:
         results = bench.run()
     finally:
         bench.close()
-    print(f"\n== summary ({time.monotonic() - started:.0f}s; ratio = node / ceiling)")
+    print(f"\n== summary ({time.monotonic() - started:.0f} s; ratio = node / ceiling; load average "
+          f"{load_before:.2f} at the start, {os.getloadavg()[0]:.2f} at the end)")
     for figure in results.figures:
         print(format_figure(figure))
-    print()
+    print("\ntargets:")
+    for line in results.targets:
+        print("  " + line)
+    print("\nnotes:")
     for note in results.notes:
-        print(note)
+        print("  " + note)
     if args.json:
         args.json.write_text(json.dumps({
             "figures": [{**figure.__dict__, "ratio": figure.ratio} for figure in results.figures],
+            "targets": results.targets,
             "notes": results.notes,
             "raw": results.raw,
         }, indent=2, default=str))

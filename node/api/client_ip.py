@@ -12,6 +12,7 @@ from node.jobs.errors import InvalidRequest
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+@lru_cache(maxsize=4096)  # every request parses its peer address; the same few repeat
 def normalise(ip: str) -> str:
     """IPv4-mapped IPv6 (::ffff:1.2.3.4, from dual-stack sockets) becomes 1.2.3.4."""
     try:
