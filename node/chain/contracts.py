@@ -10,12 +10,13 @@ from typing import Any
 from eth_abi import encode as abi_encode
 from eth_utils import keccak, to_checksum_address
 from web3 import AsyncWeb3
+from web3.types import BlockIdentifier
 
 from node.chain.abi import CONSUMER_ABI, COORDINATOR_ABI, ERC20_ABI, READER_ABI, WALLET_FACTORY_ABI
 from node.chain.registry import Addresses
 from node.chain.subscription import ZERO_ADDRESS, Subscription
 
-BlockId = int | str
+BlockId = BlockIdentifier
 
 
 def interval_key(subscription_id: int, interval: int) -> bytes:
@@ -62,12 +63,14 @@ class Contracts:
     def __init__(self, w3: AsyncWeb3, addresses: Addresses) -> None:
         self.w3 = w3
         self.addresses = addresses
-        self.coordinator = w3.eth.contract(address=addresses.coordinator, abi=COORDINATOR_ABI)
+        self.coordinator = w3.eth.contract(address=to_checksum_address(addresses.coordinator), abi=COORDINATOR_ABI)
         self.reader = (
-            w3.eth.contract(address=addresses.reader, abi=READER_ABI) if addresses.reader != ZERO_ADDRESS else None
+            w3.eth.contract(address=to_checksum_address(addresses.reader), abi=READER_ABI)
+            if addresses.reader != ZERO_ADDRESS
+            else None
         )
         self.wallet_factory = (
-            w3.eth.contract(address=addresses.wallet_factory, abi=WALLET_FACTORY_ABI)
+            w3.eth.contract(address=to_checksum_address(addresses.wallet_factory), abi=WALLET_FACTORY_ABI)
             if addresses.wallet_factory != ZERO_ADDRESS
             else None
         )
@@ -118,7 +121,9 @@ class Contracts:
 
     # -- consumer -----------------------------------------------------------------
 
-    async def container_inputs(self, owner: str, subscription_id: int, interval: int, timestamp: int, node: str) -> bytes:
+    async def container_inputs(
+        self, owner: str, subscription_id: int, interval: int, timestamp: int, node: str
+    ) -> bytes:
         fn = self.consumer(owner).functions.getContainerInputs(subscription_id, interval, timestamp, node)
         return bytes(await fn.call())
 
@@ -136,6 +141,6 @@ class Contracts:
         if sub.payment_token == ZERO_ADDRESS:
             balance = await self.w3.eth.get_balance(to_checksum_address(sub.wallet))
         else:
-            token = self.w3.eth.contract(address=sub.payment_token, abi=ERC20_ABI)
+            token = self.w3.eth.contract(address=to_checksum_address(sub.payment_token), abi=ERC20_ABI)
             balance = await token.functions.balanceOf(sub.wallet).call()
         return int(balance) >= sub.payment_amount

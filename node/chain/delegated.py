@@ -13,11 +13,11 @@ from __future__ import annotations
 import logging
 
 from node.chain.contracts import BlockClock
+from node.chain.eip712 import recover_signer
 from node.chain.guardian import ChainGuardian
 from node.chain.processor import Processor
 from node.chain.records import DelegatedRecord
 from node.chain.subscription import Subscription
-from node.chain.eip712 import recover_signer
 from node.jobs.errors import Rejected, Unavailable
 from node.jobs.service import DelegatedRequest
 from node.store.chain_repository import SqlChainRepository
@@ -54,7 +54,10 @@ class DelegatedHandler:
         except Exception as error:
             raise Unavailable("Chain not reachable", {"reason": type(error).__name__}) from None
         containers = self._guardian.check_delegated(sub, expiry, now)
-        extra = {"subscription_id": f"del:{sub.owner.lower()}:{nonce}", "delegated": {"owner": sub.owner, "nonce": nonce}}
+        extra = {
+            "subscription_id": f"del:{sub.owner.lower()}:{nonce}",
+            "delegated": {"owner": sub.owner, "nonce": nonce},
+        }
         try:
             signer = recover_signer(
                 sub, nonce, expiry, int(signature["v"]), int(signature["r"]), int(signature["s"]),

@@ -313,7 +313,9 @@ class Processor:
             return True
         if await self._contracts.node_responded(subscription_id, interval, self._wallet.address):
             entry.done.add(interval)
-            log.info("%s, interval %d: this node already responded", entry.label, interval, extra=entry.log_extra(interval))
+            log.info(
+                "%s, interval %d: this node already responded", entry.label, interval, extra=entry.log_extra(interval)
+            )
             return True
         return False
 

@@ -46,7 +46,7 @@ class Subscription:
     # -- building -------------------------------------------------------------
 
     @classmethod
-    def from_chain(cls, subscription_id: int | None, fields: Any) -> "Subscription":
+    def from_chain(cls, subscription_id: int | None, fields: Any) -> Subscription:
         """From the `Subscription` tuple a coordinator or reader call returns."""
         owner, active_at, period, frequency, redundancy, container_id, lazy, verifier, amount, token, wallet = fields
         return cls(
@@ -65,7 +65,7 @@ class Subscription:
         )
 
     @classmethod
-    def from_wire(cls, body: dict[str, Any]) -> "Subscription":
+    def from_wire(cls, body: dict[str, Any]) -> Subscription:
         """From the REST body's `subscription` object (client-contract.md §5.3)."""
         return cls(
             id=None,
@@ -98,7 +98,7 @@ class Subscription:
             self.wallet,
         )
 
-    def with_id(self, subscription_id: int) -> "Subscription":
+    def with_id(self, subscription_id: int) -> Subscription:
         return Subscription(subscription_id, *self.to_chain())
 
     # -- state ----------------------------------------------------------------

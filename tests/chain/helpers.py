@@ -57,7 +57,7 @@ def node_chain_config(
 class ChainNode(NodeProcess):
     """A node process; `start()` returns once the chain module has synced."""
 
-    def start(self, deadline_s: float = 30.0) -> "ChainNode":
+    def start(self, deadline_s: float = 30.0) -> ChainNode:
         super().start(deadline_s)
         end = time.monotonic() + deadline_s
         while READY_LINE not in self.log_text():

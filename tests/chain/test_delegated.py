@@ -220,7 +220,11 @@ async def test_delegated_subscriptions_the_guardian_refuses_get_405_json(
     cases = [
         (body(["nobody"], 1), "Container-set not supported", {"containers_hash": unknown_hash}),
         (body(["inner"], 2), "First container must be external", {"first_container": "inner"}),
-        (body(["echo"], 3, verifier=anvil_accounts[3].address), "Container does not generate proof", {"container": "echo"}),
+        (
+            body(["echo"], 3, verifier=anvil_accounts[3].address),
+            "Container does not generate proof",
+            {"container": "echo"},
+        ),
         (
             body(["picky"], 4),
             "Container not allowed for address",

@@ -133,7 +133,9 @@ async def test_redundancy_met_by_another_node_is_not_delivered_again(
     await rpc(anvil_w3, "evm_setAutomine", [False])
     try:
         first_id = await coordinator.functions.id().call()
-        create = await infernet_consumer.functions.requestCallback("echo", b"", 1).transact({"from": sender, "gas": 1_000_000})
+        create = await infernet_consumer.functions.requestCallback("echo", b"", 1).transact(
+            {"from": sender, "gas": 1_000_000}
+        )
         answer = await coordinator.functions.deliverCompute(first_id, 1, b"", b"other", b"", ZERO_ADDRESS).transact(
             {"from": other_node, "gas": 1_000_000}
         )
@@ -221,7 +223,8 @@ async def test_failed_deliveries_are_retried_a_bounded_number_of_times(
         lambda: _any_record(node, "giving up after 3 failed attempts", sub_id), timeout=30, what="the node to give up"
     )
     attempts = [r for r in node.records() if "attempt" in r["message"] and r.get("subscription_id") == sub_id]
-    assert [r["message"].split("attempt ")[1][:6] for r in attempts if "failed:" in r["message"]] == ["1 of 3", "2 of 3"]
+    counted = [r["message"].split("attempt ")[1][:6] for r in attempts if "failed:" in r["message"]]
+    assert counted == ["1 of 3", "2 of 3"]
     await transact(infernet_consumer.functions.setRejectDeliveries(False), sender)
     await asyncio.sleep(1.0)
     assert await deliveries(infernet_consumer) == []
@@ -241,7 +244,9 @@ async def test_reverted_transactions_are_retried_at_most_three_times(
     await wait_until(
         lambda: _any_record(node, "giving up after 3 failed attempts", sub_id), timeout=30, what="the node to give up"
     )
-    failures = [r["message"] for r in node.records() if r.get("subscription_id") == sub_id and "failed:" in r["message"]]
+    failures = [
+        r["message"] for r in node.records() if r.get("subscription_id") == sub_id and "failed:" in r["message"]
+    ]
     assert len(failures) == 2 and all("reverted" in message for message in failures)
     await asyncio.sleep(1.0)
     assert await deliveries(infernet_consumer) == []

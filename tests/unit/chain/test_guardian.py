@@ -12,6 +12,7 @@ OWNER = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
 OTHER = "0x" + "ab" * 20
 TOKEN = "0x" + "cd" * 20
 VERIFIER = "0x" + "ef" * 20
+NOPE = containers_hash(["nope"])
 
 
 def guardian(*containers: ContainerConfig, payment_address: str | None = None) -> ChainGuardian:
@@ -71,12 +72,15 @@ def test_payments() -> None:
 
 def test_delegated_rules_raise_405_with_json_safe_params() -> None:
     g = guardian(
-        c("open"), c("inner", external=False), c("picky", allowed_delegate_addresses=(OTHER,)), c("prover", generates_proofs=True)
+        c("open"),
+        c("inner", external=False),
+        c("picky", allowed_delegate_addresses=(OTHER,)),
+        c("prover", generates_proofs=True),
     )
     assert g.check_delegated(sub(["open"]), expiry=101, now=100) == ["open"]
     cases = [
         (sub(["open"]), 100, "Signature expired", {"expiry": 100, "chain_time": 100}),
-        (sub(["nope"]), 101, "Container-set not supported", {"containers_hash": "0x" + containers_hash(["nope"]).hex()}),
+        (sub(["nope"]), 101, "Container-set not supported", {"containers_hash": "0x" + NOPE.hex()}),
         (sub(["inner"]), 101, "First container must be external", {"first_container": "inner"}),
         (sub(["open"], verifier=VERIFIER), 101, "Container does not generate proof", {"container": "open"}),
         (sub(["picky"]), 101, "Container not allowed for address", {"container": "picky", "address": OWNER}),

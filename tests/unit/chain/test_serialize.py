@@ -23,6 +23,8 @@ def test_structured_output_is_split_into_byte_pairs() -> None:
 
 def test_malformed_hex_is_refused() -> None:
     with pytest.raises(ValueError, match="raw_output"):
-        serialize_output({"raw_input": "", "processed_input": "", "raw_output": "zz", "processed_output": "", "proof": None})
+        serialize_output(
+            {"raw_input": "", "processed_input": "", "raw_output": "zz", "processed_output": "", "proof": None}
+        )
     with pytest.raises(ValueError, match="proof"):
         serialize_output({"raw_input": "", "processed_input": "", "raw_output": "", "processed_output": "", "proof": 5})

@@ -54,7 +54,8 @@ def test_from_chain_tuple_and_back() -> None:
 
 
 def test_empty_slot_does_not_exist() -> None:
-    s = Subscription.from_chain(4, (ZERO_ADDRESS, 0, 0, 0, 0, b"\0" * 32, False, ZERO_ADDRESS, 0, ZERO_ADDRESS, ZERO_ADDRESS))
+    empty = (ZERO_ADDRESS, 0, 0, 0, 0, b"\0" * 32, False, ZERO_ADDRESS, 0, ZERO_ADDRESS, ZERO_ADDRESS)
+    s = Subscription.from_chain(4, empty)
     assert not s.exists
 
 
