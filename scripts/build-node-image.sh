@@ -76,8 +76,8 @@ fi
 want=$(
     {
         echo "base $(docker image inspect -f '{{.Id}}' "$BASE")"
-        git ls-files -z --cached --others --exclude-standard -- node migrations pyproject.toml README.md config.json \
-            Dockerfile .dockerignore | LC_ALL=C sort -z | xargs -0 sha256sum
+        find node migrations pyproject.toml README.md config.json Dockerfile .dockerignore -type f \
+            ! -name '*.pyc' ! -path '*/__pycache__/*' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
         [ -f "$WHEELHOUSE/.stamp" ] && cat "$WHEELHOUSE/.stamp"
     } | sha256sum | cut -d' ' -f1
 )

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.containers.helpers import free_port
-from tests.e2e.docker.conftest import (
+from tests.e2e.docker.support import (
     docker,
     docker_inspect,
     info,
