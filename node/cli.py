@@ -42,8 +42,11 @@ def _run(args: argparse.Namespace) -> int:
             port=config.server.port,
             print=None,
             access_log=None,
-            # Running jobs get their own grace period in the job queue.
-            shutdown_timeout=5.0,
+            # In-flight requests (streams are running jobs too) get the same grace as
+            # queued jobs, counted from the signal for both (app.py, on_shutdown).
+            # Halved: aiohttp waits for a busy handler twice this long before it
+            # cancels it (once for it to finish, once more after cancelling its body).
+            shutdown_timeout=max(0.5, config.jobs.shutdown_grace_seconds / 2),
             handle_signals=True,
             loop=_new_loop(),
         )

@@ -3,10 +3,14 @@ fail the ones that overrun it, keep queued ones queued for the restart, exit 0."
 
 from __future__ import annotations
 
+import http.client
 import json
+import os
 import signal
 import socket
+import subprocess
 import time
+import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -14,7 +18,7 @@ import pytest
 
 from node.jobs.queue import SHUTDOWN_REASON
 from tests.faults.httpcalls import call, wait_final
-from tests.support.processes import NodeProcess, node_config, service_process
+from tests.support.processes import PYTHON, ROOT, NodeProcess, free_port, node_config, service_process, wait_http
 
 pytestmark = pytest.mark.slow
 
@@ -79,3 +83,52 @@ def test_sigterm_drains_running_jobs_within_grace_and_keeps_the_queue(tmp_path: 
     # The grace bounds the stop: it did not wait for the 60 s job.
     assert stopped_after < GRACE + 10, stopped_after
     print(f"stopped {stopped_after:.2f}s after SIGTERM (grace {GRACE}s)")
+
+
+@pytest.mark.parametrize("grace", [10.0, 2.0], ids=["stream-within-grace", "stream-beyond-grace"])
+def test_sigterm_gives_a_running_stream_the_grace_period(tmp_path: Path, grace: float) -> None:
+    """A stream is a running job too: it gets the grace period (not a fixed HTTP
+    timeout), and when it overruns it the job is recorded as failed."""
+    port = free_port()
+    streamer = subprocess.Popen(
+        [PYTHON, str(ROOT / "containers" / "hello-world" / "app.py")],
+        env={**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "STREAM_DELAY_MS": "150"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", process=streamer)
+        config = node_config(
+            tmp_path, [{"id": "streamer", "url": f"http://127.0.0.1:{port}"}], jobs={"shutdown_grace_seconds": grace}
+        )
+        node = NodeProcess(config, tmp_path).start()
+        words = " ".join(f"w{n}" for n in range(40))  # 40 pieces, 150 ms apart: about 6 s
+        request = urllib.request.Request(
+            f"{node.url}/api/jobs/stream", data=json.dumps({"containers": ["streamer"], "data": words}).encode(),
+            method="POST", headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=20) as response:
+            job_id = response.readline().decode().strip()
+            assert node.process is not None
+            term_at = time.monotonic()
+            node.process.send_signal(signal.SIGTERM)
+            try:
+                body = response.read().decode()
+            except http.client.IncompleteRead as cut:  # chunked body ended early
+                body = cut.partial.decode()
+        assert node.process.wait(20) == 0
+        stopped_after = time.monotonic() - term_at
+        node.start()
+        try:
+            final = wait_final(node.url, [job_id], deadline_s=5)[job_id]
+        finally:
+            node.stop()
+        if grace == 10.0:
+            assert body == words  # not cut off by the shutdown
+            assert final["status"] == "success" and final["result"]["output"] == {"output": words}
+        else:
+            assert body != words and words.startswith(body)
+            assert final["status"] == "failed", final
+            assert stopped_after < grace + 3, stopped_after  # not the 6 s the stream wanted
+    finally:
+        streamer.kill()
+        streamer.wait()
