@@ -44,7 +44,7 @@ class ChainRuntime:
         gateway: ServiceGateway,
         engine: AsyncEngine,
         concurrency: int = 32,
-        tick: float = 0.1,
+        tick: float | None = None,
         metrics: ChainObserver | None = None,
     ) -> None:
         assert config.enabled and config.rpc_url and config.registry_address and config.wallet.private_key
@@ -55,7 +55,8 @@ class ChainRuntime:
         self._containers = containers
         self._gateway = gateway
         self._concurrency = concurrency
-        self._tick = tick
+        # How often the processor looks at the latest block: as often as the listener polls.
+        self._tick = tick if tick is not None else config.snapshot_sync.sync_period
         self._metrics = metrics
         try:
             self.account: LocalAccount = Account.from_key(config.wallet.private_key.get_secret_value())

@@ -148,7 +148,7 @@ class Wallet:
     async def wait(
         self,
         tx_hash: str,
-        poll: float = 0.2,
+        poll: float = 0.1,
         unknown_grace: float = 3.0,
         warn_after: float = 120.0,
         extra: dict[str, Any] | None = None,
@@ -175,3 +175,4 @@ class Wallet:
                 warned = True
                 log.warning("transaction %s not mined after %gs; still waiting", tx_hash, warn_after, extra=extra)
             await asyncio.sleep(poll)
+            poll = min(poll * 1.5, 2.0)  # quick for a dev chain, gentle on a real RPC while a block is awaited
