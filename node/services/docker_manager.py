@@ -263,9 +263,7 @@ class DockerManager:
                 try:
                     info = await docker.system.info()
                     self._docker = docker
-                    log.info(
-                        "connected to Docker %s (%s)", info.get("ServerVersion", "?"), getattr(docker, "docker_host", "")
-                    )
+                    log.info("connected to Docker %s", info.get("ServerVersion", "?"))
                     return _events_since(info.get("SystemTime"))
                 except (DockerError, aiohttp.ClientError, OSError, TimeoutError) as error:
                     failure = f"the Docker daemon does not answer: {getattr(error, 'message', None) or error}"
