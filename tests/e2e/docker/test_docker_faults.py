@@ -113,3 +113,18 @@ def test_an_image_that_cannot_be_had_leaves_the_others_serving(tmp_path: Path, p
         log = node.log_text()
         assert f"container ghost is unavailable: image {missing} is not present locally" in log
         assert docker_inspect(f"{prefix}ghost") is None
+
+
+def test_a_service_that_crashes_at_start_is_given_up_on_not_looped(tmp_path: Path, prefix: str) -> None:
+    crashing = service("crashy", command="python3 -c \"import sys; print('model file missing'); sys.exit(3)\"")
+    with managed_node(tmp_path, prefix, [crashing, service("echo")], max_restarts=2) as node:
+        entry = wait_for(
+            lambda: (found := unavailable(info(node), "crashy")) and found["state"] == "failed" and found,
+            30,
+            "the manager gives up on the crashing container",
+        )
+        assert "exited with code 3" in entry["reason"] and "docker.max_restarts is 2" in entry["reason"], entry
+        assert run_job(node, ["echo"], {"ok": True})["status"] == "success"
+        log = node.log_text()
+        assert log.count("restarting it (attempt") == 2
+        assert "model file missing" in log  # its last output, for the operator
