@@ -165,7 +165,8 @@ async def test_cli_wrong_signer_is_not_delivered_and_the_log_says_why(
     await asyncio.sleep(1.0)
     assert await deliveries(infernet_consumer) == []
     assert await node_tx_count(anvil_w3, anvil_accounts[1].address) == 0
-    assert "private_key" not in node.log_path.read_text()
+    node_key = anvil_accounts[1].key.hex().removeprefix("0x")
+    assert node_key not in node.log_path.read_text() and node_key not in node.log_text()
 
 
 async def test_delegated_subscription_inside_a_batch_is_delivered(
@@ -272,3 +273,51 @@ async def test_info_counts_a_delivery_under_way_as_pending_onchain(
         return await pending() == 0
 
     await wait_until(settled, what="pending.onchain back to 0")
+
+
+async def test_two_nodes_serve_one_delegated_subscription_with_redundancy_two(
+    anvil_w3: Any,
+    anvil_accounts: list[Any],
+    infernet_chain: Any,
+    infernet_consumer: Any,
+    chain_node: Any,
+    echo_service: str,
+) -> None:
+    """The client posts the same signed subscription to each node; whichever comes second finds it
+    created already (delegateCreatedIds) and still delivers its own answer, from the request's data.
+
+    The container serves the consumer only through delegation (`allowed_addresses` names someone
+    else), so the second node cannot answer through the on-chain path (with on-chain inputs) first."""
+    guarded = [{"id": "guarded", "url": echo_service, "allowed_addresses": ["0x" + "11" * 20]}]
+    first = chain_node(key_index=1, name="first", containers=guarded).start()
+    second = chain_node(key_index=2, name="second", containers=guarded).start()
+    body = sign_delegate_subscription(
+        anvil_accounts[9].key,
+        chain_id=infernet_chain.chain_id,
+        coordinator=infernet_chain.coordinator_address,
+        owner=infernet_consumer.address,
+        nonce=4,
+        expiry=await latest_timestamp(anvil_w3) + 600,
+        containers=["guarded"],
+        redundancy=2,
+        data={"input": "twice"},
+    )
+    assert first.post("/api/jobs", body) == (200, {})
+    await wait_until(lambda: deliveries(infernet_consumer), what="the first delivery")
+    assert second.post("/api/jobs", body) == (200, {})
+
+    async def both() -> Any:
+        found = await deliveries(infernet_consumer)
+        return found if len(found) == 2 else None
+
+    found = await wait_until(both, what="the second delivery")
+    assert len({d.subscription_id for d in found}) == 1
+    assert [(d.interval, d.redundancy, d.node) for d in found] == [
+        (1, 1, anvil_accounts[1].address),
+        (1, 2, anvil_accounts[2].address),
+    ]
+    assert {decode_string(d.output) for d in found} == {str({"input": "twice"})}
+    # The second node ran it knowing the subscription's on-chain id already.
+    assert any("(id " in r["message"] and "running guarded" in r["message"] for r in second.records())
+    await asyncio.sleep(1.0)
+    assert len(await deliveries(infernet_consumer)) == 2
