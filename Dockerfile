@@ -12,6 +12,8 @@
 ARG BASE=python:3.12-slim
 
 FROM ${BASE} AS build
+# Marks this stage's leftover image, so scripts/build-node-image.sh can prune exactly those.
+LABEL org.infernet-local.node-build-stage=1
 COPY pyproject.toml README.md /src/
 COPY node /src/node
 COPY migrations /src/migrations

@@ -86,6 +86,7 @@ if [ "$want" = "$have" ]; then
     log "$IMAGE: up to date"
     exit 0
 fi
+old_id=$(docker image inspect -f '{{.Id}}' "$IMAGE" 2>/dev/null || true)
 start=$SECONDS
 build_log=$(mktemp)
 if ! docker build --build-arg "BASE=$BASE" --label "$HASH_LABEL=$want" -t "$IMAGE" "$ROOT" >"$build_log" 2>&1; then
@@ -95,3 +96,9 @@ if ! docker build --build-arg "BASE=$BASE" --label "$HASH_LABEL=$want" -t "$IMAG
 fi
 rm -f "$build_log"
 log "$IMAGE: built in $((SECONDS - start))s"
+# The previous build is untagged now: don't let rebuilds pile up (kept if a container uses it).
+new_id=$(docker image inspect -f '{{.Id}}' "$IMAGE")
+if [ -n "$old_id" ] && [ "$old_id" != "$new_id" ]; then
+    docker rmi "$old_id" >/dev/null 2>&1 || true
+fi
+docker image prune -f --filter label=org.infernet-local.node-build-stage=1 >/dev/null 2>&1 || true
