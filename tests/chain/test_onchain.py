@@ -68,6 +68,8 @@ async def test_subscriptions_created_before_the_node_started_are_synced_in_batch
     assert sorted(d.subscription_id for d in found) == ids
     await asyncio.sleep(0.5)
     assert len(await deliveries(infernet_consumer)) == 5
+    # Five deliveries ran at once; the wallet gave their transactions consecutive nonces.
+    assert await node_tx_count(anvil_w3, anvil_accounts[1].address) == 5
 
 
 async def test_recurring_subscription_is_delivered_once_per_interval_for_its_frequency(
