@@ -109,13 +109,6 @@ async def test_flood_far_beyond_the_queue_bound(tmp_path: Path) -> None:
                 refused_items = [answer for answer in answers if "error" in answer]
                 assert len(batch_ids) <= PER_CONTAINER and refused_items
                 assert all("retry later" in answer["error"] for answer in refused_items)
-                # Fill the queue with long jobs: a stream is refused with a JSON 429 too.
-                for n in range(QUEUE_SIZE):
-                    async with session.post(f"{node.url}/api/jobs", json={"containers": ["a" if n % 2 else "b"], "data": {"sleep": 1}}) as response:
-                        if response.status == 200:
-                            batch_ids.append((await response.json())["id"])
-                async with session.post(f"{node.url}/api/jobs/stream", json={"containers": ["a"], "data": "x"}) as response:
-                    assert_429(response.status, response.headers, await response.json())
                 async with session.get(f"{node.url}/metrics") as response:
                     metrics = await response.text()
             assert 'infernet_jobs_rejected_total{bound="container",container="a"}' in metrics
@@ -136,6 +129,30 @@ async def test_flood_far_beyond_the_queue_bound(tmp_path: Path) -> None:
             assert after - before < MEMORY_BOUND_MB
         finally:
             assert node.stop() == 0
+
+
+async def test_stream_and_batch_are_refused_when_the_queue_is_full(aiohttp_client: Any, tmp_path: Path) -> None:
+    with service_process("slow") as slow_url:
+        config = parse_config(
+            node_config(tmp_path, [{"id": "slow", "url": slow_url}], jobs={"workers": 1, "queue_size": 2}), environ={}
+        )
+        client: TestClient = await aiohttp_client(build_app(config))
+        # One job runs for 2 s, one waits behind it: the bound (2) is reached for that long.
+        running = await (await client.post("/api/jobs", json={"containers": ["slow"], "data": {"sleep": 2}})).json()
+        waiting = await (await client.post("/api/jobs", json={"containers": ["slow"], "data": {"sleep": 0}})).json()
+        response = await client.post("/api/jobs/stream", json={"containers": ["slow"], "data": "x"})
+        assert_429(response.status, response.headers, await response.json())
+        response = await client.post("/api/jobs/batch", json=[{"containers": ["slow"], "data": {}}] * 2)
+        assert response.status == 200
+        answers = await response.json()
+        assert len(answers) == 2 and all("retry later" in answer["error"] for answer in answers)
+        for job in (running, waiting):
+            for _ in range(100):
+                [result] = await (await client.get(f"/api/jobs?id={job['id']}")).json()
+                if result["status"] != "running":
+                    break
+                await asyncio.sleep(0.05)
+            assert result["status"] == "success"
 
 
 # -- rate limiting (in process: the limiter is HTTP-layer only) ---------------------
