@@ -87,6 +87,7 @@ def _by_ids_sql(count: int) -> str:
 
 def _read_by_ids(client_ip: str, ids: Sequence[str], connection: sqlite3.Connection) -> list[tuple[Any, ...]]:
     rows: list[tuple[Any, ...]] = []
+    ids = list(dict.fromkeys(ids))  # each job once, as one IN (...) would give
     for start in range(0, len(ids), _BY_IDS_CHUNK):
         chunk = ids[start : start + _BY_IDS_CHUNK]
         rows += connection.execute(_by_ids_sql(len(chunk)), (client_ip, *chunk)).fetchall()
