@@ -160,15 +160,15 @@ class JobQueue:
     async def _work(self) -> None:
         while True:
             job = await self._queue.get()
+            if self._closing:
+                # Leave it queued in the store (and in the metrics): it runs after the restart.
+                self._left_queued += 1
+                self._queue.task_done()
+                continue
             container = job.containers[0]
             self._queued[container] -= 1
             if self._queued[container] <= 0:
                 del self._queued[container]
-            if self._closing:
-                # Leave it queued in the store: it runs after the restart.
-                self._left_queued += 1
-                self._queue.task_done()
-                continue
             # A task per job, so that shutdown can wait for jobs, not for workers.
             task = asyncio.ensure_future(self._run(job))
             self._running[job.key] = task

@@ -53,6 +53,7 @@ async def test_stop_starts_nothing_new_and_fails_only_what_overran_the_grace() -
     assert statuses[0] is JobStatus.SUCCESS  # released within the grace
     assert statuses[1:] == [JobStatus.QUEUED, JobStatus.QUEUED]  # left for the next start
     assert len(gateway.calls) == 1
+    assert queue.snapshot().by_container == {"a": (2, 0)}  # and still counted as queued
 
 
 async def test_a_job_overrunning_the_grace_fails_with_the_shutdown_reason() -> None:
