@@ -150,7 +150,7 @@ class RedactingFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
-        except Exception:  # a bad format string: keep what there is
+        except Exception:  # noqa: BLE001 - a bad format string: keep what there is
             message = f"{record.msg} {record.args}"
         record.msg, record.args = redact(message), None
         if record.exc_info and not record.exc_text:

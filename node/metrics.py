@@ -19,8 +19,8 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
-    Histogram,
     GCCollector,
+    Histogram,
     PlatformCollector,
     ProcessCollector,
 )

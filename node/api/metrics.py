@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from node.metrics import NodeMetrics
 
@@ -29,7 +30,7 @@ def http_metrics(metrics: NodeMetrics) -> Callable[..., object]:
     (after the JSON error middleware turned exceptions into answers)."""
 
     @web.middleware
-    async def observe(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+    async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         start = time.perf_counter()
         status = 500
         try:

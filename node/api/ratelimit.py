@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from node.api.client_ip import client_ip
 from node.jobs.errors import Overloaded
@@ -65,7 +66,7 @@ class TokenBuckets:
 
 def rate_limiter(buckets: TokenBuckets) -> Callable[..., object]:
     @web.middleware
-    async def limit(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+    async def limit(request: web.Request, handler: Handler) -> web.StreamResponse:
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else request.path
         if route not in EXEMPT:

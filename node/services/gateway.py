@@ -10,7 +10,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -168,7 +168,7 @@ class HttpServiceGateway:
         finally:
             self._observed(container_id, "stream", outcome, started)
 
-    async def _stream(self, container_id: str, data: Any) -> AsyncIterator[bytes]:
+    async def _stream(self, container_id: str, data: Any) -> AsyncGenerator[bytes, None]:
         endpoint = self._endpoint(container_id)
         payload = {"source": int(Location.OFFCHAIN), "destination": int(Location.STREAM), "data": data}
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=self._stream_timeout)

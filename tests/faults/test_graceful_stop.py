@@ -18,7 +18,15 @@ import pytest
 
 from node.jobs.queue import SHUTDOWN_REASON
 from tests.faults.httpcalls import call, wait_final
-from tests.support.processes import PYTHON, ROOT, NodeProcess, free_port, node_config, service_process, wait_http
+from tests.support.processes import (
+    PYTHON,
+    ROOT,
+    NodeProcess,
+    free_port,
+    node_config,
+    service_process,
+    wait_http,
+)
 
 pytestmark = pytest.mark.slow
 

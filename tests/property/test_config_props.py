@@ -101,8 +101,8 @@ def test_config_shaped_input_is_a_config_or_a_config_error(raw: dict[str, Any], 
 @given(config_like)
 def test_config_errors_never_show_secrets(raw: dict[str, Any]) -> None:
     secret = "0x" + "ab" * 32
-    raw = {**raw, "chain": {**(raw.get("chain") if isinstance(raw.get("chain"), dict) else {}),
-                            "wallet": {"private_key": secret}}}
+    chain = raw.get("chain")
+    raw = {**raw, "chain": {**(chain if isinstance(chain, dict) else {}), "wallet": {"private_key": secret}}}
     raw["docker"] = {"password": "hunter2-docker-pass", "network_mode": "nope"}
     try:
         config = parse_config(raw, environ={})

@@ -12,7 +12,14 @@ from pathlib import Path
 import pytest
 
 from node.config import LogConfig, parse_config
-from node.logs import REDACTED, ConsoleFormatter, job_context, redact, register_secrets, setup_logging
+from node.logs import (
+    REDACTED,
+    ConsoleFormatter,
+    job_context,
+    redact,
+    register_secrets,
+    setup_logging,
+)
 
 KEY = "0x" + "4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"
 TX_HASH = "0x" + "ab" * 32  # not a secret: the same shape, and must stay readable
@@ -119,4 +126,4 @@ def test_rotation_by_size_and_backup_count(logfile: Path) -> None:
         assert path.stat().st_size <= 4000
         for line in lines(path):  # every line in every file is whole JSON
             assert str(line["message"]).startswith("line ")
-    assert lines(logfile)[-1]["message"].startswith("line 299 ")  # type: ignore[union-attr]
+    assert str(lines(logfile)[-1]["message"]).startswith("line 299 ")

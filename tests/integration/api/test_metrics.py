@@ -149,7 +149,9 @@ async def test_process_metrics_and_the_chain_hook(client: TestClient) -> None:
     assert "process_resident_memory_bytes" in metrics.names()
     # Nothing about a chain until the chain module reports through the hook.
     assert not any(name.startswith("infernet_chain") for name in metrics.names())
-    hook = client.server.app[METRICS].chain
+    app = client.app
+    assert app is not None
+    hook = app[METRICS].chain
     hook.head(120)
     hook.synced(118)
     hook.delivered("success")
