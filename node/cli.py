@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import sys
 
@@ -35,9 +36,11 @@ def _run(args: argparse.Namespace) -> int:
     for key in config.ignored_keys:
         log.warning("config: %s is not used by this node and was ignored", key)
     log.info("infernet-node %s listening on %s:%d", __version__, config.server.host, config.server.port)
+    app = build_app(config)
+    _tune_gc()
     try:
         web.run_app(
-            build_app(config),
+            app,
             host=config.server.host,
             port=config.server.port,
             print=None,
@@ -54,6 +57,16 @@ def _run(args: argparse.Namespace) -> int:
         log.error("cannot listen on %s:%d: %s", config.server.host, config.server.port, error.strerror)
         return 1
     return 0
+
+
+def _tune_gc() -> None:
+    """The startup heap (~100k objects: pydantic, web3, SQLAlchemy) never becomes garbage,
+    so keep it out of every full collection; and collect young objects less often. Under
+    a load that queues jobs (the heap grows), this took the collector from ~8% of the
+    node's time to ~1.5%, and its pauses from ~120 ms to ~40 ms (bench/README.md)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 10, 10)
 
 
 def _new_loop() -> "asyncio.AbstractEventLoop":
