@@ -34,6 +34,15 @@ class ConfigError(Exception):
     """A configuration that cannot be used; the message names the field."""
 
 
+def _check_networks(value: tuple[str, ...]) -> tuple[str, ...]:
+    for item in value:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IP address or CIDR network") from None
+    return value
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -61,15 +70,7 @@ class ServerConfig(_Model):
     status_allowed_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     max_body_bytes: int = Field(default=16 * MiB, gt=0)
 
-    @field_validator("trusted_proxies", "status_allowed_networks")
-    @classmethod
-    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for item in value:
-            try:
-                ipaddress.ip_network(item, strict=False)
-            except ValueError:
-                raise ValueError(f"{item!r} is not an IP address or CIDR network") from None
-        return value
+    _networks = field_validator("trusted_proxies", "status_allowed_networks")(_check_networks)
 
 
 class StoreConfig(_Model):
@@ -197,15 +198,7 @@ class ContainerConfig(_Model):
             return {k: v if isinstance(v, str) else json.dumps(v) for k, v in value.items()}
         return value
 
-    @field_validator("allowed_ips")
-    @classmethod
-    def _cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for item in value:
-            try:
-                ipaddress.ip_network(item, strict=False)
-            except ValueError:
-                raise ValueError(f"{item!r} is not an IP address or CIDR network") from None
-        return value
+    _cidrs = field_validator("allowed_ips")(_check_networks)
 
     @field_validator("url")
     @classmethod

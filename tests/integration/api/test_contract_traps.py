@@ -31,6 +31,7 @@ from node.api.client_ip import normalise, resolve
 from node.chain.containers_lookup import ContainerLookup, containers_hash
 from node.jobs.errors import InvalidRequest
 from tests.support.processes import NodeProcess, free_port, node_config, running_node, service_process
+from tests.support.vectors import delegated_body
 
 MiB = 1024 * 1024
 MAX_BODY = 4 * MiB
@@ -40,29 +41,7 @@ PROXY_HEADER = "X-Forwarded-For"
 UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
 
 # client-contract.md §5.3: a delegated subscription exactly as the real client posts it.
-DELEGATED_BODY: dict[str, Any] = {
-    "signature": {
-        "nonce": 7,
-        "expiry": 2000000000,
-        "v": 28,
-        "r": 45484533188921605635093505132650746807889623049579449762910591704467399622542,
-        "s": 8031796271023499089945500144567262104186225908379306776818810081937677686089,
-    },
-    "subscription": {
-        "owner": "0x5FbDB2315678afecb367f032d93F642f64180aa3",
-        "active_at": 0,
-        "period": 3,
-        "frequency": 2,
-        "redundancy": 2,
-        "containers": "0xe6bc11afcedb3f26d7fb181f4c6dd2e98781d79f965a4777058412b58f788ec8",
-        "lazy": False,
-        "verifier": "0x0000000000000000000000000000000000000000",
-        "payment_amount": 0,
-        "payment_token": "0x0000000000000000000000000000000000000000",
-        "wallet": "0x0000000000000000000000000000000000000000",
-    },
-    "data": {"input": "hi"},
-}
+DELEGATED_BODY: dict[str, Any] = delegated_body()
 
 
 # -- fixtures ----------------------------------------------------------------------------------

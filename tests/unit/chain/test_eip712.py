@@ -3,24 +3,10 @@ from eth_account.messages import encode_typed_data
 
 from node.chain.eip712 import recover_signer, typed_data
 from node.chain.subscription import Subscription
+from tests.support.vectors import delegated_body
 
 # The body captured from the real client (client-contract.md §5.3).
-BODY = {
-    "signature": {
-        "nonce": 7,
-        "expiry": 2000000000,
-        "v": 28,
-        "r": 45484533188921605635093505132650746807889623049579449762910591704467399622542,
-        "s": 8031796271023499089945500144567262104186225908379306776818810081937677686089,
-    },
-    "subscription": {
-        "owner": "0x5FbDB2315678afecb367f032d93F642f64180aa3", "active_at": 0, "period": 3, "frequency": 2,
-        "redundancy": 2, "containers": "0xe6bc11afcedb3f26d7fb181f4c6dd2e98781d79f965a4777058412b58f788ec8",
-        "lazy": False, "verifier": "0x0000000000000000000000000000000000000000", "payment_amount": 0,
-        "payment_token": "0x0000000000000000000000000000000000000000",
-        "wallet": "0x0000000000000000000000000000000000000000",
-    },  # fmt: skip
-}
+BODY = delegated_body()
 COORDINATOR = "0x1Fbdb2315678aFecb369F032D93f642f64140AA3"
 SIGNER = "0x5ce9454909639D2D17A3F753ce7d93fa0b9aB12E"
 
