@@ -84,6 +84,8 @@ class _Pool:
         self._after_batch = after_batch
         self._queue: queue.SimpleQueue[tuple[asyncio.AbstractEventLoop, list[Call]] | None] = queue.SimpleQueue()
         self._pending: list[Call] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
         self._threads = [
             threading.Thread(target=self._run, name=f"{name}-{index}", daemon=True) for index in range(threads)
         ]
@@ -91,18 +93,26 @@ class _Pool:
             thread.start()
 
     def submit(self, work: Work) -> asyncio.Future[Any]:
+        if self._closed:
+            raise RuntimeError("the store is closed")
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         if not self._pending:
+            self._loop = loop
             loop.call_soon(self._flush, loop)
         self._pending.append((future, work))
         return future
 
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
         batch, self._pending = self._pending, []
-        self._queue.put((loop, batch))
+        if batch:
+            self._queue.put((loop, batch))
 
     def close(self) -> None:
+        self._closed = True
+        if self._pending and self._loop is not None:  # submitted in this loop turn: run them before stopping
+            self._queue.put((self._loop, self._pending))
+            self._pending = []
         for _ in self._threads:
             self._queue.put(_STOP)
         for thread in self._threads:

@@ -72,3 +72,14 @@ async def test_errors_reach_the_caller_and_the_threads_keep_working(tmp_path: Pa
         assert rows == [(1,)]
     finally:
         database.close()
+
+
+async def test_a_closed_store_refuses_work_instead_of_hanging(tmp_path: Path) -> None:
+    database = SqliteFile(str(tmp_path / "plain.db"))
+    pending = database.read(lambda connection: connection.execute("SELECT 1").fetchall())
+    task = asyncio.ensure_future(pending)
+    await asyncio.sleep(0)  # submitted in this loop turn, not yet handed to a thread
+    database.close()
+    assert await asyncio.wait_for(task, 5) == [(1,)]
+    with pytest.raises(RuntimeError, match="closed"):
+        await database.read(lambda connection: None)
