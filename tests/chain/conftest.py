@@ -6,8 +6,6 @@ pointing at the session's anvil and contracts; nodes are stopped before the snap
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,12 +13,8 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-_REPO_ROOT = str(Path(__file__).resolve().parents[2])
-if _REPO_ROOT not in sys.path:
-    sys.path.insert(0, _REPO_ROOT)
-
-from tests.chain.helpers import ChainNode, node_chain_config  # noqa: E402
-from tests.support.chain import (  # noqa: E402, F401  (pytest finds fixtures by name)
+from tests.chain.helpers import ChainNode, node_chain_config
+from tests.support.chain import (  # noqa: F401  (pytest finds fixtures by name)
     Anvil,
     InfernetDeployment,
     anvil,
@@ -31,27 +25,10 @@ from tests.support.chain import (  # noqa: E402, F401  (pytest finds fixtures by
     infernet_consumer,
     rpc,
 )
-from tests.support.client import ClientUnavailable, ensure_client_venv, looks_offline  # noqa: E402
-from tests.support.processes import service_process  # noqa: E402
+from tests.support.client import client_venv  # noqa: F401  (pytest finds fixtures by name)
+from tests.support.processes import echo_service, service_process  # noqa: F401
 
 pytestmark = pytest.mark.chain
-
-
-@pytest.fixture(scope="session")
-def client_venv() -> Path:
-    """The real infernet-client 1.4.0 (scripts/client-venv.sh). Skipped only when offline and not in CI."""
-    try:
-        return ensure_client_venv()
-    except ClientUnavailable as error:
-        if looks_offline(str(error)) and not os.environ.get("CI"):
-            pytest.skip(f"infernet-client venv cannot be built without network access to PyPI: {error}")
-        raise
-
-
-@pytest.fixture(scope="session")
-def echo_service() -> Iterator[str]:
-    with service_process("hello-world") as url:
-        yield url
 
 
 @pytest_asyncio.fixture(loop_scope="session")

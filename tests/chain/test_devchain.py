@@ -16,6 +16,7 @@ from web3 import HTTPProvider, Web3
 
 from tests.support.chain import anvil_available, load_artifact
 from tests.support.processes import ROOT, free_port
+from tests.support.requirements import unavailable
 
 pytestmark = pytest.mark.chain
 
@@ -27,7 +28,7 @@ def _listening(port: int) -> bool:
 
 def test_devchain_starts_everything_delivers_and_stops_cleanly(tmp_path: Path) -> None:
     if not anvil_available():
-        pytest.skip("anvil is not installed (npm ci --prefix tools/chain)")
+        unavailable("anvil is not installed (npm ci --prefix tools/chain)")
     ports = {name: free_port() for name in ("ANVIL_PORT", "SERVICE_PORT", "NODE_PORT")}
     env = {**os.environ, "DEVCHAIN_DIR": str(tmp_path / "devchain"), **{k: str(v) for k, v in ports.items()}}
     output = tmp_path / "devchain.out"

@@ -21,6 +21,7 @@ from tests.support.chain import (
     error_selectors,
     load_artifact,
 )
+from tests.support.requirements import unavailable
 
 # chain.md §5 (plus solady's ECDSA InvalidSignature), as the node's raise_if_infernet_error knows them.
 DOC_ERROR_SELECTORS = {
@@ -179,10 +180,11 @@ def _node_available() -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not _node_available(), reason="needs node and `npm ci --prefix tools/chain`")
 def test_committed_artifacts_are_up_to_date(tmp_path: Path) -> None:
     """Recompile into a temp dir: ABI and bytecode must equal the committed build/ artifacts
     (the bytecode embeds a hash of the sources, so any source edit without a rebuild fails here)."""
+    if not _node_available():
+        unavailable("needs node and `npm ci --prefix tools/chain`")
     subprocess.run(
         ["node", str(CHAIN_TOOLS_DIR / "compile.js"), "--out", str(tmp_path)],
         check=True, capture_output=True, timeout=300,

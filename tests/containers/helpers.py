@@ -22,6 +22,8 @@ from typing import Any
 
 import aiohttp
 
+from tests.support.requirements import unavailable
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONTAINERS_DIR = REPO_ROOT / "containers"
 PROVISION_SCRIPT = REPO_ROOT / "scripts" / "provision.sh"
@@ -79,6 +81,14 @@ def local_service(name: str, env: dict[str, str] | None = None) -> Iterator[str]
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def require_docker_images() -> None:
+    """A Docker daemon and current service images, or skip (fail in CI)."""
+    reason = docker_unavailable_reason()
+    if reason is not None:
+        unavailable(f"no Docker daemon: {reason}")
+    provision_images()
 
 
 def docker_unavailable_reason() -> str | None:

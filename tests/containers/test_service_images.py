@@ -13,11 +13,10 @@ import pytest
 
 from tests.containers.helpers import (
     IMAGES,
-    docker_unavailable_reason,
     get_json,
     job,
     post_json,
-    provision_images,
+    require_docker_images,
     read_stream,
     service_container,
 )
@@ -27,10 +26,7 @@ pytestmark = pytest.mark.docker
 
 @pytest.fixture(scope="module", autouse=True)
 def images() -> None:
-    reason = docker_unavailable_reason()
-    if reason is not None:
-        pytest.skip(f"no Docker daemon: {reason}")
-    provision_images()
+    require_docker_images()
 
 
 @pytest.fixture(scope="module")

@@ -12,37 +12,13 @@ shared by the whole session. The node serves the sample echo service under sever
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-# `tests.support` lives at the repo root; make it importable however pytest was launched.
-_REPO_ROOT = str(Path(__file__).resolve().parents[2])
-if _REPO_ROOT not in sys.path:
-    sys.path.insert(0, _REPO_ROOT)
-
-from tests.support.client import ClientUnavailable, ensure_client_venv, looks_offline  # noqa: E402
-from tests.support.processes import NodeProcess, free_port, node_config, running_node, service_process  # noqa: E402
-
-
-@pytest.fixture(scope="session")
-def client_venv() -> Path:
-    """The client venv, built on first use. Skipped only when offline and not in CI."""
-    try:
-        return ensure_client_venv()
-    except ClientUnavailable as error:
-        if looks_offline(str(error)) and not os.environ.get("CI"):
-            pytest.skip(f"infernet-client venv cannot be built without network access to PyPI: {error}")
-        raise
-
-
-@pytest.fixture(scope="session")
-def echo_service() -> Iterator[str]:
-    with service_process("hello-world") as url:
-        yield url
+from tests.support.client import client_venv  # noqa: F401  (pytest finds fixtures by name)
+from tests.support.processes import NodeProcess, echo_service, free_port, node_config, running_node  # noqa: F401
 
 
 def client_test_containers(service_url: str) -> list[dict[str, object]]:

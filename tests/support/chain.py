@@ -43,6 +43,8 @@ from web3.contract import AsyncContract
 from web3.exceptions import ContractLogicError
 from web3.types import RPCEndpoint, TxReceipt
 
+from tests.support.requirements import unavailable
+
 # --------------------------------------------------------------------------------------- constants
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -666,7 +668,7 @@ def delegatee_args(body: Mapping[str, Any]) -> tuple[Any, ...]:
 def anvil() -> Iterator[Anvil]:
     """A running anvil for the whole session (skips if the binary is not installed)."""
     if not anvil_available():
-        pytest.skip(f"anvil binary not found at {anvil_binary()}: run `npm ci --prefix tools/chain` (x86_64 Linux)")
+        unavailable(f"anvil binary not found at {anvil_binary()}: run `npm ci --prefix tools/chain` (x86_64 Linux)")
     node = Anvil().start()
     try:
         yield node

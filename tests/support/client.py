@@ -26,9 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
 
 from tests.support.processes import ROOT, free_port
+from tests.support.requirements import unavailable
 
 CLIENT_VENV = Path(os.environ.get("INFERNET_CLIENT_VENV", ROOT / ".venv-client"))
 BUILD_SCRIPT = ROOT / "scripts" / "client-venv.sh"
@@ -353,3 +355,14 @@ class FakeRpc:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@pytest.fixture(scope="session")
+def client_venv() -> Path:
+    """The real infernet-client 1.4.0 venv, built on first use (skipped only when offline outside CI)."""
+    try:
+        return ensure_client_venv()
+    except ClientUnavailable as error:
+        if looks_offline(str(error)):
+            unavailable(f"infernet-client venv cannot be built without network access to PyPI: {error}")
+        raise

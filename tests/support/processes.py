@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 
@@ -146,3 +148,10 @@ def running_node(config: dict[str, Any], workdir: Path) -> Iterator[NodeProcess]
         yield node
     finally:
         node.stop()
+
+
+@pytest.fixture(scope="session")
+def echo_service() -> Iterator[str]:
+    """The hello-world echo service as a local process, for the whole session."""
+    with service_process("hello-world") as url:
+        yield url

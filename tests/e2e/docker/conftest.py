@@ -10,16 +10,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.containers.helpers import docker_unavailable_reason, provision_images
+from tests.containers.helpers import require_docker_images
 from tests.e2e.docker.support import new_prefix, remove_containers
 
 
 @pytest.fixture(scope="session")
 def docker_images() -> None:
-    reason = docker_unavailable_reason()
-    if reason is not None:
-        pytest.skip(f"no Docker daemon: {reason}")
-    provision_images()
+    require_docker_images()
 
 
 @pytest.fixture
