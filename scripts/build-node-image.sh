@@ -15,14 +15,14 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 IMAGE=${1:-infernet-local/node:latest}
-PUBLIC_BASE=python:3.12-slim
-LOCAL_BASE=infernet-local/python-base:bookworm
 WHEELHOUSE="$ROOT/build/node-wheelhouse"
 HASH_LABEL=org.infernet-local.source-hash
 PYTHON="$ROOT/.venv/bin/python"
 
 log() { echo "build-node-image: $*"; }
 die() { echo "build-node-image: ERROR: $*" >&2; exit 1; }
+# shellcheck source=base-image.sh
+source "$ROOT/scripts/base-image.sh"
 
 cd "$ROOT"
 docker info >/dev/null 2>&1 || die "'docker info' fails: run scripts/provision.sh first"
@@ -32,21 +32,7 @@ docker info >/dev/null 2>&1 || die "'docker info' fails: run scripts/provision.s
 exec 8>"/tmp/infernet-node-image.$(id -u).lock"
 flock -w 1200 8 || die "another build-node-image.sh holds the lock"
 
-if [ -n "${NODE_BASE:-}" ]; then
-    BASE=$NODE_BASE
-elif docker image inspect "$PUBLIC_BASE" >/dev/null 2>&1; then
-    BASE=$PUBLIC_BASE
-elif docker image inspect "$LOCAL_BASE" >/dev/null 2>&1; then
-    BASE=$LOCAL_BASE
-elif timeout "${DOCKER_PULL_TIMEOUT:-20}" docker pull -q "$PUBLIC_BASE" >/dev/null 2>&1; then
-    BASE=$PUBLIC_BASE
-else
-    log "cannot pull $PUBLIC_BASE; building $LOCAL_BASE from Debian packages"
-    bash scripts/build-base-image.sh "$LOCAL_BASE"
-    BASE=$LOCAL_BASE
-fi
-docker image inspect "$BASE" >/dev/null 2>&1 || die "base image $BASE is not present"
-log "base image: $BASE"
+choose_base "${NODE_BASE:-}"
 
 # The wheelhouse only fits a base with the same Python as the host's venv.
 base_python=$(docker run --rm --network none --entrypoint python3 "$BASE" -c 'import sys; print("%d.%d" % sys.version_info[:2])')

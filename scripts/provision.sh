@@ -18,13 +18,13 @@ set -euo pipefail
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CONTAINERS_DIR="$REPO_ROOT/containers"
 SERVICES=(hello-world streaming iris-classifier)
-PUBLIC_BASE=python:3.12-slim
-LOCAL_BASE=infernet-local/python-base:bookworm
 HASH_LABEL=org.infernet-local.source-hash
 DOCKERD_LOG=/var/log/dockerd.log
 
 log() { echo "provision: $*"; }
 die() { echo "provision: ERROR: $*" >&2; exit 1; }
+# shellcheck source=base-image.sh
+source "$REPO_ROOT/scripts/base-image.sh"
 
 # Several test sessions or CI steps may call this at once; one at a time is enough.
 # Per user: a lock file created by root could not be opened by anyone else.
@@ -84,25 +84,6 @@ ensure_daemon() {
     log "docker daemon: answering"
 }
 
-choose_base() {
-    if [ -n "${PROVISION_BASE:-}" ]; then
-        docker image inspect "$PROVISION_BASE" >/dev/null 2>&1 \
-            || die "PROVISION_BASE=$PROVISION_BASE is not a local image"
-        BASE=$PROVISION_BASE
-    elif docker image inspect "$PUBLIC_BASE" >/dev/null 2>&1; then
-        BASE=$PUBLIC_BASE
-    elif docker image inspect "$LOCAL_BASE" >/dev/null 2>&1; then
-        # Already built here: don't pay for a failing pull attempt on every run.
-        BASE=$LOCAL_BASE
-    elif timeout "${DOCKER_PULL_TIMEOUT:-20}" docker pull -q "$PUBLIC_BASE" >/dev/null 2>&1; then
-        BASE=$PUBLIC_BASE
-    else
-        log "cannot pull $PUBLIC_BASE; building $LOCAL_BASE from Debian packages"
-        bash "$REPO_ROOT/scripts/build-base-image.sh" || die "building the local base image failed"
-        BASE=$LOCAL_BASE
-    fi
-    log "base image: $BASE"
-}
 
 # Hash of everything that goes into a service image: its folder, the shared protocol module,
 # and the base image's id (so switching base rebuilds).
@@ -149,7 +130,7 @@ if [ "${PROVISION_SKIP_IMAGES:-0}" = 1 ]; then
     log "PROVISION_SKIP_IMAGES=1: not building images"
     exit 0
 fi
-choose_base
+choose_base "${PROVISION_BASE:-}"
 for service in "${SERVICES[@]}"; do
     build_service "$service"
 done

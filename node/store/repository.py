@@ -193,11 +193,6 @@ class SqlJobRepository:
             row.id for row in rows if row.status in FINISHED
         ]
 
-    async def count_pending(self) -> int:
-        query = select(func.count()).select_from(jobs).where(jobs.c.status.in_(PENDING), jobs.c.origin.in_(OWNED))
-        async with self._engine.connect() as connection:
-            return int((await connection.execute(query)).scalar_one())
-
     # -- lifecycle ----------------------------------------------------------
 
     async def recover(self, reason: str) -> tuple[list[Job], int]:
