@@ -229,7 +229,7 @@ class StreamJob:
 
     async def start(self) -> None:
         """Wait until the service accepts the request; on failure the job fails and the error is raised."""
-        upstream = self._service._gateway.stream(self.container, self.job.data).__aiter__()
+        upstream = self._service.gateway.stream(self.container, self.job.data).__aiter__()
         try:
             await upstream.__anext__()  # the gateway yields b"" once the service answered
         except StopAsyncIteration:
