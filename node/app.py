@@ -158,7 +158,7 @@ async def _pruner(app: web.Application) -> AsyncIterator[None]:
     async def prune_forever() -> None:
         while True:
             try:
-                removed = await app[REPOSITORY].prune(time.time() - retention)
+                removed = await app[SERVICE].prune(time.time() - retention)
                 if removed:
                     log.info("pruned %d finished jobs older than %gs", removed, retention)
             except Exception:

@@ -13,7 +13,7 @@ never clash, and /metrics shows exactly one node.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 from prometheus_client import (
     CollectorRegistry,
@@ -150,6 +150,17 @@ class NodeMetrics:
             ["container", "kind", "outcome"], buckets=CONTAINER_BUCKETS, registry=r,
         )
         self._chain: ChainMetrics | None = None
+        # labels() validates and locks on every call; the label sets are few
+        # (routes x methods x statuses), so each child is looked up once.
+        self._http_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
+
+    def _child(self, family: Any, *labels: str) -> Any:
+        key = (family, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = family.labels(*labels)
+        return child
 
     # -- wiring ---------------------------------------------------------------
 
@@ -165,25 +176,29 @@ class NodeMetrics:
     # -- HTTP -----------------------------------------------------------------
 
     def http_request(self, route: str, method: str, status: int, seconds: float) -> None:
-        method = method if method in _METHODS else "other"
-        self._http_requests.labels(route, method, str(status)).inc()
-        self._http_latency.labels(route, method).observe(seconds)
+        method = method if method in _METHODS else "other"  # client input: keep the key set closed
+        children = self._http_children.get((route, method, status))
+        if children is None:
+            children = (self._http_requests.labels(route, method, str(status)), self._http_latency.labels(route, method))
+            self._http_children[(route, method, status)] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     # -- the job queue's observer (node.jobs.queue.QueueObserver) ---------------
 
     def admitted(self, container: str) -> None:
-        self._admitted.labels(container).inc()
+        self._child(self._admitted, container).inc()
 
     def rejected(self, container: str, bound: str) -> None:
-        self._rejected.labels(container, bound).inc()
+        self._child(self._rejected, container, bound).inc()
 
     def finished(self, container: str, status: str) -> None:
-        self._finished.labels(container, status).inc()
+        self._child(self._finished, container, status).inc()
 
     # -- the service gateway's observer -----------------------------------------
 
     def container_call(self, container: str, kind: str, outcome: str, seconds: float) -> None:
-        self._container_calls.labels(container, kind, outcome).observe(seconds)
+        self._child(self._container_calls, container, kind, outcome).observe(seconds)
 
     # -- exposition -------------------------------------------------------------
 

@@ -1,17 +1,26 @@
-"""The bounded job queue and the pool of workers that drains it.
+"""The bounded job queue and the jobs it runs, at most `workers` at a time.
 
 Admission is separate from enqueueing: a job takes its place in the bounds
 before it is stored, and enters the queue only once it is durable, so an id is
 never handed out for a job the node could lose.
+
+When a worker is free at submission, the job can reserve it and be stored as
+running in the same write that accepts it: that saves the separate "running"
+write, and a crash still reads as "was running" (failed), never as a job to
+run twice.
+
+The queue also answers for its unfinished jobs and the last few it finished
+(`known`): their state is the node's own, so a client polling the job it just
+submitted needs no read of the store. Only what is committed is answered.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from node.jobs.errors import Overloaded
@@ -23,6 +32,11 @@ from node.logs import job_context
 log = logging.getLogger(__name__)
 
 SHUTDOWN_REASON = "node shut down while the job was running"
+
+# The finished jobs kept in memory for the poll that picks up their result:
+# how many, and the largest result kept (bigger ones are read from the store).
+RECENT_JOBS = 512
+RECENT_RESULT_BYTES = 8 * 1024
 
 
 class QueueObserver(Protocol):
@@ -60,20 +74,22 @@ class JobQueue:
     ) -> None:
         self._repository = repository
         self._gateway = gateway
-        self._worker_count = workers
+        self._workers = workers
         self._max_pending = max_pending
         self._max_per_container = max_pending_per_container
         self._on_finished = on_finished
         self._observer = observer
-        self._queue: asyncio.Queue[Job] = asyncio.Queue()
+        self._waiting: deque[Job] = deque()  # stored as queued, waiting for a worker
         self._pending = 0  # admitted and not finished: queued, running, or streaming
         self._per_container: Counter[str] = Counter()
-        self._queued: Counter[str] = Counter()  # in self._queue, by first container
+        self._queued: Counter[str] = Counter()  # in self._waiting, by first container
         self._running: dict[tuple[str, str], asyncio.Task[None]] = {}
-        self._workers: list[asyncio.Task[None]] = []
+        self._reserved = 0  # workers promised to jobs whose store write is under way
+        self._live: dict[tuple[str, str], Job] = {}  # stored and unfinished: waiting or running
+        self._recent: OrderedDict[tuple[str, str], Job] = OrderedDict()  # finished, as committed
+        self._started = False
         self._closing = False
         self._deadline: float | None = None  # loop time by which running jobs must end
-        self._left_queued = 0  # taken off the queue while closing; still queued in the store
 
     # -- bounds -------------------------------------------------------------
 
@@ -83,12 +99,12 @@ class JobQueue:
 
     @property
     def depth(self) -> int:
-        return self._queue.qsize()
+        return len(self._waiting)
 
     def snapshot(self) -> QueueState:
         """For metrics: computed when asked, so the hot path keeps no extra books."""
         return QueueState(
-            depth=self._queue.qsize(),
+            depth=len(self._waiting),
             pending=self._pending,
             capacity=self._max_pending,
             by_container={
@@ -126,20 +142,56 @@ class JobQueue:
         if status is not None:
             self._notify("finished", container, status.value)
 
+    # -- entering -------------------------------------------------------------
+
+    def reserve(self) -> bool:
+        """Promise a worker to a job about to be stored, if one is free and nobody waits.
+
+        True: store the job as running, then `start_reserved` it (or `unreserve` if
+        the write failed). False: store it as queued and `put` it.
+        """
+        if not self._started or self._closing or self._waiting:
+            return False
+        if len(self._running) + self._reserved >= self._workers:
+            return False
+        self._reserved += 1
+        return True
+
+    def unreserve(self) -> None:
+        self._reserved -= 1
+        self._dispatch()
+
+    def start_reserved(self, job: Job) -> None:
+        """Run a job stored as running on the worker reserved for it."""
+        self._reserved -= 1
+        self._live[job.key] = job
+        # Even once closing: the store says running, so it must run (within the grace).
+        self._launch(job, mark_running=False)
+
+    def put(self, job: Job) -> None:
+        """Queue an admitted job, stored as queued."""
+        self._live[job.key] = job
+        self._queued[job.containers[0]] += 1
+        self._waiting.append(job)
+        self._dispatch()
+
     def adopt(self, jobs: Sequence[Job]) -> None:
         """Queue jobs recovered at start, past the bounds: they were admitted once."""
         for job in jobs:
             self._pending += 1
             self._per_container[job.containers[0]] += 1
-            self._enqueue(job)
+            self.put(job)
 
-    def put(self, job: Job) -> None:
-        """Queue an admitted, stored job."""
-        self._enqueue(job)
+    def known(self, key: tuple[str, str]) -> Job | None:
+        """The job as stored, if it is unfinished here or among the last finished; else None (ask the store)."""
+        return self._live.get(key) or self._recent.get(key)
 
-    def _enqueue(self, job: Job) -> None:
-        self._queued[job.containers[0]] += 1
-        self._queue.put_nowait(job)
+    def forget(self, key: tuple[str, str] | None = None) -> None:
+        """Drop a finished job from memory (its row changed or went), or all of them (key None)."""
+        if key is None:
+            self._recent.clear()
+        else:
+            self._recent.pop(key, None)
 
     def _notify(self, event: str, *args: str) -> None:
         if self._observer is None:
@@ -149,46 +201,50 @@ class JobQueue:
         except Exception:  # metrics must never break a job
             log.exception("queue observer failed on %s", event)
 
-    # -- workers ------------------------------------------------------------
+    # -- running --------------------------------------------------------------
 
     def start(self) -> None:
-        self._workers = [
-            asyncio.create_task(self._work(), name=f"job-worker-{index}")
-            for index in range(self._worker_count)
-        ]
+        self._started = True
+        self._dispatch()
 
-    async def _work(self) -> None:
-        while True:
-            job = await self._queue.get()
-            if self._closing:
-                # Leave it queued in the store (and in the metrics): it runs after the restart.
-                self._left_queued += 1
-                self._queue.task_done()
-                continue
+    def _dispatch(self) -> None:
+        """Start waiting jobs while workers are free; none once closing (they stay queued in the store)."""
+        while (
+            self._started
+            and not self._closing
+            and self._waiting
+            and len(self._running) + self._reserved < self._workers
+        ):
+            job = self._waiting.popleft()
             container = job.containers[0]
             self._queued[container] -= 1
             if self._queued[container] <= 0:
                 del self._queued[container]
-            # A task per job, so that shutdown can wait for jobs, not for workers.
-            task = asyncio.ensure_future(self._run(job))
-            self._running[job.key] = task
-            try:
-                await task
-            finally:
-                self._running.pop(job.key, None)
-                self.release(job.containers[0])
-                self._queue.task_done()
+            self._launch(job, mark_running=True)
 
-    async def _run(self, job: Job) -> None:
-        # Its own task, so the context (job id on every log line) ends with it.
+    def _launch(self, job: Job, mark_running: bool) -> None:
+        # A task per job, so that shutdown can wait for jobs, and the context
+        # (the job id on every log line) ends with it.
+        task = asyncio.ensure_future(self._run(job, mark_running))
+        self._running[job.key] = task
+        task.add_done_callback(lambda _: self._ended(job))
+
+    def _ended(self, job: Job) -> None:
+        self._running.pop(job.key, None)
+        self._live.pop(job.key, None)
+        self.release(job.containers[0])
+        self._dispatch()
+
+    async def _run(self, job: Job, mark_running: bool) -> None:
         with job_context(job.id):
             try:
-                await self._repository.mark_running(job.key)
+                if mark_running:
+                    await self._repository.mark_running(job.key)
                 outcome = await run_chain(self._gateway, job.containers, job.data, job.requires_proof)
             except asyncio.CancelledError:
                 await asyncio.shield(self._fail(job, SHUTDOWN_REASON))
                 raise
-            except Exception as error:  # a bug or a store fault must not kill the worker
+            except Exception as error:  # a bug or a store fault must not stop the queue
                 log.exception("job failed inside the node", extra={"job_id": job.id})
                 await self._fail(job, f"internal error: {type(error).__name__}")
                 return
@@ -205,18 +261,32 @@ class JobQueue:
         result: ContainerResult,
         intermediate: Sequence[ContainerResult],
     ) -> None:
+        stored = False
         for attempt in range(3):
             try:
                 await self._repository.finish(job.key, status, result, intermediate)
+                stored = True
                 break
             except Exception:
                 log.exception("could not store the job's result (attempt %d)", attempt + 1,
                               extra={"job_id": job.id})
                 await asyncio.sleep(0.2 * (attempt + 1))
+        self._live.pop(job.key, None)
+        if stored:
+            self._remember(replace(job, status=status, result=result, intermediate=list(intermediate)))
         log.info("job %s", status.value, extra={"job_id": job.id})
         self._notify("finished", job.containers[0], status.value)
         if self._on_finished:
             self._on_finished(job, status)
+
+    def _remember(self, job: Job) -> None:
+        if job.result is not None and not fits(job.result.to_wire(), RECENT_RESULT_BYTES):
+            return
+        if any(not fits(step.to_wire(), RECENT_RESULT_BYTES) for step in job.intermediate):
+            return
+        self._recent[job.key] = job
+        if len(self._recent) > RECENT_JOBS:
+            self._recent.popitem(last=False)
 
     # -- shutdown -----------------------------------------------------------
 
@@ -232,7 +302,7 @@ class JobQueue:
             self._deadline = asyncio.get_running_loop().time() + grace_seconds
 
     async def stop(self, grace_seconds: float) -> None:
-        """Let running jobs finish within the grace period; fail the late ones; stop the workers."""
+        """Let running jobs finish within the grace period; fail the late ones."""
         self.close(grace_seconds)
         assert self._deadline is not None
         remaining = max(0.0, self._deadline - asyncio.get_running_loop().time())
@@ -247,10 +317,31 @@ class JobQueue:
             if late:
                 log.warning("%d jobs still running after the grace period: recorded as failed", len(late))
                 await asyncio.wait(late)
-        left = self._left_queued + self._queue.qsize()
-        if left:
-            log.info("%d queued jobs stay queued and run after the restart", left)
-        for worker in self._workers:
-            worker.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
-        self._workers = []
+        if self._waiting:
+            log.info("%d queued jobs stay queued and run after the restart", len(self._waiting))
+
+
+def fits(value: object, budget: int) -> bool:
+    """Whether `value` (JSON-like) is at most about `budget` bytes, walking no further than that."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            budget -= len(item) + 2
+        elif isinstance(item, dict):
+            budget -= 2 + 4 * len(item)
+            if budget < 0:
+                return False
+            for key, child in item.items():
+                budget -= len(key) if isinstance(key, str) else 8
+                stack.append(child)
+        elif isinstance(item, (list, tuple)):
+            budget -= 2 + len(item)
+            if budget < 0:
+                return False
+            stack.extend(item)
+        else:
+            budget -= 8
+        if budget < 0:
+            return False
+    return True

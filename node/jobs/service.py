@@ -89,7 +89,7 @@ class JobService:
 
     # -- submitting ---------------------------------------------------------
 
-    def _new_job(self, client_ip: str, request: JobRequest, origin: JobOrigin) -> Job:
+    def _new_job(self, client_ip: str, request: JobRequest, origin: JobOrigin, status: JobStatus) -> Job:
         now = self._clock()
         return Job(
             id=new_job_id(),
@@ -98,7 +98,7 @@ class JobService:
             data=request.data,
             requires_proof=request.requires_proof,
             origin=origin,
-            status=JobStatus.QUEUED if origin is JobOrigin.OFFCHAIN else JobStatus.RUNNING,
+            status=status,
             created_at=now,
             updated_at=now,
         )
@@ -106,14 +106,26 @@ class JobService:
     async def submit(self, client_ip: str, request: JobRequest) -> str:
         self._guardian.check_offchain(request.containers, request.requires_proof, client_ip)
         self._queue.admit(request.containers[0])
-        job = self._new_job(client_ip, request, JobOrigin.OFFCHAIN)
+        # A free worker: the accepting write also says "running" (see queue.py).
+        reserved = self._queue.reserve()
+        job = self._new_job(
+            client_ip, request, JobOrigin.OFFCHAIN, JobStatus.RUNNING if reserved else JobStatus.QUEUED
+        )
         try:
             await self._repository.add(job)
         except BaseException:
+            if reserved:
+                self._queue.unreserve()
             self._queue.release(request.containers[0])
             raise
-        self._queue.put(job)
+        self._enter(job, reserved)
         return job.id
+
+    def _enter(self, job: Job, reserved: bool) -> None:
+        if reserved:
+            self._queue.start_reserved(job)
+        else:
+            self._queue.put(job)
 
     async def submit_delegated(self, request: DelegatedRequest) -> None:
         if self._delegated is None:
@@ -125,7 +137,7 @@ class JobService:
     ) -> list[dict[str, Any]]:
         """One answer per item, in order; accepted jobs are stored in one write."""
         answers: list[dict[str, Any]] = []
-        accepted: list[tuple[int, Job]] = []
+        accepted: list[tuple[bool, Job]] = []
         for item in items:
             try:
                 if isinstance(item, DelegatedRequest):
@@ -137,19 +149,24 @@ class JobService:
             except JobError as error:
                 answers.append(error.to_wire())
                 continue
-            job = self._new_job(client_ip, item, JobOrigin.OFFCHAIN)
-            accepted.append((len(answers), job))
+            reserved = self._queue.reserve()
+            job = self._new_job(
+                client_ip, item, JobOrigin.OFFCHAIN, JobStatus.RUNNING if reserved else JobStatus.QUEUED
+            )
+            accepted.append((reserved, job))
             answers.append({"id": job.id})
         jobs = [job for _, job in accepted]
         try:
             if jobs:
                 await self._repository.add_many(jobs)
         except BaseException:
-            for job in jobs:
+            for reserved, job in accepted:
+                if reserved:
+                    self._queue.unreserve()
                 self._queue.release(job.containers[0])
             raise
-        for job in jobs:
-            self._queue.put(job)
+        for reserved, job in accepted:
+            self._enter(job, reserved)
         return answers
 
     # -- reading ------------------------------------------------------------
@@ -158,7 +175,11 @@ class JobService:
         wanted = [job_id for job_id in dict.fromkeys(ids) if job_id]
         if not wanted:
             return []
-        found = {job.id: job for job in await self._repository.get_many(client_ip, wanted)}
+        # Unfinished jobs of this node answer from memory; the store has the rest.
+        found = {job_id: job for job_id in wanted if (job := self._queue.known((client_ip, job_id))) is not None}
+        stored = [job_id for job_id in wanted if job_id not in found]
+        if stored:
+            found.update((job.id, job) for job in await self._repository.get_many(client_ip, stored))
         # Request order, unknown ids dropped (the reference reorders; clients read [0]).
         return [found[job_id].to_wire(intermediate) for job_id in wanted if job_id in found]
 
@@ -181,6 +202,14 @@ class JobService:
             updated_at=now,
         )
         await self._repository.record(job)
+        self._queue.forget(job.key)
+
+    async def prune(self, finished_before: float) -> int:
+        """Delete finished jobs older than `finished_before`; returns how many went."""
+        removed = await self._repository.prune(finished_before)
+        if removed:
+            self._queue.forget()  # some may still be remembered in memory
+        return removed
 
     async def resources(self, model_id: str | None) -> dict[str, Any]:
         return await self._gateway.resources(model_id)
@@ -193,7 +222,9 @@ class JobService:
         self._guardian.check_offchain(request.containers, request.requires_proof, client_ip)
         containers = request.containers[:1]
         self._queue.admit(containers[0])
-        job = self._new_job(client_ip, JobRequest(containers, request.data, False), JobOrigin.STREAM)
+        job = self._new_job(
+            client_ip, JobRequest(containers, request.data, False), JobOrigin.STREAM, JobStatus.RUNNING
+        )
         try:
             await self._repository.add(job)
         except BaseException:

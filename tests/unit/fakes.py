@@ -13,17 +13,26 @@ class MemoryRepository:
     def __init__(self) -> None:
         self.jobs: dict[tuple[str, str], Job] = {}
         self.writes = 0
+        self.marked_running: list[tuple[str, str]] = []
+        self.reads = 0  # get_many calls
+        self.fail_writes: Exception | None = None  # raised by add/add_many when set
+        self.pruned = 0  # finished jobs prune() removes next time
 
     async def add(self, job: Job) -> None:
+        if self.fail_writes is not None:
+            raise self.fail_writes
         self.writes += 1
         self.jobs[job.key] = job
 
     async def add_many(self, jobs: Sequence[Job]) -> None:
+        if self.fail_writes is not None:
+            raise self.fail_writes
         self.writes += 1
         for job in jobs:
             self.jobs[job.key] = job
 
     async def mark_running(self, key: tuple[str, str]) -> None:
+        self.marked_running.append(key)
         self.jobs[key].status = JobStatus.RUNNING
 
     async def finish(self, key, status, result, intermediate) -> None:  # type: ignore[no-untyped-def]
@@ -34,6 +43,7 @@ class MemoryRepository:
         self.jobs[job.key] = job
 
     async def get_many(self, client_ip: str, ids: Sequence[str]) -> list[Job]:
+        self.reads += 1
         return [self.jobs[(client_ip, i)] for i in ids if (client_ip, i) in self.jobs]
 
     async def list_ids(self, client_ip: str, pending: bool | None) -> list[str]:
@@ -48,7 +58,8 @@ class MemoryRepository:
         return [], 0
 
     async def prune(self, finished_before: float) -> int:
-        return 0
+        removed, self.pruned = self.pruned, 0
+        return removed
 
 
 class ScriptedGateway:
