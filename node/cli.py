@@ -30,7 +30,7 @@ def _run(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from node.app import build_app
-    from node.logs import setup_logging
+    from node.logs import setup_logging, stop_logging
 
     setup_logging(config.log)
     for key in config.ignored_keys:
@@ -56,6 +56,10 @@ def _run(args: argparse.Namespace) -> int:
     except OSError as error:
         log.error("cannot listen on %s:%d: %s", config.server.host, config.server.port, error.strerror)
         return 1
+    finally:
+        # A thread writes the log lines: write out what is still queued now that the app
+        # has stopped (an exception before run_app is covered by node.logs' atexit hook).
+        stop_logging()
     return 0
 
 

@@ -1,22 +1,31 @@
 """Logging: JSON lines in the rotating file, readable lines on the terminal.
 
+Off the event loop: the root logger has one handler, which only puts the record
+on a queue; a listener thread redacts it, formats it and writes it to the
+terminal and the file. The calling thread does just what must happen there: it
+reads the job id from the context and merges the message with its arguments.
+`stop_logging()` (the node's shutdown, and at exit) writes what is still queued.
+
 Every record about a job carries `job_id`: pass `extra={"job_id": ...}`, or run
 inside `job_context(job_id)` (the job queue does, so anything logged while a
 job runs, down to the service gateway, is tagged).
 
-No secret reaches a log line: a filter on every handler rewrites the message,
-its arguments, extra fields and exception text. It removes the secrets the
-node was configured with (wallet key, Docker password, service bearer tokens:
-`register_secrets`) wherever they appear, and anything that reads as a secret
-by its context (`Authorization: Bearer ...`, `"private_key": "..."`, `password=...`).
+No secret reaches a log line: the listener rewrites every record once, before
+any handler sees it: the message, its arguments, extra fields and exception
+text. It removes the secrets the node was configured with (wallet key, Docker
+password, service bearer tokens: `register_secrets`) wherever they appear, and
+anything that reads as a secret by its context (`Authorization: Bearer ...`, `"private_key": "..."`, `password=...`).
 """
 
 from __future__ import annotations
 
+import atexit
 import contextvars
 import json
 import logging
 import logging.handlers
+import os
+import queue
 import re
 import sys
 import threading
@@ -45,12 +54,19 @@ def job_context(job_id: str) -> Iterator[None]:
         _job_id.reset(token)
 
 
+def _tag_job(record: logging.LogRecord) -> None:
+    # Must run on the thread that logs: the contextvar is not visible from the listener.
+    if getattr(record, "job_id", None) is None:
+        job_id = _job_id.get()
+        if job_id is not None:
+            record.job_id = job_id
+
+
 class JobIdFilter(logging.Filter):
+    """Tags a record with the current job; for handlers outside the queue (setup_logging does it itself)."""
+
     def filter(self, record: logging.LogRecord) -> bool:
-        if getattr(record, "job_id", None) is None:
-            job_id = _job_id.get()
-            if job_id is not None:
-                record.job_id = job_id
+        _tag_job(record)
         return True
 
 
@@ -144,24 +160,40 @@ def _clean(value: Any) -> Any:
     return redact(str(value))
 
 
+def _merged_message(record: logging.LogRecord) -> str:
+    try:
+        return record.getMessage()
+    except Exception:  # noqa: BLE001 - a bad format string: keep what there is
+        return f"{record.msg} {record.args}"
+
+
+def _format_exception(record: logging.LogRecord) -> None:
+    """The traceback as text, and the traceback itself dropped: the frames it holds
+    can change (or be freed) once the caller moves on."""
+    if record.exc_info and not record.exc_text:
+        record.exc_text = logging.Formatter().formatException(record.exc_info)
+    record.exc_info = None
+
+
+def redact_record(record: logging.LogRecord) -> None:
+    """Rewrites the record in place, before any formatter sees it: message, arguments,
+    traceback, stack and extra fields."""
+    record.msg, record.args = redact(_merged_message(record)), None
+    _format_exception(record)
+    if record.exc_text:
+        record.exc_text = redact(record.exc_text)
+    if record.stack_info:
+        record.stack_info = redact(record.stack_info)
+    for key, value in list(record.__dict__.items()):
+        if key not in _STANDARD and not key.startswith("_"):
+            record.__dict__[key] = _clean(value)
+
+
 class RedactingFilter(logging.Filter):
-    """Rewrites the record in place, before any formatter sees it."""
+    """`redact_record` as a filter; for handlers outside the queue (the listener redacts itself)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # noqa: BLE001 - a bad format string: keep what there is
-            message = f"{record.msg} {record.args}"
-        record.msg, record.args = redact(message), None
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = redact(record.exc_text)
-        if record.stack_info:
-            record.stack_info = redact(record.stack_info)
-        for key, value in list(record.__dict__.items()):
-            if key not in _STANDARD and not key.startswith("_"):
-                record.__dict__[key] = _clean(value)
+        redact_record(record)
         return True
 
 
@@ -195,29 +227,214 @@ class ConsoleFormatter(logging.Formatter):
         return f"{line} [job {job_id}]" if job_id else line
 
 
-def _guarded(handler: logging.Handler) -> logging.Handler:
-    # On the handler, not the logger: logger filters don't see records that
-    # propagate up from child loggers (aiohttp, sqlalchemy, ...).
-    handler.addFilter(JobIdFilter())
-    handler.addFilter(RedactingFilter())
+class _RotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """The stock handler formats every record twice (size check, then write) and stats
+    the file twice per record; this one formats once and stats only when the size
+    says it is time to roll (what Python 3.12's shouldRollover does)."""
+
+    _last: tuple[logging.LogRecord, str] | None = None
+
+    def format(self, record: logging.LogRecord) -> str:
+        last = self._last
+        if last is not None and last[0] is record:
+            return last[1]
+        text = super().format(record)
+        self._last = (record, text)
+        return text
+
+    def shouldRollover(self, record: logging.LogRecord) -> bool:
+        if self.stream is None:  # opened lazily, or reopened after a failed rollover
+            self.stream = self._open()
+        if self.maxBytes <= 0:
+            return False
+        position = self.stream.tell()
+        if not position:  # never roll an empty file, however long the line
+            return False
+        if position + len(self.format(record)) + 1 < self.maxBytes:
+            return False
+        # bpo-45401: never roll anything but a regular file (/dev/null, a pipe).
+        return not (os.path.exists(self.baseFilename) and not os.path.isfile(self.baseFilename))
+
+
+# -- the queue between the loggers and the writers --------------------------------
+
+
+class _Flush:
+    """A marker put on the queue: the listener sets `done` when it gets there."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+
+
+class _Listener(logging.handlers.QueueListener):
+    """The thread that redacts once per record, then lets each handler format and write."""
+
+    _stopping = False
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and not self._stopping
+
+    @property
+    def stopped(self) -> bool:
+        return self._thread is None
+
+    def start(self) -> None:
+        super().start()
+        assert self._thread is not None
+        self._thread.name = "node-log-writer"
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        try:
+            redact_record(record)
+        except Exception:  # noqa: BLE001 - never let an unredacted record through, nor kill the thread
+            record.msg, record.args = "[a log line could not be redacted]", None
+            record.exc_text = record.stack_info = None
+            for key in [key for key in record.__dict__ if key not in _STANDARD and not key.startswith("_")]:
+                del record.__dict__[key]
+        return record
+
+    def handle(self, record: logging.LogRecord | _Flush) -> None:  # type: ignore[override]
+        if isinstance(record, _Flush):
+            record.done.set()
+            return
+        super().handle(record)
+
+    def stop(self) -> None:
+        """Writes everything queued and ends the thread; the handlers stay open. Idempotent."""
+        if self._thread is None:
+            return
+        self._stopping = True  # from now on callers write directly (_QueueHandler.emit)
+        super().stop()  # the thread writes everything up to the sentinel; then _thread is None
+        self.drain()
+
+    def drain(self) -> None:
+        """Writes, on this thread, what is still queued: lines enqueued after the sentinel
+        by callers that had just seen `running`."""
+        while True:
+            try:
+                record = self.queue.get_nowait()
+            except queue.Empty:
+                return
+            if record is not self._sentinel:
+                self.handle(record)
+
+    def close(self) -> None:
+        self.stop()
+        for handler in self.handlers:
+            handler.close()
+
+
+class _QueueHandler(logging.handlers.QueueHandler):
+    """Root's only handler: tag, merge, enqueue. Nothing else happens on the caller's thread."""
+
+    def __init__(self, records: queue.SimpleQueue[Any], listener: _Listener) -> None:
+        super().__init__(records)
+        self.listener = listener
+
+    def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
+        # No handler lock: the queue is thread-safe and prepare works on its own copy.
+        passed = self.filter(record)
+        if passed:
+            self.emit(passed if isinstance(passed, logging.LogRecord) else record)  # 3.12+: a filter may swap it
+        return bool(passed)
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        # A shallow copy (much cheaper than copy.copy): other handlers on the way
+        # (pytest's caplog) keep the record as logged while the listener rewrites ours.
+        copy = object.__new__(type(record))
+        copy.__dict__.update(record.__dict__)
+        _tag_job(copy)
+        # Merged now: arguments that are mutated later cannot change the line.
+        copy.msg, copy.args = _merged_message(copy), None
+        if copy.exc_info:  # rare (errors only): format the traceback while its frames are current
+            _format_exception(copy)
+        return copy
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            prepared = self.prepare(record)
+            listener = self.listener
+            if listener.running:
+                self.enqueue(prepared)
+                if listener.stopped:  # since we looked: its last drain may have missed our line
+                    listener.drain()
+            else:
+                # After stop_logging (shutdown, atexit): a late line is written here,
+                # still redacted, rather than lost or left to logging's unredacted last resort.
+                listener.handle(prepared)
+        except Exception:  # noqa: BLE001 - logging must never raise into the caller
+            self.handleError(record)
+
+    def close(self) -> None:
+        # Closing the handler (setup_logging again, logging.shutdown at exit, code that
+        # clears root's handlers) stops its listener and closes the real handlers.
+        self.listener.close()
+        super().close()
+
+
+_active: _QueueHandler | None = None
+_lifecycle = threading.Lock()
+
+
+def _console_handler() -> logging.Handler:
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(ConsoleFormatter())
+    return console
+
+
+def _file_handler(config: LogConfig) -> logging.Handler:
+    assert config.path
+    Path(config.path).parent.mkdir(parents=True, exist_ok=True)
+    handler = _RotatingFileHandler(
+        config.path, maxBytes=config.max_file_size, backupCount=config.backup_count, encoding="utf-8"
+    )
+    handler.setFormatter(JsonFormatter())
     return handler
 
 
 def setup_logging(config: LogConfig) -> None:
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-        handler.close()
-    root.setLevel(config.level)
-    console = logging.StreamHandler(sys.stderr)
-    console.setFormatter(ConsoleFormatter())
-    root.addHandler(_guarded(console))
-    if config.path:
-        Path(config.path).parent.mkdir(parents=True, exist_ok=True)
-        file_handler = logging.handlers.RotatingFileHandler(
-            config.path, maxBytes=config.max_file_size, backupCount=config.backup_count, encoding="utf-8"
-        )
-        file_handler.setFormatter(JsonFormatter())
-        root.addHandler(_guarded(file_handler))
+    """Root logs through the queue to the terminal and, with `config.path`, the file.
+    Called again, it first stops the previous listener and closes its handlers."""
+    global _active
+    with _lifecycle:
+        root = logging.getLogger()
+        if _active is not None and _active not in root.handlers:
+            _active.close()  # taken off root by someone else, but maybe still running
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+            handler.close()
+        # On root itself: a record below the level is not even made, let alone queued.
+        root.setLevel(config.level)
+        handlers = [_console_handler()] + ([_file_handler(config)] if config.path else [])
+        records: queue.SimpleQueue[Any] = queue.SimpleQueue()  # unbounded: logging never blocks the caller
+        listener = _Listener(records, *handlers, respect_handler_level=True)
+        listener.start()
+        _active = _QueueHandler(records, listener)
+        root.addHandler(_active)
     # aiohttp's access log is one line per request: too loud for INFO under load.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def stop_logging() -> None:
+    """Writes every queued line and stops the listener thread. Idempotent.
+
+    Called on the node's normal shutdown and at interpreter exit. Lines logged after
+    it are written on the caller's thread, as before the queue. A SIGKILL skips it:
+    the few lines still queued at that moment are lost, which is accepted."""
+    with _lifecycle:
+        if _active is not None:
+            _active.listener.stop()
+
+
+def flush_logging(timeout: float = 5.0) -> bool:
+    """Waits until every line logged so far is written; False if that took longer than `timeout`."""
+    listener = _active.listener if _active is not None else None
+    if listener is None or not listener.running:
+        return True
+    marker = _Flush()
+    listener.queue.put_nowait(marker)
+    return marker.done.wait(timeout)
+
+
+atexit.register(stop_logging)

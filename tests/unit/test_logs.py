@@ -15,10 +15,12 @@ from node.config import LogConfig, parse_config
 from node.logs import (
     REDACTED,
     ConsoleFormatter,
+    flush_logging,
     job_context,
     redact,
     register_secrets,
     setup_logging,
+    stop_logging,
 )
 
 KEY = "0x" + "4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"
@@ -32,6 +34,7 @@ def logfile(tmp_path: Path) -> Iterator[Path]:
     path = tmp_path / "logs" / "node.log"
     setup_logging(LogConfig(path=str(path), max_file_size=4000, backup_count=2, level="DEBUG"))
     yield path
+    stop_logging()
     for handler in list(root.handlers):
         root.removeHandler(handler)
         handler.close()
@@ -42,6 +45,7 @@ def logfile(tmp_path: Path) -> Iterator[Path]:
 
 
 def lines(path: Path) -> list[dict[str, object]]:
+    assert flush_logging(), "the log writer did not catch up"
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
@@ -105,6 +109,7 @@ def test_no_secret_in_any_line(logfile: Path) -> None:
     # What is not secret stays readable.
     log.info("tx %s mined; port 3000", TX_HASH)
 
+    assert flush_logging()
     text = "\n".join(path.read_text() for path in logfile.parent.iterdir())
     for secret in (KEY[2:], KEY[2:].upper(), "docker-hub-pass-77", "svc-token-xyz123", "sk-live-abcdef123456",
                    "feedface", "eyJhbGciOi", "s3cr3t-pw", "unregistered-pw"):
@@ -120,6 +125,7 @@ def test_rotation_by_size_and_backup_count(logfile: Path) -> None:
     log = logging.getLogger("node.test")
     for n in range(300):
         log.info("line %d %s", n, "x" * 40)
+    assert flush_logging()
     files = sorted(path.name for path in logfile.parent.iterdir())
     assert files == ["node.log", "node.log.1", "node.log.2"]
     for path in logfile.parent.iterdir():
