@@ -274,7 +274,7 @@ class JobQueue:
         self._live.pop(job.key, None)
         if stored:
             self._remember(replace(job, status=status, result=result, intermediate=list(intermediate)))
-        log.info("job %s", status.value, extra={"job_id": job.id})
+        log_outcome(job.id, status, result)
         self._notify("finished", job.containers[0], status.value)
         if self._on_finished:
             self._on_finished(job, status)
@@ -319,6 +319,16 @@ class JobQueue:
                 await asyncio.wait(late)
         if self._waiting:
             log.info("%d queued jobs stay queued and run after the restart", len(self._waiting))
+
+
+def log_outcome(job_id: str, status: JobStatus, result: ContainerResult | None, kind: str = "job") -> None:
+    """Failures at INFO, with why; successes at DEBUG: at thousands of jobs a second a
+    line each is noise (and CPU), and /metrics counts them (jobs_finished)."""
+    if status is JobStatus.FAILED:
+        reason = result.error if result is not None else None
+        log.info("%s failed: %s", kind, reason, extra={"job_id": job_id})
+    else:
+        log.debug("%s %s", kind, status.value, extra={"job_id": job_id})
 
 
 def fits(value: object, budget: int) -> bool:

@@ -17,7 +17,7 @@ from node.jobs.errors import JobError, Rejected
 from node.jobs.guardian import Guardian
 from node.jobs.model import ContainerResult, Job, JobOrigin, JobStatus, new_job_id
 from node.jobs.ports import JobRepository, ServiceGateway
-from node.jobs.queue import JobQueue
+from node.jobs.queue import JobQueue, log_outcome
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +238,7 @@ class JobService:
             await self._repository.finish(job.key, status, result, [])
         finally:
             self._queue.release(job.containers[0], status)
-        log.info("stream job %s", status.value, extra={"job_id": job.id})
+        log_outcome(job.id, status, result, kind="stream job")
 
 
 class StreamJob:

@@ -2,6 +2,8 @@
 
 Each caller waits until its own write is committed, so "stored before
 acknowledged" holds, but a burst of N requests costs one commit, not N.
+SQLite files hand each write straight to their writer thread, which does the
+grouping itself (sqlite.py); other databases group here, in a task.
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from functools import partial
 from typing import Any
 
 from sqlalchemy.dialects import sqlite
@@ -17,7 +18,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import Executable
 
 from node.store.engine import sqlite_file
-from node.store.sqlite import commit
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,9 @@ class WriteBatcher:
     async def write(self, statement: Executable, rows: Sequence[dict[str, Any]]) -> None:
         if self._task is None or self._task.done():
             raise RuntimeError("the store writer is not running")
+        if self._sqlite is not None:
+            await self._sqlite.commit([(self._text(statement), list(rows))])
+            return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.append(((statement, rows), future))
         self._wakeup.set()
@@ -67,12 +70,9 @@ class WriteBatcher:
     async def _commit(self, batch: list[tuple[Write, asyncio.Future[None]]]) -> None:
         try:
             writes = _merge([write for write, _ in batch])
-            if self._sqlite is not None:
-                await self._sqlite.write(partial(commit, writes=[(self._text(st), rows) for st, rows in writes]))
-            else:
-                async with self._engine.begin() as connection:
-                    for statement, rows in writes:
-                        await connection.execute(statement, list(rows))
+            async with self._engine.begin() as connection:
+                for statement, rows in writes:
+                    await connection.execute(statement, list(rows))
         except Exception as error:
             if len(batch) == 1:
                 log.error("a store write failed: %s", error)

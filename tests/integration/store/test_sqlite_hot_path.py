@@ -12,7 +12,7 @@ from node.jobs.model import Job, new_job_id
 from node.store.batcher import WriteBatcher
 from node.store.engine import create_engine, migrate, sqlite_file
 from node.store.repository import SqlJobRepository
-from node.store.sqlite import SqliteFile
+from node.store.sqlite import GroupCommit, SqliteFile, _run_calls, connect
 
 
 def _job(ip: str = "1.1.1.1") -> Job:
@@ -83,3 +83,42 @@ async def test_a_closed_store_refuses_work_instead_of_hanging(tmp_path: Path) ->
     assert await asyncio.wait_for(task, 5) == [(1,)]
     with pytest.raises(RuntimeError, match="closed"):
         await database.read(lambda connection: None)
+
+
+async def test_commits_queued_together_share_a_transaction_and_a_bad_one_fails_alone(tmp_path: Path) -> None:
+    database = SqliteFile(str(tmp_path / "plain.db"))
+    try:
+        await database.write(lambda connection: connection.execute("CREATE TABLE t (x INTEGER PRIMARY KEY)"))
+        insert = "INSERT INTO t VALUES (:x)"
+        # Submitted in one loop turn: the writer takes them as one round.
+        good = [database.commit([(insert, [{"x": n}])]) for n in range(50)]
+        bad = database.commit([(insert, [{"x": 7}])])  # a duplicate of one above
+        results = await asyncio.gather(*good, bad, return_exceptions=True)
+        assert results[:50] == [None] * 50
+        assert isinstance(results[50], sqlite3.IntegrityError)
+        rows = await database.read(lambda connection: connection.execute("SELECT count(*) FROM t").fetchall())
+        assert rows == [(50,)]
+        # A write of several statements lands whole or not at all.
+        with pytest.raises(sqlite3.IntegrityError):
+            await database.commit([(insert, [{"x": 100}]), (insert, [{"x": 1}])])
+        rows = await database.read(lambda connection: connection.execute("SELECT count(*) FROM t WHERE x = 100").fetchall())
+        assert rows == [(0,)]
+    finally:
+        database.close()
+
+
+def test_queued_commits_run_as_one_transaction_with_merged_statements(tmp_path: Path) -> None:
+    connection = connect(str(tmp_path / "plain.db"))
+    connection.execute("CREATE TABLE t (x INTEGER PRIMARY KEY)")
+    statements: list[str] = []
+    connection.set_trace_callback(statements.append)
+    loop = asyncio.new_event_loop()
+    try:
+        calls = [(loop.create_future(), GroupCommit([("INSERT INTO t VALUES (:x)", [{"x": n}])])) for n in range(200)]
+        outcomes = _run_calls(connection, calls)  # type: ignore[arg-type]
+    finally:
+        loop.close()
+    assert [error for _, _, error in outcomes] == [None] * 200
+    assert statements.count("COMMIT") == 1
+    assert connection.execute("SELECT count(*) FROM t").fetchone() == (200,)
+    connection.close()
