@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import select
 import socket
 import ssl
 from collections import deque
@@ -119,6 +120,10 @@ _TARGET_SAFE = "/?=&;:@!$'()*+,%~-._[]"
 _BODYLESS_METHODS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS", "TRACE"})
 _NEVER = float("inf")
 _MAX_CACHED = 1024  # distinct URLs and request heads remembered
+# A connection idle for longer than this is checked before reuse (one poll() call): a
+# server closes idle connections after its keep-alive timeout (uvicorn and hypercorn
+# after 5 s), and its FIN may be waiting in the socket while the loop was busy.
+_CHECK_AFTER_IDLE = 1.0
 
 
 class _Stop(Exception):
@@ -275,6 +280,23 @@ class _Connection(asyncio.Protocol):
 
     def is_usable(self) -> bool:
         return not self.closed and self.transport is not None and not self.transport.is_closing()
+
+    def is_quiet(self) -> bool:
+        """True when the socket has nothing to read: no FIN, no RST, no stray bytes."""
+        assert self.transport is not None
+        sock = self.transport.get_extra_info("socket")
+        if sock is None:
+            return True
+        try:
+            fd = sock.fileno()
+            if hasattr(select, "poll"):
+                poller = select.poll()
+                poller.register(fd, select.POLLIN | select.POLLPRI)
+                return not poller.poll(0)
+            readable, _, failed = select.select([fd], [], [fd], 0)
+            return not readable and not failed
+        except (OSError, ValueError):
+            return False
 
     def close(self) -> None:
         self.closed = True
@@ -574,7 +596,11 @@ class Http1Pool:
         oldest_allowed = now - self._idle_seconds
         while idle:
             connection = idle.pop()  # most recent first: the likeliest to be alive
-            if connection.idle_since >= oldest_allowed and connection.is_usable():
+            if (
+                connection.idle_since >= oldest_allowed
+                and connection.is_usable()
+                and (now - connection.idle_since < _CHECK_AFTER_IDLE or connection.is_quiet())
+            ):
                 return connection
             # Closed by the peer while idle, or too old: skip it (nothing was sent on it).
             connection.close()

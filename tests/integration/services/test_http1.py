@@ -10,6 +10,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -372,6 +373,45 @@ async def test_idle_connection_closed_by_the_server_is_skipped() -> None:
             await pool.close()
 
 
+async def test_a_close_the_loop_has_not_seen_yet_is_caught_before_writing(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The server (a thread, so it runs while the event loop is blocked) closes the idle
+    # connection; the FIN is in the client's socket but the loop has not read it yet.
+    monkeypatch.setattr("node.services.http1._CHECK_AFTER_IDLE", 0.0)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    close_first = threading.Event()
+    connections: list[socket.socket] = []
+
+    def serve() -> None:
+        with listener:
+            for _ in range(2):
+                conn, _ = listener.accept()
+                connections.append(conn)
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                if len(connections) == 1:
+                    close_first.wait(WAIT)
+                    conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    pool = Http1Pool()
+    try:
+        url = f"http://127.0.0.1:{port}/service_output"
+        await pool.request("POST", url, b"{}", JSON, 5)
+        close_first.set()
+        time.sleep(0.2)  # blocks the loop: the connection still looks open to it
+        assert pool.idle_connections() == 1
+        response = await pool.request("POST", url, b"{}", JSON, 5)
+        assert response.body == b"ok"
+        assert len(connections) == 2
+    finally:
+        await pool.close()
+        thread.join(WAIT)
+        for conn in connections:
+            conn.close()
+
+
 async def test_idle_connections_expire() -> None:
     closed = asyncio.Event()
 
@@ -534,7 +574,7 @@ async def test_timeout_closes_the_connection() -> None:
             with pytest.raises(TimeoutError) as caught:
                 await pool.request("POST", server.url, b"{}", JSON, 0.3)
             elapsed = time.monotonic() - started
-            assert 0.29 <= elapsed < 0.8
+            assert 0.29 <= elapsed < 1.5
             assert str(caught.value) == f"the service at 127.0.0.1:{server.port} did not answer within 0.3s"
             assert isinstance(caught.value, asyncio.TimeoutError)
             await asyncio.wait_for(closed.wait(), WAIT)  # the server sees the connection closed
@@ -566,7 +606,7 @@ async def test_timeout_while_connecting() -> None:
             started = time.monotonic()
             with pytest.raises(TimeoutError, match=rf"^could not connect to 127\.0\.0\.1:{port} within 0\.3s$"):
                 await pool.request("POST", f"http://127.0.0.1:{port}/x", b"{}", JSON, 0.3)
-            assert time.monotonic() - started < 0.8
+            assert time.monotonic() - started < 1.5
         finally:
             await pool.close()
     finally:
