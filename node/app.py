@@ -25,6 +25,7 @@ from node.logs import register_secrets
 from node.metrics import NodeMetrics
 from node.services.directory import ContainerDirectory, StaticDirectory
 from node.services.gateway import HttpServiceGateway
+from node.services.http1 import Http1Pool
 from node.store.batcher import WriteBatcher
 from node.store.engine import create_engine, migrate
 from node.store.repository import SqlJobRepository
@@ -85,8 +86,12 @@ async def _jobs(app: web.Application) -> AsyncIterator[None]:
     else:
         directory = StaticDirectory(config)
     metrics = app[METRICS]
+    # Under the 5 s keep-alive of common servers (uvicorn, hypercorn): a connection
+    # is never reused just as the service closes it.
+    calls = Http1Pool(idle_seconds=4.0)
     gateway = HttpServiceGateway(
         session,
+        calls,
         directory,
         config.jobs.stream_timeout,
         config.jobs.resources_timeout,
@@ -111,6 +116,7 @@ async def _jobs(app: web.Application) -> AsyncIterator[None]:
     await queue.stop(config.jobs.shutdown_grace_seconds)
     if manager is not None:
         await manager.close()  # leave, stop or remove the containers: docker.on_shutdown
+    await calls.close()
     await session.close()
 
 

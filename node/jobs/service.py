@@ -119,6 +119,10 @@ class JobService:
             self._queue.release(request.containers[0])
             raise
         self._enter(job, reserved)
+        if reserved:
+            # One turn of the loop lets the job send its request to the service
+            # before this answer is written: the service works meanwhile.
+            await asyncio.sleep(0)
         return job.id
 
     def _enter(self, job: Job, reserved: bool) -> None:
@@ -167,6 +171,8 @@ class JobService:
             raise
         for reserved, job in accepted:
             self._enter(job, reserved)
+        if any(reserved for reserved, _ in accepted):
+            await asyncio.sleep(0)  # as in submit()
         return answers
 
     # -- reading ------------------------------------------------------------

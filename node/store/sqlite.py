@@ -295,6 +295,11 @@ class SqliteFile:
 
 def commit(connection: sqlite3.Connection, writes: list[tuple[str, list[dict[str, Any]]]]) -> None:
     """One transaction for a batch of (SQL, rows) writes: all of them land, or none."""
+    if len(writes) == 1 and len(writes[0][1]) == 1:
+        # One statement is its own transaction (autocommit): two fewer round trips
+        # through the sqlite3 module, each of which gives up and retakes the GIL.
+        connection.execute(writes[0][0], writes[0][1][0])
+        return
     connection.execute("BEGIN IMMEDIATE")
     try:
         for sql, rows in writes:

@@ -68,8 +68,10 @@ async def test_a_failed_accepting_write_gives_the_reserved_worker_back() -> None
         await service.submit_batch(IP, [JobRequest(["echo"], 2), JobRequest(["echo"], 3)])
     assert queue.pending == 0
     repository.fail_writes = None
+    gateway.release.clear()
     job_id = await service.submit(IP, JobRequest(["echo"], 4))
     assert repository.jobs[(IP, job_id)].status is JobStatus.RUNNING  # the worker is free again
+    gateway.release.set()
     await until(lambda: queue.pending == 0)
     assert repository.jobs[(IP, job_id)].status is JobStatus.SUCCESS
     await queue.stop(0)
