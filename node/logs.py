@@ -39,6 +39,8 @@ from node.config import Config, LogConfig
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 REDACTED = "[REDACTED]"
+# Lines waiting for the writer thread, at most (~50 µs each to write: ~2 s of backlog).
+MAX_QUEUED_LINES = 50_000
 
 # -- the job a log line is about ------------------------------------------------
 
@@ -60,14 +62,6 @@ def _tag_job(record: logging.LogRecord) -> None:
         job_id = _job_id.get()
         if job_id is not None:
             record.job_id = job_id
-
-
-class JobIdFilter(logging.Filter):
-    """Tags a record with the current job; for handlers outside the queue (setup_logging does it itself)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        _tag_job(record)
-        return True
 
 
 # -- secrets --------------------------------------------------------------------
@@ -187,14 +181,6 @@ def redact_record(record: logging.LogRecord) -> None:
     for key, value in list(record.__dict__.items()):
         if key not in _STANDARD and not key.startswith("_"):
             record.__dict__[key] = _clean(value)
-
-
-class RedactingFilter(logging.Filter):
-    """`redact_record` as a filter; for handlers outside the queue (the listener redacts itself)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        redact_record(record)
-        return True
 
 
 # -- formats --------------------------------------------------------------------
@@ -331,6 +317,7 @@ class _QueueHandler(logging.handlers.QueueHandler):
     def __init__(self, records: queue.SimpleQueue[Any], listener: _Listener) -> None:
         super().__init__(records)
         self.listener = listener
+        self.dropped = 0  # lines refused because the queue was full, not yet reported
 
     def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
         # No handler lock: the queue is thread-safe and prepare works on its own copy.
@@ -356,6 +343,13 @@ class _QueueHandler(logging.handlers.QueueHandler):
             prepared = self.prepare(record)
             listener = self.listener
             if listener.running:
+                if self.queue.qsize() >= MAX_QUEUED_LINES:
+                    # A flood the writer cannot keep up with: memory stays bounded, the loss is told.
+                    self.dropped += 1
+                    return
+                if self.dropped:
+                    self.enqueue(_dropped_notice(self.dropped))
+                    self.dropped = 0
                 self.enqueue(prepared)
                 if listener.stopped:  # since we looked: its last drain may have missed our line
                     listener.drain()
@@ -371,6 +365,12 @@ class _QueueHandler(logging.handlers.QueueHandler):
         # clears root's handlers) stops its listener and closes the real handlers.
         self.listener.close()
         super().close()
+
+
+def _dropped_notice(count: int) -> logging.LogRecord:
+    return logging.LogRecord(
+        __name__, logging.WARNING, __file__, 0, f"{count} log lines were dropped: logging could not keep up", None, None
+    )
 
 
 _active: _QueueHandler | None = None
@@ -407,7 +407,7 @@ def setup_logging(config: LogConfig) -> None:
         # On root itself: a record below the level is not even made, let alone queued.
         root.setLevel(config.level)
         handlers = [_console_handler()] + ([_file_handler(config)] if config.path else [])
-        records: queue.SimpleQueue[Any] = queue.SimpleQueue()  # unbounded: logging never blocks the caller
+        records: queue.SimpleQueue[Any] = queue.SimpleQueue()  # never blocks the caller; bounded in emit()
         listener = _Listener(records, *handlers, respect_handler_level=True)
         listener.start()
         _active = _QueueHandler(records, listener)

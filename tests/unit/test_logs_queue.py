@@ -233,3 +233,32 @@ def test_lines_queued_at_exit_are_written(tmp_path: Path) -> None:
     # No stop_logging in the script: the atexit hook must write the queue out.
     subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, timeout=60)
     assert [entry["message"] for entry in entries(path)] == [f"line {n}" for n in range(2000)]
+
+
+def test_a_flood_the_writer_cannot_keep_up_with_is_dropped_and_told(
+    logfile: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(logs, "MAX_QUEUED_LINES", 5)
+    gate = threading.Event()
+    real = logs.redact
+
+    def slow(text: str) -> str:  # holds the writer on the first line until the flood is over
+        if "first" in text:
+            gate.wait(5)
+        return real(text)
+
+    monkeypatch.setattr(logs, "redact", slow)
+    log = logging.getLogger("node.test")
+    log.info("first")
+    for number in range(100):
+        log.info("flood %d", number)
+    gate.set()
+    assert flush_logging()  # the writer caught up
+    log.info("after the flood")
+    assert flush_logging()
+    messages = [entry["message"] for entry in entries(logfile)]
+    assert messages[0] == "first" and messages[-1] == "after the flood"
+    floods = [message for message in messages if message.startswith("flood")]
+    assert 0 < len(floods) <= 6
+    [notice] = [message for message in messages if "dropped" in message]
+    assert notice == f"{100 - len(floods)} log lines were dropped: logging could not keep up"
