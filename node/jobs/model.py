@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import enum
-import uuid
+import os
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,8 +95,33 @@ class Job:
         return body
 
 
+class _RandomBytes(threading.local):
+    """os.urandom read 4 KiB at a time: one system call per 256 ids, not one per id
+    (on the VMs this runs on, uuid4() was 7% of accepting a job). Same source, same
+    randomness; per thread, so no two threads ever share bytes."""
+
+    def __init__(self) -> None:
+        self.pool = b""
+        self.offset = 0
+
+    def take16(self) -> bytes:
+        if self.offset + 16 > len(self.pool):
+            self.pool, self.offset = os.urandom(4096), 0
+        start = self.offset
+        self.offset = start + 16
+        return self.pool[start : start + 16]
+
+
+_random = _RandomBytes()
+
+
 def new_job_id() -> str:
-    return str(uuid.uuid4())
+    """A random (version 4) UUID, as text."""
+    raw = bytearray(_random.take16())
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    text = raw.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 @dataclass(frozen=True, slots=True)
