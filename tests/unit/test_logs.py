@@ -12,16 +12,8 @@ from pathlib import Path
 import pytest
 
 from node.config import LogConfig, parse_config
-from node.logs import (
-    REDACTED,
-    ConsoleFormatter,
-    flush_logging,
-    job_context,
-    redact,
-    register_secrets,
-    setup_logging,
-    stop_logging,
-)
+from node.logs import REDACTED, ConsoleFormatter, flush_logging, job_context, register_secrets
+from tests.support.log_setup import node_logging
 
 KEY = "0x" + "4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"
 TX_HASH = "0x" + "ab" * 32  # not a secret: the same shape, and must stay readable
@@ -29,19 +21,9 @@ TX_HASH = "0x" + "ab" * 32  # not a secret: the same shape, and must stay readab
 
 @pytest.fixture
 def logfile(tmp_path: Path) -> Iterator[Path]:
-    root = logging.getLogger()
-    saved = (list(root.handlers), root.level)
     path = tmp_path / "logs" / "node.log"
-    setup_logging(LogConfig(path=str(path), max_file_size=4000, backup_count=2, level="DEBUG"))
-    yield path
-    stop_logging()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-        handler.close()
-    for handler in saved[0]:
-        root.addHandler(handler)
-    root.setLevel(saved[1])
-    redact.clear()
+    with node_logging(LogConfig(path=str(path), max_file_size=4000, backup_count=2, level="DEBUG")):
+        yield path
 
 
 def lines(path: Path) -> list[dict[str, object]]:

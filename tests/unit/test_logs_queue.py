@@ -20,6 +20,7 @@ import pytest
 import node.logs as logs
 from node.config import LogConfig
 from node.logs import REDACTED, flush_logging, job_context, redact, setup_logging, stop_logging
+from tests.support.log_setup import node_logging
 
 SECRET = "hunter2-very-secret-token"
 WRITER = "node-log-writer"
@@ -39,19 +40,9 @@ def console(monkeypatch: pytest.MonkeyPatch) -> io.StringIO:
 
 @pytest.fixture
 def logfile(tmp_path: Path, console: io.StringIO) -> Iterator[Path]:
-    root = logging.getLogger()
-    saved = (list(root.handlers), root.level)
     path = tmp_path / "logs" / "node.log"
-    setup_logging(LogConfig(path=str(path), level="INFO"))
-    yield path
-    stop_logging()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-        handler.close()
-    for handler in saved[0]:
-        root.addHandler(handler)
-    root.setLevel(saved[1])
-    redact.clear()
+    with node_logging(LogConfig(path=str(path), level="INFO")):
+        yield path
 
 
 def entries(path: Path) -> list[dict[str, Any]]:
