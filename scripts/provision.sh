@@ -40,6 +40,7 @@ install_missing_packages() {
     local missing=()
     command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
     command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+    command -v openssl >/dev/null 2>&1 || missing+=(openssl)  # the TLS test's self-signed certificate
     if ((${#missing[@]} == 0)); then
         return 0
     fi

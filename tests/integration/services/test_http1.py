@@ -30,6 +30,7 @@ from node.services.http1 import (
     Response,
     _parse_target,
 )
+from tests.support.requirements import unavailable
 
 BEARER = "svc-bearer-5be1c0de"
 JSON = {"Content-Type": "application/json"}
@@ -817,7 +818,7 @@ async def test_ipv6_loopback(pool: Http1Pool) -> None:
 @pytest.fixture(scope="module")
 def self_signed_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
+        unavailable("openssl is not installed (scripts/provision.sh installs it)")
     folder = tmp_path_factory.mktemp("tls")
     cert, key = folder / "cert.pem", folder / "key.pem"
     subprocess.run(
