@@ -106,30 +106,38 @@ class JobService:
     async def submit(self, client_ip: str, request: JobRequest) -> str:
         self._guardian.check_offchain(request.containers, request.requires_proof, client_ip)
         self._queue.admit(request.containers[0])
-        # A free worker: the accepting write also says "running" (see queue.py).
-        reserved = self._queue.reserve()
-        job = self._new_job(
-            client_ip, request, JobOrigin.OFFCHAIN, JobStatus.RUNNING if reserved else JobStatus.QUEUED
-        )
-        try:
-            await self._repository.add(job)
-        except BaseException:
-            if reserved:
-                self._queue.unreserve()
-            self._queue.release(request.containers[0])
-            raise
-        self._enter(job, reserved)
-        if reserved:
-            # One turn of the loop lets the job send its request to the service
-            # before this answer is written: the service works meanwhile.
-            await asyncio.sleep(0)
-        return job.id
+        entry = self._admitted_job(client_ip, request)
+        await self._store_and_start([entry])
+        return entry[1].id
 
-    def _enter(self, job: Job, reserved: bool) -> None:
-        if reserved:
-            self._queue.start_reserved(job)
-        else:
-            self._queue.put(job)
+    def _admitted_job(self, client_ip: str, request: JobRequest) -> tuple[bool, Job]:
+        """A new job for an admitted request, running at once if a worker is free (see queue.py)."""
+        reserved = self._queue.reserve()
+        status = JobStatus.RUNNING if reserved else JobStatus.QUEUED
+        return reserved, self._new_job(client_ip, request, JobOrigin.OFFCHAIN, status)
+
+    async def _store_and_start(self, entries: Sequence[tuple[bool, Job]]) -> None:
+        """Store admitted jobs in one write, then run or queue them; on failure give back their places."""
+        try:
+            if len(entries) == 1:
+                await self._repository.add(entries[0][1])
+            elif entries:
+                await self._repository.add_many([job for _, job in entries])
+        except BaseException:
+            for reserved, job in entries:
+                if reserved:
+                    self._queue.unreserve()
+                self._queue.release(job.containers[0])
+            raise
+        for reserved, job in entries:
+            if reserved:
+                self._queue.start_reserved(job)
+            else:
+                self._queue.put(job)
+        if any(reserved for reserved, _ in entries):
+            # One turn of the loop lets started jobs send their requests to the service
+            # before the answer is written: the service works meanwhile.
+            await asyncio.sleep(0)
 
     async def submit_delegated(self, request: DelegatedRequest) -> None:
         if self._delegated is None:
@@ -153,26 +161,10 @@ class JobService:
             except JobError as error:
                 answers.append(error.to_wire())
                 continue
-            reserved = self._queue.reserve()
-            job = self._new_job(
-                client_ip, item, JobOrigin.OFFCHAIN, JobStatus.RUNNING if reserved else JobStatus.QUEUED
-            )
-            accepted.append((reserved, job))
-            answers.append({"id": job.id})
-        jobs = [job for _, job in accepted]
-        try:
-            if jobs:
-                await self._repository.add_many(jobs)
-        except BaseException:
-            for reserved, job in accepted:
-                if reserved:
-                    self._queue.unreserve()
-                self._queue.release(job.containers[0])
-            raise
-        for reserved, job in accepted:
-            self._enter(job, reserved)
-        if any(reserved for reserved, _ in accepted):
-            await asyncio.sleep(0)  # as in submit()
+            entry = self._admitted_job(client_ip, item)
+            accepted.append(entry)
+            answers.append({"id": entry[1].id})
+        await self._store_and_start(accepted)
         return answers
 
     # -- reading ------------------------------------------------------------
