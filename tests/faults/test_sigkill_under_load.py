@@ -59,7 +59,7 @@ class Submitter(threading.Thread):
                         [{"containers": ["slow"], "data": data} for data in items], timeout=3,
                     )
                     if status == 200:
-                        for data, answer in zip(items, body):
+                        for data, answer in zip(items, body, strict=True):
                             if "id" in answer:
                                 self.acked[answer["id"]] = data
                 else:

@@ -43,8 +43,14 @@ def test_sigkill_with_queued_and_running_jobs_loses_nothing(tmp_path: Path) -> N
         node = NodeProcess(config, tmp_path).start()
         try:
             # Two workers: two jobs get caught inside the (slow) container call, the rest wait.
-            ids = [call(f"{node.url}/api/jobs", "POST", {"containers": ["slow"], "data": {"sleep": 30, "n": n}})["id"] for n in range(2)]
-            ids += [call(f"{node.url}/api/jobs", "POST", {"containers": ["slow"], "data": {"sleep": 0, "n": n}})["id"] for n in range(2, 8)]
+            ids = [
+                call(f"{node.url}/api/jobs", "POST", {"containers": ["slow"], "data": {"sleep": 30, "n": n}})["id"]
+                for n in range(2)
+            ]
+            ids += [
+                call(f"{node.url}/api/jobs", "POST", {"containers": ["slow"], "data": {"sleep": 0, "n": n}})["id"]
+                for n in range(2, 8)
+            ]
             time.sleep(0.5)
             node.kill()
 
@@ -66,7 +72,9 @@ def test_sigkill_with_queued_and_running_jobs_loses_nothing(tmp_path: Path) -> N
 
 def test_graceful_stop_lets_running_jobs_finish(tmp_path: Path) -> None:
     with service_process("slow") as slow_url:
-        config = node_config(tmp_path, [{"id": "slow", "url": slow_url}], jobs={"workers": 1, "shutdown_grace_seconds": 10})
+        config = node_config(
+            tmp_path, [{"id": "slow", "url": slow_url}], jobs={"workers": 1, "shutdown_grace_seconds": 10}
+        )
         node = NodeProcess(config, tmp_path).start()
         running = call(f"{node.url}/api/jobs", "POST", {"containers": ["slow"], "data": {"sleep": 1}})["id"]
         waiting = call(f"{node.url}/api/jobs", "POST", {"containers": ["slow"], "data": {"sleep": 0}})["id"]
