@@ -16,5 +16,7 @@ if [[ -f tools/chain/package-lock.json ]]; then
 fi
 # Docker daemon and the service images (real containers in the e2e tests).
 scripts/provision.sh
+# A PostgreSQL server on 127.0.0.1 (the store tests run on SQLite and on it).
+scripts/postgres.sh start >/dev/null
 
 exec .venv/bin/pytest "$@"

@@ -1,4 +1,4 @@
-"""The SQL repository on a real SQLite file."""
+"""The SQL repository on a real SQLite file and a real PostgreSQL server (conftest.store_url)."""
 
 import asyncio
 import sqlite3
@@ -15,8 +15,8 @@ from node.store.repository import SqlJobRepository
 
 
 @pytest.fixture
-async def repository(tmp_path: Path) -> AsyncIterator[SqlJobRepository]:
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'store' / 'node.db'}")
+async def repository(store_url: str) -> AsyncIterator[SqlJobRepository]:
+    engine = create_engine(store_url)
     await migrate(engine)
     await migrate(engine)  # idempotent
     batcher = WriteBatcher(engine)
@@ -117,6 +117,7 @@ async def test_record_upserts(repository: SqlJobRepository) -> None:
     assert loaded.status is JobStatus.SUCCESS
 
 
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
 async def test_store_uses_wal(tmp_path: Path, repository: SqlJobRepository) -> None:
     mode = sqlite3.connect(tmp_path / "store" / "node.db").execute("PRAGMA journal_mode").fetchone()[0]
     assert mode == "wal"

@@ -23,7 +23,7 @@ import pytest
 
 from node.jobs.queue import SHUTDOWN_REASON
 from node.jobs.service import RESTART_REASON
-from tests.faults.httpcalls import call, wait_final
+from tests.integration.faults.httpcalls import call, wait_final
 from tests.support.processes import NodeProcess, node_config, service_process
 
 pytestmark = pytest.mark.slow

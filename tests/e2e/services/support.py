@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tests.containers.helpers import IMAGES
+from tests.e2e.containers.helpers import IMAGES
 from tests.support.processes import NodeProcess, node_config
 
 HERE = Path(__file__).resolve().parent

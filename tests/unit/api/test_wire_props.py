@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from node.api import wire
 from node.jobs.errors import InvalidRequest
 from node.jobs.service import DelegatedRequest, JobRequest
-from tests.property.strategies import EXAMPLES, json_values, objects_with
+from tests.support.strategies import EXAMPLES, json_values, objects_with
 
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None)
 

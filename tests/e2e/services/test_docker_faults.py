@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.containers.helpers import free_port
-from tests.e2e.docker.support import (
+from tests.e2e.containers.helpers import free_port
+from tests.e2e.services.support import (
     docker,
     docker_inspect,
     info,

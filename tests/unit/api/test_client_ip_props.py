@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from node.api.client_ip import in_networks, normalise, parse_networks, resolve
 from node.jobs.errors import InvalidRequest
-from tests.property.strategies import EXAMPLES
+from tests.support.strategies import EXAMPLES
 
 ipv4 = st.ip_addresses(v=4).map(str)
 ipv6 = st.ip_addresses(v=6).map(str)

@@ -24,7 +24,7 @@ import aiohttp
 
 from tests.support.requirements import unavailable
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 CONTAINERS_DIR = REPO_ROOT / "containers"
 PROVISION_SCRIPT = REPO_ROOT / "scripts" / "provision.sh"
 IMAGES = {name: f"infernet-local/{name}:latest" for name in ("hello-world", "streaming", "iris-classifier")}

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.containers.helpers import get_json, job, local_service, post_json, post_raw, read_stream
+from tests.e2e.containers.helpers import get_json, job, local_service, post_json, post_raw, read_stream
 
 # A delay between chunks, so separate chunks arrive as separate reads even on a busy machine.
 STREAM_DELAY_MS = "40"

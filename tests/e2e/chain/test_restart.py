@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.chain.helpers import deliveries, node_tx_count, wait_until
+from tests.e2e.chain.helpers import deliveries, node_tx_count, wait_until
 from tests.support.chain import latest_timestamp, rpc, sign_delegate_subscription
 
 pytestmark = [pytest.mark.chain, pytest.mark.asyncio(loop_scope="session")]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.docker.support import NODE_START_S, docker_inspect, managed_config, run_job, service
+from tests.e2e.services.support import NODE_START_S, docker_inspect, managed_config, run_job, service
 from tests.support.processes import NodeProcess
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]

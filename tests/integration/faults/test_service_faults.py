@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.httpcalls import call, wait_final
+from tests.integration.faults.httpcalls import call, wait_final
 from tests.support.processes import (
     PYTHON,
     ROOT,

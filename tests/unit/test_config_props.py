@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from node.config import Config, ConfigError, load_config, parse_config
-from tests.property.strategies import EXAMPLES, json_values, objects_with, scalars
+from tests.support.strategies import EXAMPLES, json_values, objects_with, scalars
 
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -21,7 +21,7 @@ from aiohttp.test_utils import TestClient
 
 from node.app import build_app
 from node.config import parse_config
-from tests.faults.httpcalls import wait_final
+from tests.integration.faults.httpcalls import wait_final
 from tests.support.processes import NodeProcess, node_config, service_process
 
 JOBS = int(os.environ.get("OVERLOAD_JOBS", "2000"))

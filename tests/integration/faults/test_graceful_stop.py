@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from node.jobs.queue import SHUTDOWN_REASON
-from tests.faults.httpcalls import call, wait_final
+from tests.integration.faults.httpcalls import call, wait_final
 from tests.support.processes import (
     PYTHON,
     ROOT,

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.containers.helpers import require_docker_images
-from tests.e2e.docker.support import new_prefix, remove_containers
+from tests.e2e.containers.helpers import require_docker_images
+from tests.e2e.services.support import new_prefix, remove_containers
 
 
 @pytest.fixture(scope="session")

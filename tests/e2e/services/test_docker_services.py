@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.docker.support import (
+from tests.e2e.services.support import (
     docker_inspect,
     info,
     managed_node,

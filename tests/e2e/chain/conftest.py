@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from tests.chain.helpers import ChainNode, node_chain_config
+from tests.e2e.chain.helpers import ChainNode, node_chain_config
 from tests.support.chain import (  # noqa: F401  (pytest finds fixtures by name)
     Anvil,
     InfernetDeployment,

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.containers.helpers import (
+from tests.e2e.containers.helpers import (
     IMAGES,
     get_json,
     job,

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.chain.helpers import decode_string, deliveries, node_tx_count, wait_until
+from tests.e2e.chain.helpers import decode_string, deliveries, node_tx_count, wait_until
 from tests.support.chain import (
     ZERO_ADDRESS,
     containers_hash,
