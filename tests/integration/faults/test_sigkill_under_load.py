@@ -25,7 +25,6 @@ import pytest
 from node.jobs.queue import SHUTDOWN_REASON
 from node.jobs.service import RESTART_REASON
 from tests.integration.faults.httpcalls import call, wait_final
-from tests.support.postgres import node_store_url, postgres_server  # noqa: F401  (fixtures)
 from tests.support.processes import NodeProcess, node_config, service_process
 
 pytestmark = pytest.mark.slow
@@ -61,7 +60,7 @@ class Submitter(threading.Thread):
                         [{"containers": ["slow"], "data": data} for data in items], timeout=3,
                     )
                     if status == 200:
-                        for data, answer in zip(items, body):
+                        for data, answer in zip(items, body, strict=True):
                             if "id" in answer:
                                 self.acked[answer["id"]] = data
                 else:
@@ -92,7 +91,10 @@ def test_random_sigkills_under_load_lose_nothing_and_run_nothing_twice(tmp_path:
     sqlite = node_store_url.startswith("sqlite")
     with service_process("slow", env={"CALLS_FILE": str(calls_file)}) as slow_url:
         config = node_config(
-            tmp_path, [{"id": "slow", "url": slow_url}], jobs={"workers": 4, "queue_size": 200}, store={"url": node_store_url}
+            tmp_path,
+            [{"id": "slow", "url": slow_url}],
+            jobs={"workers": 4, "queue_size": 200},
+            store={"url": node_store_url},
         )
         node = NodeProcess(config, tmp_path)
         try:

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from tests.support.postgres import node_store_url, postgres_server  # noqa: F401  (fixtures)
 from tests.support.processes import NodeProcess, node_config, service_process
 
 pytestmark = pytest.mark.slow
@@ -40,12 +39,20 @@ def wait_all_final(node: NodeProcess, ids: list[str], deadline_s: float = 30) ->
 
 def test_sigkill_with_queued_and_running_jobs_loses_nothing(tmp_path: Path, node_store_url: str) -> None:
     with service_process("slow") as slow_url:
-        config = node_config(tmp_path, [{"id": "slow", "url": slow_url}], jobs={"workers": 2}, store={"url": node_store_url})
+        config = node_config(
+            tmp_path, [{"id": "slow", "url": slow_url}], jobs={"workers": 2}, store={"url": node_store_url}
+        )
         node = NodeProcess(config, tmp_path).start()
         try:
             # Two workers: two jobs get caught inside the (slow) container call, the rest wait.
-            ids = [call(f"{node.url}/api/jobs", "POST", {"containers": ["slow"], "data": {"sleep": 30, "n": n}})["id"] for n in range(2)]
-            ids += [call(f"{node.url}/api/jobs", "POST", {"containers": ["slow"], "data": {"sleep": 0, "n": n}})["id"] for n in range(2, 8)]
+            ids = [
+                call(f"{node.url}/api/jobs", "POST", {"containers": ["slow"], "data": {"sleep": 30, "n": n}})["id"]
+                for n in range(2)
+            ]
+            ids += [
+                call(f"{node.url}/api/jobs", "POST", {"containers": ["slow"], "data": {"sleep": 0, "n": n}})["id"]
+                for n in range(2, 8)
+            ]
             time.sleep(0.5)
             node.kill()
 
@@ -69,7 +76,10 @@ def test_sigkill_with_queued_and_running_jobs_loses_nothing(tmp_path: Path, node
 def test_graceful_stop_lets_running_jobs_finish(tmp_path: Path, node_store_url: str) -> None:
     with service_process("slow") as slow_url:
         config = node_config(
-            tmp_path, [{"id": "slow", "url": slow_url}], jobs={"workers": 1, "shutdown_grace_seconds": 10}, store={"url": node_store_url}
+            tmp_path,
+            [{"id": "slow", "url": slow_url}],
+            jobs={"workers": 1, "shutdown_grace_seconds": 10},
+            store={"url": node_store_url},
         )
         node = NodeProcess(config, tmp_path).start()
         running = call(f"{node.url}/api/jobs", "POST", {"containers": ["slow"], "data": {"sleep": 1}})["id"]
