@@ -70,7 +70,7 @@ def test_secrets_never_show_in_repr() -> None:
 def test_secrets_may_come_from_the_environment() -> None:
     raw = json.loads(json.dumps(REFERENCE_CONFIG))
     del raw["chain"]["wallet"]["private_key"]
-    with pytest.raises(ConfigError, match="wallet.private_key"):
+    with pytest.raises(ConfigError, match=r"wallet\.private_key"):
         parse_config(raw, environ={})
     config = parse_config(raw, environ={"INFERNET_WALLET_PRIVATE_KEY": "0xabc", "INFERNET_DOCKER_PASSWORD": "pw"})
     assert config.chain.wallet.private_key is not None
@@ -86,11 +86,23 @@ def test_secrets_may_come_from_the_environment() -> None:
         ({"server": {"prot": 1}}, "server.prot: unknown field"),
         ({"containers": [{"id": "a"}]}, "containers[0] (a): set `url` or `port`"),
         ({"containers": [{"id": "a", "port": 1}, {"id": "a", "port": 2}]}, "'a' is used twice"),
-        ({"containers": [{"id": "a", "port": 1, "allowed_ips": ["nope"]}]}, "containers[0].allowed_ips: 'nope' is not an IP"),
-        ({"containers": [{"id": "a", "port": 1, "volumes": ["/x", 2]}]}, "containers[0].volumes[1]: Input should be a valid string"),
-        ({"containers": [{"id": "a", "port": 1, "accepted_payments": {"0x1": "x"}}]}, "containers[0].accepted_payments.0x1: Input"),
+        (
+            {"containers": [{"id": "a", "port": 1, "allowed_ips": ["nope"]}]},
+            "containers[0].allowed_ips: 'nope' is not an IP",
+        ),
+        (
+            {"containers": [{"id": "a", "port": 1, "volumes": ["/x", 2]}]},
+            "containers[0].volumes[1]: Input should be a valid string",
+        ),
+        (
+            {"containers": [{"id": "a", "port": 1, "accepted_payments": {"0x1": "x"}}]},
+            "containers[0].accepted_payments.0x1: Input",
+        ),
         ({"store": {"url": "sqlite:///x.db"}}, "store.url: must start with sqlite+aiosqlite://"),
-        ({"chain": {"enabled": True}}, "chain: chain is enabled but rpc_url, registry_address, wallet.private_key is not set"),
+        (
+            {"chain": {"enabled": True}},
+            "chain: chain is enabled but rpc_url, registry_address, wallet.private_key is not set",
+        ),
         ({"jobs": {"workers": 0}}, "jobs.workers: Input should be greater than or equal to 1"),
     ],
 )
@@ -139,7 +151,8 @@ def _json_error(tmp_path: Path, text: str) -> list[str]:
 def test_missing_comma_points_at_the_end_of_the_previous_value(tmp_path: Path) -> None:
     # JSON itself reports the next line (3, column 3): the comma belongs on line 2.
     lines = _json_error(tmp_path, '{\n  "log": {"path": "x"}\n  "server": {}\n}\n')
-    assert lines[0] == f"{tmp_path / 'config.json'}: invalid JSON at line 2 column 23: a ',' is missing after this value"
+    where = f"{tmp_path / 'config.json'}: invalid JSON at line 2 column 23"
+    assert lines[0] == f"{where}: a ',' is missing after this value"
     assert lines[1] == '    2 |   "log": {"path": "x"}'
     assert lines[2] == "      |                       ^"
     # The caret stands right after the value that needs the comma.
