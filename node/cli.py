@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import logging
 import signal
@@ -99,10 +100,9 @@ class StopSignals:
         self._progress = progress  # how far the drain is, given the seconds since the signal
         self._since: float | None = None
         for number in (signal.SIGINT, signal.SIGTERM):
-            try:
+            # Not on Windows: there KeyboardInterrupt still stops it.
+            with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(number, self._received, number)
-            except NotImplementedError:  # pragma: no cover - Windows: KeyboardInterrupt still stops it
-                pass
 
     def _received(self, number: int) -> None:
         name = signal.Signals(number).name + (" (Ctrl-C)" if number == signal.SIGINT else "")
