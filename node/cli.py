@@ -114,7 +114,7 @@ class StopSignals:
 
             raise GracefulExit()  # what aiohttp's own handler raises: run_app shuts the app down
         log.info(
-            "%s received again: already stopping (%s); SIGKILL stops at once, and nothing acknowledged is lost",
+            "%s received again: already stopping: %s. SIGKILL stops at once, and nothing acknowledged is lost",
             name,
             self._progress(time.monotonic() - self._since),
         )
