@@ -19,7 +19,7 @@ fi
 if [[ -f "$STAMP" ]] && cmp -s "$STAMP" "$ROOT/pyproject.toml"; then
     exit 0
 fi
-echo "setup-venv: installing the node and its test dependencies (a minute or two the first time)"
+echo "setup-venv: installing the node and its test dependencies (a few minutes the first time)"
 "$VENV/bin/python" -m pip install --quiet -e "$ROOT[test]" 2>&1 | grep -v "is ignored" || true
 "$VENV/bin/python" -c "import node.app" # fail loudly if the install did not work
 cp "$ROOT/pyproject.toml" "$STAMP"
