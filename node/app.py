@@ -166,17 +166,22 @@ def shutdown_progress(app: web.Application, elapsed: float) -> str:
     if running:
         left = max(0.0, config.jobs.shutdown_grace_seconds - elapsed)
         text = (
-            f"waiting up to {left:.1f}s (jobs.shutdown_grace_seconds) for {running} running jobs "
+            f"waiting up to {left:.1f}s (jobs.shutdown_grace_seconds) for {_count(running, 'running job')} "
             "(streams included); any still running then are recorded as failed"
         )
     else:
         text = "no running jobs to wait for"
     if queue.depth:
-        text += f"; {queue.depth} queued jobs stay queued for the next start"
+        stay = "stays" if queue.depth == 1 else "stay"
+        text += f"; {_count(queue.depth, 'queued job')} {stay} queued for the next start"
     if config.manage_containers and config.containers:
         done = {"leave": "left running", "stop": "stopped", "remove": "removed"}[config.docker.on_shutdown]
         text += f"; then the containers are {done} (docker.on_shutdown: {config.docker.on_shutdown})"
     return text
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
 
 
 def container_summary(app: web.Application) -> str:
@@ -187,7 +192,7 @@ def container_summary(app: web.Application) -> str:
         return "no containers configured"
     up = [entry["id"] for entry in directory.running_info()]
     if not config.manage_containers:
-        return f"{len(up)} containers ({', '.join(up)}), not managed: reached at their url or port"
+        return f"{_count(len(up), 'container')} ({', '.join(up)}), not managed: reached at their url or port"
     text = f"{len(up)} of {len(config.containers)} containers up"
     if up:
         text += f" ({', '.join(up)})"

@@ -85,11 +85,11 @@ def test_a_stop_signal_is_logged_with_what_is_drained_and_the_end(tmp_path: Path
     name = "SIGINT (Ctrl-C)" if signum == signal.SIGINT else "SIGTERM"
     assert f"{name} received: stopping" in log
     assert (
-        "no new connections; waiting up to 3.0s (jobs.shutdown_grace_seconds) for 1 running jobs (streams included); "
-        "any still running then are recorded as failed; 1 queued jobs stay queued for the next start"
+        "no new connections; waiting up to 3.0s (jobs.shutdown_grace_seconds) for 1 running job (streams included); "
+        "any still running then are recorded as failed; 1 queued job stays queued for the next start"
     ) in log
     again = _line(log, f"{name} received again: already stopping: waiting up to ")
-    assert "for 1 running jobs" in again and "SIGKILL stops at once" in again
+    assert "for 1 running job " in again and "SIGKILL stops at once" in again
     end = _line(log, "infernet-node stopped: shutdown took ")
     took = float(end.rsplit("took ", 1)[1].rstrip("s"))
     assert grace - 0.5 < took < grace + 10, end  # it waited out the grace for the 60 s job, no longer
