@@ -17,9 +17,10 @@ from node.api.errors import json_errors
 from node.api.metrics import METRICS, http_metrics
 from node.api.ratelimit import TokenBuckets, rate_limiter
 from node.api.routes import setup_routes
-from node.config import Config
+from node.config import Config, ContainerConfig
 from node.jobs.desk import JobDesk
 from node.jobs.guardian import Guardian
+from node.jobs.policy import ContainerPolicy
 from node.jobs.queue import JobQueue
 from node.logs import register_secrets
 from node.metrics import NodeMetrics
@@ -35,6 +36,11 @@ log = logging.getLogger(__name__)
 REPOSITORY = web.AppKey("repository", SqlJobRepository)
 QUEUE = web.AppKey("job_queue", JobQueue)
 ENGINE = web.AppKey("engine", AsyncEngine)
+
+
+def container_policy(container: ContainerConfig) -> ContainerPolicy:
+    """The guardian's view of a configured container (the domain reads no config model)."""
+    return ContainerPolicy(container.id, container.external, container.generates_proofs, container.allowed_ips)
 
 
 def build_app(config: Config) -> web.Application:
@@ -106,7 +112,8 @@ async def _jobs(app: web.Application) -> AsyncIterator[None]:
         observer=metrics,
     )
     metrics.watch_queue(queue.snapshot)
-    desk = JobDesk(app[REPOSITORY], gateway, Guardian(config.containers), queue)
+    guardian = Guardian([container_policy(container) for container in config.containers])
+    desk = JobDesk(app[REPOSITORY], gateway, guardian, queue)
     app[DIRECTORY] = directory
     app[JOB_DESK] = desk
     app[QUEUE] = queue

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from node.api import wire
 from node.api.appkeys import CONFIG, JOB_DESK
-from node.api.client_ip import client_ip, in_networks, parse_networks
+from node.api.client_ip import client_ip, in_networks
 from node.api.render import json_response
 from node.jobs.desk import DelegatedRequest
 from node.jobs.errors import Forbidden, InvalidRequest, JobError, Rejected
@@ -72,8 +72,7 @@ async def get_jobs(request: web.Request) -> web.Response:
 
 async def record_status(request: web.Request) -> web.Response:
     ip = client_ip(request)
-    allowed = parse_networks(request.app[CONFIG].server.status_allowed_networks)
-    if not in_networks(ip, allowed):
+    if not in_networks(ip, request.app[CONFIG].server.status_allowed_networks):
         raise Forbidden("Unauthorized")
     body = wire.parse_status(await _json_body(request))
     if body.status not in ("success", "failed", "running"):

@@ -2,15 +2,15 @@ import asyncio
 
 import pytest
 
-from node.config import ContainerConfig
 from node.jobs.desk import DelegatedRequest, JobDesk, JobRequest
 from node.jobs.errors import Overloaded, Rejected
 from node.jobs.guardian import Guardian
 from node.jobs.model import JobStatus
+from node.jobs.policy import ContainerPolicy
 from node.jobs.queue import JobQueue
 from tests.unit.fakes import MemoryRepository, ScriptedGateway
 
-CONTAINERS = [ContainerConfig(id="echo", port=1), ContainerConfig(id="other", port=1)]
+CONTAINERS = [ContainerPolicy("echo"), ContainerPolicy("other")]
 
 
 def make(queue_size: int = 100, per_container: int | None = None, workers: int = 2, gateway=None):  # type: ignore[no-untyped-def]

@@ -7,10 +7,10 @@ import asyncio
 
 import pytest
 
-from node.config import ContainerConfig
 from node.jobs.desk import JobDesk, JobRequest
 from node.jobs.guardian import Guardian
 from node.jobs.model import JobStatus
+from node.jobs.policy import ContainerPolicy
 from node.jobs.queue import RECENT_JOBS, RECENT_RESULT_BYTES, JobQueue, fits
 from tests.unit.fakes import MemoryRepository, ScriptedGateway
 
@@ -20,7 +20,7 @@ IP = "10.0.0.1"
 def make(workers: int = 2, gateway: ScriptedGateway | None = None):  # type: ignore[no-untyped-def]
     repository, gateway = MemoryRepository(), gateway or ScriptedGateway()
     queue = JobQueue(repository, gateway, workers, 10_000)
-    guardian = Guardian([ContainerConfig(id="echo", port=1)])
+    guardian = Guardian([ContainerPolicy("echo")])
     return JobDesk(repository, gateway, guardian, queue), queue, repository, gateway
 
 

@@ -6,11 +6,11 @@ import asyncio
 
 import pytest
 
-from node.config import ContainerConfig
 from node.jobs.desk import JobDesk, JobRequest
 from node.jobs.errors import Overloaded
 from node.jobs.guardian import Guardian
 from node.jobs.model import JobStatus
+from node.jobs.policy import ContainerPolicy
 from node.jobs.queue import SHUTDOWN_REASON, JobQueue
 from tests.unit.fakes import MemoryRepository, ScriptedGateway
 
@@ -32,7 +32,7 @@ class Recorder:
 def make(workers: int, queue_size: int = 10, per_container: int | None = None):  # type: ignore[no-untyped-def]
     repository, gateway, observer = MemoryRepository(), ScriptedGateway(), Recorder()
     queue = JobQueue(repository, gateway, workers, queue_size, per_container, observer=observer)
-    guardian = Guardian([ContainerConfig(id="a", port=1), ContainerConfig(id="b", port=1)])
+    guardian = Guardian([ContainerPolicy("a"), ContainerPolicy("b")])
     return JobDesk(repository, gateway, guardian, queue), queue, repository, gateway, observer
 
 
@@ -98,7 +98,7 @@ async def test_a_broken_observer_never_breaks_a_job() -> None:
 
     repository, gateway = MemoryRepository(), ScriptedGateway()
     queue = JobQueue(repository, gateway, 1, 10, observer=Broken())
-    desk = JobDesk(repository, gateway, Guardian([ContainerConfig(id="a", port=1)]), queue)
+    desk = JobDesk(repository, gateway, Guardian([ContainerPolicy("a")]), queue)
     job_id = await desk.submit("ip", JobRequest(["a"], {"x": 1}))
     queue.start()
     for _ in range(100):
