@@ -159,6 +159,54 @@ async def _stop_taking_jobs(app: web.Application) -> None:
     queue = app.get(QUEUE)
     if queue is not None:
         queue.close(app[CONFIG].jobs.shutdown_grace_seconds)
+        log.info("no new connections; %s", shutdown_progress(app, 0.0))
+
+
+def shutdown_progress(app: web.Application, elapsed: float) -> str:
+    """What a stopping node still waits for, `elapsed` seconds after the signal."""
+    queue = app.get(QUEUE)
+    if queue is None:
+        return "still starting up: no jobs to drain"
+    config = app[CONFIG]
+    # Admitted and not waiting for a worker: running, streaming, or being stored.
+    running = queue.pending - queue.depth
+    if running:
+        left = max(0.0, config.jobs.shutdown_grace_seconds - elapsed)
+        text = (
+            f"waiting up to {left:.1f}s (jobs.shutdown_grace_seconds) for {_count(running, 'running job')} "
+            "(streams included); any still running then are recorded as failed"
+        )
+    else:
+        text = "no running jobs to wait for"
+    if queue.depth:
+        stay = "stays" if queue.depth == 1 else "stay"
+        text += f"; {_count(queue.depth, 'queued job')} {stay} queued for the next start"
+    if config.manage_containers and config.containers:
+        done = {"leave": "left running", "stop": "stopped", "remove": "removed"}[config.docker.on_shutdown]
+        text += f"; then the containers are {done} (docker.on_shutdown: {config.docker.on_shutdown})"
+    return text
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
+
+
+def container_summary(app: web.Application) -> str:
+    """For the "listening" line: which services are up, and why the others are not."""
+    config = app[CONFIG]
+    directory = app.get(DIRECTORY)
+    if not config.containers or directory is None:
+        return "no containers configured"
+    up = [entry["id"] for entry in directory.running_info()]
+    if not config.manage_containers:
+        return f"{_count(len(up), 'container')} ({', '.join(up)}), not managed: reached at their url or port"
+    text = f"{len(up)} of {len(config.containers)} containers up"
+    if up:
+        text += f" ({', '.join(up)})"
+    down = directory.unavailable_info()
+    if down:
+        text += "; unavailable: " + ", ".join(f"{item['id']} ({item['reason'] or item['state']})" for item in down)
+    return text
 
 
 async def _pruner(app: web.Application) -> AsyncIterator[None]:
