@@ -8,7 +8,6 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-import migrations
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.util.exc import CommandError
@@ -17,6 +16,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+import migrations
 from node.store.sqlite import SqliteFile
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 # The hot-path threads of each file-backed SQLite engine (sqlite.py), closed with the engine.
-_SQLITE_FILES: "weakref.WeakKeyDictionary[Engine, SqliteFile]" = weakref.WeakKeyDictionary()
+_SQLITE_FILES: weakref.WeakKeyDictionary[Engine, SqliteFile] = weakref.WeakKeyDictionary()
 
 
 def create_engine(url: str) -> AsyncEngine:
