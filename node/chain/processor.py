@@ -26,9 +26,10 @@ from node.chain.records import (
     DeliveryStatus,
     onchain_key,
 )
-from node.chain.reverts import Outcome, Revert, as_revert
+from node.chain.reverts import Outcome, Revert
 from node.chain.serialize import serialize_output
-from node.chain.subscription import ZERO_ADDRESS, Subscription
+from node.chain.signers import read_signer
+from node.chain.subscription import Subscription
 from node.chain.wallet import SendFailed, SimulationFailed, Wallet
 from node.jobs.model import JobStatus, Location
 from node.jobs.ports import ServiceGateway
@@ -340,12 +341,9 @@ class Processor:
         record = entry.delegated
         assert record is not None
         if not entry.verified:
-            try:
-                expected = await self._contracts.signer_of(entry.sub.owner)
-            except Exception as error:
-                if as_revert(error) is None:
-                    raise  # the chain is unreachable: try again later
-                expected = ZERO_ADDRESS  # the owner has no getSigner(): nobody may sign for it
+            # Subscriptions accepted before the node checked signers on the REST request.
+            # An unreachable chain raises: tried again later.
+            expected = await read_signer(self._contracts.signer_of, entry.sub.owner)
             if expected.lower() != record.signer.lower():
                 reason = (
                     f"signer mismatch: the signature was made by {record.signer}, "

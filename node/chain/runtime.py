@@ -23,6 +23,7 @@ from node.chain.guardian import ChainGuardian
 from node.chain.listener import Listener
 from node.chain.processor import ChainObserver, Processor
 from node.chain.registry import Addresses, RegistryError, load_addresses
+from node.chain.signers import SignerCache, read_signer
 from node.chain.subscription import Subscription
 from node.chain.wallet import Wallet
 from node.config import ChainConfig, ContainerConfig
@@ -175,9 +176,8 @@ class ChainRuntime:
                 log.error("chain: recovery failed (%s: %s); retrying", type(error).__name__, error)
                 await asyncio.sleep(2.0)
         assert self.guardian is not None
-        self._handler = DelegatedHandler(
-            self.guardian, clock, self.repository, processor, chain_id, addresses.coordinator
-        )
+        signers = SignerCache(lambda owner: read_signer(contracts.signer_of, owner))
+        self._handler = DelegatedHandler(self.guardian, clock, contracts, signers, self.repository, processor, chain_id)
         listener = Listener(
             self.w3,
             contracts,
