@@ -137,9 +137,8 @@ async def _chain(app: web.Application) -> AsyncIterator[None]:
     runtime = ChainRuntime(
         config.chain,
         config.containers,
-        app[SERVICE].gateway,
+        app[SERVICE],  # chain deliveries run as jobs of the same queue
         app[ENGINE],
-        concurrency=config.jobs.workers,
         metrics=app[METRICS].chain,
     )
     app[CHAIN_STATUS] = runtime.status

@@ -68,7 +68,7 @@ async def chain_node(
     slow_service: str,
     tmp_path: Path,
 ) -> AsyncIterator[NodeFactory]:
-    """Builds node processes for this test: `chain_node(key_index=1, containers=..., **config)`.
+    """Builds node processes for this test: `chain_node(key_index=1, containers=..., jobs=..., **chain)`.
 
     Nodes are killed at the end of the test, before the chain snapshot is reverted (a graceful
     stop is tested on its own)."""
@@ -79,6 +79,7 @@ async def chain_node(
         key_index: int = 1,
         name: str = "node",
         containers: list[dict[str, Any]] | None = None,
+        jobs: dict[str, Any] | None = None,
         **chain: Any,
     ) -> ChainNode:
         workdir = tmp_path / name
@@ -93,6 +94,7 @@ async def chain_node(
             containers=containers,
             **chain,
         )
+        config["jobs"] = {**config["jobs"], **(jobs or {})}
         node = ChainNode(config, workdir)
         nodes.append(node)
         return node
