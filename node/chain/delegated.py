@@ -26,8 +26,8 @@ from node.chain.processor import Processor
 from node.chain.records import DelegatedRecord, DelegatedStatus
 from node.chain.signers import SignerCache
 from node.chain.subscription import Subscription
+from node.jobs.desk import DelegatedRequest
 from node.jobs.errors import InvalidRequest, Unavailable
-from node.jobs.service import DelegatedRequest
 from node.store.chain_repository import SqlChainRepository
 
 log = logging.getLogger(__name__)

@@ -26,14 +26,13 @@ from node.chain.records import (
     DeliveryStatus,
     onchain_key,
 )
-from node.chain.reverts import Outcome, Revert
+from node.chain.reverts import Revert, RevertAction
 from node.chain.serialize import serialize_output
 from node.chain.signers import read_signer
 from node.chain.subscription import Subscription
 from node.chain.wallet import SendFailed, SimulationFailed, Wallet
 from node.jobs.errors import Overloaded
-from node.jobs.model import JobStatus, Location
-from node.jobs.model import Outcome as JobOutcome  # reverts.Outcome is a revert's meaning
+from node.jobs.model import JobStatus, Location, RunResult
 from node.store.chain_repository import SqlChainRepository
 
 log = logging.getLogger(__name__)
@@ -52,13 +51,13 @@ class ChainObserver(Protocol):
 
 
 class ChainJobs(Protocol):
-    """Runs a delivery's containers as a job of the node's queue (node.jobs.service.JobService)."""
+    """Runs a delivery's containers as a job of the node's queue (node.jobs.desk.JobDesk)."""
 
     def has_room(self, container: str) -> bool: ...
 
     async def run_for_chain(
         self, containers: Sequence[str], data: Any, requires_proof: bool, source: Location, destination: Location
-    ) -> JobOutcome:
+    ) -> RunResult:
         """Raises Overloaded when the queue is full."""
         ...
 
@@ -538,9 +537,9 @@ class Processor:
             await self._untrack(entry, f"interval {interval} could not be delivered", logging.WARNING)
 
     async def _on_revert(self, entry: Tracked, interval: int, revert: Revert) -> None:
-        outcome = revert.outcome
-        if outcome is not Outcome.FAILED:  # failures are logged with their attempt count
-            level = logging.INFO if revert.quiet or outcome is Outcome.RETRY else logging.WARNING
+        action = revert.action
+        if action is not RevertAction.FAILED:  # failures are logged with their attempt count
+            level = logging.INFO if revert.quiet or action is RevertAction.RETRY else logging.WARNING
             log.log(
                 level,
                 "%s, interval %d: the coordinator would revert: %s",
@@ -549,13 +548,13 @@ class Processor:
                 revert.describe(),
                 extra=entry.log_extra(interval),
             )
-        if outcome is Outcome.DONE:
+        if action is RevertAction.DONE:
             entry.done.add(interval)
             await self._repository.finish_delivery(entry.key, interval, DeliveryStatus.ABANDONED, revert.describe())
-        elif outcome is Outcome.FINISHED:
+        elif action is RevertAction.FINISHED:
             await self._repository.finish_delivery(entry.key, interval, DeliveryStatus.ABANDONED, revert.describe())
             await self._untrack(entry, revert.describe())
-        elif outcome is Outcome.DROP:
+        elif action is RevertAction.DROP:
             await self._repository.finish_delivery(entry.key, interval, DeliveryStatus.ABANDONED, revert.describe())
             await self._untrack(entry, revert.describe(), logging.WARNING)
         else:

@@ -27,8 +27,8 @@ from node.chain.signers import SignerCache, read_signer
 from node.chain.subscription import Subscription
 from node.chain.wallet import Wallet
 from node.config import ChainConfig, ContainerConfig
+from node.jobs.desk import DelegatedRequest
 from node.jobs.errors import Unavailable
-from node.jobs.service import DelegatedRequest
 from node.store.chain_repository import SqlChainRepository
 
 log = logging.getLogger(__name__)

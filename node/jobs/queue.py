@@ -27,11 +27,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
+from node.jobs.context import job_context
 from node.jobs.errors import Overloaded
-from node.jobs.model import ContainerResult, Job, JobStatus, Location, Outcome
+from node.jobs.model import ContainerResult, Job, JobStatus, Location, RunResult
 from node.jobs.ports import JobRepository, ServiceGateway
 from node.jobs.runner import run_chain
-from node.logs import job_context
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class _Caller:
 
     source: Location
     destination: Location
-    outcome: asyncio.Future[Outcome]
+    outcome: asyncio.Future[RunResult]
 
 
 class JobQueue:
@@ -207,7 +207,7 @@ class JobQueue:
             self._per_container[job.containers[0]] += 1
             self.put(job)
 
-    async def run_unstored(self, job: Job, source: Location, destination: Location) -> Outcome:
+    async def run_unstored(self, job: Job, source: Location, destination: Location) -> RunResult:
         """Run a job whose record lives in another store (a chain delivery); return how it ended.
 
         It takes a place in the bounds (Overloaded when they are full: the caller tries again
@@ -332,7 +332,7 @@ class JobQueue:
             except Exception as error:  # a bug must not stop the queue, nor leave the caller waiting
                 log.exception("job failed inside the node", extra={"job_id": job.id})
                 failure = ContainerResult(job.containers[0], error=f"internal error: {type(error).__name__}")
-                outcome = Outcome(JobStatus.FAILED, failure, [])
+                outcome = RunResult(JobStatus.FAILED, failure, [])
         self._notify("finished", job.containers[0], outcome.status.value)
         if not caller.outcome.done():
             caller.outcome.set_result(outcome)

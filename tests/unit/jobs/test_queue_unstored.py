@@ -6,23 +6,23 @@ import asyncio
 
 import pytest
 
-from node.config import ContainerConfig
+from node.jobs.desk import JobDesk, JobRequest
 from node.jobs.errors import Overloaded
 from node.jobs.guardian import Guardian
 from node.jobs.model import JobStatus, Location
+from node.jobs.policy import ContainerPolicy
 from node.jobs.queue import JobQueue
-from node.jobs.service import JobRequest, JobService
 from tests.unit.fakes import MemoryRepository, ScriptedGateway
 
 
 def make(workers: int, queue_size: int = 10, per_container: int | None = None):  # type: ignore[no-untyped-def]
     repository, gateway = MemoryRepository(), ScriptedGateway()
     queue = JobQueue(repository, gateway, workers, queue_size, per_container)
-    guardian = Guardian([ContainerConfig(id="a", port=1), ContainerConfig(id="b", port=1)])
-    return JobService(repository, gateway, guardian, queue), queue, repository, gateway
+    guardian = Guardian([ContainerPolicy("a"), ContainerPolicy("b")])
+    return JobDesk(repository, gateway, guardian, queue), queue, repository, gateway
 
 
-def chain_job(service: JobService, container: str = "a", data: object = "0xab") -> asyncio.Future:  # type: ignore[type-arg]
+def chain_job(service: JobDesk, container: str = "a", data: object = "0xab") -> asyncio.Future:  # type: ignore[type-arg]
     return asyncio.ensure_future(
         service.run_for_chain([container], data, False, Location.ONCHAIN, Location.ONCHAIN)
     )
