@@ -28,7 +28,7 @@ from node.services.directory import ContainerDirectory, StaticDirectory
 from node.services.gateway import HttpServiceGateway
 from node.services.http1 import Http1Pool
 from node.store.batcher import WriteBatcher
-from node.store.engine import create_engine, migrate
+from node.store.engine import StoreUnusable, open_store
 from node.store.repository import SqlJobRepository
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,10 @@ log = logging.getLogger(__name__)
 REPOSITORY = web.AppKey("repository", SqlJobRepository)
 QUEUE = web.AppKey("job_queue", JobQueue)
 ENGINE = web.AppKey("engine", AsyncEngine)
+
+
+class StartupError(Exception):
+    """The node cannot start; the message says why in one line (the CLI prints it, no traceback)."""
 
 
 def container_policy(container: ContainerConfig) -> ContainerPolicy:
@@ -67,8 +71,10 @@ def build_app(config: Config) -> web.Application:
 
 async def _store(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    engine = create_engine(config.store.url)
-    await migrate(engine)
+    try:
+        engine = await open_store(config.store.url)
+    except StoreUnusable as error:
+        raise StartupError(str(error)) from None
     app[ENGINE] = engine
     batcher = WriteBatcher(engine)
     batcher.start()
@@ -138,9 +144,8 @@ async def _chain(app: web.Application) -> AsyncIterator[None]:
     runtime = ChainRuntime(
         config.chain,
         config.containers,
-        app[JOB_DESK].gateway,
+        app[JOB_DESK],  # chain deliveries run as jobs of the same queue
         app[ENGINE],
-        concurrency=config.jobs.workers,
         metrics=app[METRICS].chain,
     )
     app[CHAIN_STATUS] = runtime.status
