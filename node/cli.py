@@ -33,7 +33,7 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     from aiohttp import web
 
-    from node.app import build_app, container_summary, shutdown_progress
+    from node.app import StartupError, build_app, container_summary, shutdown_progress
     from node.logs import setup_logging, stop_logging
 
     setup_logging(config.log)
@@ -80,6 +80,9 @@ def _run(args: argparse.Namespace) -> int:
             handle_signals=False,  # StopSignals: the same GracefulExit, and a log line saying why
             loop=loop,
         )
+    except StartupError as error:
+        print(f"infernet-node: cannot start: {error}", file=sys.stderr)
+        return 1
     except OSError as error:
         log.error("cannot listen on %s:%d: %s", config.server.host, config.server.port, error.strerror)
         return 1
