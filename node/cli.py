@@ -7,6 +7,7 @@ import asyncio
 import gc
 import logging
 import sys
+from collections.abc import Callable
 
 from node import __version__
 from node.config import Config, ConfigError, default_config_path, load_config
@@ -27,8 +28,7 @@ def _run(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return 2
-    from aiohttp import web
-
+    from node.api.server import serve
     from node.app import build_app
     from node.logs import setup_logging, stop_logging
 
@@ -39,20 +39,12 @@ def _run(args: argparse.Namespace) -> int:
     app = build_app(config)
     _tune_gc()
     try:
-        web.run_app(
-            app,
-            host=config.server.host,
-            port=config.server.port,
-            print=None,
-            access_log=None,
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             # In-flight requests (streams are running jobs too) get the same grace as
             # queued jobs, counted from the signal for both (app.py, on_shutdown).
             # Halved: aiohttp waits for a busy handler twice this long before it
             # cancels it (once for it to finish, once more after cancelling its body).
-            shutdown_timeout=max(0.5, config.jobs.shutdown_grace_seconds / 2),
-            handle_signals=True,
-            loop=_new_loop(),
-        )
+            runner.run(serve(app, config.server, shutdown_timeout=max(0.5, config.jobs.shutdown_grace_seconds / 2)))
     except OSError as error:
         log.error("cannot listen on %s:%d: %s", config.server.host, config.server.port, error.strerror)
         return 1
@@ -73,13 +65,13 @@ def _tune_gc() -> None:
     gc.set_threshold(20_000, 10, 10)
 
 
-def _new_loop() -> "asyncio.AbstractEventLoop":
+def _loop_factory() -> "Callable[[], asyncio.AbstractEventLoop]":
     """uvloop where it is installed (a dependency on Linux and macOS): less CPU per request."""
     try:
         import uvloop
     except ImportError:
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
+        return asyncio.new_event_loop
+    return uvloop.new_event_loop
 
 
 def _check(args: argparse.Namespace) -> int:
