@@ -65,7 +65,7 @@ def _tune_gc() -> None:
     gc.set_threshold(20_000, 10, 10)
 
 
-def _loop_factory() -> "Callable[[], asyncio.AbstractEventLoop]":
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
     """uvloop where it is installed (a dependency on Linux and macOS): less CPU per request."""
     try:
         import uvloop

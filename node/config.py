@@ -133,7 +133,7 @@ class ChainConfig(_Model):
     snapshot_sync: SnapshotSyncConfig = SnapshotSyncConfig()
 
     @model_validator(mode="after")
-    def _required_when_enabled(self) -> "ChainConfig":
+    def _required_when_enabled(self) -> ChainConfig:
         if self.enabled:
             missing = [
                 name
@@ -231,7 +231,7 @@ class Config(_Model):
     ignored_keys: tuple[str, ...] = Field(default=(), exclude=True)
 
     @model_validator(mode="after")
-    def _containers_reachable(self) -> "Config":
+    def _containers_reachable(self) -> Config:
         seen: set[str] = set()
         for index, container in enumerate(self.containers):
             if container.id in seen:

@@ -70,7 +70,7 @@ def test_secrets_never_show_in_repr() -> None:
 def test_secrets_may_come_from_the_environment() -> None:
     raw = json.loads(json.dumps(REFERENCE_CONFIG))
     del raw["chain"]["wallet"]["private_key"]
-    with pytest.raises(ConfigError, match="wallet.private_key"):
+    with pytest.raises(ConfigError, match=r"wallet\.private_key"):
         parse_config(raw, environ={})
     config = parse_config(raw, environ={"INFERNET_WALLET_PRIVATE_KEY": "0xabc", "INFERNET_DOCKER_PASSWORD": "pw"})
     assert config.chain.wallet.private_key is not None
@@ -86,9 +86,15 @@ def test_secrets_may_come_from_the_environment() -> None:
         ({"server": {"prot": 1}}, "server.prot: unknown field"),
         ({"containers": [{"id": "a"}]}, "containers[0] (a): set `url` or `port`"),
         ({"containers": [{"id": "a", "port": 1}, {"id": "a", "port": 2}]}, "'a' is used twice"),
-        ({"containers": [{"id": "a", "port": 1, "allowed_ips": ["nope"]}]}, "containers.0.allowed_ips: 'nope' is not an IP"),
+        (
+            {"containers": [{"id": "a", "port": 1, "allowed_ips": ["nope"]}]},
+            "containers.0.allowed_ips: 'nope' is not an IP",
+        ),
         ({"store": {"url": "sqlite:///x.db"}}, "store.url: must start with sqlite+aiosqlite://"),
-        ({"chain": {"enabled": True}}, "chain: chain is enabled but rpc_url, registry_address, wallet.private_key is not set"),
+        (
+            {"chain": {"enabled": True}},
+            "chain: chain is enabled but rpc_url, registry_address, wallet.private_key is not set",
+        ),
         ({"jobs": {"workers": 0}}, "jobs.workers: Input should be greater than or equal to 1"),
     ],
 )
