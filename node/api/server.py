@@ -58,7 +58,7 @@ class ConnectionLimits:
     exempt_networks: tuple[str, ...] = ()
 
     @classmethod
-    def from_config(cls, server: ServerConfig) -> "ConnectionLimits":
+    def from_config(cls, server: ServerConfig) -> ConnectionLimits:
         return cls(
             read_timeout=server.read_timeout,
             max_connections=server.max_connections,
@@ -70,10 +70,10 @@ class ConnectionLimits:
 class Connection(RequestHandler):
     """aiohttp's protocol for one connection, with what the bounds and the sweep need."""
 
-    __slots__ = ("peer_ip", "counted", "_watched", "_watched_bytes", "_watched_since")
+    __slots__ = ("_watched", "_watched_bytes", "_watched_since", "counted", "peer_ip")
 
-    def __init__(self, manager: "GuardedServer", **kwargs: Any) -> None:
-        super().__init__(manager, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, manager: GuardedServer, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
         self.peer_ip = ""
         self.counted = False  # in the server's counts (refused connections are not)
         # The body being watched by the sweep: request, bytes received, since when.
@@ -140,7 +140,7 @@ class GuardedServer(web.Server):
         self._per_ip: dict[str, dict[Connection, None]] = {}
         self._exempt = parse_networks(limits.exempt_networks)
         self._shed = self._refused = self._timed_out = 0
-        self._reported = time.monotonic()
+        self._reported = float("-inf")  # when the last report was logged
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="connection-sweep")
 
     def __call__(self) -> Connection:
@@ -163,10 +163,13 @@ class GuardedServer(web.Server):
         same_ip = self._per_ip.get(ip)
         if same_ip is None:
             same_ip = self._per_ip[ip] = {}
-        if len(same_ip) >= limits.max_connections_per_ip and not self._is_exempt(ip):
-            if not self._make_room(same_ip):
-                self._refuse(handler)
-                return
+        if (
+            len(same_ip) >= limits.max_connections_per_ip
+            and not self._is_exempt(ip)
+            and not self._make_room(same_ip)
+        ):
+            self._refuse(handler)
+            return
         handler.counted = True
         self._open[handler] = None
         same_ip[handler] = None
@@ -232,18 +235,17 @@ class GuardedServer(web.Server):
                 self._report(now)
 
     def _report(self, now: float) -> None:
+        if not (self._shed or self._refused or self._timed_out):
+            return
+        log.warning(
+            "connections: %d open; %d idle closed to stay within server.max_connections(_per_ip), "
+            "%d refused (all busy), %d closed for a request body stalled past server.read_timeout",
+            len(self._open),
+            self._shed,
+            self._refused,
+            self._timed_out,
+        )
         self._reported = now
-        if self._shed or self._refused or self._timed_out:
-            log.warning(
-                "connections: %d open; in the last %gs %d idle closed to stay within "
-                "server.max_connections(_per_ip), %d refused (all busy), %d closed for a "
-                "request body stalled past server.read_timeout",
-                len(self._open),
-                REPORT_EVERY_SECONDS,
-                self._shed,
-                self._refused,
-                self._timed_out,
-            )
         self._shed = self._refused = self._timed_out = 0
 
     async def shutdown(self, timeout: float | None = None) -> None:
