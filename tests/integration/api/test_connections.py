@@ -9,7 +9,10 @@ refuses to parse gets a JSON answer, and none of it logs an ERROR.
 from __future__ import annotations
 
 import json
+import resource
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -204,3 +207,43 @@ def test_clients_that_leave_or_send_broken_bodies_log_no_error(node: NodeProcess
     errors = [line for line in log_lines if line["level"] in ("ERROR", "CRITICAL") or "exception" in line]
     assert errors == []
     assert "Traceback" not in node.log_text()
+
+
+def test_when_every_connection_is_busy_a_new_one_is_closed_at_once(patient_node: NodeProcess) -> None:
+    node = patient_node
+    busy: list[socket.socket] = []
+    try:
+        for _ in range(MAX_PER_IP):  # each in the middle of a body: a request in progress
+            sock = _connect(node)
+            sock.sendall(b"POST /api/jobs HTTP/1.1\r\nHost: node\r\nContent-Length: 100\r\n\r\n{")
+            busy.append(sock)
+        time.sleep(0.5)
+        with _connect(node) as refused:
+            assert _seconds_until_closed(refused) < CLOSE_WITHIN / 2
+        assert all(_is_open(sock) for sock in busy)
+        # Another address is not affected by this one's bound.
+        with _connect(node, "127.0.0.2") as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: node\r\n\r\n")
+            assert _read_response(sock)[0] == 200
+    finally:
+        for sock in busy:
+            sock.close()
+    assert "Traceback" not in node.log_text()
+
+
+OPEN_FILE_LIMIT = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (300, int(sys.argv[1])))
+from node.api.server import fit_open_file_limit
+print(fit_open_file_limit(4096), resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+"""
+
+
+@pytest.mark.parametrize(("hard", "expected"), [(300, "44 300"), (5000, "4096 4352")])
+def test_the_open_file_limit_is_raised_to_fit_the_bound_or_the_bound_shrinks(hard: int, expected: str) -> None:
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[1] < hard:
+        pytest.skip("this machine's hard open-file limit is lower than the case needs")
+    completed = subprocess.run(
+        [sys.executable, "-c", OPEN_FILE_LIMIT, str(hard)], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert completed.stdout.split() == expected.split()
