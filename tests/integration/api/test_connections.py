@@ -175,6 +175,7 @@ def test_what_the_parser_refuses_gets_a_json_answer(node: NodeProcess) -> None:
         (f"GET /api/jobs?{ids} HTTP/1.1\r\nHost: node\r\n\r\n".encode(), 200, None),
         (b"GET /api/jobs?" + b"id=x&" * 20_000 + b" HTTP/1.1\r\nHost: node\r\n\r\n", 414, "Request URL too long"),
         (b"GET /health HTTP/1.1\r\nHost: node\r\nX-Big: " + b"y" * 9000 + b"\r\n\r\n", 431, "Request header too long"),
+        (b"GET /health HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % n for n in range(200)) + b"\r\n", 431, "Too many"),
         (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n", 400, "Bad HTTP request"),
     ]
     for request, expected, error in cases:
