@@ -46,6 +46,7 @@ SHED_SCAN = 64
 # Bounds on the sweep's period (a tenth of the read timeout in between).
 SWEEP_MIN_SECONDS = 0.05
 SWEEP_MAX_SECONDS = 2.0
+LISTEN_BACKLOG = 4096
 # At most one WARNING per this many seconds about connections closed to keep the bounds.
 REPORT_EVERY_SECONDS = 10.0
 
@@ -321,7 +322,10 @@ async def serve(app: web.Application, server: ServerConfig, shutdown_timeout: fl
         loop.add_signal_handler(signum, stop.set)
     await runner.setup()
     try:
-        await web.TCPSite(runner, server.host, server.port).start()
+        # A deep accept queue: with aiohttp's 128, a burst of connections fills it and a
+        # well-behaved client's SYN is dropped and retried a second later (the kernel caps
+        # it at net.core.somaxconn).
+        await web.TCPSite(runner, server.host, server.port, backlog=LISTEN_BACKLOG).start()
         await stop.wait()
     finally:
         await runner.cleanup()
