@@ -24,6 +24,7 @@ import logging
 import resource
 import signal
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,7 @@ from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
 from node.api.client_ip import in_networks, normalise, parse_networks
+from node.api.metrics import METRICS
 from node.api.render import json_response
 from node.config import ServerConfig
 
@@ -47,6 +49,8 @@ SHED_SCAN = 64
 SWEEP_MIN_SECONDS = 0.05
 SWEEP_MAX_SECONDS = 2.0
 LISTEN_BACKLOG = 4096
+# Why the server closed a connection itself (the /metrics label values).
+CLOSE_REASONS = ("idle_shed", "refused", "body_stalled")
 # At most one WARNING per this many seconds about connections closed to keep the bounds.
 REPORT_EVERY_SECONDS = 10.0
 
@@ -140,7 +144,10 @@ class GuardedServer(web.Server):
         self._open: dict[Connection, None] = {}  # connect order: the first is the oldest
         self._per_ip: dict[str, dict[Connection, None]] = {}
         self._exempt = parse_networks(limits.exempt_networks)
-        self._shed = self._refused = self._timed_out = 0
+        # Connections closed to keep the bounds, since the start (for /metrics) and as of
+        # the last WARNING about them.
+        self.closed = {reason: 0 for reason in CLOSE_REASONS}
+        self._closed_reported = dict(self.closed)
         self._reported = float("-inf")  # when the last report was logged
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="connection-sweep")
 
@@ -193,7 +200,7 @@ class GuardedServer(web.Server):
                 # make room at once.
                 self._forget(connection)
                 connection.force_close()
-                self._shed += 1
+                self.closed["idle_shed"] += 1
                 return True
         return False
 
@@ -209,7 +216,7 @@ class GuardedServer(web.Server):
                 del self._per_ip[connection.peer_ip]
 
     def _refuse(self, handler: Connection) -> None:
-        self._refused += 1
+        self.closed["refused"] += 1
         # Not now: aiohttp is still inside connection_made and would start a request
         # loop on a handler that connection_lost has already torn down.
         self._loop.call_soon(handler.force_close)
@@ -223,7 +230,7 @@ class GuardedServer(web.Server):
         for connection in stalled:
             log.debug("closing the connection from %s: request body stalled for %gs", connection.peer_ip, timeout)
             connection.force_close()
-        self._timed_out += len(stalled)
+        self.closed["body_stalled"] += len(stalled)
         return len(stalled)
 
     async def _sweep_forever(self) -> None:
@@ -236,18 +243,23 @@ class GuardedServer(web.Server):
                 self._report(now)
 
     def _report(self, now: float) -> None:
-        if not (self._shed or self._refused or self._timed_out):
+        new = {reason: count - self._closed_reported[reason] for reason, count in self.closed.items()}
+        if not any(new.values()):
             return
         log.warning(
             "connections: %d open; %d idle closed to stay within server.max_connections(_per_ip), "
             "%d refused (all busy), %d closed for a request body stalled past server.read_timeout",
             len(self._open),
-            self._shed,
-            self._refused,
-            self._timed_out,
+            new["idle_shed"],
+            new["refused"],
+            new["body_stalled"],
         )
         self._reported = now
-        self._shed = self._refused = self._timed_out = 0
+        self._closed_reported = dict(self.closed)
+
+    def snapshot(self) -> tuple[int, Mapping[str, int]]:
+        """Open connections, and those closed to keep the bounds by reason (for /metrics)."""
+        return len(self._open), self.closed
 
     async def shutdown(self, timeout: float | None = None) -> None:
         self._sweeper.cancel()
@@ -321,6 +333,8 @@ async def serve(app: web.Application, server: ServerConfig, shutdown_timeout: fl
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     await runner.setup()
+    if isinstance(runner.server, GuardedServer):
+        app[METRICS].watch_connections(runner.server.snapshot)
     try:
         # A deep accept queue: with aiohttp's 128, a burst of connections fills it and a
         # well-behaved client's SYN is dropped and retried a second later (the kernel caps

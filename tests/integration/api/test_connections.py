@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -92,6 +93,14 @@ def _seconds_until_closed(sock: socket.socket) -> float:
     return time.monotonic() - start
 
 
+def _samples(text: str) -> dict[str, float]:
+    return {
+        name: float(value)
+        for name, _, value in (line.rpartition(" ") for line in text.splitlines())
+        if name and not name.startswith("#")
+    }
+
+
 def _is_open(sock: socket.socket) -> bool:
     sock.setblocking(False)
     try:
@@ -164,6 +173,10 @@ def test_a_flood_of_idle_connections_stays_bounded_and_health_answers(patient_no
         assert still_open.count("127.0.0.1") <= MAX_PER_IP
         # The newest connections are the ones kept: the oldest idle ones made room.
         assert _is_open(flood[-1][1])
+        with urllib.request.urlopen(f"{node.url}/metrics", timeout=CLOSE_WITHIN) as response:
+            metrics = _samples(response.read().decode())
+        assert metrics['infernet_http_connections_closed_total{reason="idle_shed"}'] >= len(flood) - MAX_CONNECTIONS
+        assert 0 < metrics["infernet_http_connections_open"] <= MAX_CONNECTIONS
     finally:
         for _, sock in flood:
             sock.close()
