@@ -154,10 +154,6 @@ class GuardedServer(web.Server):
     def __call__(self) -> Connection:
         return Connection(self, loop=self._loop, **self._kwargs)
 
-    @property
-    def open_connections(self) -> int:
-        return len(self._open)
-
     def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
         super().connection_made(handler, transport)
         assert isinstance(handler, Connection)
@@ -165,22 +161,18 @@ class GuardedServer(web.Server):
         ip = normalise(peer[0]) if isinstance(peer, tuple) and peer else ""
         handler.peer_ip = ip
         limits = self.limits
-        if len(self._open) >= limits.max_connections and not self._make_room(self._open):
-            self._refuse(handler)
-            return
-        same_ip = self._per_ip.get(ip)
-        if same_ip is None:
-            same_ip = self._per_ip[ip] = {}
+        # The address's own bound first: room made there is room in the total too.
+        same_ip = self._per_ip.get(ip, {})
         if (
             len(same_ip) >= limits.max_connections_per_ip
             and not self._is_exempt(ip)
             and not self._make_room(same_ip)
-        ):
+        ) or (len(self._open) >= limits.max_connections and not self._make_room(self._open)):
             self._refuse(handler)
             return
         handler.counted = True
         self._open[handler] = None
-        same_ip[handler] = None
+        self._per_ip.setdefault(ip, {})[handler] = None
 
     def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
         super().connection_lost(handler, exc)

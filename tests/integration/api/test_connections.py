@@ -8,6 +8,7 @@ refuses to parse gets a JSON answer, and none of it logs an ERROR.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import resource
 import socket
@@ -15,12 +16,16 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
-from tests.support.processes import NodeProcess, node_config, running_node
+from node.api.metrics import METRICS
+from node.api.server import ConnectionLimits, GuardedAppRunner, GuardedServer
+from node.metrics import NodeMetrics
+from tests.support.processes import NodeProcess, free_port, node_config, running_node
 
 READ_TIMEOUT = 1.0
 MAX_CONNECTIONS = 100
@@ -261,3 +266,51 @@ def test_the_open_file_limit_is_raised_to_fit_the_bound_or_the_bound_shrinks(har
         [sys.executable, "-c", OPEN_FILE_LIMIT, str(hard)], capture_output=True, text=True, timeout=60, check=True
     )
     assert completed.stdout.split() == expected.split()
+
+
+async def _open_from(port: int, source: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+
+
+async def _settle(condition: Callable[[], bool]) -> None:
+    for _ in range(200):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the server's counts did not settle")
+
+
+async def test_the_counts_follow_connections_in_and_out() -> None:
+    # The server in-process, to read its counts: 1 per address, 3 in all.
+    app = web.Application()
+    async def health(request: web.Request) -> web.Response:
+        return web.json_response({"status": "healthy"})
+
+    app.router.add_get("/health", health)
+    app[METRICS] = NodeMetrics(process_metrics=False)
+    limits = ConnectionLimits(read_timeout=60, max_connections=3, max_connections_per_ip=1)
+    runner = GuardedAppRunner(app, limits=limits, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    server = runner.server
+    assert isinstance(server, GuardedServer)
+    try:
+        first = await _open_from(port, "127.0.0.1")
+        second = await _open_from(port, "127.0.0.1")  # the first, idle, makes room
+        assert await asyncio.wait_for(first[0].read(), 5) == b""
+        third = await _open_from(port, "127.0.0.1")  # and again: the bound holds after a shed
+        assert await asyncio.wait_for(second[0].read(), 5) == b""
+        await _settle(lambda: server.snapshot()[0] == 1)
+        others = [await _open_from(port, f"127.0.0.{n}") for n in (2, 3, 4)]  # the total: third makes room
+        assert await asyncio.wait_for(third[0].read(), 5) == b""
+        await _settle(lambda: server.snapshot()[0] == 3)
+        assert server.snapshot()[1] == {"idle_shed": 3, "refused": 0, "body_stalled": 0}
+        reader, writer = others[-1]
+        writer.write(b"GET /health HTTP/1.1\r\nHost: node\r\n\r\n")
+        assert (await reader.readline()).startswith(b"HTTP/1.1 200")
+        for _, writer in others:
+            writer.close()
+        await _settle(lambda: server.snapshot()[0] == 0)
+    finally:
+        await runner.cleanup()
