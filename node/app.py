@@ -11,16 +11,17 @@ import aiohttp
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from node.api.appkeys import CHAIN_STATUS, CONFIG, DIRECTORY, JOB_DESK, MAX_BODY
 from node.api.client_ip import CLIENT_IP_TRUSTED
 from node.api.errors import json_errors
-from node.api.keys import CHAIN_STATUS, CONFIG, DIRECTORY, MAX_BODY, SERVICE
 from node.api.metrics import METRICS, http_metrics
 from node.api.ratelimit import TokenBuckets, rate_limiter
 from node.api.routes import setup_routes
-from node.config import Config
+from node.config import Config, ContainerConfig
+from node.jobs.desk import JobDesk
 from node.jobs.guardian import Guardian
+from node.jobs.policy import ContainerPolicy
 from node.jobs.queue import JobQueue
-from node.jobs.service import JobService
 from node.logs import register_secrets
 from node.metrics import NodeMetrics
 from node.services.directory import ContainerDirectory, StaticDirectory
@@ -35,6 +36,11 @@ log = logging.getLogger(__name__)
 REPOSITORY = web.AppKey("repository", SqlJobRepository)
 QUEUE = web.AppKey("job_queue", JobQueue)
 ENGINE = web.AppKey("engine", AsyncEngine)
+
+
+def container_policy(container: ContainerConfig) -> ContainerPolicy:
+    """The guardian's view of a configured container (the domain reads no config model)."""
+    return ContainerPolicy(container.id, container.external, container.generates_proofs, container.allowed_ips)
 
 
 def build_app(config: Config) -> web.Application:
@@ -106,11 +112,12 @@ async def _jobs(app: web.Application) -> AsyncIterator[None]:
         observer=metrics,
     )
     metrics.watch_queue(queue.snapshot)
-    service = JobService(app[REPOSITORY], gateway, Guardian(config.containers), queue)
+    guardian = Guardian([container_policy(container) for container in config.containers])
+    desk = JobDesk(app[REPOSITORY], gateway, guardian, queue)
     app[DIRECTORY] = directory
-    app[SERVICE] = service
+    app[JOB_DESK] = desk
     app[QUEUE] = queue
-    await service.recover()
+    await desk.recover()
     queue.start()
     yield
     await queue.stop(config.jobs.shutdown_grace_seconds)
@@ -131,13 +138,13 @@ async def _chain(app: web.Application) -> AsyncIterator[None]:
     runtime = ChainRuntime(
         config.chain,
         config.containers,
-        app[SERVICE].gateway,
+        app[JOB_DESK].gateway,
         app[ENGINE],
         concurrency=config.jobs.workers,
         metrics=app[METRICS].chain,
     )
     app[CHAIN_STATUS] = runtime.status
-    app[SERVICE].attach_delegated(runtime)
+    app[JOB_DESK].attach_delegated(runtime)
     runtime.start()
     yield
     await runtime.close()
@@ -164,7 +171,7 @@ async def _pruner(app: web.Application) -> AsyncIterator[None]:
     async def prune_forever() -> None:
         while True:
             try:
-                removed = await app[SERVICE].prune(time.time() - retention)
+                removed = await app[JOB_DESK].prune(time.time() - retention)
                 if removed:
                     log.info("pruned %d finished jobs older than %gs", removed, retention)
             except Exception:

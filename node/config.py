@@ -12,10 +12,11 @@ import ipaddress
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -34,13 +35,29 @@ class ConfigError(Exception):
     """A configuration that cannot be used; the message names the field."""
 
 
-def _check_networks(value: tuple[str, ...]) -> tuple[str, ...]:
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _parse_networks(value: Any) -> Any:
+    """CIDRs (or bare addresses) become network objects here, once, at load."""
+    if not isinstance(value, list | tuple):
+        return value  # pydantic names the type error
+    networks: list[Any] = []
     for item in value:
+        if isinstance(item, ipaddress.IPv4Network | ipaddress.IPv6Network):
+            networks.append(item)
+            continue
+        if not isinstance(item, str):
+            raise ValueError(f"{item!r} is not an IP address or CIDR network")
         try:
-            ipaddress.ip_network(item, strict=False)
+            networks.append(ipaddress.ip_network(item, strict=False))
         except ValueError:
             raise ValueError(f"{item!r} is not an IP address or CIDR network") from None
-    return value
+    return tuple(networks)
+
+
+# A list of networks in the file; parsed network objects in the model.
+Networks = Annotated[tuple[IPNetwork, ...], BeforeValidator(_parse_networks)]
 
 
 class _Model(BaseModel):
@@ -65,9 +82,9 @@ class ServerConfig(_Model):
     host: str = "0.0.0.0"
     port: int = Field(default=4000, ge=1, le=65535)
     rate_limit: RateLimitConfig = RateLimitConfig()
-    trusted_proxies: tuple[str, ...] = ()
+    trusted_proxies: Networks = ()
     # Who may call PUT /api/status.
-    status_allowed_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    status_allowed_networks: Networks = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
     max_body_bytes: int = Field(default=16 * MiB, gt=0)
     # A request's head must arrive within this of the connection opening (or of the
     # previous response), and its body must not go this long without a byte.
@@ -79,8 +96,6 @@ class ServerConfig(_Model):
     # Open connections, in all and per client IP (the peer; trusted proxies are exempt).
     max_connections: int = Field(default=4096, ge=1)
     max_connections_per_ip: int = Field(default=256, ge=1)
-
-    _networks = field_validator("trusted_proxies", "status_allowed_networks")(_check_networks)
 
 
 class StoreConfig(_Model):
@@ -192,7 +207,7 @@ class ContainerConfig(_Model):
     command: str = ""
     env: dict[str, str] = {}
     volumes: tuple[str, ...] = ()
-    allowed_ips: tuple[str, ...] = ()
+    allowed_ips: Networks = ()
     allowed_addresses: tuple[str, ...] = ()
     allowed_delegate_addresses: tuple[str, ...] = ()
     accepted_payments: dict[str, int] = {}
@@ -207,8 +222,6 @@ class ContainerConfig(_Model):
         if isinstance(value, dict):
             return {k: v if isinstance(v, str) else json.dumps(v) for k, v in value.items()}
         return value
-
-    _cidrs = field_validator("allowed_ips")(_check_networks)
 
     @field_validator("url")
     @classmethod

@@ -8,8 +8,8 @@ import logging
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
+from node.api.appkeys import MAX_BODY
 from node.api.errors import UnreadableBody
-from node.api.keys import MAX_BODY
 
 log = logging.getLogger(__name__)
 

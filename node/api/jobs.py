@@ -9,13 +9,13 @@ from collections.abc import Mapping
 from aiohttp import web
 
 from node.api import wire
+from node.api.appkeys import CONFIG, JOB_DESK
 from node.api.body import read_body
-from node.api.client_ip import client_ip, in_networks, parse_networks
-from node.api.keys import CONFIG, SERVICE
+from node.api.client_ip import client_ip, in_networks
 from node.api.render import json_response
+from node.jobs.desk import DelegatedRequest
 from node.jobs.errors import Forbidden, InvalidRequest, JobError, Rejected
 from node.jobs.model import JobStatus
-from node.jobs.service import DelegatedRequest
 
 # The id line must reach the client in a read of its own (contract trap 9):
 # output may follow only this long after it. The client's first iter_any() takes
@@ -33,11 +33,11 @@ async def _json_body(request: web.Request, check_text: bool = True) -> object:
 async def submit(request: web.Request) -> web.Response:
     ip = client_ip(request)
     job = wire.parse_job(await _json_body(request))
-    service = request.app[SERVICE]
+    desk = request.app[JOB_DESK]
     if isinstance(job, DelegatedRequest):
-        await service.submit_delegated(job)
+        await desk.submit_delegated(job)
         return json_response({})
-    return json_response({"id": await service.submit(ip, job)})
+    return json_response({"id": await desk.submit(ip, job)})
 
 
 async def submit_batch(request: web.Request) -> web.Response:
@@ -45,7 +45,7 @@ async def submit_batch(request: web.Request) -> web.Response:
     # Text that cannot be stored is answered per item (wire.parse_batch), not for the batch.
     items = wire.parse_batch(await _json_body(request, check_text=False))
     jobs = [item for item in items if not isinstance(item, InvalidRequest)]
-    answers = iter(await request.app[SERVICE].submit_batch(ip, jobs) if jobs else [])
+    answers = iter(await request.app[JOB_DESK].submit_batch(ip, jobs) if jobs else [])
     return json_response([item.to_wire() if isinstance(item, InvalidRequest) else next(answers) for item in items])
 
 
@@ -66,23 +66,22 @@ def _pending_filter(query: Mapping[str, str]) -> bool | None:
 
 async def get_jobs(request: web.Request) -> web.Response:
     ip = client_ip(request)
-    service = request.app[SERVICE]
+    desk = request.app[JOB_DESK]
     if "id" in request.query:
         ids = request.query.getall("id")
         intermediate = request.query.get("intermediate", "").lower() == "true"
-        return json_response(await service.results(ip, ids, intermediate))
-    return json_response(await service.ids(ip, _pending_filter(request.query)))
+        return json_response(await desk.results(ip, ids, intermediate))
+    return json_response(await desk.ids(ip, _pending_filter(request.query)))
 
 
 async def record_status(request: web.Request) -> web.Response:
     ip = client_ip(request)
-    allowed = parse_networks(request.app[CONFIG].server.status_allowed_networks)
-    if not in_networks(ip, allowed):
+    if not in_networks(ip, request.app[CONFIG].server.status_allowed_networks):
         raise Forbidden("Unauthorized")
     body = wire.parse_status(await _json_body(request))
     if body.status not in ("success", "failed", "running"):
         raise InvalidRequest("Status is invalid", {"status": body.status})
-    await request.app[SERVICE].record_status(ip, body.id, JobStatus(body.status), body.containers, body.data)
+    await request.app[JOB_DESK].record_status(ip, body.id, JobStatus(body.status), body.containers, body.data)
     return json_response({})
 
 
@@ -91,7 +90,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     job = wire.parse_job(await _json_body(request))
     if isinstance(job, DelegatedRequest):
         raise Rejected("Streaming only supported for OffchainJob requests.")
-    stream_job = await request.app[SERVICE].open_stream(ip, job)
+    stream_job = await request.app[JOB_DESK].open_stream(ip, job)
     try:
         await stream_job.start()
     except JobError as error:

@@ -32,10 +32,11 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
-from node.api.client_ip import in_networks, normalise, parse_networks
+from node.api.client_ip import in_networks, normalise
 from node.api.metrics import METRICS
 from node.api.render import json_response
 from node.config import ServerConfig
+from node.jobs.policy import IPNetwork
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ class ConnectionLimits:
     read_timeout: float
     max_connections: int
     max_connections_per_ip: int
-    exempt_networks: tuple[str, ...] = ()
+    exempt_networks: tuple[IPNetwork, ...] = ()
 
     @classmethod
     def from_config(cls, server: ServerConfig) -> ConnectionLimits:
@@ -143,7 +144,7 @@ class GuardedServer(web.Server):
         self.limits = limits
         self._open: dict[Connection, None] = {}  # connect order: the first is the oldest
         self._per_ip: dict[str, dict[Connection, None]] = {}
-        self._exempt = parse_networks(limits.exempt_networks)
+        self._exempt = limits.exempt_networks
         # Connections closed to keep the bounds, since the start (for /metrics) and as of
         # the last WARNING about them.
         self.closed = {reason: 0 for reason in CLOSE_REASONS}

@@ -18,8 +18,8 @@ from node.chain.guardian import ChainGuardian
 from node.chain.processor import Processor
 from node.chain.records import DelegatedRecord
 from node.chain.subscription import Subscription
+from node.jobs.desk import DelegatedRequest
 from node.jobs.errors import Rejected, Unavailable
-from node.jobs.service import DelegatedRequest
 from node.store.chain_repository import SqlChainRepository
 
 log = logging.getLogger(__name__)

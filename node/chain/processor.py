@@ -26,7 +26,7 @@ from node.chain.records import (
     DeliveryStatus,
     onchain_key,
 )
-from node.chain.reverts import Outcome, Revert, as_revert
+from node.chain.reverts import Revert, RevertAction, as_revert
 from node.chain.serialize import serialize_output
 from node.chain.subscription import ZERO_ADDRESS, Subscription
 from node.chain.wallet import SendFailed, SimulationFailed, Wallet
@@ -515,9 +515,9 @@ class Processor:
             await self._untrack(entry, f"interval {interval} could not be delivered", logging.WARNING)
 
     async def _on_revert(self, entry: Tracked, interval: int, revert: Revert) -> None:
-        outcome = revert.outcome
-        if outcome is not Outcome.FAILED:  # failures are logged with their attempt count
-            level = logging.INFO if revert.quiet or outcome is Outcome.RETRY else logging.WARNING
+        action = revert.action
+        if action is not RevertAction.FAILED:  # failures are logged with their attempt count
+            level = logging.INFO if revert.quiet or action is RevertAction.RETRY else logging.WARNING
             log.log(
                 level,
                 "%s, interval %d: the coordinator would revert: %s",
@@ -526,13 +526,13 @@ class Processor:
                 revert.describe(),
                 extra=entry.log_extra(interval),
             )
-        if outcome is Outcome.DONE:
+        if action is RevertAction.DONE:
             entry.done.add(interval)
             await self._repository.finish_delivery(entry.key, interval, DeliveryStatus.ABANDONED, revert.describe())
-        elif outcome is Outcome.FINISHED:
+        elif action is RevertAction.FINISHED:
             await self._repository.finish_delivery(entry.key, interval, DeliveryStatus.ABANDONED, revert.describe())
             await self._untrack(entry, revert.describe())
-        elif outcome is Outcome.DROP:
+        elif action is RevertAction.DROP:
             await self._repository.finish_delivery(entry.key, interval, DeliveryStatus.ABANDONED, revert.describe())
             await self._untrack(entry, revert.describe(), logging.WARNING)
         else:

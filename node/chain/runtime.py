@@ -26,9 +26,9 @@ from node.chain.registry import Addresses, RegistryError, load_addresses
 from node.chain.subscription import Subscription
 from node.chain.wallet import Wallet
 from node.config import ChainConfig, ContainerConfig
+from node.jobs.desk import DelegatedRequest
 from node.jobs.errors import Unavailable
 from node.jobs.ports import ServiceGateway
-from node.jobs.service import DelegatedRequest
 from node.store.chain_repository import SqlChainRepository
 
 log = logging.getLogger(__name__)

@@ -125,7 +125,7 @@ def new_job_id() -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
+class RunResult:
     """How a run through a chain of containers ended."""
 
     status: JobStatus

@@ -23,11 +23,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
+from node.jobs.context import job_context
 from node.jobs.errors import Overloaded
 from node.jobs.model import ContainerResult, Job, JobStatus
 from node.jobs.ports import JobRepository, ServiceGateway
 from node.jobs.runner import run_chain
-from node.logs import job_context
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,6 @@
-"""The job service: what every entrypoint asks of the node about jobs.
+"""The job desk: what every entrypoint asks of the node about jobs.
+
+(Not "service": in this project a service is an inference service in a container.)
 
 Submitting, listing, reading results, recording statuses, streaming and
 recovering after a restart all live here, free of HTTP and SQL.
@@ -46,7 +48,9 @@ class DelegatedSubscriptions(Protocol):
         ...
 
 
-class JobService:
+class JobDesk:
+    """Admits jobs (guardian, queue bounds), stores them, queues them, and answers for them."""
+
     def __init__(
         self,
         repository: JobRepository,
@@ -242,8 +246,8 @@ class JobService:
 class StreamJob:
     """One streamed job: relays the container's bytes and stores the joined text."""
 
-    def __init__(self, service: JobService, job: Job) -> None:
-        self._service = service
+    def __init__(self, desk: JobDesk, job: Job) -> None:
+        self._desk = desk
         self.job = job
         self._upstream: AsyncIterator[bytes] | None = None
         self._finished = False
@@ -258,7 +262,7 @@ class StreamJob:
 
     async def start(self) -> None:
         """Wait until the service accepts the request; on failure the job fails and the error is raised."""
-        upstream = self._service.gateway.stream(self.container, self.job.data).__aiter__()
+        upstream = self._desk.gateway.stream(self.container, self.job.data).__aiter__()
         try:
             await upstream.__anext__()  # the gateway yields b"" once the service answered
         except StopAsyncIteration:
@@ -301,4 +305,4 @@ class StreamJob:
     async def _finish(self, result: ContainerResult) -> None:
         if not self._finished:
             self._finished = True
-            await self._service._finish_stream(self.job, result)
+            await self._desk._finish_stream(self.job, result)
