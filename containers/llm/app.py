@@ -231,7 +231,7 @@ class Engine:
         request = job.request
         llm = self.llm
         llm.reset()  # no prompt-cache reuse: the same prompt must give the same text
-        llm.set_seed(request.seed if request.seed is not None else random.randrange(2**31))
+        llm.set_seed((request.seed if request.seed is not None else random.randrange(2**31)) & 0xFFFFFFFF)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         stops = request.stop
         hold = max((len(s) for s in stops), default=1) - 1  # text that may still become a stop string
