@@ -151,7 +151,7 @@ def llm_image() -> str:
 @pytest.fixture(scope="module")
 def llm_container(llm_image: str) -> Iterator[tuple[str, str]]:
     """One container for the module (the model loads once): (container name, url)."""
-    name, url = _start_container({"N_THREADS": "2"})
+    name, url = _start_container({"N_THREADS": "1"})
     try:
         deadline = time.monotonic() + 60
         while (answer := _health(url)) is None or answer[0] != 200:
