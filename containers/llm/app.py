@@ -402,7 +402,10 @@ class LlmService:
                 if not future.done():  # closed early (client gone): stop generating, then release
                     cancel.set()
                     await asyncio.wait([future])
-                    log.info("stream closed by the client; generation stopped")
+                    if not future.cancelled() and future.exception() is None:
+                        finish, count = future.result()
+                        log.info("stream closed by the client; generation stopped after %d of at most %d tokens",
+                                 count, prepared.max_tokens)
 
 
 def build_service(engine: Engine) -> svc.Service:

@@ -206,11 +206,11 @@ async def test_max_completion_tokens_is_accepted_and_bounds_the_answer(llm: str)
 
 
 async def test_stop_sequence_cuts_the_text_and_finishes_with_stop(llm: str) -> None:
-    full = content(await complete(llm, chat(QUESTION, max_tokens=12, temperature=0)))
+    full = content(await complete(llm, chat(QUESTION, max_tokens=10, temperature=0)))
     words = full.split()
     assert len(words) >= 3, full
     stop_word = words[2]
-    cut = await complete(llm, chat(QUESTION, max_tokens=12, temperature=0, stop=[stop_word]))
+    cut = await complete(llm, chat(QUESTION, max_tokens=10, temperature=0, stop=[stop_word]))
     assert content(cut) == full[: full.find(stop_word)]
     assert cut["choices"][0]["finish_reason"] == "stop"
 
@@ -280,15 +280,13 @@ async def test_client_disconnect_stops_the_generation(llm_container: tuple[str, 
             await response.content.readline()
             await response.content.readline()
         # leaving the block closes the connection mid-stream
-    # The lock is released once the worker stopped: a new request is answered at once.
-    started = time.monotonic()
+    # The worker stops at the next token and lets go of the model: the next request runs.
     body = await complete(llm, chat(QUESTION, max_tokens=1, temperature=0))
     assert body["usage"]["completion_tokens"] == 1
-    assert time.monotonic() - started < 5
-    deadline = time.monotonic() + 5
-    while "generation stopped" not in _container_logs(name):
-        assert time.monotonic() < deadline, _container_logs(name)[-2000:]
-        await asyncio.sleep(0.1)
+    stopped = [line for line in _container_logs(name).splitlines() if "generation stopped after" in line]
+    assert stopped, _container_logs(name)[-2000:]
+    generated = int(stopped[-1].split("generation stopped after ")[1].split()[0])
+    assert generated < 200, stopped[-1]  # of at most 1500
 
 
 # ---------------------------------------------------------------------------------------------
@@ -296,20 +294,20 @@ async def test_client_disconnect_stops_the_generation(llm_container: tuple[str, 
 
 
 async def test_temperature_zero_is_deterministic_across_repeated_and_interleaved_requests(llm: str) -> None:
-    a = chat(QUESTION, max_tokens=8, temperature=0)
-    b = chat(OTHER, max_tokens=8, temperature=0)
+    a = chat(QUESTION, max_tokens=6, temperature=0)
+    b = chat(OTHER, max_tokens=6, temperature=0)
     noisy = chat(OTHER + [{"role": "assistant", "content": "Blue."}, {"role": "user", "content": "Another?"}],
-                 max_tokens=8, temperature=1.2, seed=11)
+                 max_tokens=6, temperature=1.2, seed=11)
     first_a = content(await complete(llm, a))
     first_b = content(await complete(llm, b))
-    for _ in range(2):  # each prompt after a different one: a stale prompt cache would show
-        await complete(llm, noisy)
-        assert content(await complete(llm, a)) == first_a
-        assert content(await complete(llm, b)) == first_b
-        assert content(await complete(llm, a)) == first_a  # the same prompt twice in a row
+    # Each prompt after a different one (a stale prompt cache would show), and twice in a row.
+    await complete(llm, noisy)
+    assert content(await complete(llm, a)) == first_a
+    assert content(await complete(llm, a)) == first_a
+    assert content(await complete(llm, b)) == first_b
     # Sent at the same time: served one after the other, each as if alone.
-    answers = await asyncio.gather(*(complete(llm, x) for x in (a, b, a, noisy, b)))
-    assert [content(answers[i]) for i in (0, 1, 2, 4)] == [first_a, first_b, first_a, first_b]
+    answers = await asyncio.gather(*(complete(llm, x) for x in (b, noisy, a)))
+    assert [content(answers[i]) for i in (0, 2)] == [first_b, first_a]
     _, lines = await stream(llm, a)
     assert "".join(line["choices"][0]["delta"].get("content", "") for line in lines if line["choices"]) == first_a
 
