@@ -157,7 +157,7 @@ class Prepared:
 class Engine:
     """One llama model and context; callers hold `lock` around generate()."""
 
-    def __init__(self, model_path: str, n_ctx: int, n_threads: Optional[int]) -> None:
+    def __init__(self, model_path: str, n_ctx: int, n_threads: int) -> None:
         from llama_cpp import Llama, llama_cpp as llama_low
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
@@ -173,6 +173,7 @@ class Engine:
         )
         self.load_seconds = time.monotonic() - started
         self.model_path = model_path
+        self.n_threads = n_threads
         self.n_ctx = self.llm.n_ctx()
         metadata = self.llm.metadata
         arch = metadata.get("general.architecture", "llama")
@@ -292,6 +293,7 @@ class Engine:
                 "trained_context_length": self.trained_context_length,
                 "quantization": self.quantization,
                 "runtime": "llama-cpp-python " + _llama_version(),
+                "threads": self.n_threads,
             }
         }
 
@@ -427,7 +429,10 @@ def main() -> None:
         level=os.environ.get("LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
-    n_threads = svc.env_int("N_THREADS", 0, minimum=0) or None  # None: llama.cpp's default
+    # Prompt and generation use the same thread count. Default: half the CPUs (llama.cpp's own
+    # default for generation): more threads than free cores makes llama.cpp's threads wait on
+    # each other and is far slower, not faster.
+    n_threads = svc.env_int("N_THREADS", max(1, (os.cpu_count() or 1) // 2), minimum=1)
     engine = Engine(
         os.environ.get("MODEL_PATH") or DEFAULT_MODEL_PATH,
         svc.env_int("N_CTX", DEFAULT_N_CTX, minimum=16),

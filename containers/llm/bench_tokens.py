@@ -17,11 +17,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
-from typing import Any, Dict, List
+from pathlib import Path
+from typing import Any, Dict, List, Optional
 
 
 def one_run(url: str, max_tokens: int, seed: int) -> Dict[str, float]:
@@ -64,17 +68,52 @@ def one_run(url: str, max_tokens: int, seed: int) -> Dict[str, float]:
     }
 
 
+def wait_healthy(url: str, seconds: float = 60.0) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{url}/health did not answer within {seconds:.0f} s")
+            time.sleep(0.2)
+
+
+def container_cpu_seconds(name: str) -> Optional[float]:
+    """CPU time used so far by a Docker container (cgroup v1 or v2), or None if unknown."""
+    try:
+        cid = subprocess.run(["docker", "inspect", "-f", "{{.Id}}", name], capture_output=True,
+                             text=True, check=True, timeout=20).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    v1 = Path(f"/sys/fs/cgroup/cpuacct/docker/{cid}/cpuacct.usage")
+    if v1.exists():
+        return int(v1.read_text()) / 1e9
+    v2 = Path(f"/sys/fs/cgroup/system.slice/docker-{cid}.scope/cpu.stat")
+    if v2.exists():
+        for line in v2.read_text().splitlines():
+            if line.startswith("usage_usec "):
+                return int(line.split()[1]) / 1e6
+    return None
+
+
 def main(argv: List[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="http://127.0.0.1:3000")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--container", help="Docker container name: also report tokens per CPU-second "
+                        "it used (a figure that other load on the machine disturbs far less)")
     args = parser.parse_args(argv)
     host = urllib.parse.urlsplit(args.url).hostname or ""
     if not (host == "localhost" or host.startswith("127.") or host == "::1"):
         parser.error("only loopback URLs: this benchmark sends load")
+    wait_healthy(args.url)
     one_run(args.url, 8, 0)  # warm-up
+    cpu_before = container_cpu_seconds(args.container) if args.container else None
     results = [one_run(args.url, args.max_tokens, seed) for seed in range(1, args.runs + 1)]
+    cpu_after = container_cpu_seconds(args.container) if args.container else None
     for i, r in enumerate(results, 1):
         print(f"run {i}: {r['completion_tokens']} tokens (prompt {r['prompt_tokens']}), "
               f"first token {r['ttft_s'] * 1000:.0f} ms, decode {r['decode_tps']:.1f} tok/s, "
@@ -82,10 +121,18 @@ def main(argv: List[str]) -> int:
     print(f"median of {len(results)}: decode {statistics.median(r['decode_tps'] for r in results):.1f} tok/s, "
           f"overall {statistics.median(r['overall_tps'] for r in results):.1f} tok/s, "
           f"first token {statistics.median(r['ttft_s'] for r in results) * 1000:.0f} ms")
+    if cpu_before is not None and cpu_after is not None and cpu_after > cpu_before:
+        tokens = sum(r["completion_tokens"] for r in results)
+        prompt = sum(r["prompt_tokens"] for r in results)
+        print(f"container CPU time: {cpu_after - cpu_before:.2f} s for {tokens} generated + {prompt} prompt tokens "
+              f"= {tokens / (cpu_after - cpu_before):.1f} generated tokens per CPU-second")
+    try:
+        load = os.getloadavg()[0]
+        print(f"load average during the run: {load:.1f} on {os.cpu_count()} CPUs")
+    except OSError:
+        pass
     return 0
 
 
 if __name__ == "__main__":
-    import urllib.parse
-
     sys.exit(main(sys.argv[1:]))
