@@ -270,7 +270,7 @@ async def test_stream_rejects_bad_input_with_400_before_streaming(llm: str) -> N
             assert "messages" in (await response.json())["error"]
 
 
-async def test_client_disconnect_stops_the_generation(llm_container: tuple[str, str]) -> None:
+async def test_health_answers_during_a_generation_and_a_disconnect_stops_it(llm_container: tuple[str, str]) -> None:
     name, llm = llm_container
     data = chat([{"role": "user", "content": "Write a very long story about a dragon."}],
                 max_tokens=1500, temperature=1.0, seed=3)
@@ -279,6 +279,10 @@ async def test_client_disconnect_stops_the_generation(llm_container: tuple[str, 
             assert response.status == 200
             await response.content.readline()
             await response.content.readline()
+            # Generation runs in a worker thread: the server answers meanwhile.
+            assert await get_json(llm, "/health") == (200, {"status": "healthy"})
+            assert (await get_json(llm, "/service-resources"))[1]["model"]["id"] == "smollm2"
+            assert not response.content.at_eof()
         # leaving the block closes the connection mid-stream
     # The worker stops at the next token and lets go of the model: the next request runs.
     body = await complete(llm, chat(QUESTION, max_tokens=1, temperature=0))
