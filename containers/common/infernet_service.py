@@ -23,7 +23,7 @@ import os
 import platform
 import sys
 from dataclasses import dataclass
-from typing import Any, AsyncIterable, Awaitable, Callable, Dict, Iterable, Optional, Tuple, Union
+from typing import Any, AsyncIterable, AsyncIterator, Awaitable, Callable, Dict, Iterable, Optional, Tuple, Union
 
 from aiohttp import web
 
@@ -239,7 +239,7 @@ async def run_compute(service: Service, job: Job) -> Any:
     return result
 
 
-async def _aiter_pieces(pieces: Union[Iterable[str], AsyncIterable[str]]) -> AsyncIterable[str]:
+async def _aiter_pieces(pieces: Union[Iterable[str], AsyncIterable[str]]) -> AsyncIterator[str]:
     if hasattr(pieces, "__aiter__"):
         async for piece in pieces:  # type: ignore[union-attr]
             yield piece
@@ -259,9 +259,10 @@ async def stream_pieces(
     response.charset = "utf-8"
     response.enable_chunked_encoding()
     await response.prepare(request)
+    iterator = _aiter_pieces(pieces)
     try:
         first = True
-        async for piece in _aiter_pieces(pieces):
+        async for piece in iterator:
             if not piece:
                 continue
             if not first and delay_s > 0:
@@ -273,6 +274,7 @@ async def stream_pieces(
     except ConnectionResetError:
         log.info("stream client went away")
     finally:
+        await iterator.aclose()
         aclose = getattr(pieces, "aclose", None)
         if aclose is not None:  # tell an async producer to stop (no-op when it has finished)
             await aclose()
