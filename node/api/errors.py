@@ -13,6 +13,7 @@ from aiohttp import web
 
 from node.jobs.errors import JobError, Overloaded
 from node.api.keys import MAX_BODY
+from node.api.openai_errors import in_scope, openai_errors
 from node.api.render import json_response
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,8 @@ def _from_http(error: web.HTTPException, request: web.Request) -> web.Response:
 
 @web.middleware
 async def json_errors(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+    if in_scope(request.path):  # /v1 and /serving answer in OpenAI's error shape
+        return await openai_errors(request, handler)
     try:
         return await handler(request)
     except JobError as error:
