@@ -10,11 +10,12 @@ import logging
 import math
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
-from node.jobs.errors import JobError, Overloaded
 from node.api.keys import MAX_BODY
 from node.api.openai_errors import in_scope, openai_errors
 from node.api.render import json_response
+from node.jobs.errors import JobError, Overloaded
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def _from_http(error: web.HTTPException, request: web.Request) -> web.Response:
 
 
 @web.middleware
-async def json_errors(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     if in_scope(request.path):  # /v1 and /serving answer in OpenAI's error shape
         return await openai_errors(request, handler)
     try:

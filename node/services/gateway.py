@@ -209,7 +209,7 @@ class HttpServiceGateway:
                 headers=_headers(endpoint),
                 timeout=timeout,
             )
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise StreamFailed(
                 "Container did not answer in time", {"container": container_id}, Failure.TIMEOUT
             ) from None
@@ -232,7 +232,7 @@ class HttpServiceGateway:
                     whole, tail = utf8_split(tail + chunk)
                     if whole:
                         yield whole
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise StreamFailed(
                     f"Container sent nothing for {self._stream_timeout:g}s", {"container": container_id}, Failure.TIMEOUT
                 ) from None
@@ -258,7 +258,7 @@ class HttpServiceGateway:
                     if response.status >= 400:
                         return None
                     return endpoint.container_id, json.loads(await response.read())
-            except (asyncio.TimeoutError, aiohttp.ClientError, ValueError, UnicodeDecodeError):
+            except (TimeoutError, aiohttp.ClientError, ValueError, UnicodeDecodeError):
                 return None
 
         endpoints = [

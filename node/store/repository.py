@@ -63,7 +63,9 @@ _loads = json.loads
 
 
 def _job(row: Sequence[Any]) -> Job:
-    client_ip, job_id, origin, status, containers, data, requires_proof, result, intermediate, created, updated = row[:11]
+    client_ip, job_id, origin, status, containers, data, requires_proof, result, intermediate, created, updated = row[
+        :11
+    ]
     model, prompt_tokens, completion_tokens = row[12:15]
     return Job(
         id=job_id,
@@ -132,6 +134,7 @@ class SqlJobRepository:
             "origin", "status", "containers", "data", "result", "intermediate", "updated_at", "finished_at",
             "model", "prompt_tokens", "completion_tokens",
         )
+        statement: sqlite.Insert | postgresql.Insert
         if dialect == "sqlite":
             statement = sqlite.insert(jobs)
         elif dialect == "postgresql":
@@ -204,9 +207,7 @@ class SqlJobRepository:
         async with self._engine.connect() as connection:
             rows = (await connection.execute(query)).all()
         # Pending first, then completed, as the reference lists them.
-        return [row.id for row in rows if row.status in PENDING] + [
-            row.id for row in rows if row.status in FINISHED
-        ]
+        return [row.id for row in rows if row.status in PENDING] + [row.id for row in rows if row.status in FINISHED]
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -230,9 +231,7 @@ class SqlJobRepository:
                             "k_ip": row.client_ip,
                             "k_id": row.id,
                             "status": JobStatus.FAILED.value,
-                            "result": _dumps(
-                                ContainerResult(json.loads(row.containers)[0], error=reason).to_wire()
-                            ),
+                            "result": _dumps(ContainerResult(json.loads(row.containers)[0], error=reason).to_wire()),
                             "intermediate": None,
                             "now": now,
                             "prompt_tokens": None,
