@@ -235,7 +235,7 @@ class Config(_Model):
                 raise ValueError(f"containers[{index}].id {container.id!r} is used twice")
             seen.add(container.id)
             for model in container.served_models:
-                if model in served:
+                if served.get(model, index) != index:
                     raise ValueError(
                         f"containers[{index}].models: model {model!r} is already served by "
                         f"containers[{served[model]}] ({self.containers[served[model]].id}); "

@@ -218,7 +218,8 @@ class NodeMetrics:
             ["model", "kind", "outcome"], registry=r,
         )
         self._model_prompt_tokens = Counter(
-            f"{NAMESPACE}_model_prompt_tokens", "Tokens in: prompt tokens of finished model calls", ["model"], registry=r,
+            f"{NAMESPACE}_model_prompt_tokens", "Tokens in: prompt tokens of finished model calls",
+            ["model"], registry=r,
         )
         self._model_completion_tokens = Counter(
             f"{NAMESPACE}_model_completion_tokens", "Tokens out: completion tokens of finished model calls",

@@ -10,6 +10,7 @@ import logging
 import math
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from node.api.openai_wire import OpenAIError, container_param
 from node.jobs.errors import ContainerFailed, InvalidRequest, JobError, Overloaded, Rejected
@@ -83,7 +84,7 @@ def render(error: OpenAIError) -> web.Response:
     return response
 
 
-async def openai_errors(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def openai_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except OpenAIError as error:

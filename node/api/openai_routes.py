@@ -67,6 +67,7 @@ async def until_disconnect(request: web.Request, work: Coroutine[Any, Any, T]) -
     task = asyncio.ensure_future(work)
     loop = asyncio.get_running_loop()
     gone = False
+    handle: asyncio.TimerHandle | None = None
 
     def check() -> None:
         nonlocal handle, gone
@@ -86,7 +87,8 @@ async def until_disconnect(request: web.Request, work: Coroutine[Any, Any, T]) -
             raise ClientGone from None
         raise
     finally:
-        handle.cancel()
+        if handle is not None:
+            handle.cancel()
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -184,7 +186,9 @@ async def _complete(call: ModelCall, chat: ChatCompletionRequest, report: _Repor
     if answer is None:
         raise await _failed(
             call, report,
-            OpenAIError(502, "The model container's answer is not a chat completion", type="server_error", headers=headers),
+            OpenAIError(
+                502, "The model container's answer is not a chat completion", type="server_error", headers=headers
+            ),
             "the container's answer is not a chat completion",
         )
     usage = usage_of(answer.get("usage"))
@@ -193,13 +197,15 @@ async def _complete(call: ModelCall, chat: ChatCompletionRequest, report: _Repor
     return web.Response(body=_encode(answer).encode(), content_type="application/json", headers=headers)
 
 
-async def _stream(request: web.Request, call: ModelCall, chat: ChatCompletionRequest, report: _Report) -> web.StreamResponse:
+async def _stream(
+    request: web.Request, call: ModelCall, chat: ChatCompletionRequest, report: _Report
+) -> web.StreamResponse:
     headers = {JOB_HEADER: call.id}
     try:
         upstream = await call.open_stream()
-    except ContainerFailed as failure:
-        error = from_failure(failure.message, failure.failure, headers)
-        await call.fail(failure.message, failure.failure)
+    except ContainerFailed as refused:
+        error = from_failure(refused.message, refused.failure, headers)
+        await call.fail(refused.message, refused.failure)
         report.done(error.code or error.type)
         raise error from None
     include_usage = bool(chat.stream_options and chat.stream_options.include_usage)

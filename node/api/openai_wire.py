@@ -187,7 +187,8 @@ def _invalid(error: ValidationError) -> OpenAIError:
     loc = tuple(part for part in first["loc"] if not (isinstance(part, str) and ("[" in part or part in _TYPE_NAMES)))
     param = _param(loc) or None
     message = "is required" if first["type"] == "missing" else first["msg"]
-    return OpenAIError(400, f"Invalid request: '{param}': {message}" if param else f"Invalid request: {message}", param=param)
+    text = f"Invalid request: '{param}': {message}" if param else f"Invalid request: {message}"
+    return OpenAIError(400, text, param=param)
 
 
 _TYPE_NAMES = {"str", "int", "float", "bool", "list", "dict", "none"}

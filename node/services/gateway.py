@@ -234,7 +234,9 @@ class HttpServiceGateway:
                         yield whole
             except TimeoutError:
                 raise StreamFailed(
-                    f"Container sent nothing for {self._stream_timeout:g}s", {"container": container_id}, Failure.TIMEOUT
+                    f"Container sent nothing for {self._stream_timeout:g}s",
+                    {"container": container_id},
+                    Failure.TIMEOUT,
                 ) from None
             except aiohttp.ClientError as error:
                 raise StreamFailed(f"Container stream broke: {error}", {"container": container_id}) from None

@@ -114,7 +114,8 @@ async def _pieces(call: Call) -> AsyncIterator[bytes]:
     for index, word in enumerate(call.words):
         if call.drip:
             await asyncio.sleep(call.drip)
-        yield call.chunk([{"index": 0, "delta": {"content": word if index == 0 else " " + word}, "finish_reason": None}])
+        piece = word if index == 0 else " " + word
+        yield call.chunk([{"index": 0, "delta": {"content": piece}, "finish_reason": None}])
         if call.broken:
             yield b"this is not json\n"
             return

@@ -320,7 +320,8 @@ def test_disconnect_cancels_a_whole_call(node: NodeProcess, service: Service) ->
 
 
 def _is_openai_error(body: Any) -> bool:
-    return isinstance(body, dict) and set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}
+    fields = {"message", "type", "param", "code"}
+    return isinstance(body, dict) and set(body) == {"error"} and set(body["error"]) == fields
 
 
 @pytest.mark.parametrize(
@@ -343,7 +344,7 @@ def _is_openai_error(body: Any) -> bool:
 def test_errors_are_openai_shaped(
     node: NodeProcess, method: str, path: str, body: bytes | None, headers: dict[str, str], status: int
 ) -> None:
-    got, response_headers, answer = raw(node, method, path, body, headers)
+    got, _, answer = raw(node, method, path, body, headers)
     assert got == status
     assert _is_openai_error(answer), answer
 
