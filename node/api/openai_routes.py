@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from node.api.appkeys import DIRECTORY, JOB_DESK
 from node.api.client_ip import client_ip
-from node.api.keys import DIRECTORY, SERVICE
 from node.api.metrics import METRICS
 from node.api.openai_errors import JOB_HEADER, from_failure, from_job_error
 from node.api.openai_wire import (
@@ -123,7 +123,7 @@ async def _chat(request: web.Request, path_model: str | None) -> web.StreamRespo
             param="model", code="model_not_found",
         )
     try:
-        call = await request.app[SERVICE].open_model_call(client_ip(request), chat.model, container, data)
+        call = await request.app[JOB_DESK].open_model_call(client_ip(request), chat.model, container, data)
     except JobError as error:
         raise from_job_error(error) from None
     report = _Report(request, chat.model, "stream" if chat.stream else "complete", started)

@@ -33,6 +33,7 @@ class JobOrigin(str, enum.Enum):
     STREAM = "stream"  # POST /api/jobs/stream: run inside the request
     RECORDED = "recorded"  # PUT /api/status: someone else runs it, we only record
     MODEL = "model"  # a call to a model (/v1): run inside the request, answered or streamed
+    CHAIN = "chain"  # a subscription's delivery: run from the queue, kept in the chain's own tables
 
 
 class Failure(str, enum.Enum):
@@ -157,7 +158,7 @@ def new_job_id() -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
+class RunResult:
     """How a run through a chain of containers ended."""
 
     status: JobStatus

@@ -10,14 +10,14 @@ import pytest
 from node.jobs.errors import Overloaded, Rejected
 from node.jobs.model import ContainerResult, JobOrigin, JobStatus, TokenUsage
 from node.jobs.model_calls import CLIENT_LEFT
-from tests.unit.jobs.test_service import make
+from tests.unit.jobs.test_desk import make
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 
 
 async def test_stored_as_running_before_the_call_then_finished_with_usage() -> None:
-    service, queue, repository, gateway = make()
-    call = await service.open_model_call("1.1.1.1", "m", "echo", CHAT)
+    desk, queue, repository, gateway = make()
+    call = await desk.open_model_call("1.1.1.1", "m", "echo", CHAT)
     stored = repository.jobs[("1.1.1.1", call.id)]
     assert stored.status is JobStatus.RUNNING and stored.origin is JobOrigin.MODEL and stored.model == "m"
     assert gateway.calls == [] and queue.pending == 1
@@ -27,13 +27,13 @@ async def test_stored_as_running_before_the_call_then_finished_with_usage() -> N
     assert gateway.calls[0][1] == CHAT
     assert stored.status is JobStatus.SUCCESS and stored.usage == TokenUsage(3, 4)
     assert queue.pending == 0
-    [wire] = await service.results("1.1.1.1", [call.id], False)
+    [wire] = await desk.results("1.1.1.1", [call.id], False)
     assert wire["model"] == "m" and wire["usage"] == {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
 
 
 async def test_leaving_unfinished_fails_the_job_and_frees_its_place() -> None:
-    service, queue, repository, _ = make()
-    call = await service.open_model_call("1.1.1.1", "m", "echo", CHAT)
+    desk, queue, repository, _ = make()
+    call = await desk.open_model_call("1.1.1.1", "m", "echo", CHAT)
     with pytest.raises(asyncio.CancelledError):
         async with call:
             raise asyncio.CancelledError
@@ -43,8 +43,8 @@ async def test_leaving_unfinished_fails_the_job_and_frees_its_place() -> None:
 
 
 async def test_finish_counts_once() -> None:
-    service, queue, _, _ = make()
-    call = await service.open_model_call("1.1.1.1", "m", "echo", CHAT)
+    desk, queue, _, _ = make()
+    call = await desk.open_model_call("1.1.1.1", "m", "echo", CHAT)
     async with call:
         await call.fail("first")
         await call.fail("second")
@@ -52,14 +52,14 @@ async def test_finish_counts_once() -> None:
 
 
 async def test_bounds_guardian_and_a_failed_store_write_leave_no_place_taken() -> None:
-    service, queue, repository, _ = make(queue_size=1)
-    held = await service.open_model_call("1.1.1.1", "m", "echo", CHAT)
+    desk, queue, repository, _ = make(queue_size=1)
+    held = await desk.open_model_call("1.1.1.1", "m", "echo", CHAT)
     with pytest.raises(Overloaded):
-        await service.open_model_call("1.1.1.1", "m", "echo", CHAT)
+        await desk.open_model_call("1.1.1.1", "m", "echo", CHAT)
     await held.fail("done")
     with pytest.raises(Rejected):
-        await service.open_model_call("1.1.1.1", "m", "unknown", CHAT)
+        await desk.open_model_call("1.1.1.1", "m", "unknown", CHAT)
     repository.fail_writes = OSError("disk full")
     with pytest.raises(OSError):
-        await service.open_model_call("1.1.1.1", "m", "echo", CHAT)
+        await desk.open_model_call("1.1.1.1", "m", "echo", CHAT)
     assert queue.pending == 0
