@@ -224,10 +224,12 @@ def test_invalid_request_is_bad_request_naming_the_field(client: OpenAI) -> None
     assert caught.value.param == "messages[0].content"
 
 
-def test_refused_by_the_model_is_bad_request_with_the_job(client: OpenAI, node: NodeProcess) -> None:
+@pytest.mark.parametrize("stream", [False, True])
+def test_refused_by_the_model_is_bad_request_with_the_job(client: OpenAI, node: NodeProcess, stream: bool) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
-        client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "!refuse"}])
-    assert caught.value.param == "messages[0].content"
+        client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "!refuse"}], stream=stream)
+    assert caught.value.param == "messages[0].content"  # the container's own message names the field
+    assert "refused on purpose" in caught.value.message
     stored = job(node, caught.value.response.headers["X-Infernet-Job-Id"])
     assert stored["status"] == "failed" and "refused on purpose" in stored["result"]["error"]
 
