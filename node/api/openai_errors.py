@@ -1,22 +1,18 @@
-"""Every failure on /v1 and /serving as OpenAI's error shape (the SDKs' typed exceptions key on it).
+"""Failures on /v1 and /serving in OpenAI's error shape (the SDKs' typed exceptions key on it).
 
-`errors.json_errors` hands these paths over here; the rest of the node keeps the
-Infernet shape `{"error", "params"?}`.
+`errors.json_errors` renders them with these for those paths; the rest of the node
+keeps the Infernet shape `{"error", "params"?}`.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
 from node.api.openai_wire import OpenAIError, container_param
 from node.jobs.errors import ContainerFailed, InvalidRequest, JobError, Overloaded, Rejected
 from node.jobs.model import Failure
-
-log = logging.getLogger(__name__)
 
 JOB_HEADER = "X-Infernet-Job-Id"
 
@@ -83,18 +79,3 @@ def render(error: OpenAIError) -> web.Response:
     response.headers.update(error.headers)
     return response
 
-
-async def openai_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except OpenAIError as error:
-        return render(error)
-    except JobError as error:
-        return render(from_job_error(error))
-    except web.HTTPException as error:
-        if error.status < 400:
-            raise
-        return render(from_http(error, request))
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return render(OpenAIError(500, "The server had an error while processing your request.", type="server_error"))

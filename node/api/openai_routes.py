@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from node.api.appkeys import DIRECTORY, JOB_DESK
+from node.api.body import read_body
 from node.api.client_ip import client_ip
 from node.api.metrics import METRICS
 from node.api.openai_errors import JOB_HEADER, from_failure, from_job_error
@@ -115,7 +116,7 @@ async def list_models(request: web.Request) -> web.Response:
 
 async def _chat(request: web.Request, path_model: str | None) -> web.StreamResponse:
     started = time.perf_counter()
-    chat, data = parse_chat_request(decode_body(await request.read()), path_model)
+    chat, data = parse_chat_request(decode_body(await read_body(request)), path_model)
     container = request.app[MODELS].containers.get(chat.model)
     if container is None:
         raise OpenAIError(

@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError
 
+from node.api.wire import decode_json
+from node.jobs.errors import InvalidRequest
 from node.jobs.model import TokenUsage
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
@@ -214,20 +216,11 @@ def _json_type(value: Any) -> str:
 
 
 def decode_body(raw: bytes) -> Any:
-    if not raw.strip():
-        raise OpenAIError(400, "The request body is empty; expected a JSON object")
+    """Standard JSON only, as on the Infernet API (wire.decode_json), refused in OpenAI's shape."""
     try:
-        return json.loads(raw)
-    except UnicodeDecodeError:
-        raise OpenAIError(400, "The request body is not UTF-8 text") from None
-    except json.JSONDecodeError as error:
-        raise OpenAIError(
-            400,
-            f"We could not parse the JSON body of your request: {error.msg} at line {error.lineno} "
-            f"column {error.colno}. (Send JSON, with Content-Type: application/json.)",
-        ) from None
-    except RecursionError:
-        raise OpenAIError(400, "The JSON body is nested too deeply") from None
+        return decode_json(raw)
+    except InvalidRequest as error:
+        raise OpenAIError(400, f"{error.message} (send a JSON object, with Content-Type: application/json)") from None
 
 
 _CONTAINER_FIELD = re.compile(r"^data\.([A-Za-z_][\w.\[\]]*)")

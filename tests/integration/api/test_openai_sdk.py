@@ -333,6 +333,8 @@ def _is_openai_error(body: Any) -> bool:
         ("POST", "/v1/chat/completions", b"model=tiny", {"Content-Type": "application/x-www-form-urlencoded"}, 400),
         ("POST", "/v1/chat/completions", b"", {}, 400),
         ("POST", "/v1/chat/completions", b"[1, 2]", {"Content-Type": "application/json"}, 400),
+        ("POST", "/v1/chat/completions", b'{"model": "tiny", "messages": [], "temperature": NaN}', {}, 400),
+        ("POST", "/v1/chat/completions", b"not gzip", {"Content-Encoding": "gzip"}, 400),
         ("POST", "/v1/chat/completions", b'{"messages": []}', {"Content-Type": "application/json"}, 400),
         ("POST", "/v1/chat/completions", b"x" * (128 * 1024), {"Content-Type": "application/json"}, 413),
         ("GET", "/v1/chat/completions", None, {}, 405),
