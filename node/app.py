@@ -23,6 +23,7 @@ from node.jobs.queue import JobQueue
 from node.jobs.service import JobService
 from node.logs import register_secrets
 from node.metrics import NodeMetrics
+from node.secrets import SecretScrubber
 from node.services.directory import ContainerDirectory, StaticDirectory
 from node.services.gateway import HttpServiceGateway
 from node.services.http1 import Http1Pool
@@ -88,7 +89,7 @@ async def _jobs(app: web.Application) -> AsyncIterator[None]:
     metrics = app[METRICS]
     # Under the 5 s keep-alive of common servers (uvicorn, hypercorn): a connection
     # is never reused just as the service closes it.
-    calls = Http1Pool(idle_seconds=4.0)
+    calls = Http1Pool(idle_seconds=4.0, max_body_bytes=config.jobs.max_result_bytes)
     gateway = HttpServiceGateway(
         session,
         calls,
@@ -96,6 +97,10 @@ async def _jobs(app: web.Application) -> AsyncIterator[None]:
         config.jobs.stream_timeout,
         config.jobs.resources_timeout,
         observe_call=metrics.container_call,
+        max_result_bytes=config.jobs.max_result_bytes,
+        max_stream_bytes=config.jobs.max_stream_bytes,
+        max_stream_seconds=config.jobs.max_stream_seconds,
+        scrubber=SecretScrubber(),  # the secrets register_secrets() took from the config
     )
     queue = JobQueue(
         app[REPOSITORY],
@@ -106,7 +111,9 @@ async def _jobs(app: web.Application) -> AsyncIterator[None]:
         observer=metrics,
     )
     metrics.watch_queue(queue.snapshot)
-    service = JobService(app[REPOSITORY], gateway, Guardian(config.containers), queue)
+    service = JobService(
+        app[REPOSITORY], gateway, Guardian(config.containers), queue, max_chain_length=config.jobs.max_chain_length
+    )
     app[DIRECTORY] = directory
     app[SERVICE] = service
     app[QUEUE] = queue

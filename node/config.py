@@ -96,6 +96,13 @@ class JobsConfig(_Model):
     per_container_queue_size: int | None = Field(default=None, ge=1)
     container_timeout: float = Field(default=180.0, gt=0)
     stream_timeout: float = Field(default=60.0, gt=0)
+    # Bounds on what one service may hand the node: a job's answer (bytes read
+    # from the service), and a stream's whole output (bytes and seconds).
+    max_result_bytes: int = Field(default=16 * MiB, gt=0)
+    max_stream_bytes: int = Field(default=16 * MiB, gt=0)
+    max_stream_seconds: float = Field(default=600.0, gt=0)
+    # Containers in one job's chain: one request must not make thousands of service calls.
+    max_chain_length: int = Field(default=16, ge=1)
     resources_timeout: float = Field(default=0.8, gt=0)
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
 
