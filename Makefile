@@ -1,12 +1,16 @@
 # One entry point. `make run` starts the node on its embedded default (SQLite, sample
 # services); `make test` runs the whole test suite (installing what it needs).
-.PHONY: run test unit check-config bench clean
+.PHONY: run test unit lint check-config bench clean
 
 run:
 	scripts/run-node.sh
 
 test:
 	scripts/test.sh
+
+lint:
+	scripts/setup-venv.sh
+	scripts/lint.sh
 
 unit:
 	scripts/setup-venv.sh

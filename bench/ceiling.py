@@ -58,7 +58,11 @@ async def results(request: web.Request) -> web.Response:
     for job_id in request.query.getall("id", []):
         known = request.app[RESULTS].get(job_id)
         if known is None:  # the stored-job GET load: answer as if found
-            known = {"id": job_id, "status": "success", "result": {"container": "hello-world", "output": {"prompt": "hello"}}}
+            known = {
+                "id": job_id,
+                "status": "success",
+                "result": {"container": "hello-world", "output": {"prompt": "hello"}},
+            }
         answers.append(known)
     return _json(answers)
 

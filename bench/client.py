@@ -7,6 +7,7 @@ costs little and times exactly what the wire does (first body byte, first chunk)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -39,17 +40,15 @@ class Connection:
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
-    async def open(self) -> "Connection":
+    async def open(self) -> Connection:
         self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
         return self
 
     async def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
-            try:
+            with contextlib.suppress(OSError):
                 await self._writer.wait_closed()
-            except OSError:
-                pass
             self._writer = None
 
     def _send(self, method: str, path: str, body: bytes | None) -> None:

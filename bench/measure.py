@@ -112,7 +112,7 @@ class CpuMeter:
         self.server = server
         self.ours = [proc for proc in ours if proc is not server]
 
-    def __enter__(self) -> "CpuMeter":
+    def __enter__(self) -> CpuMeter:
         self._cores = _core_times()
         self._server = self.server.cpu_seconds() if self.server else 0.0
         self._ours = sum(proc.cpu_seconds() for proc in self.ours) + _own_cpu()

@@ -35,8 +35,18 @@ sys.path[:0] = [str(ROOT), str(BENCH)]
 
 import loads  # noqa: E402
 from measure import (  # noqa: E402
-    LOAD_CPU, SERVER_CPU, CpuMeter, Figure, Proc, Results, format_figure, percentile, pin, wrk,
+    LOAD_CPU,
+    SERVER_CPU,
+    CpuMeter,
+    Figure,
+    Proc,
+    Results,
+    format_figure,
+    percentile,
+    pin,
+    wrk,
 )
+
 from node.api.jobs import STREAM_ID_GAP_SECONDS  # noqa: E402
 from tests.support.processes import free_port, node_config  # noqa: E402
 
@@ -408,8 +418,10 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
     parser.add_argument("--job-concurrency", type=int, default=32, help="clients of the job load (default 32)")
     parser.add_argument("--poll-ms", type=float, default=5.0, help="poll interval of the job load (default 5 ms)")
-    parser.add_argument("--node-src", type=Path,
-                        help="run the node from this source checkout instead (e.g. a git worktree of an older revision)")
+    parser.add_argument(
+        "--node-src", type=Path,
+        help="run the node from this source checkout instead (e.g. a git worktree of an older revision)",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, stores)")
     args = parser.parse_args()
@@ -430,8 +442,10 @@ def main() -> None:
         results = bench.run()
     finally:
         bench.close()
-    print(f"\n== summary ({time.monotonic() - started:.0f} s; ratio = node / ceiling; load average "
-          f"{load_before:.2f} at the start, {os.getloadavg()[0]:.2f} at the end)")
+    print(
+        f"\n== summary ({time.monotonic() - started:.0f} s; ratio = node / ceiling; load average "
+        f"{load_before:.2f} at the start, {os.getloadavg()[0]:.2f} at the end)"
+    )
     for figure in results.figures:
         print(format_figure(figure))
     print("\ntargets:")
@@ -441,12 +455,18 @@ def main() -> None:
     for note in results.notes:
         print("  " + note)
     if args.json:
-        args.json.write_text(json.dumps({
-            "figures": [{**figure.__dict__, "ratio": figure.ratio} for figure in results.figures],
-            "targets": results.targets,
-            "notes": results.notes,
-            "raw": results.raw,
-        }, indent=2, default=str))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "figures": [{**figure.__dict__, "ratio": figure.ratio} for figure in results.figures],
+                    "targets": results.targets,
+                    "notes": results.notes,
+                    "raw": results.raw,
+                },
+                indent=2,
+                default=str,
+            )
+        )
 
 
 if __name__ == "__main__":

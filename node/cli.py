@@ -73,7 +73,7 @@ def _tune_gc() -> None:
     gc.set_threshold(20_000, 10, 10)
 
 
-def _new_loop() -> "asyncio.AbstractEventLoop":
+def _new_loop() -> asyncio.AbstractEventLoop:
     """uvloop where it is installed (a dependency on Linux and macOS): less CPU per request."""
     try:
         import uvloop

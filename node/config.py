@@ -130,7 +130,7 @@ class ChainConfig(_Model):
     snapshot_sync: SnapshotSyncConfig = SnapshotSyncConfig()
 
     @model_validator(mode="after")
-    def _required_when_enabled(self) -> "ChainConfig":
+    def _required_when_enabled(self) -> ChainConfig:
         if self.enabled:
             missing = [
                 name
@@ -228,7 +228,7 @@ class Config(_Model):
     ignored_keys: tuple[str, ...] = Field(default=(), exclude=True)
 
     @model_validator(mode="after")
-    def _containers_reachable(self) -> "Config":
+    def _containers_reachable(self) -> Config:
         seen: set[str] = set()
         for index, container in enumerate(self.containers):
             if container.id in seen:
@@ -273,16 +273,25 @@ def _apply_env(raw: dict[str, Any], environ: dict[str, str]) -> None:
         node[path[-1]] = value
 
 
+def field_path(loc: tuple[int | str, ...]) -> str:
+    """A field's path as a reader writes it: `containers[1].timeout`, `server.rate_limit.period`."""
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
+
+
 def _describe(error: ValidationError) -> str:
     lines = []
     for item in error.errors():
-        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
         message = item["msg"]
         if item["type"] == "extra_forbidden":
             message = "unknown field"
         elif message.startswith("Value error, "):
             message = message[len("Value error, ") :]
-        lines.append(f"{where}: {message}")
+        where = field_path(item["loc"])
+        # A check across fields has no location of its own; its message names the fields.
+        lines.append(f"{where}: {message}" if where else message)
     return "; ".join(lines)
 
 
@@ -308,6 +317,51 @@ def parse_config(raw: Any, environ: dict[str, str] | None = None) -> Config:
     return config.model_copy(update={"ignored_keys": tuple(ignored)})
 
 
+def describe_json_error(error: json.JSONDecodeError) -> str:
+    """Where the JSON is broken, with the line and a caret under the place to fix.
+
+    JSON reports a missing comma at the start of the next value, often on the next
+    line; the comma belongs right after the previous value, so point there. A
+    trailing comma is reported at the `}` or `]` after it; point at the comma.
+    """
+    text, pos, message = error.doc, error.pos, error.msg.removesuffix(" at")
+    if not text.strip():
+        return "the file is empty (it must hold one JSON object, e.g. {})"
+    before = len(text[:pos].rstrip())  # just past the last non-blank character before pos
+    if message == "Expecting ',' delimiter" and before > 0:
+        pos, message = before, "a ',' is missing after this value"
+    elif (
+        message in ("Expecting property name enclosed in double quotes", "Expecting value")
+        and before > 0
+        and text[before - 1] == ","
+        and text[pos : pos + 1] in ("}", "]")
+    ):
+        pos, message = before - 1, "a trailing ',' (JSON allows none before '}' or ']')"
+    line_number = text.count("\n", 0, pos) + 1
+    line_start = text.rfind("\n", 0, pos) + 1
+    line_end = text.find("\n", pos)
+    line = text[line_start : len(text) if line_end < 0 else line_end].rstrip("\r")
+    column = pos - line_start  # 0-based
+    return (
+        f"invalid JSON at line {line_number} column {column + 1}: {message}\n"
+        + _caret_excerpt(line_number, line, column)
+    )
+
+
+def _caret_excerpt(line_number: int, line: str, column: int, width: int = 100) -> str:
+    """`  12 | <the line>` and a caret under `column`; a long line is cut around the column."""
+    prefix, shown = line[:column].expandtabs(), line.expandtabs()
+    caret_at = len(prefix)
+    if len(shown) > width:
+        start = max(0, caret_at - width // 2)
+        cut = shown[start : start + width]
+        lead = "..." if start > 0 else ""
+        shown = lead + cut + ("..." if start + width < len(line.expandtabs()) else "")
+        caret_at = caret_at - start + len(lead)
+    gutter = f"{line_number:>5} | "
+    return f"{gutter}{shown}\n{' ' * (len(gutter) - 2)}| {' ' * caret_at}^"
+
+
 def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Config:
     path = Path(path)
     try:
@@ -321,9 +375,7 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Conf
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as error:
-        raise ConfigError(
-            f"{path}: invalid JSON at line {error.lineno} column {error.colno}: {error.msg}"
-        ) from None
+        raise ConfigError(f"{path}: {describe_json_error(error)}") from None
     try:
         return parse_config(raw, environ)
     except ConfigError as error:

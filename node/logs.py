@@ -170,7 +170,7 @@ def _clean(value: Any) -> Any:
 def _merged_message(record: logging.LogRecord) -> str:
     try:
         return record.getMessage()
-    except Exception:  # noqa: BLE001 - a bad format string: keep what there is
+    except Exception:
         return f"{record.msg} {record.args}"
 
 
@@ -270,6 +270,12 @@ class _Listener(logging.handlers.QueueListener):
 
     _stopping = False
 
+    def __init__(
+        self, records: queue.SimpleQueue[Any], *handlers: logging.Handler, respect_handler_level: bool
+    ) -> None:
+        super().__init__(records, *handlers, respect_handler_level=respect_handler_level)
+        self.records = records  # typed: QueueListener types its queue as put-only
+
     @property
     def running(self) -> bool:
         return self._thread is not None and not self._stopping
@@ -286,14 +292,14 @@ class _Listener(logging.handlers.QueueListener):
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
         try:
             redact_record(record)
-        except Exception:  # noqa: BLE001 - never let an unredacted record through, nor kill the thread
+        except Exception:
             record.msg, record.args = "[a log line could not be redacted]", None
             record.exc_text = record.stack_info = None
             for key in [key for key in record.__dict__ if key not in _STANDARD and not key.startswith("_")]:
                 del record.__dict__[key]
         return record
 
-    def handle(self, record: logging.LogRecord | _Flush) -> None:  # type: ignore[override]
+    def handle(self, record: logging.LogRecord | _Flush) -> None:
         if isinstance(record, _Flush):
             record.done.set()
             return
@@ -312,10 +318,10 @@ class _Listener(logging.handlers.QueueListener):
         by callers that had just seen `running`."""
         while True:
             try:
-                record = self.queue.get_nowait()
+                record = self.records.get_nowait()
             except queue.Empty:
                 return
-            if record is not self._sentinel:
+            if isinstance(record, logging.LogRecord | _Flush):  # anything else is the stop sentinel
                 self.handle(record)
 
     def close(self) -> None:
@@ -329,10 +335,11 @@ class _QueueHandler(logging.handlers.QueueHandler):
 
     def __init__(self, records: queue.SimpleQueue[Any], listener: _Listener) -> None:
         super().__init__(records)
+        self.records = records  # typed: QueueHandler types its queue as put-only
         self.listener = listener
         self.dropped = 0  # lines refused because the queue was full, not yet reported
 
-    def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
+    def handle(self, record: logging.LogRecord) -> bool:
         # No handler lock: the queue is thread-safe and prepare works on its own copy.
         passed = self.filter(record)
         if passed:
@@ -356,7 +363,7 @@ class _QueueHandler(logging.handlers.QueueHandler):
             prepared = self.prepare(record)
             listener = self.listener
             if listener.running:
-                if self.queue.qsize() >= MAX_QUEUED_LINES:
+                if self.records.qsize() >= MAX_QUEUED_LINES:
                     # A flood the writer cannot keep up with: memory stays bounded, the loss is told.
                     self.dropped += 1
                     return
@@ -370,7 +377,7 @@ class _QueueHandler(logging.handlers.QueueHandler):
                 # After stop_logging (shutdown, atexit): a late line is written here,
                 # still redacted, rather than lost or left to logging's unredacted last resort.
                 listener.handle(prepared)
-        except Exception:  # noqa: BLE001 - logging must never raise into the caller
+        except Exception:
             self.handleError(record)
 
     def close(self) -> None:

@@ -75,7 +75,9 @@ class _QueueCollector(Collector):
             f"{NAMESPACE}_queue_pending", "Jobs admitted and not finished (queued, running or streaming)"
         )
         pending.add_metric([], snap.pending)
-        capacity = GaugeMetricFamily(f"{NAMESPACE}_queue_capacity", "The global bound on pending jobs (jobs.queue_size)")
+        capacity = GaugeMetricFamily(
+            f"{NAMESPACE}_queue_capacity", "The global bound on pending jobs (jobs.queue_size)"
+        )
         capacity.add_metric([], snap.capacity)
         in_flight = GaugeMetricFamily(
             f"{NAMESPACE}_jobs_in_flight", "Unfinished jobs by state and first container", labels=["state", "container"]
@@ -114,21 +116,23 @@ class _HttpCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(
-            f"{NAMESPACE}_http_requests", "HTTP requests by route template, method and status",
+            f"{NAMESPACE}_http_requests",
+            "HTTP requests by route template, method and status",
             labels=["route", "method", "status"],
         )
-        for labels, count in sorted(self._requests.items()):
-            requests.add_metric(list(labels), count)
+        for request_labels, count in sorted(self._requests.items()):
+            requests.add_metric(list(request_labels), count)
         latency = HistogramMetricFamily(
-            f"{NAMESPACE}_http_request_duration_seconds", "Time to answer an HTTP request (streams: until the end)",
+            f"{NAMESPACE}_http_request_duration_seconds",
+            "Time to answer an HTTP request (streams: until the end)",
             labels=["route", "method"],
         )
-        for labels, counts in sorted(self._latency.items()):
+        for latency_labels, counts in sorted(self._latency.items()):
             cumulative, buckets = 0, []
-            for le, count in zip(self._le, counts[:-1]):
-                cumulative += int(count)
+            for le, observed in zip(self._le, counts[:-1], strict=True):
+                cumulative += int(observed)
                 buckets.append((le, cumulative))
-            latency.add_metric(list(labels), buckets, counts[-1])
+            latency.add_metric(list(latency_labels), buckets, counts[-1])
         yield from (requests, latency)
 
     def describe(self) -> Iterator[Metric]:
@@ -145,10 +149,15 @@ class ChainMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self._head = Gauge(f"{NAMESPACE}_chain_head_block", "Latest block seen on the chain", registry=registry)
         self._synced = Gauge(
-            f"{NAMESPACE}_chain_synced_block", "Last block whose subscriptions the node has processed", registry=registry
+            f"{NAMESPACE}_chain_synced_block",
+            "Last block whose subscriptions the node has processed",
+            registry=registry,
         )
         self._deliveries = Counter(
-            f"{NAMESPACE}_chain_deliveries", "Transactions delivering outputs, by outcome", ["outcome"], registry=registry
+            f"{NAMESPACE}_chain_deliveries",
+            "Transactions delivering outputs, by outcome",
+            ["outcome"],
+            registry=registry,
         )
 
     def head(self, block: int) -> None:
@@ -174,20 +183,29 @@ class NodeMetrics:
         self._http = _HttpCollector()
         r.register(self._http)
         self._admitted = Counter(
-            f"{NAMESPACE}_jobs_admitted", "Jobs admitted into the queue bounds, by first container",
-            ["container"], registry=r,
+            f"{NAMESPACE}_jobs_admitted",
+            "Jobs admitted into the queue bounds, by first container",
+            ["container"],
+            registry=r,
         )
         self._rejected = Counter(
-            f"{NAMESPACE}_jobs_rejected", "Jobs refused with 429 because a bound was reached",
-            ["container", "bound"], registry=r,
+            f"{NAMESPACE}_jobs_rejected",
+            "Jobs refused with 429 because a bound was reached",
+            ["container", "bound"],
+            registry=r,
         )
         self._finished = Counter(
-            f"{NAMESPACE}_jobs_finished", "Jobs that reached a final state, by first container",
-            ["container", "status"], registry=r,
+            f"{NAMESPACE}_jobs_finished",
+            "Jobs that reached a final state, by first container",
+            ["container", "status"],
+            registry=r,
         )
         self._container_calls = Histogram(
-            f"{NAMESPACE}_container_call_duration_seconds", "Calls to inference containers, by outcome",
-            ["container", "kind", "outcome"], buckets=CONTAINER_BUCKETS, registry=r,
+            f"{NAMESPACE}_container_call_duration_seconds",
+            "Calls to inference containers, by outcome",
+            ["container", "kind", "outcome"],
+            buckets=CONTAINER_BUCKETS,
+            registry=r,
         )
         self._chain: ChainMetrics | None = None
         # labels() validates and locks on every call; the label sets are few, so

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite, on a fresh machine or a used one: installs what it needs, then pytest.
+# The whole test suite, on a fresh machine or a used one: installs what it needs, runs the
+# lint and type bar (ruff, mypy: any finding fails the run), then pytest.
 #   scripts/test.sh [pytest args...]
 set -euo pipefail
 
@@ -7,6 +8,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 scripts/setup-venv.sh
+scripts/lint.sh
 scripts/client-venv.sh
 if [[ -f tools/chain/package-lock.json ]]; then
     # anvil and solcjs, pinned in the lock file.

@@ -22,8 +22,9 @@ import logging
 import os
 import platform
 import sys
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Dict, Iterable, Optional, Tuple, Union
+from typing import Any
 
 from aiohttp import web
 
@@ -60,7 +61,7 @@ class Job:
 
 # compute may be sync or async; stream must validate eagerly (raise BadInput before returning)
 # so that a bad request still gets a 400 before the 200 stream has started.
-ComputeFn = Callable[[Job], Union[Any, Awaitable[Any]]]
+ComputeFn = Callable[[Job], Any | Awaitable[Any]]
 StreamFn = Callable[[Job], Iterable[str]]
 
 
@@ -68,8 +69,8 @@ StreamFn = Callable[[Job], Iterable[str]]
 class Service:
     name: str
     compute: ComputeFn
-    stream: Optional[StreamFn] = None  # None: stream the JSON text of compute()
-    default_models: Tuple[str, ...] = ()  # model ids served when env MODELS is unset
+    stream: StreamFn | None = None  # None: stream the JSON text of compute()
+    default_models: tuple[str, ...] = ()  # model ids served when env MODELS is unset
     stream_delay_ms_default: int = 0
     description: str = ""
 
@@ -81,13 +82,13 @@ def env_int(name: str, default: int, minimum: int = 0) -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise SystemExit(f"{name} must be an integer, got {raw!r}")
+        raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
     if value < minimum:
         raise SystemExit(f"{name} must be >= {minimum}, got {value}")
     return value
 
 
-def supported_models(service: Service) -> Tuple[str, ...]:
+def supported_models(service: Service) -> tuple[str, ...]:
     raw = os.environ.get("MODELS")
     if raw is None or raw.strip() == "":
         return service.default_models or (service.name,)
@@ -114,11 +115,11 @@ def parse_json(body: bytes) -> Any:
     try:
         return json.loads(body, parse_constant=_reject_constant, parse_float=_finite_float)
     except UnicodeDecodeError:
-        raise BadInput("request body is not valid UTF-8")
+        raise BadInput("request body is not valid UTF-8") from None
     except RecursionError:  # e.g. 100k nested brackets: refuse, don't answer 500
-        raise BadInput("request body is nested too deeply")
+        raise BadInput("request body is nested too deeply") from None
     except ValueError as exc:
-        raise BadInput(f"request body is not valid JSON: {exc}")
+        raise BadInput(f"request body is not valid JSON: {exc}") from exc
 
 
 def _is_int(value: Any) -> bool:
@@ -151,12 +152,14 @@ def parse_job(body: bytes) -> Job:
 # HTTP layer
 
 
-def error_response(status: int, message: str, headers: Optional[Dict[str, str]] = None) -> web.Response:
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
     return web.json_response({"error": message}, status=status, headers=headers)
 
 
 @web.middleware
-async def json_errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+async def json_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
     """Turn every failure into a JSON object: the node forwards container errors to clients."""
     try:
         return await handler(request)
@@ -168,7 +171,7 @@ async def json_errors(request: web.Request, handler: Callable[[web.Request], Awa
         message = exc.text or exc.reason or "error"
         prefix = f"{exc.status}: "
         if message.startswith(prefix):  # aiohttp's default text is "404: Not Found"
-            message = message[len(prefix):]
+            message = message[len(prefix) :]
         allow = exc.headers.get("Allow")
         if exc.status == 404:
             message = f"no such endpoint: {request.method} {request.path}"
@@ -177,12 +180,12 @@ async def json_errors(request: web.Request, handler: Callable[[web.Request], Awa
         return error_response(exc.status, message, {"Allow": allow} if allow else None)
     except asyncio.CancelledError:
         raise
-    except Exception as exc:  # noqa: BLE001 - the last line of defence must catch everything
+    except Exception as exc:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, f"internal error in {request.app[SERVICE_KEY].name}: {type(exc).__name__}")
 
 
-def resources_document(service: Service) -> Dict[str, Any]:
+def resources_document(service: Service) -> dict[str, Any]:
     return {
         "version": RESOURCES_VERSION,
         "service_id": service.name,
@@ -264,7 +267,7 @@ async def handle_service_output(request: web.Request) -> web.StreamResponse:
         try:
             text = json.dumps(result, allow_nan=False)
         except ValueError as exc:
-            raise BadInput(f"the result cannot be written as JSON: {exc}")
+            raise BadInput(f"the result cannot be written as JSON: {exc}") from exc
         return web.Response(text=text, content_type="application/json")
     if service.stream is not None:
         pieces: Iterable[str] = service.stream(job)

@@ -10,7 +10,7 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Any, List
+from typing import Any
 
 try:
     import infernet_service as svc
@@ -37,12 +37,12 @@ def render_text(data: Any) -> str:
     return json.dumps(data, ensure_ascii=False)
 
 
-def split_into_chunks(text: str) -> List[str]:
+def split_into_chunks(text: str) -> list[str]:
     """Whitespace-aligned pieces whose concatenation is exactly `text`."""
     return [piece for piece in _CHUNK_BOUNDARY.split(text) if piece]
 
 
-def stream(job: svc.Job) -> List[str]:
+def stream(job: svc.Job) -> list[str]:
     return split_into_chunks(render_text(job.data))
 
 

@@ -15,7 +15,7 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any
 
 import joblib
 
@@ -35,9 +35,9 @@ SHAPE_HINT = '{"measurements": [[sepal_length, sepal_width, petal_length, petal_
 log = logging.getLogger("iris")
 
 
-def load_bundle(path: Path) -> Dict[str, Any]:
+def load_bundle(path: Path) -> dict[str, Any]:
     if path.is_file():
-        bundle: Dict[str, Any] = joblib.load(path)
+        bundle: dict[str, Any] = joblib.load(path)
         log.info("loaded model from %s (train accuracy %.3f)", path, bundle["train_accuracy"])
         return bundle
     log.info("no model file at %s; training one in memory", path)
@@ -48,7 +48,7 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def parse_measurements(data: Any) -> List[List[float]]:
+def parse_measurements(data: Any) -> list[list[float]]:
     """Rows of 4 finite, non-negative numbers, or BadInput naming the first thing that is wrong."""
     rows = data
     if isinstance(data, dict):
@@ -61,7 +61,7 @@ def parse_measurements(data: Any) -> List[List[float]]:
         rows = [rows]
     if len(rows) > MAX_ROWS:
         raise svc.BadInput(f"too many rows: {len(rows)} (at most {MAX_ROWS} per request)")
-    parsed: List[List[float]] = []
+    parsed: list[list[float]] = []
     for i, row in enumerate(rows):
         if not isinstance(row, list) or len(row) != FEATURES:
             raise svc.BadInput(
@@ -77,21 +77,21 @@ def parse_measurements(data: Any) -> List[List[float]]:
     return parsed
 
 
-def predict(bundle: Dict[str, Any], rows: List[List[float]]) -> Dict[str, Any]:
-    species: List[str] = bundle["species"]
+def predict(bundle: dict[str, Any], rows: list[list[float]]) -> dict[str, Any]:
+    species: list[str] = bundle["species"]
     probabilities = bundle["model"].predict_proba(rows)
     predictions = []
     for row_probs in probabilities:
         best = max(range(len(species)), key=lambda k: row_probs[k])
         predictions.append({
             "species": species[best],
-            "probabilities": {name: round(float(p), 6) for name, p in zip(species, row_probs)},
+            "probabilities": {name: round(float(p), 6) for name, p in zip(species, row_probs, strict=True)},
         })
     return {"predictions": predictions}
 
 
-def make_service(bundle: Dict[str, Any]) -> svc.Service:
-    async def classify(job: svc.Job) -> Dict[str, Any]:
+def make_service(bundle: dict[str, Any]) -> svc.Service:
+    async def classify(job: svc.Job) -> dict[str, Any]:
         rows = parse_measurements(job.data)
         # scikit-learn is CPU work: keep it off the event loop so health checks stay responsive.
         loop = asyncio.get_running_loop()

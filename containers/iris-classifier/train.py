@@ -9,7 +9,7 @@ memory when no model file exists. The data set ships inside scikit-learn: nothin
 from __future__ import annotations
 
 import argparse
-from typing import Any, Dict
+from typing import Any
 
 import joblib
 import sklearn
@@ -21,7 +21,7 @@ from sklearn.preprocessing import StandardScaler
 RANDOM_STATE = 0  # fixed so every build trains the same model
 
 
-def train() -> Dict[str, Any]:
+def train() -> dict[str, Any]:
     """A bundle: the fitted pipeline plus what the app needs to describe and check it."""
     iris = load_iris()
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=RANDOM_STATE))

@@ -12,7 +12,7 @@ import hashlib
 import re
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any
 
 try:
     import infernet_service as svc
@@ -27,7 +27,7 @@ FALLBACK_WORDS = ("nothing", "was", "asked")
 _LCG_MULTIPLIER, _LCG_INCREMENT = 6364136223846793005, 1442695040888963407  # Knuth's MMIX constants
 
 
-def parse_request(data: Any) -> Tuple[str, int]:
+def parse_request(data: Any) -> tuple[str, int]:
     """(prompt, max_tokens) from `data`: {"prompt"|"input": str, "max_tokens"?: int} or a bare string."""
     if isinstance(data, str):
         return data, DEFAULT_MAX_TOKENS
@@ -46,11 +46,11 @@ def parse_request(data: Any) -> Tuple[str, int]:
     return prompt, max_tokens
 
 
-def generate(prompt: str, max_tokens: int) -> List[str]:
+def generate(prompt: str, max_tokens: int) -> list[str]:
     """`max_tokens` pieces; joined they form one sentence. Pure function of its arguments."""
     words = re.findall(r"\w+", prompt.lower()) or list(FALLBACK_WORDS)
     state = int.from_bytes(hashlib.sha256(prompt.encode("utf-8")).digest()[:8], "big")
-    pieces: List[str] = []
+    pieces: list[str] = []
     for i in range(max_tokens):
         state = (state * _LCG_MULTIPLIER + _LCG_INCREMENT) % 2**64  # seeded by the prompt: repeatable
         pick = state >> 33
@@ -65,11 +65,11 @@ def generate(prompt: str, max_tokens: int) -> List[str]:
     return pieces
 
 
-def complete(job: svc.Job) -> Dict[str, str]:
+def complete(job: svc.Job) -> dict[str, str]:
     return {"output": "".join(generate(*parse_request(job.data)))}
 
 
-def stream(job: svc.Job) -> List[str]:
+def stream(job: svc.Job) -> list[str]:
     return generate(*parse_request(job.data))  # parsed before the stream starts: errors stay 400
 
 

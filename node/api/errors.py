@@ -10,10 +10,11 @@ import logging
 import math
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
-from node.jobs.errors import JobError, Overloaded
 from node.api.keys import MAX_BODY
 from node.api.render import json_response
+from node.jobs.errors import JobError, Overloaded
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ def _from_http(error: web.HTTPException, request: web.Request) -> web.Response:
 
 
 @web.middleware
-async def json_errors(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except JobError as error:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 
 from aiohttp import web
 
@@ -44,7 +45,7 @@ async def submit_batch(request: web.Request) -> web.Response:
     return json_response(await request.app[SERVICE].submit_batch(ip, items))
 
 
-def _pending_filter(query: "web.MultiDictProxy[str]") -> bool | None:
+def _pending_filter(query: Mapping[str, str]) -> bool | None:
     # The client sends pending=true|false; the docs' curl uses status=pending|completed|all.
     pending = query.get("pending")
     if pending == "true":

@@ -9,6 +9,7 @@ are found by polling the coordinator's `id` counter; no logs, no filters.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -93,7 +94,7 @@ class Listener:
             first = False
             end = min(start + self._sync.batch_size, head_id + 1)
             batch = await self._retrying(
-                lambda: self._contracts.subscriptions(start, end, head.number),
+                functools.partial(self._contracts.subscriptions, start, end, head.number),
                 f"reading subscriptions {start}..{end - 1}",
             )
             await self._consider(batch, head)

@@ -58,7 +58,7 @@ class ContainerResult:
         return {"container": self.container, "output": self.output}
 
     @classmethod
-    def from_wire(cls, value: dict[str, JSON]) -> "ContainerResult":
+    def from_wire(cls, value: dict[str, JSON]) -> ContainerResult:
         return cls(value["container"], value.get("output"), value.get("error"))
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -227,7 +227,7 @@ class JobService:
 
     # -- streaming ----------------------------------------------------------
 
-    async def open_stream(self, client_ip: str, request: JobRequest) -> "StreamJob":
+    async def open_stream(self, client_ip: str, request: JobRequest) -> StreamJob:
         """Admit and record a streamed job; the caller relays `StreamJob.chunks()`."""
         # The whole request passes the guardian, as in the reference; only the first container streams.
         self._check(request, client_ip)
@@ -285,7 +285,7 @@ class StreamJob:
             raise
         self._upstream = upstream
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    async def chunks(self) -> AsyncGenerator[bytes, None]:
         """Relay the output. Failures after the start end the stream and fail the job."""
         assert self._upstream is not None, "start() first"
         received: list[bytes] = []

@@ -233,7 +233,8 @@ class DockerManager:
             log.info("container %s %s", managed.name, "removed" if remove else "stopped")
         except DockerError as error:
             if error.status != 404:
-                log.warning("could not %s container %s: %s", "remove" if remove else "stop", managed.name, error.message)
+                action = "remove" if remove else "stop"
+                log.warning("could not %s container %s: %s", action, managed.name, error.message)
 
     async def _run(self) -> None:
         try:
@@ -295,7 +296,11 @@ class DockerManager:
                     why = managed.reason
                 if outcome == "ready":
                     ready_at = time.monotonic()
-                    log.info("container %s is ready at %s", container_id, managed.endpoint.base_url if managed.endpoint else "?")
+                    log.info(
+                        "container %s is ready at %s",
+                        container_id,
+                        managed.endpoint.base_url if managed.endpoint else "?",
+                    )
                     managed.settled.set()
                     await managed.died.wait()
                     why = managed.reason
@@ -445,7 +450,7 @@ class DockerManager:
         managed.down(managed.state, f"waiting for its service to answer on port {port}")
 
     async def _wait_ready(self, managed: _Managed) -> str:
-        """"ready", "died" or "timeout": poll GET /health until the deadline, or until it dies."""
+        """ "ready", "died" or "timeout": poll GET /health until the deadline, or until it dies."""
         endpoint = managed.candidate
         if endpoint is None or managed.died.is_set():
             return "died"

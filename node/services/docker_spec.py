@@ -10,7 +10,7 @@ import hashlib
 import json
 import shlex
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from node.config import ContainerConfig, DockerConfig
@@ -207,5 +207,5 @@ def parse_docker_time_ns(value: str | None) -> int | None:
     except ValueError:
         return None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp()) * 1_000_000_000 + fraction_ns

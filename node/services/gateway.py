@@ -259,7 +259,7 @@ class HttpServiceGateway:
                 headers=_headers(endpoint),
                 timeout=timeout,
             )
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise StreamFailed("Container did not answer in time", {"container": container_id}) from None
         except aiohttp.ClientError as error:
             raise StreamFailed(f"Could not reach the container: {error}", {"container": container_id}) from None
@@ -287,7 +287,7 @@ class HttpServiceGateway:
                     whole, tail = utf8_split(tail + scrubber.feed(chunk))
                     if whole:
                         yield whole
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 response.close()
                 seconds = self._max_stream_seconds
                 if seconds is not None and time.monotonic() - began >= seconds - 0.01:
@@ -332,7 +332,7 @@ class HttpServiceGateway:
                     if self._scrubber.may_hold(body):
                         output = self._scrubber.value(output)
                     return endpoint.container_id, output
-            except (asyncio.TimeoutError, aiohttp.ClientError, ValueError, UnicodeDecodeError, RecursionError):
+            except (TimeoutError, aiohttp.ClientError, ValueError, UnicodeDecodeError, RecursionError):
                 return None
 
         endpoints = [

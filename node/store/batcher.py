@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.sql import Executable
+from sqlalchemy.sql import ClauseElement, Executable
 
 from node.store.engine import sqlite_file
 
@@ -88,6 +88,7 @@ class WriteBatcher:
         """The statement's SQL for the sqlite3 module, compiled once (statements are module constants)."""
         cached = self._sql.get(id(statement))
         if cached is None or cached[0] is not statement:
+            assert isinstance(statement, ClauseElement)  # every Executable the repositories write is one
             cached = (statement, str(statement.compile(dialect=_SQLITE_NAMED)))
             self._sql[id(statement)] = cached
         return cached[1]

@@ -7,13 +7,13 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-import migrations
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+import migrations
 from node.store.sqlite import SqliteFile
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 # The hot-path threads of each file-backed SQLite engine (sqlite.py), closed with the engine.
-_SQLITE_FILES: "weakref.WeakKeyDictionary[Engine, SqliteFile]" = weakref.WeakKeyDictionary()
+_SQLITE_FILES: weakref.WeakKeyDictionary[Engine, SqliteFile] = weakref.WeakKeyDictionary()
 
 
 def create_engine(url: str) -> AsyncEngine:

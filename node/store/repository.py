@@ -59,7 +59,9 @@ _loads = json.loads
 
 
 def _job(row: Sequence[Any]) -> Job:
-    client_ip, job_id, origin, status, containers, data, requires_proof, result, intermediate, created, updated = row[:11]
+    client_ip, job_id, origin, status, containers, data, requires_proof, result, intermediate, created, updated = row[
+        :11
+    ]
     return Job(
         id=job_id,
         client_ip=client_ip,
@@ -120,6 +122,7 @@ class SqlJobRepository:
     @staticmethod
     def _build_upsert(dialect: str) -> Any:
         columns = ("origin", "status", "containers", "data", "result", "intermediate", "updated_at", "finished_at")
+        statement: sqlite.Insert | postgresql.Insert
         if dialect == "sqlite":
             statement = sqlite.insert(jobs)
         elif dialect == "postgresql":
@@ -189,9 +192,7 @@ class SqlJobRepository:
         async with self._engine.connect() as connection:
             rows = (await connection.execute(query)).all()
         # Pending first, then completed, as the reference lists them.
-        return [row.id for row in rows if row.status in PENDING] + [
-            row.id for row in rows if row.status in FINISHED
-        ]
+        return [row.id for row in rows if row.status in PENDING] + [row.id for row in rows if row.status in FINISHED]
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -215,9 +216,7 @@ class SqlJobRepository:
                             "k_ip": row.client_ip,
                             "k_id": row.id,
                             "status": JobStatus.FAILED.value,
-                            "result": _dumps(
-                                ContainerResult(json.loads(row.containers)[0], error=reason).to_wire()
-                            ),
+                            "result": _dumps(ContainerResult(json.loads(row.containers)[0], error=reason).to_wire()),
                             "intermediate": None,
                             "now": now,
                         }

@@ -14,6 +14,7 @@ the SQLAlchemy engine on the same file; WAL lets the connections share it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import sqlite3
@@ -105,7 +106,7 @@ def _run_calls(connection: sqlite3.Connection, calls: list[Call]) -> list[Outcom
                 outcomes += [(future, None, None) for future, _ in group]
                 index = end
                 continue
-            except Exception:  # noqa: BLE001 - one bad write must not fail its neighbours: each alone
+            except Exception:
                 pass
         end = max(end, index + 1)
         for future, work in calls[index:end]:
@@ -205,10 +206,8 @@ class _Pool:
                         outcomes = _run_calls(connection, calls)
                     except BaseException as error:  # could not open the file: every caller hears why
                         outcomes = [(future, None, error) for future, _ in calls]
-                    try:
+                    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
                         loop.call_soon_threadsafe(_settle, outcomes)
-                    except RuntimeError:  # the loop is closed: nobody is waiting any more
-                        pass
                 if self._after_batch is not None:
                     self._after_batch()
                 if stop:
@@ -276,14 +275,14 @@ class SqliteFile:
 
     async def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run `work` on the writer's connection (it manages its own transaction)."""
-        return await self._writer.submit(work)  # type: ignore[no-any-return]
+        return await self._writer.submit(work)
 
     async def commit(self, writes: Writes) -> None:
         """Commit (SQL, rows) writes in one transaction, possibly together with other callers' commits."""
         await self._writer.submit(GroupCommit(writes))
 
     async def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        return await self._readers.submit(work)  # type: ignore[no-any-return]
+        return await self._readers.submit(work)
 
     def close(self) -> None:
         if not self._closed:

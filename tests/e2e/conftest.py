@@ -32,7 +32,9 @@ def client_test_containers(service_url: str) -> list[dict[str, object]]:
 
 
 @pytest.fixture(scope="session")
-def client_node(client_venv: Path, echo_service: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
+def client_node(
+    client_venv: Path, echo_service: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[NodeProcess]:
     """A chain-disabled node on 127.0.0.1 with the containers above."""
     workdir = tmp_path_factory.mktemp("client-node")
     config = node_config(workdir, client_test_containers(echo_service))

@@ -222,7 +222,7 @@ class Anvil:
         raise AnvilError(f"anvil did not start: {last_error}")
 
     def _spawn_and_wait(self, port: int, timeout: float) -> tuple[bool, str]:
-        self._log = tempfile.TemporaryFile()
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop(), it outlives this call)
         args = [
             str(self.binary),
             "--host", "127.0.0.1",
@@ -239,7 +239,7 @@ class Anvil:
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent if self.die_with_parent else None,  # noqa: PLW1509 - one prctl call
+            preexec_fn=_die_with_parent if self.die_with_parent else None,
         )
         url = f"http://127.0.0.1:{port}"
         deadline = started + timeout
@@ -529,7 +529,7 @@ async def expect_revert(awaitable: Awaitable[Any]) -> str:
     """Await a call/transaction that must revert; returns the revert selector (AssertionError otherwise)."""
     try:
         await awaitable
-    except Exception as exc:  # noqa: BLE001 - classification is by revert data, not class
+    except Exception as exc:
         selector = revert_selector(exc)
         if selector is None:
             raise AssertionError(f"reverted without a selector: {exc!r}") from exc

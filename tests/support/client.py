@@ -296,7 +296,8 @@ class FakeRpc:
         try:
             body = await request.json()
         except ValueError:
-            return web.json_response({"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": "Parse error"}})
+            parse_error = {"code": -32700, "message": "Parse error"}
+            return web.json_response({"jsonrpc": "2.0", "id": None, "error": parse_error})
         calls = body if isinstance(body, list) else [body]
         answers = []
         for call in calls:
@@ -337,7 +338,7 @@ class FakeRpc:
         finally:
             self._loop.close()
 
-    def start(self) -> "FakeRpc":
+    def start(self) -> FakeRpc:
         self._thread = threading.Thread(target=self._run, name="fake-rpc", daemon=True)
         self._thread.start()
         if not self._ready.wait(10) or self._failure is not None:
@@ -350,7 +351,7 @@ class FakeRpc:
         if self._thread is not None:
             self._thread.join(10)
 
-    def __enter__(self) -> "FakeRpc":
+    def __enter__(self) -> FakeRpc:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -11,6 +11,7 @@ import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 
@@ -72,3 +73,17 @@ def drop_database_sync(server_url: str, url: str) -> None:
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[str]:
     yield start_server()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def node_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """`store.url` for a node process: an SQLite file under tmp_path, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'node.db'}"
+        return
+    server = request.getfixturevalue("postgres_server")
+    url = create_database_sync(server)
+    try:
+        yield url
+    finally:
+        drop_database_sync(server, url)

@@ -71,7 +71,9 @@ def service_process(name: str = "hello-world", env: dict[str, str] | None = None
             process.wait()
 
 
-def node_config(tmp: Path, containers: list[dict[str, Any]], port: int | None = None, **sections: Any) -> dict[str, Any]:
+def node_config(
+    tmp: Path, containers: list[dict[str, Any]], port: int | None = None, **sections: Any
+) -> dict[str, Any]:
     """A config for a test node: loopback only, store and log under `tmp`, no rate limit."""
     config: dict[str, Any] = {
         "log": {"path": str(tmp / "node.log"), "level": "INFO"},
@@ -103,7 +105,7 @@ class NodeProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.config['server']['port']}"
 
-    def start(self, deadline_s: float = 30.0) -> "NodeProcess":
+    def start(self, deadline_s: float = 30.0) -> NodeProcess:
         with self.output.open("ab") as sink:
             self.process = subprocess.Popen(
                 [PYTHON, "-m", "node", "run", "--config", str(self.config_path)],

@@ -37,7 +37,9 @@ def json_values(keys: st.SearchStrategy[str] | None = None, max_leaves: int = 25
 small_json = json_values(max_leaves=4)
 
 
-def objects_with(fields: dict[str, st.SearchStrategy[Any]], extra: st.SearchStrategy[Any] | None = None) -> st.SearchStrategy[dict[str, Any]]:
+def objects_with(
+    fields: dict[str, st.SearchStrategy[Any]], extra: st.SearchStrategy[Any] | None = None
+) -> st.SearchStrategy[dict[str, Any]]:
     """Dicts with any subset of `fields` (each from its strategy or any JSON), plus noise keys."""
     anything = extra if extra is not None else small_json
 

@@ -70,7 +70,7 @@ def test_secrets_never_show_in_repr() -> None:
 def test_secrets_may_come_from_the_environment() -> None:
     raw = json.loads(json.dumps(REFERENCE_CONFIG))
     del raw["chain"]["wallet"]["private_key"]
-    with pytest.raises(ConfigError, match="wallet.private_key"):
+    with pytest.raises(ConfigError, match=r"wallet\.private_key"):
         parse_config(raw, environ={})
     config = parse_config(raw, environ={"INFERNET_WALLET_PRIVATE_KEY": "0xabc", "INFERNET_DOCKER_PASSWORD": "pw"})
     assert config.chain.wallet.private_key is not None
@@ -86,9 +86,23 @@ def test_secrets_may_come_from_the_environment() -> None:
         ({"server": {"prot": 1}}, "server.prot: unknown field"),
         ({"containers": [{"id": "a"}]}, "containers[0] (a): set `url` or `port`"),
         ({"containers": [{"id": "a", "port": 1}, {"id": "a", "port": 2}]}, "'a' is used twice"),
-        ({"containers": [{"id": "a", "port": 1, "allowed_ips": ["nope"]}]}, "containers.0.allowed_ips: 'nope' is not an IP"),
+        (
+            {"containers": [{"id": "a", "port": 1, "allowed_ips": ["nope"]}]},
+            "containers[0].allowed_ips: 'nope' is not an IP",
+        ),
+        (
+            {"containers": [{"id": "a", "port": 1, "volumes": ["/x", 2]}]},
+            "containers[0].volumes[1]: Input should be a valid string",
+        ),
+        (
+            {"containers": [{"id": "a", "port": 1, "accepted_payments": {"0x1": "x"}}]},
+            "containers[0].accepted_payments.0x1: Input",
+        ),
         ({"store": {"url": "sqlite:///x.db"}}, "store.url: must start with sqlite+aiosqlite://"),
-        ({"chain": {"enabled": True}}, "chain: chain is enabled but rpc_url, registry_address, wallet.private_key is not set"),
+        (
+            {"chain": {"enabled": True}},
+            "chain: chain is enabled but rpc_url, registry_address, wallet.private_key is not set",
+        ),
         ({"jobs": {"workers": 0}}, "jobs.workers: Input should be greater than or equal to 1"),
     ],
 )
@@ -98,12 +112,12 @@ def test_bad_fields_are_named(patch: dict, expected: str) -> None:
     assert expected in str(caught.value)
 
 
-def test_file_errors_are_one_clear_line(tmp_path: Path) -> None:
+def test_file_errors_are_clear(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="file not found"):
         load_config(tmp_path / "missing.json")
     broken = tmp_path / "broken.json"
     broken.write_text('{"server": {"port": 4000,}}')
-    with pytest.raises(ConfigError, match=r"invalid JSON at line 1 column 26"):
+    with pytest.raises(ConfigError, match=r"invalid JSON at line 1 column 25: a trailing ','"):
         load_config(broken)
     listed = tmp_path / "list.json"
     listed.write_text("[]")
@@ -114,3 +128,48 @@ def test_file_errors_are_one_clear_line(tmp_path: Path) -> None:
 def test_old_log_path_key_is_read_as_log_path() -> None:
     config = parse_config({"log_path": "old.log"}, environ={})
     assert config.log.path == "old.log"
+
+
+def test_field_paths_use_one_notation() -> None:
+    """`containers[1].timeout` everywhere: no `containers.1.timeout`, no `(top level): ...`."""
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"containers": [{"id": "a", "port": 1}, {"id": "b", "port": 2, "timeout": -1}]}, environ={})
+    assert str(caught.value) == "containers[1].timeout: Input should be greater than 0"
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"containers": [{"id": "a", "port": 1}, {"id": "a", "port": 2}]}, environ={})
+    assert str(caught.value) == "containers[1].id 'a' is used twice"
+
+
+def _json_error(tmp_path: Path, text: str) -> list[str]:
+    path = tmp_path / "config.json"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+    return str(caught.value).splitlines()
+
+
+def test_missing_comma_points_at_the_end_of_the_previous_value(tmp_path: Path) -> None:
+    # JSON itself reports the next line (3, column 3): the comma belongs on line 2.
+    lines = _json_error(tmp_path, '{\n  "log": {"path": "x"}\n  "server": {}\n}\n')
+    where = f"{tmp_path / 'config.json'}: invalid JSON at line 2 column 23"
+    assert lines[0] == f"{where}: a ',' is missing after this value"
+    assert lines[1] == '    2 |   "log": {"path": "x"}'
+    assert lines[2] == "      |                       ^"
+    # The caret stands right after the value that needs the comma.
+    assert lines[2].index("^") == len(lines[1])
+
+
+def test_other_json_errors_show_their_line_and_a_caret(tmp_path: Path) -> None:
+    lines = _json_error(tmp_path, '{\n  "containers": [\n    {"id": "a"},\n  ]\n}')
+    assert lines[0].endswith("invalid JSON at line 3 column 16: a trailing ',' (JSON allows none before '}' or ']')")
+    assert lines[1][lines[2].index("^")] == ","
+    lines = _json_error(tmp_path, '{"a": tru}')
+    assert lines[0].endswith("invalid JSON at line 1 column 7: Expecting value")
+    assert lines[1][lines[2].index("^") :] == "tru}"
+    # Tabs are expanded on both lines, so the caret still lines up.
+    lines = _json_error(tmp_path, '{\n\t"a": 1\n\t"b": 2}')
+    assert lines[1][lines[2].index("^") - 1] == "1"
+    # A minified file on one long line: only the part around the error is shown.
+    lines = _json_error(tmp_path, '{"x": "' + "y" * 300 + '" "z": 1}')
+    assert len(lines[1]) < 130 and lines[1][lines[2].index("^") - 1] == '"'
+    assert _json_error(tmp_path, "\n")[0].endswith("the file is empty (it must hold one JSON object, e.g. {})")

@@ -50,13 +50,16 @@ def test_json_lines_with_the_job_id(logfile: Path) -> None:
 
 def test_console_lines_are_readable() -> None:
     formatter = ConsoleFormatter()
-    record = logging.makeLogRecord({"name": "node.test", "levelname": "INFO", "msg": "job %s", "args": ("success",), "job_id": "j-1"})
+    record = logging.makeLogRecord(
+        {"name": "node.test", "levelname": "INFO", "msg": "job %s", "args": ("success",), "job_id": "j-1"}
+    )
     assert formatter.format(record).endswith("INFO    node.test: job success [job j-1]")
     try:
         raise ValueError("boom")
     except ValueError:
-        record = logging.makeLogRecord({"name": "node.test", "levelname": "ERROR", "msg": "failed", "job_id": "j-3",
-                                        "exc_info": sys.exc_info()})
+        record = logging.makeLogRecord(
+            {"name": "node.test", "levelname": "ERROR", "msg": "failed", "job_id": "j-3", "exc_info": sys.exc_info()}
+        )
     first, second, *_ = formatter.format(record).splitlines()
     assert first.endswith("node.test: failed [job j-3]") and second.startswith("Traceback")
 
@@ -64,11 +67,21 @@ def test_console_lines_are_readable() -> None:
 def test_no_secret_in_any_line(logfile: Path) -> None:
     config = parse_config(
         {
-            "chain": {"enabled": True, "rpc_url": "http://127.0.0.1:8545", "registry_address": "0x" + "1" * 40,
-                      "wallet": {"private_key": KEY}},
+            "chain": {
+                "enabled": True,
+                "rpc_url": "http://127.0.0.1:8545",
+                "registry_address": "0x" + "1" * 40,
+                "wallet": {"private_key": KEY},
+            },
             "docker": {"username": "op", "password": "docker-hub-pass-77"},
-            "containers": [{"id": "llm", "url": "http://127.0.0.1:3000", "bearer": "svc-token-xyz123",
-                            "env": {"OPENAI_API_KEY": "sk-live-abcdef123456", "PORT": "3000"}}],
+            "containers": [
+                {
+                    "id": "llm",
+                    "url": "http://127.0.0.1:3000",
+                    "bearer": "svc-token-xyz123",
+                    "env": {"OPENAI_API_KEY": "sk-live-abcdef123456", "PORT": "3000"},
+                }
+            ],
         },
         environ={},
     )
@@ -93,8 +106,17 @@ def test_no_secret_in_any_line(logfile: Path) -> None:
 
     assert flush_logging()
     text = "\n".join(path.read_text() for path in logfile.parent.iterdir())
-    for secret in (KEY[2:], KEY[2:].upper(), "docker-hub-pass-77", "svc-token-xyz123", "sk-live-abcdef123456",
-                   "feedface", "eyJhbGciOi", "s3cr3t-pw", "unregistered-pw"):
+    for secret in (
+        KEY[2:],
+        KEY[2:].upper(),
+        "docker-hub-pass-77",
+        "svc-token-xyz123",
+        "sk-live-abcdef123456",
+        "feedface",
+        "eyJhbGciOi",
+        "s3cr3t-pw",
+        "unregistered-pw",
+    ):
         assert secret not in text, secret
     assert text.count(REDACTED) >= 10
     assert TX_HASH in text and "port 3000" in text

@@ -79,7 +79,9 @@ def test_request_job_rejections_raise_api_error(node_url: str) -> None:
         async def main():
             return {
                 "bad": await capture(client.request_job({"containers": ["bad"], "data": {}})),
-                "proof": await capture(client.request_job({"containers": ["echo"], "data": {}, "requires_proof": True})),
+                "proof": await capture(
+                    client.request_job({"containers": ["echo"], "data": {}, "requires_proof": True})
+                ),
                 "inner": await capture(client.request_job({"containers": ["inner"], "data": {}})),
                 "none": await capture(client.request_job({"containers": [], "data": {}})),
                 "malformed": await capture(client.request_job({"containers": ["echo"]})),

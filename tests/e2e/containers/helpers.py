@@ -145,29 +145,25 @@ def job(data: Any, destination: int = 1, **extra: Any) -> dict[str, Any]:
 
 
 async def post_json(url: str, body: Any) -> tuple[int, Any]:
-    async with aiohttp.ClientSession() as session:
-        async with session.post(f"{url}/service_output", json=body) as response:
-            return response.status, await response.json()
+    async with aiohttp.ClientSession() as session, session.post(f"{url}/service_output", json=body) as response:
+        return response.status, await response.json()
 
 
 async def post_raw(url: str, raw: bytes) -> tuple[int, str, Any]:
     """POST bytes as they are (for malformed bodies); returns status, content type and JSON body."""
-    async with aiohttp.ClientSession() as session:
-        async with session.post(f"{url}/service_output", data=raw,
-                                headers={"Content-Type": "application/json"}) as response:
-            return response.status, response.content_type, await response.json()
+    async with aiohttp.ClientSession() as session, session.post(f"{url}/service_output", data=raw,
+                            headers={"Content-Type": "application/json"}) as response:
+        return response.status, response.content_type, await response.json()
 
 
 async def read_stream(url: str, body: Any) -> tuple[aiohttp.ClientResponse, list[bytes]]:
     """POST a stream job and collect the raw reads, relayed the way the node does (iter_any)."""
-    async with aiohttp.ClientSession() as session:
-        async with session.post(f"{url}/service_output", json=body) as response:
-            response.raise_for_status()
-            reads = [chunk async for chunk in response.content.iter_any()]
-            return response, reads
+    async with aiohttp.ClientSession() as session, session.post(f"{url}/service_output", json=body) as response:
+        response.raise_for_status()
+        reads = [chunk async for chunk in response.content.iter_any()]
+        return response, reads
 
 
 async def get_json(url: str, path: str) -> tuple[int, Any]:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"{url}{path}") as response:
-            return response.status, await response.json()
+    async with aiohttp.ClientSession() as session, session.get(f"{url}{path}") as response:
+        return response.status, await response.json()

@@ -16,8 +16,8 @@ from tests.e2e.containers.helpers import (
     get_json,
     job,
     post_json,
-    require_docker_images,
     read_stream,
+    require_docker_images,
     service_container,
 )
 
@@ -75,7 +75,9 @@ async def test_streaming_image_stream_matches_its_json_output(streaming_containe
     ([7.0, 3.2, 4.7, 1.4], "versicolor"),
     ([6.3, 3.3, 6.0, 2.5], "virginica"),
 ])
-async def test_iris_image_classifies_known_flowers(iris_container: str, measurements: list[float], species: str) -> None:
+async def test_iris_image_classifies_known_flowers(
+    iris_container: str, measurements: list[float], species: str
+) -> None:
     status, body = await post_json(iris_container, job({"measurements": [measurements]}))
     assert status == 200
     (prediction,) = body["predictions"]
@@ -94,15 +96,19 @@ async def test_iris_image_accepts_a_flat_row_and_several_rows(iris_container: st
     assert [p["species"] for p in many["predictions"]] == ["setosa", "versicolor"]
 
 
-@pytest.mark.parametrize(("data", "named"), [
-    ({"measurements": [[5.1, 3.5, "x", 0.2]]}, "measurements[0][2]"),
-    ({"measurements": [[5.1, 3.5, 1.4]]}, "measurements[0]"),
-    ({"measurements": [5.1, 3.5, -1.4, 0.2]}, "negative"),
-    ({"measurements": [[1.0, 1.0, 1.0, 1.0]] * 1001}, "too many rows"),
-    ({"measurements": []}, "non-empty"),
-    ({"rows": [[1, 2, 3, 4]]}, "measurements"),
-    ({"measurements": [[5.1, 3.5, True, 0.2]]}, "measurements[0][2]"),
-], ids=["not-a-number", "three-values", "negative", "1001-rows", "empty", "wrong-key", "bool"])
+@pytest.mark.parametrize(
+    ("data", "named"),
+    [
+        ({"measurements": [[5.1, 3.5, "x", 0.2]]}, "measurements[0][2]"),
+        ({"measurements": [[5.1, 3.5, 1.4]]}, "measurements[0]"),
+        ({"measurements": [5.1, 3.5, -1.4, 0.2]}, "negative"),
+        ({"measurements": [[1.0, 1.0, 1.0, 1.0]] * 1001}, "too many rows"),
+        ({"measurements": []}, "non-empty"),
+        ({"rows": [[1, 2, 3, 4]]}, "measurements"),
+        ({"measurements": [[5.1, 3.5, True, 0.2]]}, "measurements[0][2]"),
+    ],
+    ids=["not-a-number", "three-values", "negative", "1001-rows", "empty", "wrong-key", "bool"],
+)
 async def test_iris_image_rejects_bad_measurements(iris_container: str, data: object, named: str) -> None:
     status, body = await post_json(iris_container, job(data))
     assert status == 400
@@ -117,6 +123,10 @@ async def test_iris_image_model_ids(iris_container: str) -> None:
 
 @pytest.mark.parametrize("service", sorted(IMAGES))
 def test_images_run_as_a_non_root_user(images: None, service: str) -> None:
-    user = subprocess.run(["docker", "image", "inspect", "-f", "{{.Config.User}}", IMAGES[service]],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    user = subprocess.run(
+        ["docker", "image", "inspect", "-f", "{{.Config.User}}", IMAGES[service]],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert user and not user.startswith(("0", "root"))

@@ -64,7 +64,9 @@ def slow_service(container_id: str, **fields: Any) -> dict[str, Any]:
     )
 
 
-def managed_config(workdir: Path, prefix: str, containers: list[dict[str, Any]], **docker_options: Any) -> dict[str, Any]:
+def managed_config(
+    workdir: Path, prefix: str, containers: list[dict[str, Any]], **docker_options: Any
+) -> dict[str, Any]:
     options = {"container_prefix": prefix, "on_shutdown": "remove", "ready_timeout": 60, **docker_options}
     config = node_config(workdir, containers, manage_containers=True, docker=options)
     config["log"]["level"] = "DEBUG"
@@ -72,7 +74,9 @@ def managed_config(workdir: Path, prefix: str, containers: list[dict[str, Any]],
 
 
 @contextmanager
-def managed_node(workdir: Path, prefix: str, containers: list[dict[str, Any]], **docker_options: Any) -> Iterator[NodeProcess]:
+def managed_node(
+    workdir: Path, prefix: str, containers: list[dict[str, Any]], **docker_options: Any
+) -> Iterator[NodeProcess]:
     node = NodeProcess(managed_config(workdir, prefix, containers, **docker_options), workdir)
     node.start(NODE_START_S)
     try:

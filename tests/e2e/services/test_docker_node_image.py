@@ -85,7 +85,9 @@ def _answers(url: str) -> bool:
         return False
 
 
-def test_the_node_runs_in_its_image_and_manages_its_services(containerised_node: ContainerisedNode, prefix: str) -> None:
+def test_the_node_runs_in_its_image_and_manages_its_services(
+    containerised_node: ContainerisedNode, prefix: str
+) -> None:
     node = containerised_node
     assert [entry["id"] for entry in info(node)["containers"]] == ["echo", "iris"]  # type: ignore[arg-type]
     # Siblings on the host's Docker, not nested.

@@ -56,7 +56,12 @@ def test_info_lists_the_running_containers_exactly(node: NodeProcess) -> None:
     body = info(node)
     assert body["containers"] == [
         {"id": "hello-world", "description": "echo", "external": True, "image": "infernet-local/hello-world:latest"},
-        {"id": "streaming", "description": "token stream", "external": True, "image": "infernet-local/streaming:latest"},
+        {
+            "id": "streaming",
+            "description": "token stream",
+            "external": True,
+            "image": "infernet-local/streaming:latest",
+        },
         {
             "id": "iris-classifier",
             "description": "iris species",
@@ -150,16 +155,14 @@ def test_client_job_sync_iris_names_each_species(node: NodeProcess, client_venv:
     # One CLI process per sample, side by side: each spends seconds importing web3.
     with ThreadPoolExecutor(len(SAMPLES)) as pool:
         answers = list(pool.map(classify, [measurements for measurements, _ in SAMPLES]))
-    for cli, (_, species) in zip(answers, SAMPLES):
+    for cli, (_, species) in zip(answers, SAMPLES, strict=True):
         assert cli.returncode == 0, cli.describe()
         assert cli.json()["predictions"][0]["species"] == species
 
 
 @pytest.mark.client
 def test_client_job_sync_through_a_chain(node: NodeProcess, client_venv: Path) -> None:
-    cli = run_cli(
-        "job", "--url", node.url, "-c", "hello-world,iris-classifier", "--sync", stdin="[6.3, 3.3, 6.0, 2.5]"
-    )
+    cli = run_cli("job", "--url", node.url, "-c", "hello-world,iris-classifier", "--sync", stdin="[6.3, 3.3, 6.0, 2.5]")
     assert cli.returncode == 0, cli.describe()
     assert cli.json()["predictions"][0]["species"] == "virginica"
 

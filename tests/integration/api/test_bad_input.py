@@ -36,7 +36,13 @@ BAD_REQUESTS = [
     ("POST", "/api/jobs", b'{"containers": ["echo"]}', 400, "field 'data': missing"),
     ("POST", "/api/jobs", b'{"containers": ["nope"], "data": {}}', 405, "Container not supported"),
     ("POST", "/api/jobs", b'{"containers": [], "data": {}}', 405, "No containers specified"),
-    ("POST", "/api/jobs", b'{"containers": ["echo"], "data": {}, "requires_proof": "no"}', 400, "field 'requires_proof'"),
+    (
+        "POST",
+        "/api/jobs",
+        b'{"containers": ["echo"], "data": {}, "requires_proof": "no"}',
+        400,
+        "field 'requires_proof'",
+    ),
     ("POST", "/api/jobs", b'{"subscription": {"owner": 1}, "signature": {}}', 400, "Invalid delegated subscription"),
     ("POST", "/api/jobs", b'{"containers": ["echo"], "data": "' + b"x" * 2000 + b'"}', 413, "Request body too large"),
     ("POST", "/api/jobs/batch", b'{"containers": ["echo"], "data": {}}', 400, "Expected a list"),
@@ -52,7 +58,9 @@ BAD_REQUESTS = [
 
 
 @pytest.mark.parametrize(("method", "path", "body", "status", "message"), BAD_REQUESTS)
-async def test_clear_json_error(client: TestClient, method: str, path: str, body: bytes, status: int, message: str) -> None:
+async def test_clear_json_error(
+    client: TestClient, method: str, path: str, body: bytes, status: int, message: str
+) -> None:
     response = await client.request(method, path, data=body, headers={"Content-Type": "application/json"})
     assert response.status == status
     assert response.content_type == "application/json"
@@ -69,7 +77,11 @@ async def test_stored_jobs_survive_a_barrage_of_bad_input(client: TestClient) ->
         [result] = await (await client.get(f"/api/jobs?id={accepted['id']}")).json()
         if result["status"] != "running":
             break
-    assert result == {"id": accepted["id"], "status": "success", "result": {"container": "echo", "output": {"keep": "me"}}}
+    assert result == {
+        "id": accepted["id"],
+        "status": "success",
+        "result": {"container": "echo", "output": {"keep": "me"}},
+    }
     assert await (await client.get("/api/jobs")).json() == [accepted["id"]]
 
 
@@ -83,5 +95,7 @@ async def test_non_object_data_is_accepted_and_echoed(client: TestClient) -> Non
 async def test_openapi_document_is_served(client: TestClient) -> None:
     document = await (await client.get("/openapi.json")).json()
     assert document["openapi"].startswith("3.")
-    assert {"/health", "/info", "/resources", "/api/jobs", "/api/jobs/batch", "/api/jobs/stream", "/api/status"} <= set(document["paths"])
+    assert {"/health", "/info", "/resources", "/api/jobs", "/api/jobs/batch", "/api/jobs/stream", "/api/status"} <= set(
+        document["paths"]
+    )
     assert "JobRequestBody" in document["components"]["schemas"]

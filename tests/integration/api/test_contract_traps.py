@@ -148,9 +148,8 @@ async def call(
         kwargs["headers"] = {"Content-Type": "application/json", **kwargs["headers"]}
     elif body is not None:
         kwargs["json"] = body
-    async with aiohttp.ClientSession() as session:
-        async with session.request(method, url, **kwargs) as response:
-            return Answer(response.status, response.headers, await response.read())
+    async with aiohttp.ClientSession() as session, session.request(method, url, **kwargs) as response:
+        return Answer(response.status, response.headers, await response.read())
 
 
 async def submit(url: str, containers: list[str], data: Any = None, headers: dict[str, str] | None = None) -> str:
@@ -159,14 +158,18 @@ async def submit(url: str, containers: list[str], data: Any = None, headers: dic
     return str(answer.json()["id"])
 
 
-async def results(url: str, ids: list[str], intermediate: bool = False, headers: dict[str, str] | None = None) -> list[Any]:
+async def results(
+    url: str, ids: list[str], intermediate: bool = False, headers: dict[str, str] | None = None
+) -> list[Any]:
     query = f"id={'&id='.join(ids)}" + ("&intermediate=true" if intermediate else "")
     answer = await call("GET", f"{url}/api/jobs?{query}", headers=headers)
     assert answer.status == 200, answer
     return list(answer.json())
 
 
-async def finished(url: str, ids: list[str], deadline_s: float = 15.0, headers: dict[str, str] | None = None) -> list[Any]:
+async def finished(
+    url: str, ids: list[str], deadline_s: float = 15.0, headers: dict[str, str] | None = None
+) -> list[Any]:
     end = time.monotonic() + deadline_s
     while True:
         found = await results(url, ids, headers=headers)
@@ -177,7 +180,9 @@ async def finished(url: str, ids: list[str], deadline_s: float = 15.0, headers: 
 
 
 async def record(url: str, job_id: str, status: str, headers: dict[str, str] | None = None) -> Answer:
-    return await call("PUT", f"{url}/api/status", {"id": job_id, "status": status, "containers": ["echo"]}, headers=headers)
+    return await call(
+        "PUT", f"{url}/api/status", {"id": job_id, "status": status, "containers": ["echo"]}, headers=headers
+    )
 
 
 def as_ip(ip: str) -> dict[str, str]:
@@ -318,7 +323,11 @@ GUARDIAN_CASES = [
     ({"containers": ["bad"], "data": {}}, "Container not supported", {"container": "bad"}),
     ({"containers": ["echo", "bad"], "data": {}}, "Container not supported", {"container": "bad"}),
     ({"containers": ["inner", "echo"], "data": {}}, "First container must be external", {"first_container": "inner"}),
-    ({"containers": ["echo"], "data": {}, "requires_proof": True}, "Container does not generate proof", {"container": "echo"}),
+    (
+        {"containers": ["echo"], "data": {}, "requires_proof": True},
+        "Container does not generate proof",
+        {"container": "echo"},
+    ),
     (
         {"containers": ["restricted"], "data": {}},
         "Container not allowed for address",
@@ -415,13 +424,15 @@ async def test_trap_08_rate_limit_is_json_429(limited_node: NodeProcess) -> None
 
 
 async def _stream_chunks(url: str, text: str) -> tuple[int, list[bytes]]:
-    async with aiohttp.ClientSession() as session:
-        async with session.post(
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
             f"{url}/api/jobs/stream",
             json={"containers": ["echo"], "data": {"prompt": text}, "requires_proof": False},
             timeout=aiohttp.ClientTimeout(total=30),
-        ) as response:
-            return response.status, [chunk async for chunk in response.content.iter_any()]
+        ) as response,
+    ):
+        return response.status, [chunk async for chunk in response.content.iter_any()]
 
 
 def _check_stream(status: int, chunks: list[bytes], text: str) -> str:
@@ -442,10 +453,12 @@ async def test_trap_09_stream_id_line_arrives_in_its_own_read(url: str) -> None:
         ids.append(_check_stream(status, chunks, text))
     # And with 30 streams at once, so the client side is busy when the output comes.
     outcomes = await asyncio.gather(*(_stream_chunks(url, text) for text in texts))
-    ids += [_check_stream(status, chunks, text) for (status, chunks), text in zip(outcomes, texts)]
+    ids += [_check_stream(status, chunks, text) for (status, chunks), text in zip(outcomes, texts, strict=True)]
     assert len(set(ids)) == 60
     stored = await finished(url, ids[:5])
-    assert [job["result"] for job in stored] == [{"container": "echo", "output": {"output": text}} for text in texts[:5]]
+    assert [job["result"] for job in stored] == [
+        {"container": "echo", "output": {"output": text}} for text in texts[:5]
+    ]
 
 
 async def test_trap_09_stream_errors_before_the_start_are_json(url: str) -> None:
@@ -642,7 +655,9 @@ async def test_trap_21_body_size(url: str) -> None:
     job = await submit(url, ["echo"], {"blob": text})
     [done] = await finished(url, [job])
     assert done["result"]["output"] == {"blob": text}
-    answer = await call("POST", f"{url}/api/jobs", raw=json.dumps({"containers": ["echo"], "data": "y" * MAX_BODY}).encode())
+    answer = await call(
+        "POST", f"{url}/api/jobs", raw=json.dumps({"containers": ["echo"], "data": "y" * MAX_BODY}).encode()
+    )
     assert answer.status == 413, answer
     body = answer.error()
     assert body["error"] == "Request body too large"

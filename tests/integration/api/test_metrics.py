@@ -128,11 +128,10 @@ async def test_jobs_by_state_and_container_and_call_latency(client: TestClient) 
     assert metrics.value("infernet_jobs_finished_total", container="echo", status="success") == 2  # job + stream
     assert metrics.value("infernet_jobs_finished_total", container="dead", status="failed") == 1
     assert metrics.value("infernet_jobs_admitted_total", container="slow") == 3
-    assert metrics.value("infernet_container_call_duration_seconds_count", container="echo", kind="run", outcome="ok") == 1
-    assert metrics.value("infernet_container_call_duration_seconds_count", container="echo", kind="stream", outcome="ok") == 1
-    assert metrics.value(
-        "infernet_container_call_duration_seconds_count", container="dead", kind="run", outcome="unreachable"
-    ) == 1
+    calls = "infernet_container_call_duration_seconds_count"
+    assert metrics.value(calls, container="echo", kind="run", outcome="ok") == 1
+    assert metrics.value(calls, container="echo", kind="stream", outcome="ok") == 1
+    assert metrics.value(calls, container="dead", kind="run", outcome="unreachable") == 1
 
     for job in slow:
         assert (await wait_finished(client, job["id"]))["status"] == "success"
@@ -140,7 +139,9 @@ async def test_jobs_by_state_and_container_and_call_latency(client: TestClient) 
     # Drained: the series stay, at zero.
     assert metrics.value("infernet_jobs_in_flight", state="running", container="slow") == 0
     assert metrics.value("infernet_queue_pending") == 0
-    sleep_sum = metrics.value("infernet_container_call_duration_seconds_sum", container="slow", kind="run", outcome="ok")
+    sleep_sum = metrics.value(
+        "infernet_container_call_duration_seconds_sum", container="slow", kind="run", outcome="ok"
+    )
     assert sleep_sum is not None and sleep_sum >= 3 * 1.5
 
 

@@ -50,7 +50,9 @@ def test_sigterm_drains_running_jobs_within_grace_and_keeps_the_queue(tmp_path: 
         node = NodeProcess(config, tmp_path).start()
 
         def submit(marker: str, sleep: float) -> str:
-            status, _, body = call(f"{node.url}/api/jobs", "POST", {"containers": ["slow"], "data": {"marker": marker, "sleep": sleep}})
+            status, _, body = call(
+                f"{node.url}/api/jobs", "POST", {"containers": ["slow"], "data": {"marker": marker, "sleep": sleep}}
+            )
             assert status == 200, body
             return str(body["id"])
 
@@ -101,7 +103,8 @@ def test_sigterm_gives_a_running_stream_the_grace_period(tmp_path: Path, grace: 
     streamer = subprocess.Popen(
         [PYTHON, str(ROOT / "containers" / "hello-world" / "app.py")],
         env={**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "STREAM_DELAY_MS": "150"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         wait_http(f"http://127.0.0.1:{port}/health", process=streamer)
@@ -111,8 +114,10 @@ def test_sigterm_gives_a_running_stream_the_grace_period(tmp_path: Path, grace: 
         node = NodeProcess(config, tmp_path).start()
         words = " ".join(f"w{n}" for n in range(40))  # 40 pieces, 150 ms apart: about 6 s
         request = urllib.request.Request(
-            f"{node.url}/api/jobs/stream", data=json.dumps({"containers": ["streamer"], "data": words}).encode(),
-            method="POST", headers={"Content-Type": "application/json"},
+            f"{node.url}/api/jobs/stream",
+            data=json.dumps({"containers": ["streamer"], "data": words}).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=20) as response:
             job_id = response.readline().decode().strip()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.postgres import fresh_database, postgres_server  # noqa: F401  (a fixture)
+from tests.support.postgres import fresh_database
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

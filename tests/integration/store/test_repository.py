@@ -45,7 +45,9 @@ async def test_finish_keeps_result_and_intermediate(repository: SqlJobRepository
     stored = job()
     await repository.add(stored)
     await repository.mark_running(stored.key)
-    await repository.finish(stored.key, JobStatus.SUCCESS, ContainerResult("b", output=[1]), [ContainerResult("a", output=0)])
+    await repository.finish(
+        stored.key, JobStatus.SUCCESS, ContainerResult("b", output=[1]), [ContainerResult("a", output=0)]
+    )
     [loaded] = await repository.get_many(stored.client_ip, [stored.id])
     assert loaded.status is JobStatus.SUCCESS
     assert loaded.result == ContainerResult("b", output=[1])
@@ -72,14 +74,20 @@ async def test_a_bad_write_does_not_fail_its_neighbours(repository: SqlJobReposi
     await repository.add(first)
     duplicate = Job(first.id, first.client_ip, ["a"], None, created_at=1, updated_at=1)
     fresh = [job() for _ in range(5)]
-    results = await asyncio.gather(repository.add(duplicate), *(repository.add(item) for item in fresh), return_exceptions=True)
+    results = await asyncio.gather(
+        repository.add(duplicate), *(repository.add(item) for item in fresh), return_exceptions=True
+    )
     assert isinstance(results[0], Exception)
     assert results[1:] == [None] * 5
     assert len(await repository.get_many("1.1.1.1", [item.id for item in fresh])) == 5
 
 
 async def test_recover_fails_running_keeps_queued_and_leaves_recorded_alone(repository: SqlJobRepository) -> None:
-    queued, running, stream = job(), job(status=JobStatus.RUNNING), job(status=JobStatus.RUNNING, origin=JobOrigin.STREAM)
+    queued, running, stream = (
+        job(),
+        job(status=JobStatus.RUNNING),
+        job(status=JobStatus.RUNNING, origin=JobOrigin.STREAM),
+    )
     recorded = job(status=JobStatus.RUNNING, origin=JobOrigin.RECORDED)
     await repository.add_many([queued, running, stream, recorded])
     waiting, failed = await repository.recover("node restarted while the job was running")

@@ -101,7 +101,9 @@ async def test_commits_queued_together_share_a_transaction_and_a_bad_one_fails_a
         # A write of several statements lands whole or not at all.
         with pytest.raises(sqlite3.IntegrityError):
             await database.commit([(insert, [{"x": 100}]), (insert, [{"x": 1}])])
-        rows = await database.read(lambda connection: connection.execute("SELECT count(*) FROM t WHERE x = 100").fetchall())
+        rows = await database.read(
+            lambda connection: connection.execute("SELECT count(*) FROM t WHERE x = 100").fetchall()
+        )
         assert rows == [(0,)]
     finally:
         database.close()

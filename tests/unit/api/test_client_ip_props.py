@@ -24,7 +24,9 @@ trusted_sets = st.sampled_from([(), ("127.0.0.0/8",), ("10.0.0.0/8", "::1/128"),
 
 @settings(max_examples=EXAMPLES * 2, deadline=None)
 @given(st.one_of(addresses, st.none(), st.just("")), headers, trusted_sets)
-def test_resolve_gives_one_normalised_address(peer: str | None, forwarded: str | None, trusted: tuple[str, ...]) -> None:
+def test_resolve_gives_one_normalised_address(
+    peer: str | None, forwarded: str | None, trusted: tuple[str, ...]
+) -> None:
     try:
         ip = resolve(peer, forwarded, trusted)
     except InvalidRequest:

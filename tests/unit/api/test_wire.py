@@ -10,7 +10,9 @@ DELEGATED = delegated_body()
 
 
 def test_job_request_shapes() -> None:
-    assert parse_job({"containers": ["a"], "data": {"x": 1}, "requires_proof": False}) == JobRequest(["a"], {"x": 1}, False)
+    assert parse_job({"containers": ["a"], "data": {"x": 1}, "requires_proof": False}) == JobRequest(
+        ["a"], {"x": 1}, False
+    )
     # requires_proof missing or null means false; data may be any JSON.
     assert parse_job({"containers": ["a"], "data": [1, 2]}) == JobRequest(["a"], [1, 2], False)
     assert parse_job({"containers": ["a"], "data": "s", "requires_proof": None}).requires_proof is False
@@ -45,10 +47,10 @@ def test_delegated_subscription_keeps_256_bit_integers_exact() -> None:
 
 def test_delegated_subscription_range_checks() -> None:
     too_big = {**DELEGATED, "signature": {**DELEGATED["signature"], "expiry": 2**32}}
-    with pytest.raises(InvalidRequest, match="signature.expiry"):
+    with pytest.raises(InvalidRequest, match=r"signature\.expiry"):
         parse_job(too_big)
     bad_owner = {**DELEGATED, "subscription": {**DELEGATED["subscription"], "owner": "0x12"}}
-    with pytest.raises(InvalidRequest, match="subscription.owner"):
+    with pytest.raises(InvalidRequest, match=r"subscription\.owner"):
         parse_job(bad_owner)
 
 

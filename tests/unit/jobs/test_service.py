@@ -43,7 +43,7 @@ async def test_job_is_stored_before_its_id_is_returned_and_then_runs() -> None:
 
 
 async def test_results_are_scoped_by_ip_in_request_order_and_unknown_dropped() -> None:
-    service, queue, _, _ = make()
+    service, _, _, _ = make()
     first = await service.submit("1.1.1.1", JobRequest(["echo"], 1))
     second = await service.submit("1.1.1.1", JobRequest(["echo"], 2))
     got = await service.results("1.1.1.1", [second, "nope", first, second], False)

@@ -25,7 +25,7 @@ def _rfc3339(nanos: int) -> str:
     import datetime as dt
 
     seconds, rest = divmod(nanos, 1_000_000_000)
-    moment = dt.datetime.fromtimestamp(seconds, tz=dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    moment = dt.datetime.fromtimestamp(seconds, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
     return f"{moment}.{rest:09d}Z"
 
 
@@ -96,7 +96,7 @@ class _Containers:
     def __init__(self, docker: FakeDocker) -> None:
         self.docker = docker
 
-    async def create(self, body: dict[str, Any], name: str) -> "_Handle":
+    async def create(self, body: dict[str, Any], name: str) -> _Handle:
         docker = self.docker
         docker.calls.append(("create", name))
         image_id = docker.images.present[body["Image"]]
@@ -111,7 +111,7 @@ class _Containers:
         }
         return _Handle(docker, docker.records[name]["Id"])
 
-    def container(self, key: str) -> "_Handle":
+    def container(self, key: str) -> _Handle:
         return _Handle(self.docker, key)
 
 
@@ -181,10 +181,10 @@ class Harness:
             # The service answers when a running container publishes that port.
             port = url.split(":")[-1].split("/")[0]
             return any(
-                record["State"]["Running"]
-                and any(b["HostPort"] == port for b in (record["NetworkSettings"]["Ports"].get("3000/tcp") or []))
-                or record["State"]["Running"]
-                and record["Config"]["Labels"].get("io.infernet-node.host-port") == port
+                (record["State"]["Running"]
+                and any(b["HostPort"] == port for b in (record["NetworkSettings"]["Ports"].get("3000/tcp") or [])))
+                or (record["State"]["Running"]
+                and record["Config"]["Labels"].get("io.infernet-node.host-port") == port)
                 for record in docker.records.values()
             )
 
@@ -220,7 +220,9 @@ async def test_ready_containers_are_listed_exactly_as_the_contract_says() -> Non
     await manager.close()
 
 
-async def test_an_image_that_cannot_be_had_leaves_only_that_container_unavailable(caplog: pytest.LogCaptureFixture) -> None:
+async def test_an_image_that_cannot_be_had_leaves_only_that_container_unavailable(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     harness = await started([HELLO, {"id": "ghost", "image": "nobody/ghost:1"}])
     manager = harness.manager
     assert [info["id"] for info in manager.running_info()] == ["hello"]
@@ -235,7 +237,9 @@ async def test_an_image_that_cannot_be_had_leaves_only_that_container_unavailabl
     await manager.close()
 
 
-async def test_a_missing_image_is_pulled_with_credentials_that_never_reach_the_log(caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_missing_image_is_pulled_with_credentials_that_never_reach_the_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     docker = FakeDocker(IMAGES, pullable={"acme/model": "sha256:" + "3" * 64})
     harness = await started(
         [{"id": "model", "image": "acme/model"}], docker, username="bob", password="s3cret-passw0rd"

@@ -28,7 +28,9 @@ IMAGE_ID = "sha256:" + "a" * 64
 
 
 def container(**fields: Any) -> ContainerConfig:
-    return ContainerConfig(id=fields.pop("id", "echo"), image=fields.pop("image", "infernet-local/hello-world:latest"), **fields)
+    return ContainerConfig(
+        id=fields.pop("id", "echo"), image=fields.pop("image", "infernet-local/hello-world:latest"), **fields
+    )
 
 
 def test_name_is_prefix_and_id() -> None:
@@ -160,7 +162,11 @@ def test_published_and_labelled_ports() -> None:
     [
         ("ubuntu", "docker.io", "docker.io/library/ubuntu"),
         ("ubuntu:22.04", "docker.io", "docker.io/library/ubuntu:22.04"),
-        ("ritualnetwork/hello-world-infernet:latest", "docker.io", "docker.io/ritualnetwork/hello-world-infernet:latest"),
+        (
+            "ritualnetwork/hello-world-infernet:latest",
+            "docker.io",
+            "docker.io/ritualnetwork/hello-world-infernet:latest",
+        ),
         ("ghcr.io/org/img:1", "ghcr.io", "ghcr.io/org/img:1"),
         ("127.0.0.1:5000/img", "127.0.0.1:5000", "127.0.0.1:5000/img"),
         ("localhost/img", "localhost", "localhost/img"),

@@ -17,7 +17,7 @@ def test_a_cut_character_waits_for_the_rest() -> None:
 
 
 def test_every_split_of_a_stream_decodes_chunk_by_chunk() -> None:
-    data = "naïve café – 日本語 𝄞!".encode()
+    data = "naïve café – 日本語 𝄞!".encode()  # noqa: RUF001 (multi-byte characters on purpose)
     for size in range(1, 6):
         tail, out = b"", []
         for start in range(0, len(data), size):

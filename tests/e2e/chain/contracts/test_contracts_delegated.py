@@ -13,7 +13,6 @@ from eth_account.signers.local import LocalAccount
 from web3 import AsyncWeb3, Web3
 from web3.contract import AsyncContract
 from web3.logs import DISCARD
-from tests.support.vectors import delegated_body
 
 from tests.support.chain import (
     ZERO_ADDRESS,
@@ -31,6 +30,7 @@ from tests.support.chain import (
     subscription_tuple,
     transact,
 )
+from tests.support.vectors import delegated_body
 
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
