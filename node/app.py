@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from node.api.client_ip import CLIENT_IP_TRUSTED
 from node.api.errors import json_errors
-from node.api.keys import CHAIN_STATUS, CONFIG, DIRECTORY, MAX_BODY, SERVICE
+from node.api.keys import CHAIN_STATUS, CONFIG, DIRECTORY, MAX_BODY, SERVICE, STORE_HEALTH
 from node.api.metrics import METRICS, http_metrics
 from node.api.ratelimit import TokenBuckets, rate_limiter
 from node.api.routes import setup_routes
@@ -67,7 +67,8 @@ async def _store(app: web.Application) -> AsyncIterator[None]:
     app[ENGINE] = engine
     batcher = WriteBatcher(engine)
     batcher.start()
-    app[REPOSITORY] = SqlJobRepository(engine, batcher)
+    app[REPOSITORY] = repository = SqlJobRepository(engine, batcher)
+    app[STORE_HEALTH] = repository.health
     yield
     await batcher.close()
     await engine.dispose()

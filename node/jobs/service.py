@@ -246,7 +246,10 @@ class JobService:
     async def _finish_stream(self, job: Job, result: ContainerResult) -> None:
         status = JobStatus.FAILED if result.failed else JobStatus.SUCCESS
         try:
-            await self._repository.finish(job.key, status, result, [])
+            # Retried while the store cannot write, as for queued jobs (queue.py).
+            stored = await self._queue.store_outcome(job, status, result, [])
+            if stored is not None:
+                status, result = stored[0], stored[1]
         finally:
             self._queue.release(job.containers[0], status)
         log_outcome(job.id, status, result, kind="stream job")

@@ -3,6 +3,7 @@
 Run as a process (`python tests/support/hostile_service.py`, env PORT). What it does
 is chosen by the job's `data`:
 
+- `{"sleep": seconds, ...}`: waits that long first (non-streams).
 - `{"huge": N}`: answers a JSON string of N bytes, with a Content-Length;
   `{"huge": N, "chunked": true}` sends it chunked, without one.
 - `{"raw": "..."}`: answers exactly these bytes as the body (`NaN`, `"\\ud800"`, ...).
@@ -60,6 +61,8 @@ async def service_output(request: web.Request) -> web.StreamResponse:
         return web.json_response(data)
     if body.get("destination") == 2:
         return await _stream(request, data)
+    if isinstance(data.get("sleep"), (int, float)):
+        await asyncio.sleep(float(data["sleep"]))
     if isinstance(data.get("huge"), int):
         size = int(data["huge"])
         if data.get("chunked"):
