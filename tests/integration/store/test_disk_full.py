@@ -87,7 +87,8 @@ def test_a_full_disk_delays_jobs_and_never_loses_them(tmp_path: Path, small_disk
         # Jobs in flight when the disk fills: their service answers after the disk is full.
         ids = []
         for _ in range(3):
-            status, _, body = call(f"{node.url}/api/jobs", "POST", {"containers": ["svc"], "data": {"huge": RESULT_BYTES, "sleep": 1.5}})
+            job = {"containers": ["svc"], "data": {"huge": RESULT_BYTES, "sleep": 1.5}}
+            status, _, body = call(f"{node.url}/api/jobs", "POST", job)
             assert status == 200, body
             ids.append(body["id"])
         filler = fill(small_disk)

@@ -68,7 +68,7 @@ async def test_a_store_that_cannot_write_is_retried_and_the_job_shows_running_me
 async def test_a_result_the_store_can_never_hold_fails_the_job_with_the_reason() -> None:
     repository = FaultyRepository()
     repository.finish_faults = [UnstorableValue("The value holds a lone UTF-16 surrogate, which is not valid text")]
-    service, queue = make(repository)
+    service, _ = make(repository)
     job_id = await service.submit("ip", JobRequest(["a"], {"n": 1}))
     for _ in range(100):
         if (await poll(service, job_id))["status"] != "running":
