@@ -96,7 +96,11 @@ class SecretScrubber:
         if self._redactor.version != self._version:
             self._version = self._redactor.version
             secrets, _ = self._redactor.secrets()
-            self._needles = _longest_first({form for secret in secrets for form in _json_forms(secret)})
+            forms = _longest_first({form for secret in secrets for form in _json_forms(secret)})
+            # To detect, a form that contains another adds nothing ("0xab.." holds "ab.."): fewer scans.
+            self._needles = tuple(
+                form for index, form in enumerate(forms) if not any(other in form for other in forms[index + 1 :])
+            )
             self._stream_needles = _longest_first({form for secret in secrets for form in _text_forms(secret)})
         return self._needles
 
