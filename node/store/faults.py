@@ -31,8 +31,14 @@ def translate(error: BaseException) -> StoreUnavailable | UnstorableValue | None
     cause: BaseException = error
     if isinstance(error, sa_exc.StatementError) and error.orig is not None:
         cause = error.orig
-    if isinstance(cause, UnicodeEncodeError):  # sqlite3 and asyncpg encode text as UTF-8
-        return UnstorableValue("The value holds a lone UTF-16 surrogate, which is not valid text")
+    # sqlite3 raises the UnicodeEncodeError itself; asyncpg wraps it (as its DataError's cause).
+    link: BaseException | None = cause
+    for _ in range(4):
+        if link is None:
+            break
+        if isinstance(link, UnicodeEncodeError):
+            return UnstorableValue("The value holds a lone UTF-16 surrogate, which is not valid text")
+        link = link.__cause__ or link.__context__
     if isinstance(cause, ValueError) and "JSON compliant" in str(cause):  # json.dumps(allow_nan=False)
         return UnstorableValue("The value holds NaN or Infinity, which standard JSON cannot carry")
     if isinstance(cause, RecursionError):

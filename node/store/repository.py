@@ -234,8 +234,12 @@ class SqlJobRepository:
         elif pending is False:
             query = query.where(jobs.c.status.in_(FINISHED))
         query = query.order_by(jobs.c.created_at)
-        async with self._engine.connect() as connection:
-            rows = (await connection.execute(query)).all()
+        try:
+            async with self._engine.connect() as connection:
+                rows = (await connection.execute(query)).all()
+        except Exception as error:  # an I/O error while reading: a 503, not a 500
+            translated = translate(error)
+            raise (translated if isinstance(translated, StoreUnavailable) else error) from error
         # Pending first, then completed, as the reference lists them.
         return [row.id for row in rows if row.status in PENDING] + [row.id for row in rows if row.status in FINISHED]
 
