@@ -34,7 +34,7 @@ _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 class NotStandardJson(ValueError):
-    """A service answered NaN or Infinity, which standard JSON (and so the node's own answers) cannot carry."""
+    """A service answered NaN, Infinity or a lone surrogate: standard JSON (the node's own answers) cannot carry them."""
 
 
 def _refuse_constant(name: str) -> Any:
