@@ -34,7 +34,7 @@ _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 class NotStandardJson(ValueError):
-    """A service answered NaN, Infinity or a lone surrogate: standard JSON (the node's own answers) cannot carry them."""
+    """A service answered NaN, Infinity or a lone surrogate, which standard JSON (the node's output) cannot carry."""
 
 
 def _refuse_constant(name: str) -> Any:
