@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from node.config import ContainerConfig
+from node.jobs.desk import JobDesk, JobRequest
 from node.jobs.errors import StoreUnavailable, UnstorableValue
 from node.jobs.guardian import Guardian
 from node.jobs.model import JobStatus
+from node.jobs.policy import ContainerPolicy
 from node.jobs.queue import JobQueue
-from node.jobs.service import JobRequest, JobService
 from tests.unit.fakes import MemoryRepository, ScriptedGateway
 
 
@@ -34,14 +34,14 @@ class FaultyRepository(MemoryRepository):
         await super().finish(key, status, result, intermediate)
 
 
-def make(repository: FaultyRepository, workers: int = 2) -> tuple[JobService, JobQueue]:
+def make(repository: FaultyRepository, workers: int = 2) -> tuple[JobDesk, JobQueue]:
     queue = JobQueue(repository, ScriptedGateway(), workers, 10)
-    service = JobService(repository, queue._gateway, Guardian([ContainerConfig(id="a", port=1)]), queue)
+    service = JobDesk(repository, queue._gateway, Guardian([ContainerPolicy("a")]), queue)
     queue.start()
     return service, queue
 
 
-async def poll(service: JobService, job_id: str) -> dict[str, Any]:
+async def poll(service: JobDesk, job_id: str) -> dict[str, Any]:
     [job] = await service.results("ip", [job_id], intermediate=False)
     return job
 
