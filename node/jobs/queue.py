@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 from node.jobs.context import job_context
 from node.jobs.errors import Overloaded, StoreUnavailable, UnstorableValue
-from node.jobs.model import ContainerResult, Job, JobStatus, Location, RunResult
+from node.jobs.model import ContainerResult, Job, JobStatus, Location, RunResult, TokenUsage
 from node.jobs.ports import JobRepository, ServiceGateway
 from node.jobs.runner import run_chain
 
@@ -368,6 +368,7 @@ class JobQueue:
         status: JobStatus,
         result: ContainerResult,
         intermediate: Sequence[ContainerResult],
+        usage: TokenUsage | None = None,
     ) -> tuple[JobStatus, ContainerResult, Sequence[ContainerResult]] | None:
         """Store a job's final state, whatever it takes; returns what was stored.
 
@@ -378,7 +379,7 @@ class JobQueue:
         """
         for _ in range(3):
             try:
-                if await self._durably(job, self._repository.finish, job.key, status, result, intermediate):
+                if await self._durably(job, self._repository.finish, job.key, status, result, intermediate, usage):
                     return status, result, intermediate
                 return None
             except UnstorableValue as error:
@@ -388,6 +389,7 @@ class JobQueue:
                 log.exception("could not store the job's result", extra={"job_id": job.id})
                 reason = f"internal error while storing the result: {type(error).__name__}"
             status, result, intermediate = JobStatus.FAILED, ContainerResult(result.container, error=reason), []
+            usage = None
         # Not even a plain failure could be stored: the next start records the job as failed.
         log.error("gave up storing the job's outcome", extra={"job_id": job.id})
         return None

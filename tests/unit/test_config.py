@@ -85,6 +85,10 @@ def test_secrets_may_come_from_the_environment() -> None:
         ({"server": {"port": "eighty"}}, "server.port: Input should be a valid integer"),
         ({"server": {"port": 70000}}, "server.port: Input should be less than or equal to 65535"),
         ({"server": {"prot": 1}}, "server.prot: unknown field"),
+        ({"server": {"read_timeout": 0}}, "server.read_timeout: Input should be greater than 0"),
+        ({"server": {"max_url_bytes": 100}}, "server.max_url_bytes: Input should be greater than or equal to 1024"),
+        ({"server": {"max_connections": 0}}, "server.max_connections: Input should be greater than or equal to 1"),
+        ({"server": {"max_connections_per_ip": -1}}, "server.max_connections_per_ip: Input should be greater"),
         ({"containers": [{"id": "a"}]}, "containers[0] (a): set `url` or `port`"),
         ({"containers": [{"id": "a", "port": 1}, {"id": "a", "port": 2}]}, "'a' is used twice"),
         (
@@ -204,3 +208,31 @@ def test_other_json_errors_show_their_line_and_a_caret(tmp_path: Path) -> None:
     lines = _json_error(tmp_path, '{"x": "' + "y" * 300 + '" "z": 1}')
     assert len(lines[1]) < 130 and lines[1][lines[2].index("^") - 1] == '"'
     assert _json_error(tmp_path, "\n")[0].endswith("the file is empty (it must hold one JSON object, e.g. {})")
+
+
+def _containers(*containers: dict) -> dict:  # type: ignore[type-arg]
+    return {"containers": [{"url": "http://127.0.0.1:3000", **c} for c in containers]}
+
+
+def test_models_default_to_the_container_id_and_map_to_their_container() -> None:
+    config = parse_config(_containers({"id": "llm", "models": ["smollm2", "org/small"]}, {"id": "echo"}), environ={})
+    assert config.models() == {"smollm2": "llm", "org/small": "llm", "echo": "echo"}
+
+
+@pytest.mark.parametrize(
+    ("containers", "expected"),
+    [
+        (({"id": "a", "models": ["m"]}, {"id": "b", "models": ["m"]}), "containers[1].models: model 'm' is already served by containers[0] (a)"),  # noqa: E501
+        (({"id": "m"}, {"id": "b", "models": ["m"]}), "containers[1].models: model 'm' is already served by containers[0] (m)"),  # noqa: E501
+        (({"id": "a", "models": [""]},), "models"),
+        (({"id": "a", "models": "m"},), "models"),
+    ],
+)
+def test_a_model_served_twice_or_malformed_is_a_config_error(containers: tuple, expected: str) -> None:  # type: ignore[type-arg]
+    with pytest.raises(ConfigError) as caught:
+        parse_config(_containers(*containers), environ={})
+    assert expected in str(caught.value)
+
+
+def test_a_container_may_list_a_model_twice() -> None:
+    assert parse_config(_containers({"id": "a", "models": ["m", "m"]}), environ={}).models() == {"m": "a"}

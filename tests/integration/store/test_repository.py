@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from node.jobs.errors import UnstorableValue
-from node.jobs.model import ContainerResult, Job, JobOrigin, JobStatus, new_job_id
+from node.jobs.model import ContainerResult, Job, JobOrigin, JobStatus, TokenUsage, new_job_id
 from node.store.batcher import WriteBatcher
 from node.store.engine import create_engine, migrate
 from node.store.repository import SqlJobRepository
@@ -148,3 +148,30 @@ async def test_a_value_the_store_can_never_hold_is_refused_by_name(
     await repository.finish(stored.key, JobStatus.FAILED, ContainerResult("b", error=reason), [])
     [loaded] = await repository.get_many(stored.client_ip, [stored.id])
     assert loaded.status is JobStatus.FAILED and loaded.result == ContainerResult("b", error=reason)
+
+
+async def test_model_call_keeps_model_and_token_usage(repository: SqlJobRepository) -> None:
+    call = job(status=JobStatus.RUNNING, origin=JobOrigin.MODEL, model="tiny", data={"messages": []})
+    await repository.add(call)
+    [running] = await repository.get_many(call.client_ip, [call.id])
+    assert running.model == "tiny" and running.usage is None and running.origin is JobOrigin.MODEL
+    output = {"object": "chat.completion", "choices": []}
+    await repository.finish(call.key, JobStatus.SUCCESS, ContainerResult("a", output=output), [], TokenUsage(12, 34))
+    [loaded] = await repository.get_many(call.client_ip, [call.id])
+    assert loaded.status is JobStatus.SUCCESS and loaded.model == "tiny"
+    assert loaded.usage == TokenUsage(12, 34)
+    assert loaded.to_wire()["usage"] == {"prompt_tokens": 12, "completion_tokens": 34, "total_tokens": 46}
+    # Other jobs carry neither, and keep the reference's wire shape.
+    plain = job()
+    await repository.add(plain)
+    [other] = await repository.get_many(plain.client_ip, [plain.id])
+    assert other.model is None and other.usage is None and "model" not in other.to_wire()
+
+
+async def test_recover_fails_model_calls_caught_running(repository: SqlJobRepository) -> None:
+    call = job(status=JobStatus.RUNNING, origin=JobOrigin.MODEL, model="tiny")
+    await repository.add(call)
+    queued, failed = await repository.recover("restarted")
+    assert failed == 1 and queued == []
+    [loaded] = await repository.get_many(call.client_ip, [call.id])
+    assert loaded.status is JobStatus.FAILED and loaded.model == "tiny"

@@ -27,11 +27,11 @@ class FaultyRepository(MemoryRepository):
         self.finish_faults: list[Exception] = []
         self.finish_calls = 0
 
-    async def finish(self, key, status, result, intermediate) -> None:  # type: ignore[no-untyped-def]
+    async def finish(self, key, status, result, intermediate, usage=None) -> None:  # type: ignore[no-untyped-def]
         self.finish_calls += 1
         if self.finish_faults:
             raise self.finish_faults.pop(0)
-        await super().finish(key, status, result, intermediate)
+        await super().finish(key, status, result, intermediate, usage)
 
 
 def make(repository: FaultyRepository, workers: int = 2) -> tuple[JobDesk, JobQueue]:
