@@ -301,8 +301,17 @@ class Config(_Model):
         return self
 
     def models(self) -> dict[str, str]:
-        """Model name -> the id of the container that serves it (/v1's `model`)."""
-        return {model: container.id for container in self.containers for model in container.served_models}
+        """Model name -> the id of the container that serves it (/v1's `model`).
+
+        External containers only: a call is a job whose first container is the model's,
+        and an internal one may only follow another (the guardian's rule).
+        """
+        return {
+            model: container.id
+            for container in self.containers
+            if container.external
+            for model in container.served_models
+        }
 
     def container(self, container_id: str) -> ContainerConfig | None:
         for container in self.containers:
