@@ -42,10 +42,12 @@ class AuthRefused(Exception):
 
     status = 400
 
-    def __init__(self, reason: Reason, message: str) -> None:
+    def __init__(self, reason: Reason, message: str, who: str | None = None) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
+        # Who was refused, for the log: a key's name or a claimed address; never a secret.
+        self.who = who
 
 
 class Unauthenticated(AuthRefused):
@@ -59,7 +61,7 @@ class Forbidden(AuthRefused):
 class OverQuota(AuthRefused):
     status = 429
 
-    def __init__(self, reason: Reason, message: str, retry_after: float | None) -> None:
-        super().__init__(reason, message)
+    def __init__(self, reason: Reason, message: str, retry_after: float | None, who: str | None = None) -> None:
+        super().__init__(reason, message, who)
         # None: waiting does not help (the total token budget is spent).
         self.retry_after = retry_after

@@ -13,7 +13,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
-from node.auth.quotas import Limits
+from node.auth.quotas import NO_LIMITS, Limits
 
 SECRET_PREFIX = "inode-"
 SECRET_BYTES = 32
@@ -23,9 +23,9 @@ SECRET_BYTES = 32
 class ApiKey:
     name: str
     key_hash: str  # hex sha256 of the secret
-    workspace: str | None
-    limits: Limits
     created_at: float
+    workspace: str | None = None
+    limits: Limits = NO_LIMITS
     expires_at: float | None = None
     revoked_at: float | None = None
 

@@ -62,6 +62,7 @@ class Ticket:
 
 
 BEARER = "bearer "
+Reserve = int | Callable[[], int]
 
 
 class AuthService:
@@ -71,24 +72,25 @@ class AuthService:
         verifier: SignatureVerifier | None = None,
         address_limits: Limits = NO_LIMITS,
         clock: Callable[[], float] = time.time,
-        on_refused: Callable[[str], None] | None = None,
     ) -> None:
         self._repository = repository
         self._verifier = verifier
         self._address_limits = address_limits
         self._clock = clock
-        self._on_refused = on_refused
 
-    async def admit(self, credentials: Credentials, mode: Mode, reserve_tokens: int = 0) -> Ticket:
-        """Admit the call or raise Unauthenticated (401), Forbidden (403) or OverQuota (429)."""
+    async def admit(self, credentials: Credentials, mode: Mode, reserve_tokens: Reserve = 0) -> Ticket:
+        """Admit the call or raise Unauthenticated (401), Forbidden (403) or OverQuota (429).
+
+        reserve_tokens: tokens to hold for the call until it settles (e.g. its max_tokens);
+        a function is only called when the caller has a token limit."""
         try:
             return await self._admit(credentials, mode, reserve_tokens)
         except AuthRefused as refused:
-            if self._on_refused is not None:
-                self._on_refused(refused.reason.value)
+            if refused.who is None:
+                refused.who = credentials.requester or credentials.client_ip
             raise
 
-    async def _admit(self, credentials: Credentials, mode: Mode, reserve_tokens: int) -> Ticket:
+    async def _admit(self, credentials: Credentials, mode: Mode, reserve: Reserve) -> Ticket:
         now = self._clock()
         signature: tuple[bytes, float] | None = None
         if mode is Mode.OPEN:
@@ -125,6 +127,9 @@ class AuthService:
                 }.get(mode, "an API key (Authorization: Bearer <key>) or a Gonka signature")
                 raise Unauthenticated(Reason.NO_CREDENTIALS, f"this surface needs {wanted}")
         limits = caller.limits
+        reserve_tokens = 0
+        if limits.tpm is not None or limits.token_budget is not None:
+            reserve_tokens = max(0, reserve() if callable(reserve) else reserve)
         if limits.tpm is not None and reserve_tokens > limits.tpm:
             raise OverQuota(
                 Reason.TPM, f"the call may use {reserve_tokens} tokens, over the limit of {limits.tpm} per minute", None
@@ -135,7 +140,9 @@ class AuthService:
         admission = await self._repository.admit(AdmitRequest(caller.id, minute, limits, reserve_tokens, signature))
         if admission is Admission.ADMITTED:
             return Ticket(caller, minute, reserve_tokens)
-        raise self._refusal(admission, limits, now)
+        refusal = self._refusal(admission, limits, now)
+        refusal.who = caller.id
+        raise refusal
 
     async def _key_caller(self, secret: str, workspace: str | None, now: float) -> Caller:
         key: ApiKey | None = await self._repository.find_key(hash_secret(secret)) if secret else None
@@ -144,9 +151,13 @@ class AuthService:
         state = key.state(now)
         if state != "active":
             reason = Reason.REVOKED_KEY if state == "revoked" else Reason.EXPIRED_KEY
-            raise Unauthenticated(reason, f"this API key is {state}")
+            raise Unauthenticated(reason, f"this API key is {state}", key.caller)
         if key.workspace is not None and not workspace_matches(key.workspace, workspace):
-            raise Forbidden(Reason.WRONG_WORKSPACE, "this API key belongs to another workspace (see the workspace header)")
+            raise Forbidden(
+                Reason.WRONG_WORKSPACE,
+                "this API key belongs to another workspace (see the workspace header)",
+                key.caller,
+            )
         return Caller(key.caller, "key", key.limits)
 
     def _signature_verifier(self) -> SignatureVerifier:

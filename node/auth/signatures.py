@@ -133,12 +133,10 @@ class SignatureVerifier:
                 raise _refuse(Reason.MALFORMED_TIMESTAMP, "X-Timestamp must be a decimal number of nanoseconds")
             timestamp = int(text)
             if now_ns - timestamp > self._max_age_ns:
-                raise _refuse(
-                    Reason.STALE, f"X-Timestamp is more than {settings.max_age_seconds:g} s old (the signature is stale)"
-                )
+                raise _refuse(Reason.STALE, f"X-Timestamp is more than {settings.max_age_seconds:g} s old (stale)")
             if timestamp - now_ns > self._max_ahead_ns:
                 raise _refuse(
-                    Reason.FUTURE, f"X-Timestamp is more than {settings.max_ahead_seconds:g} s ahead of the node's clock"
+                    Reason.FUTURE, f"X-Timestamp is more than {settings.max_ahead_seconds:g} s ahead of the node clock"
                 )
             tail = text.encode() + transfer.encode()
             messages.append(("v2", hashlib.sha256(request.body).hexdigest().encode() + tail))
@@ -150,10 +148,8 @@ class SignatureVerifier:
             expires_ns = now_ns + self._max_age_ns
         if settings.allow_v0:
             messages.append(("v0", request.body))
-        for layout, message in messages:
-            if _signer_is(signature, message, requester):
-                break
-        else:
+        layout = next((name for name, message in messages if _signer_is(signature, message, requester)), None)
+        if layout is None:
             # Recovery always yields some key: a changed body, another signer, another timestamp
             # or transfer address all look alike from here.
             raise _refuse(

@@ -236,7 +236,8 @@ class SqlAuthRepository:
         await self._write(lambda db: db.transaction(lambda db: _settle(caller, minute, limits, reserved, usage, db)))
 
     async def usage(self, caller: str | None, since: float | None) -> list[UsageTotal]:
-        where, params = [], {}
+        where: list[str] = []
+        params: dict[str, Any] = {}
         if caller is not None:
             where.append("caller = :caller")
             params["caller"] = caller
