@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -146,6 +147,20 @@ def _positive(text: str) -> int:
     return value
 
 
+def _workspace(text: str) -> str:
+    if not text.strip() or len(text) > 256:
+        raise argparse.ArgumentTypeError("must be 1 to 256 characters")
+    return text
+
+
+def _name(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}", text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: use up to 128 letters, digits and _ . @ - (starting with a letter or digit)"
+        )
+    return text
+
+
 def add_commands(
     commands: argparse._SubParsersAction,
     config_option: Callable[[argparse.ArgumentParser], None],
@@ -153,8 +168,8 @@ def add_commands(
     keys = commands.add_parser("keys", help="create, list and revoke API keys (in the configured store)")
     actions = keys.add_subparsers(dest="action", required=True)
     made = actions.add_parser("create", help="create a key and print its secret (once)")
-    made.add_argument("--name", required=True, help="a name for the key (unique, never reused)")
-    made.add_argument("--workspace", help="the workspace callers must name in the workspace header")
+    made.add_argument("--name", required=True, type=_name, help="a name for the key (unique, never reused)")
+    made.add_argument("--workspace", type=_workspace, help="the workspace callers must name in the workspace header")
     made.add_argument("--rpm", type=_positive, help="requests per minute")
     made.add_argument("--tpm", type=_positive, help="tokens per minute")
     made.add_argument("--token-budget", type=_positive, help="tokens in total")

@@ -40,7 +40,38 @@ fi
 start=$(date +%s)
 rm -rf "$DIR"
 "$PYTHON" -m venv "$DIR"
-"$DIR/bin/pip" install --disable-pip-version-check --no-input --quiet \
+# Every package pinned to what this resolved to on Python 3.11, so runs are reproducible.
+CONSTRAINTS="$(mktemp)"
+trap 'rm -f "$CONSTRAINTS"' EXIT
+cat >"$CONSTRAINTS" <<'PINS'
+annotated-types==0.8.0
+anyio==4.16.0
+bech32==1.2.0
+certifi==2026.10.19.post1
+cffi==2.1.1
+charset-normalizer==3.5.3
+distro==1.9.0
+ecdsa==0.19.2
+h11==0.16.0
+httpcore==1.0.9
+httpx==0.29.0
+idna==3.20
+jiter==0.19.0
+protobuf==7.36.2
+pycparser==3.12
+pydantic==2.14.4
+pydantic_core==2.50.5
+python-dotenv==1.2.4
+requests==2.34.2
+secp256k1==0.14.0
+six==1.17.0
+sniffio==1.3.1
+tqdm==4.70.1
+typing-inspection==0.4.5
+typing_extensions==4.16.0
+urllib3==2.8.0
+PINS
+"$DIR/bin/pip" install --disable-pip-version-check --no-input --quiet -c "$CONSTRAINTS" \
     "gonka-openai==0.2.6" "openai==2.54.0" 2>&1 | grep -v "is ignored" || true
 
 if ! ready; then

@@ -86,8 +86,8 @@ class AuthService:
         try:
             return await self._admit(credentials, mode, reserve_tokens)
         except AuthRefused as refused:
-            if refused.who is None:
-                refused.who = credentials.requester or credentials.client_ip
+            if refused.who is None and credentials.requester:
+                refused.who = f"claimed gonka:{credentials.requester.strip()[:100]}"  # unverified: say so
             raise
 
     async def _admit(self, credentials: Credentials, mode: Mode, reserve: Reserve) -> Ticket:
