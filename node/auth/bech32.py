@@ -46,14 +46,23 @@ def encode(prefix: str, data: bytes) -> str:
     return prefix + "1" + "".join(CHARSET[word] for word in words + checksum)
 
 
-def is_valid(address: str, prefix: str = GONKA_PREFIX) -> bool:
-    """A well-formed lower-case bech32 string with this prefix and a 20-byte payload."""
+def decode(address: str, prefix: str = GONKA_PREFIX) -> bytes | None:
+    """The 20-byte payload of a well-formed lower-case bech32 address with this prefix; None otherwise."""
     head, separator, tail = address.rpartition("1")
-    if head != prefix or not separator or len(tail) < 6 or any(char not in CHARSET for char in tail):
-        return False
+    if head != prefix or not separator or any(char not in CHARSET for char in tail):
+        return None
     words = [CHARSET.index(char) for char in tail]
     # 20 bytes = 160 bits = 32 five-bit words, plus 6 checksum words.
-    return len(words) == 38 and _polymod(_expand(prefix) + words) == 1
+    if len(words) != 38 or _polymod(_expand(prefix) + words) != 1:
+        return None
+    value = 0
+    for word in words[:32]:
+        value = value << 5 | word
+    return value.to_bytes(20, "big")
+
+
+def is_valid(address: str, prefix: str = GONKA_PREFIX) -> bool:
+    return decode(address, prefix) is not None
 
 
 def _ripemd160(data: bytes) -> bytes:
@@ -65,6 +74,11 @@ def _ripemd160(data: bytes) -> bytes:
         return bytes(RIPEMD160.new(data).digest())
 
 
+def key_hash(compressed_public_key: bytes) -> bytes:
+    """RIPEMD-160(SHA-256(33-byte compressed key)): an address's payload."""
+    return _ripemd160(hashlib.sha256(compressed_public_key).digest())
+
+
 def address_of(compressed_public_key: bytes, prefix: str = GONKA_PREFIX) -> str:
     """bech32(prefix, RIPEMD-160(SHA-256(33-byte compressed key))), as Cosmos chains derive it."""
-    return encode(prefix, _ripemd160(hashlib.sha256(compressed_public_key).digest()))
+    return encode(prefix, key_hash(compressed_public_key))

@@ -20,10 +20,12 @@ import base64
 import binascii
 import hashlib
 from dataclasses import dataclass
+from functools import lru_cache
 
 from coincurve import PublicKey
+from coincurve.ecdsa import cdata_to_der, deserialize_compact
 
-from node.auth.bech32 import address_of, is_valid
+from node.auth.bech32 import decode, key_hash
 from node.auth.errors import Forbidden, Reason, Unauthenticated
 
 # The order of the secp256k1 group.
@@ -87,16 +89,26 @@ def _decode(authorization: str) -> bytes:
     return raw
 
 
-def _signer_is(signature: bytes, message: bytes, address: str) -> bool:
-    """Whether one of the two public keys that (r, s) recovers to over sha256(message) has this address."""
+# A caller sends the same address again and again: decode (bech32, in Python) once.
+_payload = lru_cache(maxsize=4096)(decode)
+
+
+def _recovers_to(signature: bytes, message: bytes, payload: bytes) -> PublicKey | None:
+    """The one of the two public keys that (r, s) recovers to over sha256(message) whose hash is
+    this address payload (compared as bytes: no bech32 encoding per request), or None."""
     for recovery_id in (b"\x00", b"\x01"):
         try:
             key = PublicKey.from_signature_and_message(signature + recovery_id, message)  # SHA-256 by default
         except Exception:  # no curve point for this r and recovery id
             continue
-        if address_of(key.format(compressed=True)) == address:
-            return True
-    return False
+        if key_hash(key.format(compressed=True)) == payload:
+            return key
+    return None
+
+
+# Public keys of addresses seen before: one ECDSA verification instead of up to two recoveries.
+# An address is the hash of one key, so a key cached for it is the only key that can sign for it.
+KNOWN_KEYS = 10_000
 
 
 class SignatureVerifier:
@@ -104,6 +116,22 @@ class SignatureVerifier:
         self._settings = settings
         self._max_age_ns = int(settings.max_age_seconds * NS)
         self._max_ahead_ns = int(settings.max_ahead_seconds * NS)
+        self._keys: dict[bytes, PublicKey] = {}
+
+    def _signed_by(self, signature: bytes, message: bytes, payload: bytes) -> bool:
+        known = self._keys.get(payload)
+        if known is not None:
+            try:
+                return bool(known.verify(cdata_to_der(deserialize_compact(signature)), message))
+            except Exception:
+                return False
+        key = _recovers_to(signature, message, payload)
+        if key is None:
+            return False
+        if len(self._keys) >= KNOWN_KEYS:
+            self._keys.clear()  # crude, and rare: a new key costs one recovery more
+        self._keys[payload] = key
+        return True
 
     @property
     def settings(self) -> SignatureSettings:
@@ -118,7 +146,8 @@ class SignatureVerifier:
             raise _refuse(Reason.MISSING_HEADER, "X-Requester-Address is missing")
         signature = _decode(request.authorization)
         requester = request.requester.strip()
-        if not is_valid(requester):
+        payload = _payload(requester) if len(requester) < 100 else None
+        if payload is None:
             raise _refuse(Reason.ADDRESS_MISMATCH, "X-Requester-Address is not a gonka bech32 address")
         transfer = request.transfer_address.strip() if request.transfer_address else settings.address
         if transfer != settings.address:
@@ -148,7 +177,7 @@ class SignatureVerifier:
             expires_ns = now_ns + self._max_age_ns
         if settings.allow_v0:
             messages.append(("v0", request.body))
-        layout = next((name for name, message in messages if _signer_is(signature, message, requester)), None)
+        layout = next((name for name, message in messages if self._signed_by(signature, message, payload)), None)
         if layout is None:
             # Recovery always yields some key: a changed body, another signer, another timestamp
             # or transfer address all look alike from here.

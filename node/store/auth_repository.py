@@ -99,7 +99,11 @@ class _Db:
         else:
             self._connection.rollback()
 
-    def transaction(self, work: Callable[[_Db], T]) -> T:
+    def transaction(self, work: Callable[[_Db], T], statements: int = 2) -> T:
+        """Run `work` all or nothing. One statement is atomic alone: on stdlib sqlite3 it then
+        runs without BEGIN/COMMIT (two fewer round trips on the hot path)."""
+        if statements == 1 and isinstance(self._connection, sqlite3.Connection):
+            return work(self)
         self.begin()
         try:
             result = work(self)
@@ -136,17 +140,29 @@ def _admit(request: AdmitRequest, db: _Db) -> Admission:
     if request.signature is not None:
         signature, expires_at = request.signature
         used = db.transaction(
-            lambda db: db.execute(USE_SIGNATURE, {"signature": signature.hex(), "expires_at": expires_at})
+            lambda db: db.execute(USE_SIGNATURE, {"signature": signature.hex(), "expires_at": expires_at}),
+            statements=1,
         )
         if not used:
             return Admission.REUSED
     if not request.limits.any:
         return Admission.ADMITTED
+    limits = request.limits
+    statements = int(limits.per_minute) + int(limits.token_budget is not None)
     try:
-        db.transaction(lambda db: _take_quota(request, db))
+        db.transaction(lambda db: _take_quota(request, db), statements)
     except _Refused as refused:
         return refused.admission
     return Admission.ADMITTED
+
+
+def _settle_statements(limits: Limits, reserved: int, usage: UsageRecord) -> int:
+    delta = usage.prompt_tokens + usage.completion_tokens - reserved
+    return (
+        int(bool(delta) and limits.per_minute)
+        + int(bool(delta) and limits.token_budget is not None)
+        + int(usage.job_id is not None)
+    )
 
 
 def _settle(caller: str, minute: int, limits: Limits, reserved: int, usage: UsageRecord, db: _Db) -> None:
@@ -233,7 +249,10 @@ class SqlAuthRepository:
         return await self._write(lambda db: _admit(request, db))
 
     async def settle(self, caller: str, minute: int, limits: Limits, reserved: int, usage: UsageRecord) -> None:
-        await self._write(lambda db: db.transaction(lambda db: _settle(caller, minute, limits, reserved, usage, db)))
+        statements = _settle_statements(limits, reserved, usage)
+        await self._write(
+            lambda db: db.transaction(lambda db: _settle(caller, minute, limits, reserved, usage, db), statements)
+        )
 
     async def usage(self, caller: str | None, since: float | None) -> list[UsageTotal]:
         where: list[str] = []

@@ -177,3 +177,19 @@ def test_the_allowlist_forbids_other_valid_signers() -> None:
         strict.verify(signed(), NOW_NS)
     assert error.value.reason is Reason.NOT_ALLOWED
     assert strict.verify(signed(key=OTHER), NOW_NS).address == other
+
+
+def test_once_an_address_is_known_its_cached_key_still_refuses_what_it_did_not_sign() -> None:
+    # The second request from an address is checked with its cached public key (one verification
+    # instead of recovery): the refusals must be the same as on the first request.
+    known = verifier()
+    assert known.verify(signed(), NOW_NS).address == USER_ADDRESS
+    assert known.verify(signed(timestamp=NOW_NS + 1), NOW_NS).address == USER_ADDRESS
+    assert known.verify(signed(timestamp=NOW_NS + 2, layout="v1"), NOW_NS).layout == "v1"
+    forged = signed(key=OTHER, requester=USER_ADDRESS)
+    tampered = signed()
+    tampered = SignedRequest(tampered.authorization, tampered.requester, tampered.timestamp, None, BODY + b"x")
+    for request in (forged, tampered):
+        with pytest.raises(Unauthenticated) as error:
+            known.verify(request, NOW_NS)
+        assert error.value.reason is Reason.BAD_SIGNATURE
