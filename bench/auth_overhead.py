@@ -29,14 +29,14 @@ from coincurve import PrivateKey
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from node.api.auth import record_usage  # noqa: E402
-from node.app import build_app  # noqa: E402
-from node.auth.bech32 import address_of  # noqa: E402
-from node.auth.keys import ApiKey, hash_secret, new_secret  # noqa: E402
-from node.auth.quotas import Limits  # noqa: E402
-from node.config import parse_config  # noqa: E402
-from node.store.auth_repository import SqlAuthRepository  # noqa: E402
-from node.store.engine import create_engine, migrate  # noqa: E402
+from node.api.auth import record_usage
+from node.app import build_app
+from node.auth.bech32 import address_of
+from node.auth.keys import ApiKey, hash_secret, new_secret
+from node.auth.quotas import Limits
+from node.config import parse_config
+from node.store.auth_repository import SqlAuthRepository
+from node.store.engine import create_engine, migrate
 
 NODE = address_of(PrivateKey(bytes.fromhex("33" * 32)).public_key.format())
 USER = PrivateKey(bytes.fromhex("11" * 32))
