@@ -19,7 +19,7 @@ from node.auth.keys import ApiKey, hash_secret, key_caller, new_secret
 from node.auth.quotas import Limits
 from node.config import Config
 from node.store.auth_repository import SqlAuthRepository
-from node.store.engine import create_engine, migrate
+from node.store.engine import open_store
 
 T = TypeVar("T")
 
@@ -48,9 +48,8 @@ def _limit(value: int | None) -> str:
 
 
 async def _with_repository(config: Config, work: Callable[[SqlAuthRepository], Awaitable[T]]) -> T:
-    engine = create_engine(config.store.url)
+    engine = await open_store(config.store.url)  # migrates; StoreUnusable names what is wrong
     try:
-        await migrate(engine)
         return await work(SqlAuthRepository(engine))
     finally:
         await engine.dispose()

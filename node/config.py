@@ -12,10 +12,11 @@ import ipaddress
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -34,13 +35,29 @@ class ConfigError(Exception):
     """A configuration that cannot be used; the message names the field."""
 
 
-def _check_networks(value: tuple[str, ...]) -> tuple[str, ...]:
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _parse_networks(value: Any) -> Any:
+    """CIDRs (or bare addresses) become network objects here, once, at load."""
+    if not isinstance(value, list | tuple):
+        return value  # pydantic names the type error
+    networks: list[Any] = []
     for item in value:
+        if isinstance(item, ipaddress.IPv4Network | ipaddress.IPv6Network):
+            networks.append(item)
+            continue
+        if not isinstance(item, str):
+            raise ValueError(f"{item!r} is not an IP address or CIDR network")
         try:
-            ipaddress.ip_network(item, strict=False)
+            networks.append(ipaddress.ip_network(item, strict=False))
         except ValueError:
             raise ValueError(f"{item!r} is not an IP address or CIDR network") from None
-    return value
+    return tuple(networks)
+
+
+# A list of networks in the file; parsed network objects in the model.
+Networks = Annotated[tuple[IPNetwork, ...], BeforeValidator(_parse_networks)]
 
 
 class _Model(BaseModel):
@@ -65,12 +82,10 @@ class ServerConfig(_Model):
     host: str = "0.0.0.0"
     port: int = Field(default=4000, ge=1, le=65535)
     rate_limit: RateLimitConfig = RateLimitConfig()
-    trusted_proxies: tuple[str, ...] = ()
+    trusted_proxies: Networks = ()
     # Who may call PUT /api/status.
-    status_allowed_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    status_allowed_networks: Networks = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
     max_body_bytes: int = Field(default=16 * MiB, gt=0)
-
-    _networks = field_validator("trusted_proxies", "status_allowed_networks")(_check_networks)
 
 
 class StoreConfig(_Model):
@@ -100,11 +115,30 @@ class JobsConfig(_Model):
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
 
 
+# The order of secp256k1: a private key is a number in [1, order - 1].
+_SECP256K1_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+
+
 class WalletConfig(_Model):
     max_gas_limit: int = Field(default=5_000_000, gt=0)
     private_key: SecretStr | None = None
     payment_address: str | None = None
     allowed_sim_errors: tuple[str, ...] = ()
+
+    @field_validator("private_key")
+    @classmethod
+    def _valid_key(cls, value: SecretStr | None) -> SecretStr | None:
+        # Checked here, so a bad key stops the node at start with the field's name.
+        # The messages never quote the value: it is a secret.
+        if value is None or not value.get_secret_value():
+            return value
+        digits = value.get_secret_value().strip()
+        digits = digits[2:] if digits[:2] in ("0x", "0X") else digits
+        if len(digits) != 64 or any(char not in "0123456789abcdefABCDEF" for char in digits):
+            raise ValueError("not a private key: expected 32 bytes as 64 hex digits, with or without 0x")
+        if not 0 < int(digits, 16) < _SECP256K1_ORDER:
+            raise ValueError("not a private key: outside the range of secp256k1 keys")
+        return value
 
 
 class SnapshotSyncConfig(_Model):
@@ -182,7 +216,7 @@ class ContainerConfig(_Model):
     command: str = ""
     env: dict[str, str] = {}
     volumes: tuple[str, ...] = ()
-    allowed_ips: tuple[str, ...] = ()
+    allowed_ips: Networks = ()
     allowed_addresses: tuple[str, ...] = ()
     allowed_delegate_addresses: tuple[str, ...] = ()
     accepted_payments: dict[str, int] = {}
@@ -197,8 +231,6 @@ class ContainerConfig(_Model):
         if isinstance(value, dict):
             return {k: v if isinstance(v, str) else json.dumps(v) for k, v in value.items()}
         return value
-
-    _cidrs = field_validator("allowed_ips")(_check_networks)
 
     @field_validator("url")
     @classmethod
@@ -314,11 +346,14 @@ _SECRET_ENV = {
 }
 
 
-def _apply_env(raw: dict[str, Any], environ: dict[str, str]) -> None:
+def _apply_env(raw: dict[str, Any], environ: dict[str, str]) -> dict[tuple[str, ...], str]:
+    """Put the secrets found in the environment into `raw`; returns field path -> variable name."""
+    applied: dict[tuple[str, ...], str] = {}
     for var, path in _SECRET_ENV.items():
         value = environ.get(var)
         if not value:
             continue
+        applied[path] = var
         node = raw
         for key in path[:-1]:
             child = node.get(key)
@@ -327,6 +362,7 @@ def _apply_env(raw: dict[str, Any], environ: dict[str, str]) -> None:
                 node[key] = child
             node = child
         node[path[-1]] = value
+    return applied
 
 
 def field_path(loc: tuple[int | str, ...]) -> str:
@@ -337,15 +373,18 @@ def field_path(loc: tuple[int | str, ...]) -> str:
     return path
 
 
-def _describe(error: ValidationError) -> str:
+def _describe(error: ValidationError, from_env: dict[tuple[str, ...], str] | None = None) -> str:
     lines = []
     for item in error.errors():
+        variable = (from_env or {}).get(tuple(str(part) for part in item["loc"]))
         message = item["msg"]
         if item["type"] == "extra_forbidden":
             message = "unknown field"
         elif message.startswith("Value error, "):
             message = message[len("Value error, ") :]
         where = field_path(item["loc"])
+        if variable:
+            where += f" (from {variable})"
         # A check across fields has no location of its own; its message names the fields.
         lines.append(f"{where}: {message}" if where else message)
     return "; ".join(lines)
@@ -365,11 +404,11 @@ def parse_config(raw: Any, environ: dict[str, str] | None = None) -> Config:
         if isinstance(log, dict):
             log.setdefault("path", raw.pop("log_path"))
         ignored.append("log_path (read as log.path)")
-    _apply_env(raw, dict(os.environ) if environ is None else environ)
+    from_env = _apply_env(raw, dict(os.environ) if environ is None else environ)
     try:
         config = Config.model_validate(raw)
     except ValidationError as error:
-        raise ConfigError(_describe(error)) from None
+        raise ConfigError(_describe(error, from_env)) from None
     return config.model_copy(update={"ignored_keys": tuple(ignored)})
 
 

@@ -7,8 +7,8 @@ reads the job id from the context and merges the message with its arguments.
 `stop_logging()` (the node's shutdown, and at exit) writes what is still queued.
 
 Every record about a job carries `job_id`: pass `extra={"job_id": ...}`, or run
-inside `job_context(job_id)` (the job queue does, so anything logged while a
-job runs, down to the service gateway, is tagged).
+inside `node.jobs.context.job_context(job_id)` (the job queue does, so anything
+logged while a job runs, down to the service gateway, is tagged).
 
 No secret reaches a log line: the listener rewrites every record once, before
 any handler sees it: the message, its arguments, extra fields and exception
@@ -20,7 +20,6 @@ anything that reads as a secret by its context (`Authorization: Bearer ...`, `"p
 from __future__ import annotations
 
 import atexit
-import contextvars
 import json
 import logging
 import logging.handlers
@@ -30,12 +29,12 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from node.config import Config, LogConfig
+from node.jobs.context import current_job_id
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 REDACTED = "[REDACTED]"
@@ -44,22 +43,11 @@ MAX_QUEUED_LINES = 50_000
 
 # -- the job a log line is about ------------------------------------------------
 
-_job_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("job_id", default=None)
-
-
-@contextmanager
-def job_context(job_id: str) -> Iterator[None]:
-    token = _job_id.set(job_id)
-    try:
-        yield
-    finally:
-        _job_id.reset(token)
-
 
 def _tag_job(record: logging.LogRecord) -> None:
     # Must run on the thread that logs: the contextvar is not visible from the listener.
     if getattr(record, "job_id", None) is None:
-        job_id = _job_id.get()
+        job_id = current_job_id()
         if job_id is not None:
             record.job_id = job_id
 

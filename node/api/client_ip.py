@@ -8,8 +8,7 @@ from functools import lru_cache
 from aiohttp import web
 
 from node.jobs.errors import InvalidRequest
-
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+from node.jobs.policy import IPNetwork
 
 
 @lru_cache(maxsize=4096)  # every request parses its peer address; the same few repeat
@@ -24,11 +23,6 @@ def normalise(ip: str) -> str:
     return str(address)
 
 
-@lru_cache(maxsize=64)
-def parse_networks(cidrs: tuple[str, ...]) -> tuple[IPNetwork, ...]:
-    return tuple(ipaddress.ip_network(cidr, strict=False) for cidr in cidrs)
-
-
 def in_networks(ip: str, networks: tuple[IPNetwork, ...]) -> bool:
     try:
         address = ipaddress.ip_address(ip)
@@ -37,15 +31,14 @@ def in_networks(ip: str, networks: tuple[IPNetwork, ...]) -> bool:
     return any(address in network for network in networks)
 
 
-def resolve(peer: str | None, forwarded_for: str | None, trusted: tuple[str, ...]) -> str:
+def resolve(peer: str | None, forwarded_for: str | None, trusted: tuple[IPNetwork, ...]) -> str:
     """The peer, or, when the peer is a trusted proxy, the first untrusted hop of X-Forwarded-For."""
     if not peer:
         raise InvalidRequest("Could not get client IP address")
     ip = normalise(peer)
     if not trusted or not forwarded_for:
         return ip
-    networks = parse_networks(trusted)
-    if not in_networks(ip, networks):
+    if not in_networks(ip, trusted):
         return ip
     # Walk from the nearest hop back; proxies we trust may be chained.
     for hop in reversed([part.strip() for part in forwarded_for.split(",") if part.strip()]):
@@ -54,7 +47,7 @@ def resolve(peer: str | None, forwarded_for: str | None, trusted: tuple[str, ...
             ipaddress.ip_address(hop)
         except ValueError:
             return ip  # garbage in the header: trust only what we saw
-        if not in_networks(hop, networks):
+        if not in_networks(hop, trusted):
             return hop
         ip = hop
     return ip

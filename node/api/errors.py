@@ -12,7 +12,7 @@ import math
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from node.api.keys import MAX_BODY
+from node.api.appkeys import MAX_BODY
 from node.api.render import json_response
 from node.jobs.errors import JobError, Overloaded
 

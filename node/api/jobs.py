@@ -9,12 +9,12 @@ from collections.abc import Mapping
 from aiohttp import web
 
 from node.api import wire
-from node.api.client_ip import client_ip, in_networks, parse_networks
-from node.api.keys import CONFIG, SERVICE
+from node.api.appkeys import CONFIG, JOB_DESK
+from node.api.client_ip import client_ip, in_networks
 from node.api.render import json_response
+from node.jobs.desk import DelegatedRequest
 from node.jobs.errors import Forbidden, InvalidRequest, JobError, Rejected
 from node.jobs.model import JobStatus
-from node.jobs.service import DelegatedRequest
 
 # The id line must reach the client in a read of its own (contract trap 9):
 # output may follow only this long after it. The client's first iter_any() takes
@@ -32,17 +32,17 @@ async def _json_body(request: web.Request) -> object:
 async def submit(request: web.Request) -> web.Response:
     ip = client_ip(request)
     job = wire.parse_job(await _json_body(request))
-    service = request.app[SERVICE]
+    desk = request.app[JOB_DESK]
     if isinstance(job, DelegatedRequest):
-        await service.submit_delegated(job)
+        await desk.submit_delegated(job)
         return json_response({})
-    return json_response({"id": await service.submit(ip, job)})
+    return json_response({"id": await desk.submit(ip, job)})
 
 
 async def submit_batch(request: web.Request) -> web.Response:
     ip = client_ip(request)
     items = wire.parse_batch(await _json_body(request))
-    return json_response(await request.app[SERVICE].submit_batch(ip, items))
+    return json_response(await request.app[JOB_DESK].submit_batch(ip, items))
 
 
 def _pending_filter(query: Mapping[str, str]) -> bool | None:
@@ -62,23 +62,22 @@ def _pending_filter(query: Mapping[str, str]) -> bool | None:
 
 async def get_jobs(request: web.Request) -> web.Response:
     ip = client_ip(request)
-    service = request.app[SERVICE]
+    desk = request.app[JOB_DESK]
     if "id" in request.query:
         ids = request.query.getall("id")
         intermediate = request.query.get("intermediate", "").lower() == "true"
-        return json_response(await service.results(ip, ids, intermediate))
-    return json_response(await service.ids(ip, _pending_filter(request.query)))
+        return json_response(await desk.results(ip, ids, intermediate))
+    return json_response(await desk.ids(ip, _pending_filter(request.query)))
 
 
 async def record_status(request: web.Request) -> web.Response:
     ip = client_ip(request)
-    allowed = parse_networks(request.app[CONFIG].server.status_allowed_networks)
-    if not in_networks(ip, allowed):
+    if not in_networks(ip, request.app[CONFIG].server.status_allowed_networks):
         raise Forbidden("Unauthorized")
     body = wire.parse_status(await _json_body(request))
     if body.status not in ("success", "failed", "running"):
         raise InvalidRequest("Status is invalid", {"status": body.status})
-    await request.app[SERVICE].record_status(ip, body.id, JobStatus(body.status), body.containers, body.data)
+    await request.app[JOB_DESK].record_status(ip, body.id, JobStatus(body.status), body.containers, body.data)
     return json_response({})
 
 
@@ -87,7 +86,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     job = wire.parse_job(await _json_body(request))
     if isinstance(job, DelegatedRequest):
         raise Rejected("Streaming only supported for OffchainJob requests.")
-    stream_job = await request.app[SERVICE].open_stream(ip, job)
+    stream_job = await request.app[JOB_DESK].open_stream(ip, job)
     try:
         await stream_job.start()
     except JobError as error:

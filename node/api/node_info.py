@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from node import API_VERSION, __version__
-from node.api.keys import CHAIN_STATUS, CONFIG, DIRECTORY, SERVICE
+from node.api.appkeys import CHAIN_STATUS, CONFIG, DIRECTORY, JOB_DESK
 from node.api.render import json_response
 
 
@@ -24,7 +24,7 @@ async def info(request: web.Request) -> web.Response:
             "containers": request.app[DIRECTORY].running_info(),
             # Ours: configured containers that are not running, and why (an image that cannot be had...).
             "unavailable_containers": request.app[DIRECTORY].unavailable_info(),
-            "pending": {"offchain": request.app[SERVICE].pending_offchain, "onchain": onchain},
+            "pending": {"offchain": request.app[JOB_DESK].pending_offchain, "onchain": onchain},
             "chain": {"enabled": config.chain.enabled, "address": address},
             "node": {"implementation": "infernet-node-py", "version": __version__},
         }
@@ -33,4 +33,4 @@ async def info(request: web.Request) -> web.Response:
 
 async def resources(request: web.Request) -> web.Response:
     model_id = request.query.get("model_id")
-    return json_response(await request.app[SERVICE].resources(model_id))
+    return json_response(await request.app[JOB_DESK].resources(model_id))

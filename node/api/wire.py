@@ -11,8 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
+from node.jobs.desk import DelegatedRequest, JobRequest
 from node.jobs.errors import InvalidRequest
-from node.jobs.service import DelegatedRequest, JobRequest
 
 UINT16 = 2**16 - 1
 UINT32 = 2**32 - 1

@@ -21,7 +21,7 @@ def selector_of(signature: str) -> str:
     return "0x" + keccak(text=signature)[:4].hex()
 
 
-class Outcome(enum.Enum):
+class RevertAction(enum.Enum):
     """What a revert means for the delivery that hit it."""
 
     DONE = "done"  # this interval needs nothing more from us (we, or enough others, delivered)
@@ -32,26 +32,26 @@ class Outcome(enum.Enum):
 
 
 # name -> what it means; the SDK's custom errors plus the Wallet/Allowlist/ERC20 ones.
-INFERNET_ERRORS: dict[str, Outcome] = {
-    "NodeRespondedAlready": Outcome.DONE,
-    "IntervalCompleted": Outcome.DONE,
-    "SubscriptionCompleted": Outcome.FINISHED,
-    "IntervalMismatch": Outcome.RETRY,
-    "SubscriptionNotActive": Outcome.RETRY,
-    "SubscriptionNotFound": Outcome.DROP,
-    "SignatureExpired": Outcome.DROP,
-    "SignerMismatch": Outcome.DROP,
-    "InvalidSignature": Outcome.DROP,
-    "NotSubscriptionOwner": Outcome.FAILED,
-    "InvalidWallet": Outcome.FAILED,
-    "UnauthorizedVerifier": Outcome.FAILED,
-    "ProofRequestNotFound": Outcome.FAILED,
-    "UnsupportedVerifierToken": Outcome.FAILED,
-    "TransferFailed": Outcome.FAILED,
-    "InsufficientFunds": Outcome.FAILED,
-    "InsufficientAllowance": Outcome.FAILED,
-    "NodeNotAllowed": Outcome.FAILED,
-    "InsufficientBalance": Outcome.FAILED,
+INFERNET_ERRORS: dict[str, RevertAction] = {
+    "NodeRespondedAlready": RevertAction.DONE,
+    "IntervalCompleted": RevertAction.DONE,
+    "SubscriptionCompleted": RevertAction.FINISHED,
+    "IntervalMismatch": RevertAction.RETRY,
+    "SubscriptionNotActive": RevertAction.RETRY,
+    "SubscriptionNotFound": RevertAction.DROP,
+    "SignatureExpired": RevertAction.DROP,
+    "SignerMismatch": RevertAction.DROP,
+    "InvalidSignature": RevertAction.DROP,
+    "NotSubscriptionOwner": RevertAction.FAILED,
+    "InvalidWallet": RevertAction.FAILED,
+    "UnauthorizedVerifier": RevertAction.FAILED,
+    "ProofRequestNotFound": RevertAction.FAILED,
+    "UnsupportedVerifierToken": RevertAction.FAILED,
+    "TransferFailed": RevertAction.FAILED,
+    "InsufficientFunds": RevertAction.FAILED,
+    "InsufficientAllowance": RevertAction.FAILED,
+    "NodeNotAllowed": RevertAction.FAILED,
+    "InsufficientBalance": RevertAction.FAILED,
 }
 
 SELECTORS: dict[str, str] = {selector_of(f"{name}()"): name for name in INFERNET_ERRORS}
@@ -71,9 +71,9 @@ class Revert:
         return SELECTORS.get(self.selector) if self.selector else None
 
     @property
-    def outcome(self) -> Outcome:
+    def action(self) -> RevertAction:
         name = self.name
-        return INFERNET_ERRORS[name] if name else Outcome.FAILED
+        return INFERNET_ERRORS[name] if name else RevertAction.FAILED
 
     @property
     def quiet(self) -> bool:

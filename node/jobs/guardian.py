@@ -8,36 +8,25 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
-from functools import lru_cache
 
-from node.config import ContainerConfig
 from node.jobs.errors import Rejected
-
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-@lru_cache(maxsize=256)
-def _networks(cidrs: tuple[str, ...]) -> tuple[IPNetwork, ...]:
-    return tuple(ipaddress.ip_network(cidr, strict=False) for cidr in cidrs)
+from node.jobs.policy import ContainerPolicy, IPNetwork
 
 
-def ip_allowed(ip: str, cidrs: tuple[str, ...]) -> bool:
+def ip_allowed(ip: str, networks: tuple[IPNetwork, ...]) -> bool:
     """Empty allow-lists allow everyone."""
-    if not cidrs:
+    if not networks:
         return True
     try:
         address = ipaddress.ip_address(ip)
     except ValueError:
         return False
-    return any(address in network for network in _networks(cidrs))
+    return any(address in network for network in networks)
 
 
 class Guardian:
-    def __init__(self, containers: Sequence[ContainerConfig]) -> None:
+    def __init__(self, containers: Sequence[ContainerPolicy]) -> None:
         self._containers = {container.id: container for container in containers}
-
-    def container(self, container_id: str) -> ContainerConfig | None:
-        return self._containers.get(container_id)
 
     def check_offchain(self, containers: Sequence[str], requires_proof: bool, client_ip: str) -> None:
         """Raise Rejected if this client may not run this chain of containers."""

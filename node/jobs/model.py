@@ -32,6 +32,7 @@ class JobOrigin(str, enum.Enum):
     OFFCHAIN = "offchain"  # POST /api/jobs: the node runs it from its queue
     STREAM = "stream"  # POST /api/jobs/stream: run inside the request
     RECORDED = "recorded"  # PUT /api/status: someone else runs it, we only record
+    CHAIN = "chain"  # a subscription's delivery: run from the queue, kept in the chain's own tables
 
 
 class Location(enum.IntEnum):
@@ -125,7 +126,7 @@ def new_job_id() -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
+class RunResult:
     """How a run through a chain of containers ended."""
 
     status: JobStatus

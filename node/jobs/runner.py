@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from node.jobs.model import ContainerResult, JobStatus, Location, Outcome
+from node.jobs.model import ContainerResult, JobStatus, Location, RunResult
 from node.jobs.ports import ServiceGateway
 
 
@@ -20,7 +20,7 @@ async def run_chain(
     requires_proof: bool = False,
     source: Location = Location.OFFCHAIN,
     destination: Location = Location.OFFCHAIN,
-) -> Outcome:
+) -> RunResult:
     results: list[ContainerResult] = []
     last = len(containers) - 1
     for index, container_id in enumerate(containers):
@@ -32,6 +32,6 @@ async def run_chain(
         )
         results.append(result)
         if result.failed:
-            return Outcome(JobStatus.FAILED, result, results[:-1])
+            return RunResult(JobStatus.FAILED, result, results[:-1])
         data = result.output
-    return Outcome(JobStatus.SUCCESS, results[-1], results[:-1])
+    return RunResult(JobStatus.SUCCESS, results[-1], results[:-1])

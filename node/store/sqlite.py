@@ -76,7 +76,7 @@ class GroupCommit:
 
 
 Call = tuple[asyncio.Future[Any], Work]
-Outcome = tuple[asyncio.Future[Any], Any, BaseException | None]
+CallResult = tuple[asyncio.Future[Any], Any, BaseException | None]
 
 
 def _merged(groups: Iterable[Writes]) -> Writes:
@@ -91,9 +91,9 @@ def _merged(groups: Iterable[Writes]) -> Writes:
     return merged
 
 
-def _run_calls(connection: sqlite3.Connection, calls: list[Call]) -> list[Outcome]:
+def _run_calls(connection: sqlite3.Connection, calls: list[Call]) -> list[CallResult]:
     """Run calls in order; consecutive group commits share one transaction when they can."""
-    outcomes: list[Outcome] = []
+    outcomes: list[CallResult] = []
     index = 0
     while index < len(calls):
         end = index

@@ -99,6 +99,14 @@ def test_a_bad_store_url_is_a_config_error(tmp_path: Path) -> None:
     assert done.returncode == 2 and "store.url" in done.stderr and "Traceback" not in done.stderr
 
 
+def test_an_unusable_store_is_named_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "store.db").mkdir()
+    (tmp_path / "config.json").write_text(json.dumps({"store": {"url": f"sqlite+aiosqlite:///{tmp_path}/store.db"}}))
+    done = run(tmp_path, "keys", "list")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip() == f"infernet-node: store {tmp_path}/store.db: is a directory, not a database file"
+
+
 async def _record(url: str, rows: list[tuple[str, str, str | None, int, int, float]]) -> None:
     engine = create_engine(url)
     try:

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from node.config import LogConfig, parse_config
-from node.logs import REDACTED, ConsoleFormatter, flush_logging, job_context, register_secrets
+from node.jobs.context import job_context
+from node.logs import REDACTED, ConsoleFormatter, flush_logging, register_secrets
 from tests.support.log_setup import node_logging
 
 KEY = "0x" + "4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"

@@ -19,7 +19,8 @@ import pytest
 
 import node.logs as logs
 from node.config import LogConfig
-from node.logs import REDACTED, flush_logging, job_context, redact, setup_logging, stop_logging
+from node.jobs.context import job_context
+from node.logs import REDACTED, flush_logging, redact, setup_logging, stop_logging
 from tests.support.log_setup import node_logging
 
 SECRET = "hunter2-very-secret-token"

@@ -29,6 +29,7 @@ import pytest
 
 from node.api.client_ip import normalise, resolve
 from node.chain.containers_lookup import ContainerLookup, containers_hash
+from node.config import ServerConfig
 from node.jobs.errors import InvalidRequest
 from tests.support.processes import NodeProcess, free_port, node_config, running_node, service_process
 from tests.support.vectors import delegated_body
@@ -592,7 +593,7 @@ def test_trap_20_normalise_and_resolve() -> None:
 
     assert resolve("::ffff:127.0.0.1", None, ()) == "127.0.0.1"
     assert resolve("127.0.0.1", "203.0.113.9", ()) == "127.0.0.1"  # no trusted proxies: header ignored
-    trusted = ("127.0.0.1/32", "10.0.0.0/8")
+    trusted = ServerConfig(trusted_proxies=["127.0.0.1/32", "10.0.0.0/8"]).trusted_proxies  # parsed as at load
     assert resolve("::ffff:127.0.0.1", "203.0.113.9", trusted) == "203.0.113.9"
     assert resolve("127.0.0.1", "198.51.100.1, 203.0.113.9, 10.0.0.2", trusted) == "203.0.113.9"
     assert resolve("127.0.0.1", "::ffff:203.0.113.9", trusted) == "203.0.113.9"

@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
+from node.jobs.desk import RESTART_REASON
 from node.jobs.queue import SHUTDOWN_REASON
-from node.jobs.service import RESTART_REASON
 from tests.integration.faults.httpcalls import call, wait_final
 from tests.support.processes import NodeProcess, node_config, service_process
 

@@ -1,3 +1,5 @@
+from ipaddress import ip_network
+
 import pytest
 
 from node.api.client_ip import normalise, resolve
@@ -11,7 +13,7 @@ def test_ipv4_mapped_addresses_are_normalised() -> None:
 
 
 def test_forwarded_for_is_honoured_only_from_trusted_proxies() -> None:
-    trusted = ("10.0.0.0/8",)
+    trusted = (ip_network("10.0.0.0/8"),)
     assert resolve("10.0.0.5", "203.0.113.9", trusted) == "203.0.113.9"
     assert resolve("198.51.100.1", "203.0.113.9", trusted) == "198.51.100.1"  # spoof attempt
     assert resolve("10.0.0.5", "203.0.113.9", ()) == "10.0.0.5"

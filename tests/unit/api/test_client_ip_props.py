@@ -8,7 +8,8 @@ import ipaddress
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.api.client_ip import in_networks, normalise, parse_networks, resolve
+from node.api.client_ip import in_networks, normalise, resolve
+from node.config import ServerConfig
 from node.jobs.errors import InvalidRequest
 from tests.support.strategies import EXAMPLES
 
@@ -27,15 +28,15 @@ trusted_sets = st.sampled_from([(), ("127.0.0.0/8",), ("10.0.0.0/8", "::1/128"),
 def test_resolve_gives_one_normalised_address(
     peer: str | None, forwarded: str | None, trusted: tuple[str, ...]
 ) -> None:
+    networks = ServerConfig(trusted_proxies=trusted).trusted_proxies  # parsed as the node parses them
     try:
-        ip = resolve(peer, forwarded, trusted)
+        ip = resolve(peer, forwarded, networks)
     except InvalidRequest:
         assert not peer
         return
     assert peer
     address = ipaddress.ip_address(ip)  # always an address, never header garbage
     assert not (isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped), ip
-    networks = parse_networks(trusted)
     if not in_networks(normalise(peer), networks) or not forwarded:
         assert ip == normalise(peer)  # nobody we trust vouched for another address
     else:

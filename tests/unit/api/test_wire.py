@@ -1,8 +1,8 @@
 import pytest
 
 from node.api.wire import decode_json, parse_batch, parse_job, parse_status
+from node.jobs.desk import DelegatedRequest, JobRequest
 from node.jobs.errors import InvalidRequest
-from node.jobs.service import DelegatedRequest, JobRequest
 from tests.support.vectors import delegated_body
 
 # Captured from the real client (client-contract.md §5.3).

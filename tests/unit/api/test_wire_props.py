@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node.api import wire
+from node.jobs.desk import DelegatedRequest, JobRequest
 from node.jobs.errors import InvalidRequest
-from node.jobs.service import DelegatedRequest, JobRequest
 from tests.support.strategies import EXAMPLES, json_values, objects_with
 
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None)

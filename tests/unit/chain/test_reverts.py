@@ -1,7 +1,7 @@
 import pytest
 from web3.exceptions import ContractCustomError, ContractLogicError, Web3RPCError
 
-from node.chain.reverts import SELECTORS, Outcome, as_revert
+from node.chain.reverts import SELECTORS, RevertAction, as_revert
 
 # chain.md §5, as measured on the SDK's contracts.
 TABLE = {
@@ -31,7 +31,7 @@ def test_selector_table_matches_the_sdk() -> None:
 def test_selector_is_read_from_the_revert_data_whatever_its_shape(error: Exception) -> None:
     revert = as_revert(error)
     assert revert is not None and revert.name == "NodeRespondedAlready"
-    assert revert.outcome is Outcome.DONE and revert.quiet
+    assert revert.action is RevertAction.DONE and revert.quiet
 
 
 def test_raw_bytes_from_in_process_backends() -> None:
@@ -39,27 +39,27 @@ def test_raw_bytes_from_in_process_backends() -> None:
         pass
 
     revert = as_revert(TransactionFailed(b"\x10\xc7K\x03"))
-    assert revert is not None and revert.name == "SignerMismatch" and revert.outcome is Outcome.DROP
+    assert revert is not None and revert.name == "SignerMismatch" and revert.action is RevertAction.DROP
 
 
-def test_outcomes() -> None:
-    def outcome(selector: str) -> Outcome:
+def test_revert_actions() -> None:
+    def action(selector: str) -> RevertAction:
         revert = as_revert(ContractCustomError(selector, data=selector))
         assert revert is not None
-        return revert.outcome
+        return revert.action
 
-    assert outcome(TABLE["SubscriptionCompleted"]) is Outcome.FINISHED
-    assert outcome(TABLE["IntervalMismatch"]) is Outcome.RETRY
-    assert outcome(TABLE["SignatureExpired"]) is Outcome.DROP
-    assert outcome(TABLE["InsufficientFunds"]) is Outcome.FAILED
-    assert outcome("0x2592f163") is Outcome.FAILED  # a consumer's own error
+    assert action(TABLE["SubscriptionCompleted"]) is RevertAction.FINISHED
+    assert action(TABLE["IntervalMismatch"]) is RevertAction.RETRY
+    assert action(TABLE["SignatureExpired"]) is RevertAction.DROP
+    assert action(TABLE["InsufficientFunds"]) is RevertAction.FAILED
+    assert action("0x2592f163") is RevertAction.FAILED  # a consumer's own error
 
 
 def test_unknown_and_dataless_reverts() -> None:
     unknown = as_revert(ContractCustomError("0x2592f163", data="0x2592f163"))
     assert unknown is not None and unknown.name is None and "unknown revert 0x2592f163" in unknown.describe()
     bare = as_revert(ContractLogicError("execution reverted"))
-    assert bare is not None and bare.selector is None and bare.outcome is Outcome.FAILED
+    assert bare is not None and bare.selector is None and bare.action is RevertAction.FAILED
 
 
 def test_rpc_errors_that_are_not_reverts_are_not_classified() -> None:

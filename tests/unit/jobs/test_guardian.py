@@ -1,17 +1,19 @@
+from ipaddress import ip_network
+
 import pytest
 
-from node.config import ContainerConfig
 from node.jobs.errors import Rejected
 from node.jobs.guardian import Guardian, ip_allowed
+from node.jobs.policy import ContainerPolicy
 
 
 def guardian() -> Guardian:
     return Guardian(
         [
-            ContainerConfig(id="a", port=1),
-            ContainerConfig(id="inner", port=1, external=False),
-            ContainerConfig(id="prover", port=1, generates_proofs=True),
-            ContainerConfig(id="lan", port=1, allowed_ips=("10.0.0.0/8", "192.168.1.7")),
+            ContainerPolicy("a"),
+            ContainerPolicy("inner", external=False),
+            ContainerPolicy("prover", generates_proofs=True),
+            ContainerPolicy("lan", allowed_ips=(ip_network("10.0.0.0/8"), ip_network("192.168.1.7"))),
         ]
     )
 
@@ -51,7 +53,8 @@ def test_accepted_chains() -> None:
 
 def test_ip_allowed() -> None:
     assert ip_allowed("anything", ())
-    assert ip_allowed("10.1.2.3", ("10.0.0.0/8",))
-    assert not ip_allowed("11.1.2.3", ("10.0.0.0/8",))
-    assert not ip_allowed("not-an-ip", ("10.0.0.0/8",))
-    assert ip_allowed("::1", ("::1/128",))
+    ten = (ip_network("10.0.0.0/8"),)
+    assert ip_allowed("10.1.2.3", ten)
+    assert not ip_allowed("11.1.2.3", ten)
+    assert not ip_allowed("not-an-ip", ten)
+    assert ip_allowed("::1", (ip_network("::1/128"),))

@@ -7,11 +7,11 @@ import asyncio
 
 import pytest
 
-from node.config import ContainerConfig
+from node.jobs.desk import JobDesk, JobRequest
 from node.jobs.guardian import Guardian
 from node.jobs.model import JobStatus
+from node.jobs.policy import ContainerPolicy
 from node.jobs.queue import RECENT_JOBS, RECENT_RESULT_BYTES, JobQueue, fits
-from node.jobs.service import JobRequest, JobService
 from tests.unit.fakes import MemoryRepository, ScriptedGateway
 
 IP = "10.0.0.1"
@@ -20,8 +20,8 @@ IP = "10.0.0.1"
 def make(workers: int = 2, gateway: ScriptedGateway | None = None):  # type: ignore[no-untyped-def]
     repository, gateway = MemoryRepository(), gateway or ScriptedGateway()
     queue = JobQueue(repository, gateway, workers, 10_000)
-    guardian = Guardian([ContainerConfig(id="echo", port=1)])
-    return JobService(repository, gateway, guardian, queue), queue, repository, gateway
+    guardian = Guardian([ContainerPolicy("echo")])
+    return JobDesk(repository, gateway, guardian, queue), queue, repository, gateway
 
 
 async def until(condition, seconds: float = 2.0) -> None:  # type: ignore[no-untyped-def]
@@ -33,13 +33,13 @@ async def until(condition, seconds: float = 2.0) -> None:  # type: ignore[no-unt
 
 
 async def test_a_job_with_a_free_worker_is_stored_as_running_and_never_marked_again() -> None:
-    service, queue, repository, gateway = make(workers=1)
+    desk, queue, repository, gateway = make(workers=1)
     gateway.release.clear()
     queue.start()
-    first = await service.submit(IP, JobRequest(["echo"], 1))
+    first = await desk.submit(IP, JobRequest(["echo"], 1))
     # Stored as running by the write that accepted it: a crash now reads "was running".
     assert repository.jobs[(IP, first)].status is JobStatus.RUNNING
-    second = await service.submit(IP, JobRequest(["echo"], 2))  # the only worker is taken
+    second = await desk.submit(IP, JobRequest(["echo"], 2))  # the only worker is taken
     assert repository.jobs[(IP, second)].status is JobStatus.QUEUED
     gateway.release.set()
     await until(lambda: queue.pending == 0)
@@ -49,8 +49,8 @@ async def test_a_job_with_a_free_worker_is_stored_as_running_and_never_marked_ag
 
 
 async def test_jobs_submitted_before_start_wait_and_run_in_order() -> None:
-    service, queue, repository, gateway = make(workers=1)
-    ids = [await service.submit(IP, JobRequest(["echo"], n)) for n in range(3)]
+    desk, queue, repository, gateway = make(workers=1)
+    ids = [await desk.submit(IP, JobRequest(["echo"], n)) for n in range(3)]
     assert all(repository.jobs[(IP, job)].status is JobStatus.QUEUED for job in ids)
     queue.start()
     await until(lambda: queue.pending == 0)
@@ -59,17 +59,17 @@ async def test_jobs_submitted_before_start_wait_and_run_in_order() -> None:
 
 
 async def test_a_failed_accepting_write_gives_the_reserved_worker_back() -> None:
-    service, queue, repository, gateway = make(workers=1)
+    desk, queue, repository, gateway = make(workers=1)
     queue.start()
     repository.fail_writes = OSError("disk full")
     with pytest.raises(OSError):
-        await service.submit(IP, JobRequest(["echo"], 1))
+        await desk.submit(IP, JobRequest(["echo"], 1))
     with pytest.raises(OSError):
-        await service.submit_batch(IP, [JobRequest(["echo"], 2), JobRequest(["echo"], 3)])
+        await desk.submit_batch(IP, [JobRequest(["echo"], 2), JobRequest(["echo"], 3)])
     assert queue.pending == 0
     repository.fail_writes = None
     gateway.release.clear()
-    job_id = await service.submit(IP, JobRequest(["echo"], 4))
+    job_id = await desk.submit(IP, JobRequest(["echo"], 4))
     assert repository.jobs[(IP, job_id)].status is JobStatus.RUNNING  # the worker is free again
     gateway.release.set()
     await until(lambda: queue.pending == 0)
@@ -78,10 +78,10 @@ async def test_a_failed_accepting_write_gives_the_reserved_worker_back() -> None
 
 
 async def test_a_batch_reserves_as_many_workers_as_are_free() -> None:
-    service, queue, repository, gateway = make(workers=2)
+    desk, queue, repository, gateway = make(workers=2)
     gateway.release.clear()
     queue.start()
-    answers = await service.submit_batch(IP, [JobRequest(["echo"], n) for n in range(3)])
+    answers = await desk.submit_batch(IP, [JobRequest(["echo"], n) for n in range(3)])
     statuses = [repository.jobs[(IP, answer["id"])].status for answer in answers]
     assert statuses == [JobStatus.RUNNING, JobStatus.RUNNING, JobStatus.QUEUED]
     gateway.release.set()
@@ -91,16 +91,16 @@ async def test_a_batch_reserves_as_many_workers_as_are_free() -> None:
 
 
 async def test_polling_a_running_job_and_its_result_needs_no_store_read() -> None:
-    service, queue, repository, gateway = make()
+    desk, queue, repository, gateway = make()
     gateway.release.clear()
     queue.start()
-    job_id = await service.submit(IP, JobRequest(["echo"], {"a": 1}))
-    assert await service.results(IP, [job_id], False) == [{"id": job_id, "status": "running", "result": None}]
-    assert await service.results("10.9.9.9", [job_id], False) == []  # another client: not its job
+    job_id = await desk.submit(IP, JobRequest(["echo"], {"a": 1}))
+    assert await desk.results(IP, [job_id], False) == [{"id": job_id, "status": "running", "result": None}]
+    assert await desk.results("10.9.9.9", [job_id], False) == []  # another client: not its job
     gateway.release.set()
     await until(lambda: queue.pending == 0)
     reads = repository.reads
-    [answer] = await service.results(IP, [job_id], True)
+    [answer] = await desk.results(IP, [job_id], True)
     assert answer["status"] == "success" and answer["result"] == {"container": "echo", "output": {"a": 1}}
     assert answer["intermediate"] == []
     assert repository.reads == reads  # answered from memory
@@ -112,33 +112,33 @@ async def test_polling_a_running_job_and_its_result_needs_no_store_read() -> Non
 
 async def test_large_results_and_old_jobs_are_read_from_the_store() -> None:
     big = "x" * (RECENT_RESULT_BYTES + 1)
-    service, queue, repository, _ = make()
+    desk, queue, repository, _ = make()
     queue.start()
-    big_id = await service.submit(IP, JobRequest(["echo"], big))
-    small_ids = [await service.submit(IP, JobRequest(["echo"], n)) for n in range(RECENT_JOBS + 1)]
+    big_id = await desk.submit(IP, JobRequest(["echo"], big))
+    small_ids = [await desk.submit(IP, JobRequest(["echo"], n)) for n in range(RECENT_JOBS + 1)]
     await until(lambda: queue.pending == 0)
     reads = repository.reads
-    assert (await service.results(IP, [big_id], False))[0]["result"]["output"] == big
+    assert (await desk.results(IP, [big_id], False))[0]["result"]["output"] == big
     assert repository.reads == reads + 1
-    assert (await service.results(IP, [small_ids[0]], False))[0]["status"] == "success"  # the oldest: evicted
+    assert (await desk.results(IP, [small_ids[0]], False))[0]["status"] == "success"  # the oldest: evicted
     assert repository.reads == reads + 2
-    await service.results(IP, [small_ids[-1]], False)
+    await desk.results(IP, [small_ids[-1]], False)
     assert repository.reads == reads + 2
     await queue.stop(0)
 
 
 async def test_recording_a_status_or_pruning_drops_what_memory_remembers() -> None:
-    service, queue, repository, _ = make()
+    desk, queue, repository, _ = make()
     queue.start()
-    first = await service.submit(IP, JobRequest(["echo"], 1))
-    second = await service.submit(IP, JobRequest(["echo"], 2))
+    first = await desk.submit(IP, JobRequest(["echo"], 1))
+    second = await desk.submit(IP, JobRequest(["echo"], 2))
     await until(lambda: queue.pending == 0)
-    await service.record_status(IP, first, JobStatus.FAILED, ["echo"], None)
-    assert (await service.results(IP, [first], False))[0] == {"id": first, "status": "failed", "result": None}
+    await desk.record_status(IP, first, JobStatus.FAILED, ["echo"], None)
+    assert (await desk.results(IP, [first], False))[0] == {"id": first, "status": "failed", "result": None}
     del repository.jobs[(IP, second)]  # as a prune would
     repository.pruned = 1
-    assert await service.prune(0.0) == 1
-    assert await service.results(IP, [second], False) == []
+    assert await desk.prune(0.0) == 1
+    assert await desk.results(IP, [second], False) == []
     await queue.stop(0)
 
 

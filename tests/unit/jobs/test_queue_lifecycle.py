@@ -6,12 +6,12 @@ import asyncio
 
 import pytest
 
-from node.config import ContainerConfig
+from node.jobs.desk import JobDesk, JobRequest
 from node.jobs.errors import Overloaded
 from node.jobs.guardian import Guardian
 from node.jobs.model import JobStatus
+from node.jobs.policy import ContainerPolicy
 from node.jobs.queue import SHUTDOWN_REASON, JobQueue
-from node.jobs.service import JobRequest, JobService
 from tests.unit.fakes import MemoryRepository, ScriptedGateway
 
 
@@ -32,14 +32,14 @@ class Recorder:
 def make(workers: int, queue_size: int = 10, per_container: int | None = None):  # type: ignore[no-untyped-def]
     repository, gateway, observer = MemoryRepository(), ScriptedGateway(), Recorder()
     queue = JobQueue(repository, gateway, workers, queue_size, per_container, observer=observer)
-    guardian = Guardian([ContainerConfig(id="a", port=1), ContainerConfig(id="b", port=1)])
-    return JobService(repository, gateway, guardian, queue), queue, repository, gateway, observer
+    guardian = Guardian([ContainerPolicy("a"), ContainerPolicy("b")])
+    return JobDesk(repository, gateway, guardian, queue), queue, repository, gateway, observer
 
 
 async def test_stop_starts_nothing_new_and_fails_only_what_overran_the_grace() -> None:
-    service, queue, repository, gateway, _ = make(workers=1)
+    desk, queue, repository, gateway, _ = make(workers=1)
     gateway.release.clear()  # every call hangs until released
-    ids = [await service.submit("ip", JobRequest(["a"], {"n": n})) for n in range(3)]
+    ids = [await desk.submit("ip", JobRequest(["a"], {"n": n})) for n in range(3)]
     queue.start()
     await asyncio.sleep(0.05)
     assert len(gateway.calls) == 1
@@ -57,9 +57,9 @@ async def test_stop_starts_nothing_new_and_fails_only_what_overran_the_grace() -
 
 
 async def test_a_job_overrunning_the_grace_fails_with_the_shutdown_reason() -> None:
-    service, queue, repository, gateway, observer = make(workers=2)
+    desk, queue, repository, gateway, observer = make(workers=2)
     gateway.release.clear()
-    job_id = await service.submit("ip", JobRequest(["a"], {}))
+    job_id = await desk.submit("ip", JobRequest(["a"], {}))
     queue.start()
     await asyncio.sleep(0.05)
     await asyncio.wait_for(queue.stop(grace_seconds=0.1), timeout=5)
@@ -69,15 +69,15 @@ async def test_a_job_overrunning_the_grace_fails_with_the_shutdown_reason() -> N
 
 
 async def test_observer_sees_admissions_rejections_and_outcomes() -> None:
-    service, queue, _, gateway, observer = make(workers=2, queue_size=3, per_container=2)
+    desk, queue, _, gateway, observer = make(workers=2, queue_size=3, per_container=2)
     gateway.behaviours["b"] = lambda data: ValueError("no")
-    await service.submit("ip", JobRequest(["a"], {}))
-    await service.submit("ip", JobRequest(["a"], {}))
+    await desk.submit("ip", JobRequest(["a"], {}))
+    await desk.submit("ip", JobRequest(["a"], {}))
     with pytest.raises(Overloaded):
-        await service.submit("ip", JobRequest(["a"], {}))  # the container's bound
-    await service.submit("ip", JobRequest(["b"], {}))
+        await desk.submit("ip", JobRequest(["a"], {}))  # the container's bound
+    await desk.submit("ip", JobRequest(["b"], {}))
     with pytest.raises(Overloaded):
-        await service.submit("ip", JobRequest(["b"], {}))  # the global bound
+        await desk.submit("ip", JobRequest(["b"], {}))  # the global bound
     queue.start()
     for _ in range(100):
         if queue.pending == 0:
@@ -98,8 +98,8 @@ async def test_a_broken_observer_never_breaks_a_job() -> None:
 
     repository, gateway = MemoryRepository(), ScriptedGateway()
     queue = JobQueue(repository, gateway, 1, 10, observer=Broken())
-    service = JobService(repository, gateway, Guardian([ContainerConfig(id="a", port=1)]), queue)
-    job_id = await service.submit("ip", JobRequest(["a"], {"x": 1}))
+    desk = JobDesk(repository, gateway, Guardian([ContainerPolicy("a")]), queue)
+    job_id = await desk.submit("ip", JobRequest(["a"], {"x": 1}))
     queue.start()
     for _ in range(100):
         if queue.pending == 0:

@@ -2,23 +2,23 @@ import asyncio
 
 import pytest
 
-from node.config import ContainerConfig
+from node.jobs.desk import DelegatedRequest, JobDesk, JobRequest
 from node.jobs.errors import Overloaded, Rejected
 from node.jobs.guardian import Guardian
 from node.jobs.model import JobStatus
+from node.jobs.policy import ContainerPolicy
 from node.jobs.queue import JobQueue
-from node.jobs.service import DelegatedRequest, JobRequest, JobService
 from tests.unit.fakes import MemoryRepository, ScriptedGateway
 
-CONTAINERS = [ContainerConfig(id="echo", port=1), ContainerConfig(id="other", port=1)]
+CONTAINERS = [ContainerPolicy("echo"), ContainerPolicy("other")]
 
 
 def make(queue_size: int = 100, per_container: int | None = None, workers: int = 2, gateway=None):  # type: ignore[no-untyped-def]
     repository = MemoryRepository()
     gateway = gateway or ScriptedGateway()
     queue = JobQueue(repository, gateway, workers, queue_size, per_container)
-    service = JobService(repository, gateway, Guardian(CONTAINERS), queue)
-    return service, queue, repository, gateway
+    desk = JobDesk(repository, gateway, Guardian(CONTAINERS), queue)
+    return desk, queue, repository, gateway
 
 
 async def drain(queue: JobQueue) -> None:
@@ -30,31 +30,31 @@ async def drain(queue: JobQueue) -> None:
 
 
 async def test_job_is_stored_before_its_id_is_returned_and_then_runs() -> None:
-    service, queue, repository, _ = make()
-    job_id = await service.submit("1.1.1.1", JobRequest(["echo"], {"a": 1}))
+    desk, queue, repository, _ = make()
+    job_id = await desk.submit("1.1.1.1", JobRequest(["echo"], {"a": 1}))
     assert ("1.1.1.1", job_id) in repository.jobs
-    [result] = await service.results("1.1.1.1", [job_id], False)
+    [result] = await desk.results("1.1.1.1", [job_id], False)
     assert result["status"] == "running"  # queued reads as running on the wire
     queue.start()
     await drain(queue)
-    [result] = await service.results("1.1.1.1", [job_id], False)
+    [result] = await desk.results("1.1.1.1", [job_id], False)
     assert result == {"id": job_id, "status": "success", "result": {"container": "echo", "output": {"a": 1}}}
     await queue.stop(0)
 
 
 async def test_results_are_scoped_by_ip_in_request_order_and_unknown_dropped() -> None:
-    service, _, _, _ = make()
-    first = await service.submit("1.1.1.1", JobRequest(["echo"], 1))
-    second = await service.submit("1.1.1.1", JobRequest(["echo"], 2))
-    got = await service.results("1.1.1.1", [second, "nope", first, second], False)
+    desk, _, _, _ = make()
+    first = await desk.submit("1.1.1.1", JobRequest(["echo"], 1))
+    second = await desk.submit("1.1.1.1", JobRequest(["echo"], 2))
+    got = await desk.results("1.1.1.1", [second, "nope", first, second], False)
     assert [item["id"] for item in got] == [second, first]
-    assert await service.results("2.2.2.2", [first], False) == []
-    assert await service.results("1.1.1.1", [""], False) == []
+    assert await desk.results("2.2.2.2", [first], False) == []
+    assert await desk.results("1.1.1.1", [""], False) == []
 
 
 async def test_batch_answers_in_order_with_one_store_write() -> None:
-    service, _, repository, _ = make()
-    answers = await service.submit_batch(
+    desk, _, repository, _ = make()
+    answers = await desk.submit_batch(
         "1.1.1.1",
         [JobRequest(["echo"], 1), JobRequest(["bad"], 2), JobRequest([], 3), JobRequest(["other"], 4)],
     )
@@ -65,38 +65,38 @@ async def test_batch_answers_in_order_with_one_store_write() -> None:
 
 
 async def test_delegated_without_chain_is_rejected_cleanly() -> None:
-    service, _, _, _ = make()
+    desk, _, _, _ = make()
     with pytest.raises(Rejected) as caught:
-        await service.submit_delegated(DelegatedRequest({}, {}, {}))
+        await desk.submit_delegated(DelegatedRequest({}, {}, {}))
     assert caught.value.message == "Chain not enabled"
-    answers = await service.submit_batch("1.1.1.1", [DelegatedRequest({}, {}, {})])
+    answers = await desk.submit_batch("1.1.1.1", [DelegatedRequest({}, {}, {})])
     assert answers == [{"error": "Chain not enabled", "params": {}}]
 
 
 async def test_queue_bounds_global_and_per_container() -> None:
-    service, queue, _, _ = make(queue_size=3, per_container=2)
-    await service.submit("ip", JobRequest(["echo"], 1))
-    await service.submit("ip", JobRequest(["echo"], 2))
+    desk, queue, _, _ = make(queue_size=3, per_container=2)
+    await desk.submit("ip", JobRequest(["echo"], 1))
+    await desk.submit("ip", JobRequest(["echo"], 2))
     with pytest.raises(Overloaded) as per_container:
-        await service.submit("ip", JobRequest(["echo"], 3))
+        await desk.submit("ip", JobRequest(["echo"], 3))
     assert per_container.value.params == {"container": "echo", "limit": 2}
-    await service.submit("ip", JobRequest(["other"], 4))
+    await desk.submit("ip", JobRequest(["other"], 4))
     with pytest.raises(Overloaded):
-        await service.submit("ip", JobRequest(["other"], 5))
-    answers = await service.submit_batch("ip", [JobRequest(["other"], 6)])
+        await desk.submit("ip", JobRequest(["other"], 5))
+    answers = await desk.submit_batch("ip", [JobRequest(["other"], 6)])
     assert answers[0]["error"].startswith("Too many jobs queued")
     queue.start()
     await drain(queue)
-    await service.submit("ip", JobRequest(["echo"], 7))  # room again once they ran
+    await desk.submit("ip", JobRequest(["echo"], 7))  # room again once they ran
     await queue.stop(0)
 
 
 async def test_shutdown_waits_for_running_jobs_then_fails_the_late_ones() -> None:
     gateway = ScriptedGateway()
     gateway.release.clear()  # every container call blocks until released
-    service, queue, repository, _ = make(workers=1, gateway=gateway)
-    quick = await service.submit("ip", JobRequest(["echo"], 1))
-    queued = await service.submit("ip", JobRequest(["echo"], 2))
+    desk, queue, repository, _ = make(workers=1, gateway=gateway)
+    quick = await desk.submit("ip", JobRequest(["echo"], 1))
+    queued = await desk.submit("ip", JobRequest(["echo"], 2))
     queue.start()
     await asyncio.sleep(0.05)
     await queue.stop(grace_seconds=0.1)
@@ -107,9 +107,9 @@ async def test_shutdown_waits_for_running_jobs_then_fails_the_late_ones() -> Non
 
 
 async def test_record_status_stores_without_result() -> None:
-    service, _, _, _ = make()
-    await service.record_status("ip", "ext-1", JobStatus.SUCCESS, ["echo"], None)
-    assert await service.results("ip", ["ext-1"], True) == [
+    desk, _, _, _ = make()
+    await desk.record_status("ip", "ext-1", JobStatus.SUCCESS, ["echo"], None)
+    assert await desk.results("ip", ["ext-1"], True) == [
         {"id": "ext-1", "status": "success", "result": None, "intermediate_results": [], "intermediate": []}
     ]
-    assert await service.ids("ip", pending=False) == ["ext-1"]
+    assert await desk.ids("ip", pending=False) == ["ext-1"]

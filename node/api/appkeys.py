@@ -5,11 +5,11 @@ from __future__ import annotations
 from aiohttp import web
 
 from node.config import Config
-from node.jobs.service import JobService
+from node.jobs.desk import JobDesk
 from node.services.directory import ContainerDirectory
 
 CONFIG = web.AppKey("config", Config)
-SERVICE = web.AppKey("job_service", JobService)
+JOB_DESK = web.AppKey("job_desk", JobDesk)
 DIRECTORY = web.AppKey("container_directory", ContainerDirectory)
 MAX_BODY = web.AppKey("max_body_bytes", int)
 # Filled by the chain module when it runs: () -> (address, pending on-chain count).

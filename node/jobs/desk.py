@@ -1,4 +1,6 @@
-"""The job service: what every entrypoint asks of the node about jobs.
+"""The job desk: what every entrypoint asks of the node about jobs.
+
+(Not "service": in this project a service is an inference service in a container.)
 
 Submitting, listing, reading results, recording statuses, streaming and
 recovering after a restart all live here, free of HTTP and SQL.
@@ -15,13 +17,15 @@ from typing import Any, Protocol
 
 from node.jobs.errors import JobError, Rejected
 from node.jobs.guardian import Guardian
-from node.jobs.model import ContainerResult, Job, JobOrigin, JobStatus, new_job_id
+from node.jobs.model import ContainerResult, Job, JobOrigin, JobStatus, Location, RunResult, new_job_id
 from node.jobs.ports import JobRepository, ServiceGateway
 from node.jobs.queue import JobQueue, log_outcome
 
 log = logging.getLogger(__name__)
 
 RESTART_REASON = "node restarted while the job was running"
+# The client of jobs run for the chain: never a peer address, so no REST client sees them.
+CHAIN_CLIENT = "chain"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +50,9 @@ class DelegatedSubscriptions(Protocol):
         ...
 
 
-class JobService:
+class JobDesk:
+    """Admits jobs (guardian, queue bounds), stores them, queues them, and answers for them."""
+
     def __init__(
         self,
         repository: JobRepository,
@@ -65,11 +71,34 @@ class JobService:
 
     @property
     def pending_offchain(self) -> int:
-        return self._queue.pending
+        return self._queue.pending - self._queue.pending_unstored
+
+    def has_room(self, container: str) -> bool:
+        """Whether a job for `container` would be admitted now (a hint for callers that can wait)."""
+        return self._queue.has_room(container)
+
+    async def run_for_chain(
+        self, containers: Sequence[str], data: Any, requires_proof: bool, source: Location, destination: Location
+    ) -> RunResult:
+        """Run a chain delivery's containers as a job: in the queue's bounds and workers, counted as
+        pending, not stored (the chain keeps its deliveries). Raises Overloaded when the queue is full."""
+        now = self._clock()
+        job = Job(
+            id=new_job_id(),
+            client_ip=CHAIN_CLIENT,
+            containers=list(containers),
+            data=data,
+            requires_proof=requires_proof,
+            origin=JobOrigin.CHAIN,
+            status=JobStatus.QUEUED,
+            created_at=now,
+            updated_at=now,
+        )
+        return await self._queue.run_unstored(job, source, destination)
 
     @property
     def gateway(self) -> ServiceGateway:
-        """The service gateway, for other entrypoints (the chain) that run containers."""
+        """The service gateway (streams relay through it)."""
         return self._gateway
 
     def attach_delegated(self, delegated: DelegatedSubscriptions) -> None:
@@ -242,8 +271,8 @@ class JobService:
 class StreamJob:
     """One streamed job: relays the container's bytes and stores the joined text."""
 
-    def __init__(self, service: JobService, job: Job) -> None:
-        self._service = service
+    def __init__(self, desk: JobDesk, job: Job) -> None:
+        self._desk = desk
         self.job = job
         self._upstream: AsyncIterator[bytes] | None = None
         self._finished = False
@@ -258,7 +287,7 @@ class StreamJob:
 
     async def start(self) -> None:
         """Wait until the service accepts the request; on failure the job fails and the error is raised."""
-        upstream = self._service.gateway.stream(self.container, self.job.data).__aiter__()
+        upstream = self._desk.gateway.stream(self.container, self.job.data).__aiter__()
         try:
             await upstream.__anext__()  # the gateway yields b"" once the service answered
         except StopAsyncIteration:
@@ -301,4 +330,4 @@ class StreamJob:
     async def _finish(self, result: ContainerResult) -> None:
         if not self._finished:
             self._finished = True
-            await self._service._finish_stream(self.job, result)
+            await self._desk._finish_stream(self.job, result)
