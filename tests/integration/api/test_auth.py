@@ -74,7 +74,8 @@ def signed_headers(body: bytes, at_ns: int | None = None, key: PrivateKey = USER
 REMOTE = {"X-Forwarded-For": "203.0.113.9"}
 
 
-async def test_api_with_keys(aiohttp_client: Any, tmp_path: Path) -> None:
+async def test_api_with_keys(aiohttp_client: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="node.api.auth")
     good, good_key = key("good")
     scoped, scoped_key = key("scoped", workspace="ws-1")
     limited, limited_key = key("limited", limits=Limits(rpm=2))
@@ -108,6 +109,9 @@ async def test_api_with_keys(aiohttp_client: Any, tmp_path: Path) -> None:
     assert (await response.json())["params"] == {"reason": "requests_per_minute"}
     # Outside /api nothing is asked.
     assert (await client.get("/health")).status == 200
+    # Who was refused and why is logged, by the key's name; never a secret.
+    assert "(key:scoped): wrong_workspace" in caplog.text and "(key:limited): requests_per_minute" in caplog.text
+    assert all(secret not in caplog.text for secret in (good, scoped, limited))
 
 
 async def test_api_stays_open_by_default(aiohttp_client: Any, tmp_path: Path) -> None:
