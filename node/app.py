@@ -16,6 +16,7 @@ from node.api.auth import AUTH, AuthSettings, auth_middleware
 from node.api.client_ip import CLIENT_IP_TRUSTED
 from node.api.errors import json_errors
 from node.api.metrics import METRICS, http_metrics
+from node.api.openai_routes import MODELS, ModelCatalog
 from node.api.ratelimit import TokenBuckets, rate_limiter
 from node.api.routes import setup_routes
 from node.auth.quotas import Limits
@@ -67,6 +68,7 @@ def build_app(config: Config) -> web.Application:
     app[MAX_BODY] = config.server.max_body_bytes
     app[CLIENT_IP_TRUSTED] = config.server.trusted_proxies
     app[METRICS] = metrics
+    app[MODELS] = ModelCatalog(config.models(), int(time.time()))
     setup_routes(app)
     app.cleanup_ctx.append(_store)
     app.cleanup_ctx.append(_jobs)

@@ -26,6 +26,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from node.api.body import read_body
 from node.api.client_ip import client_ip
 from node.api.render import json_response
 from node.auth.errors import AuthRefused, OverQuota, Reason, Unauthenticated
@@ -143,7 +144,7 @@ def auth_middleware(settings: AuthSettings, on_refused: Callable[[str, str], Non
             return await handler(request)  # the open /api keeps the client contract's path untouched
         # Signatures cover the exact bytes sent; aiohttp keeps them for the handler's own read.
         needs_body = mode in (Mode.SIGNATURES, Mode.EITHER) or (mode is Mode.KEYS and surface == V1)
-        body = await request.read() if needs_body and request.can_read_body else b""
+        body = await read_body(request) if needs_body and request.can_read_body else b""
         service = request.app[AUTH]
         try:
             ticket = await service.admit(

@@ -1,7 +1,9 @@
 """One middleware turns every failure into a JSON object with a JSON content type.
 
 The client reads the body before the status (client-contract.md §2, style B), so
-aiohttp's own 404/405/413 pages and unexpected errors must be JSON too.
+aiohttp's own 404/405/413 pages and unexpected errors must be JSON too. Under /v1
+and /serving the same failures take OpenAI's error shape (openai_errors.py), which
+the OpenAI SDKs turn into their typed exceptions.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from node.api.appkeys import MAX_BODY
+from node.api.openai_errors import from_http, from_job_error, in_scope, render
+from node.api.openai_wire import OpenAIError
 from node.api.render import json_response
 from node.jobs.errors import JobError, Overloaded
 
@@ -57,9 +61,14 @@ class UnreadableBody(Exception):
 
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    openai = in_scope(request.path)  # /v1 and /serving answer in OpenAI's error shape
     try:
         return await handler(request)
+    except OpenAIError as error:  # raised by the /v1 handlers only
+        return render(error)
     except JobError as error:
+        if openai:
+            return render(from_job_error(error))
         response = json_response(error.to_wire(), status=error.status)
         if isinstance(error, Overloaded):
             response.headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
@@ -67,13 +76,15 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except UnreadableBody as error:
         if error.client_gone:
             log.debug("%s %s: %s", request.method, request.path, error.message)
-        response = json_response({"error": error.message}, status=400)
+        response = render(OpenAIError(400, error.message)) if openai else json_response({"error": error.message}, 400)
         response.force_close()
         return response
     except web.HTTPException as error:
         if error.status < 400:
             raise
-        return _from_http(error, request)
+        return render(from_http(error, request)) if openai else _from_http(error, request)
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
+        if openai:
+            return render(OpenAIError(500, "The server had an error processing your request.", type="server_error"))
         return json_response({"error": "Internal server error"}, status=500)

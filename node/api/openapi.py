@@ -8,7 +8,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from node import API_VERSION
-from node.api import wire
+from node.api import openai_wire, wire
 from node.api.render import json_response
 
 _MODELS: list[type[BaseModel]] = [
@@ -23,6 +23,11 @@ _MODELS: list[type[BaseModel]] = [
     wire.JobResultBody,
     wire.HealthBody,
     wire.InfoBody,
+    openai_wire.ChatCompletionRequest,
+    openai_wire.ChatCompletion,
+    openai_wire.ChatCompletionChunk,
+    openai_wire.ModelList,
+    openai_wire.OpenAIErrorBody,
 ]
 
 
@@ -46,6 +51,78 @@ def _errors(*statuses: int) -> dict[str, Any]:
         502: "The container failed before the stream started",
     }
     return {str(status): _json(_ref("ErrorBody"), text[status]) for status in statuses}
+
+
+_OPENAI_ERRORS = {
+    400: "invalid_request_error: the request is invalid (param names the field)",
+    403: "permission_error: this client may not use the model's container",
+    404: "model_not_found (or an unknown URL)",
+    405: "Method not allowed",
+    413: "Body too large",
+    429: "rate_limit_error: too many requests or calls queued; see Retry-After",
+    500: "server_error",
+    502: "server_error: the model container failed",
+    503: "server_error: the model's container is not available",
+    504: "server_error: the model did not answer in time",
+}
+_JOB_ID_HEADER = {
+    "X-Infernet-Job-Id": {
+        "description": "The job this call is (GET /api/jobs?id=); on errors once the job exists",
+        "schema": {"type": "string"},
+    }
+}
+
+
+def _openai_errors() -> dict[str, Any]:
+    return {
+        str(status): {**_json(_ref("OpenAIErrorBody"), text), "headers": _JOB_ID_HEADER}
+        for status, text in _OPENAI_ERRORS.items()
+    }
+
+
+def _chat_operation(operation_id: str, summary: str, parameters: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "post": {
+            "operationId": operation_id,
+            "summary": summary,
+            "parameters": parameters,
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("ChatCompletionRequest")}}},
+            "responses": {
+                "200": {
+                    "description": "The completion; with stream=true, SSE events (data: ChatCompletionChunk) ending in data: [DONE]",
+                    "headers": _JOB_ID_HEADER,
+                    "content": {
+                        "application/json": {"schema": _ref("ChatCompletion")},
+                        "text/event-stream": {"schema": {"type": "string"}},
+                    },
+                },
+                **_openai_errors(),
+            },
+        }
+    }
+
+
+def _openai_paths() -> dict[str, Any]:
+    model = {"name": "model", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+    return {
+        "/v1/chat/completions": _chat_operation(
+            "createChatCompletion", "OpenAI chat completions; each call is a job", []
+        ),
+        "/serving/llm/{model}/chat/completions": _chat_operation(
+            "createChatCompletionForModel",
+            "The same, per model (base_url http://host/serving/llm/<model>); the path's model wins",
+            [model],
+        ),
+        "/v1/models": {
+            "get": {
+                "operationId": "listModels",
+                "responses": {
+                    "200": _json(_ref("ModelList"), "Every configured model, and whether its container is available"),
+                    **{status: body for status, body in _openai_errors().items() if status in ("429", "500")},
+                },
+            }
+        },
+    }
 
 
 def _components() -> dict[str, Any]:
@@ -74,7 +151,8 @@ def build_document() -> dict[str, Any]:
         "info": {
             "title": "Infernet node REST API",
             "version": API_VERSION,
-            "description": "Off-chain jobs, delegated subscriptions and job results (infernet-client 1.4.0 contract).",
+            "description": "Off-chain jobs, delegated subscriptions and job results (infernet-client 1.4.0 contract), "
+            "and OpenAI-compatible chat completions (/v1).",
         },
         "paths": {
             "/health": {"get": {"operationId": "health", "responses": {"200": _json(_ref("HealthBody"), "Node health"), **_errors(429)}}},
@@ -162,6 +240,7 @@ def build_document() -> dict[str, Any]:
                     },
                 }
             },
+            **_openai_paths(),
         },
         "components": {"schemas": components},
     }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from node.api import jobs, metrics, node_info, openapi
+from node.api import jobs, metrics, node_info, openai_routes, openapi
 
 
 def setup_routes(app: web.Application) -> None:
@@ -18,3 +18,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_put("/api/status", jobs.record_status)
     app.router.add_get("/openapi.json", openapi.openapi)
     app.router.add_get("/metrics", metrics.metrics_endpoint)
+    # OpenAI-compatible inference (openai_routes.py); errors there use OpenAI's shape.
+    app.router.add_post("/v1/chat/completions", openai_routes.chat_completions)
+    app.router.add_get("/v1/models", openai_routes.list_models)
+    app.router.add_post("/serving/llm/{model:.+}/chat/completions", openai_routes.serving_chat_completions)

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from node.jobs.errors import JobError, Rejected
 from node.jobs.guardian import Guardian
 from node.jobs.model import ContainerResult, Job, JobOrigin, JobStatus, Location, RunResult, new_job_id
+from node.jobs.model_calls import ModelCall
 from node.jobs.ports import JobRepository, ServiceGateway
 from node.jobs.queue import JobQueue, log_outcome
 
@@ -258,6 +259,25 @@ class JobDesk:
             self._queue.release(containers[0])
             raise
         return StreamJob(self, job)
+
+    # -- model calls (/v1) ----------------------------------------------------
+
+    async def open_model_call(self, client_ip: str, model: str, container: str, data: Any) -> ModelCall:
+        """Admit and store (as running) a call to `model` served by `container`; the caller runs it.
+
+        Raises Rejected (guardian), Overloaded (bounds) or the store's error; once this
+        returns, the job exists and the caller must finish it (`async with` does).
+        """
+        self._guardian.check_offchain([container], False, client_ip)
+        self._queue.admit(container)
+        job = self._new_job(client_ip, JobRequest([container], data), JobOrigin.MODEL, JobStatus.RUNNING)
+        job.model = model
+        try:
+            await self._repository.add(job)
+        except BaseException:
+            self._queue.release(container)
+            raise
+        return ModelCall(job, self._repository, self._gateway, self._queue)
 
     async def _finish_stream(self, job: Job, result: ContainerResult) -> None:
         status = JobStatus.FAILED if result.failed else JobStatus.SUCCESS

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from node.jobs.model import Failure
+
 
 class JobError(Exception):
     """A request the domain refuses. `status` is the HTTP status it maps to."""
@@ -46,3 +48,13 @@ class Overloaded(JobError):
 
 class Unavailable(JobError):
     status = 503
+
+
+class ContainerFailed(JobError):
+    """A container call failed before any output was relayed (streams)."""
+
+    status = 502
+
+    def __init__(self, message: str, params: dict[str, Any] | None = None, failure: Failure = Failure.FAILED) -> None:
+        super().__init__(message, params)
+        self.failure = failure

@@ -32,7 +32,32 @@ class JobOrigin(str, enum.Enum):
     OFFCHAIN = "offchain"  # POST /api/jobs: the node runs it from its queue
     STREAM = "stream"  # POST /api/jobs/stream: run inside the request
     RECORDED = "recorded"  # PUT /api/status: someone else runs it, we only record
+    MODEL = "model"  # a call to a model (/v1): run inside the request, answered or streamed
     CHAIN = "chain"  # a subscription's delivery: run from the queue, kept in the chain's own tables
+
+
+class Failure(str, enum.Enum):
+    """Why a container call failed, for entrypoints that answer each kind differently (/v1)."""
+
+    UNAVAILABLE = "unavailable"  # not running, or could not be reached
+    TIMEOUT = "timeout"  # no (whole) answer in time
+    REFUSED = "refused"  # the service answered 4xx: it refused the input
+    FAILED = "failed"  # anything else: an error status, a broken answer
+
+
+@dataclass(frozen=True, slots=True)
+class TokenUsage:
+    """What a model call consumed, as the model counted it."""
+
+    prompt_tokens: int
+    completion_tokens: int
+
+    def to_wire(self) -> dict[str, int]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+        }
 
 
 class Location(enum.IntEnum):
@@ -48,6 +73,8 @@ class ContainerResult:
     container: str
     output: JSON = None
     error: str | None = None
+    # Not on the wire, not stored: how the call failed, while the answer is being made.
+    failure: Failure | None = field(default=None, compare=False)
 
     @property
     def failed(self) -> bool:
@@ -76,6 +103,8 @@ class Job:
     intermediate: list[ContainerResult] = field(default_factory=list)
     created_at: float = 0.0
     updated_at: float = 0.0
+    model: str | None = None  # model calls (/v1): the model asked for
+    usage: TokenUsage | None = None  # model calls: tokens in and out, once finished
 
     @property
     def key(self) -> tuple[str, str]:
@@ -87,6 +116,9 @@ class Job:
             "status": self.status.wire,
             "result": self.result.to_wire() if self.result else None,
         }
+        if self.model is not None:  # model calls only: other jobs keep the reference's shape
+            body["model"] = self.model
+            body["usage"] = self.usage.to_wire() if self.usage else None
         if with_intermediate:
             steps = [step.to_wire() for step in self.intermediate]
             # The reference sends `intermediate_results`; the client's types say

@@ -18,8 +18,8 @@ from typing import Any
 
 import aiohttp
 
-from node.jobs.errors import JobError
-from node.jobs.model import ContainerResult, Location
+from node.jobs.errors import ContainerFailed
+from node.jobs.model import ContainerResult, Failure, Location
 from node.logs import redact
 from node.services.directory import ContainerDirectory, Endpoint
 from node.services.http1 import Http1Error, Http1Pool
@@ -33,8 +33,8 @@ _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 CallObserver = Callable[[str, str, str, float], None]
 
 
-class StreamFailed(JobError):
-    status = 502
+class StreamFailed(ContainerFailed):
+    """A stream that failed before its output started (status 502 on /api/jobs/stream)."""
 
 
 def _headers(endpoint: Endpoint) -> dict[str, str]:
@@ -48,6 +48,20 @@ def _error_text(body: bytes) -> str:
     # A service may echo its request (our bearer token) in an error: never pass that on.
     text = redact(body.decode("utf-8", errors="replace").strip())
     return text if len(text) <= MAX_ERROR_TEXT else text[:MAX_ERROR_TEXT] + "…"
+
+
+def _error_detail(body: bytes) -> str:
+    """A service's `{"error": message}` as its message; any other body as text."""
+    try:
+        message = json.loads(body).get("error")
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        message = None
+    return redact(message) if isinstance(message, str) else _error_text(body)
+
+
+def _http_failure(status: int) -> Failure:
+    # 4xx but 408/429: the service judged the input (a 400 names what is wrong with it).
+    return Failure.REFUSED if 400 <= status < 500 and status not in (408, 429) else Failure.FAILED
 
 
 def utf8_split(buffer: bytes) -> tuple[bytes, bytes]:
@@ -98,7 +112,9 @@ class HttpServiceGateway:
         endpoint = self._directory.endpoint(container_id)
         if endpoint is None:
             reason = self._directory.unavailable_reason(container_id)
-            raise StreamFailed(f"Container {container_id} is not available: {reason}", {"container": container_id})
+            raise StreamFailed(
+                f"Container {container_id} is not available: {reason}", {"container": container_id}, Failure.UNAVAILABLE
+            )
         return endpoint
 
     async def run(
@@ -112,7 +128,7 @@ class HttpServiceGateway:
         try:
             endpoint = self._endpoint(container_id)
         except StreamFailed as error:
-            return ContainerResult(container_id, error=error.message)
+            return ContainerResult(container_id, error=error.message, failure=error.failure)
         payload = {
             "source": int(source),
             "destination": int(destination),
@@ -130,29 +146,40 @@ class HttpServiceGateway:
             raise
         except TimeoutError:
             self._observed(container_id, "run", "timeout", started)
-            return ContainerResult(container_id, error=f"container did not answer within {endpoint.timeout:g}s")
+            return ContainerResult(
+                container_id, error=f"container did not answer within {endpoint.timeout:g}s", failure=Failure.TIMEOUT
+            )
         except (Http1Error, ValueError) as error:  # ValueError: a URL or header it cannot send
             self._observed(container_id, "run", "unreachable", started)
             # A managed container that died under the call: say that, not just "disconnected".
             explain = getattr(self._directory, "explain_broken_call", None)
             reason = await explain(container_id) if explain is not None else None
             if reason:
-                return ContainerResult(container_id, error=f"container {container_id} died during the call: {reason}")
-            return ContainerResult(container_id, error=f"could not reach the container: {error}")
+                return ContainerResult(
+                    container_id, error=f"container {container_id} died during the call: {reason}",
+                    failure=Failure.UNAVAILABLE,
+                )
+            return ContainerResult(
+                container_id, error=f"could not reach the container: {error}", failure=Failure.UNAVAILABLE
+            )
         status, body = response.status, response.body
         try:
             output = json.loads(body)
         except (ValueError, UnicodeDecodeError):
             self._observed(container_id, "run", "bad_output", started)
             return ContainerResult(
-                container_id, error=f"container replied with non-JSON (HTTP {status}): {_error_text(body)}"
+                container_id, error=f"container replied with non-JSON (HTTP {status}): {_error_text(body)}",
+                failure=Failure.FAILED,
             )
         if status >= 400:
             self._observed(container_id, "run", "http_error", started)
             # The reference ignores the status; an error status is a failure to operators.
             message = output.get("error") if isinstance(output, dict) else None
             detail = redact(message) if isinstance(message, str) else _error_text(body)
-            return ContainerResult(container_id, error=f"container answered HTTP {status}: {detail}")
+            return ContainerResult(
+                container_id, error=f"container answered HTTP {status}: {detail}",
+                failure=_http_failure(status),
+            )
         self._observed(container_id, "run", "ok", started)
         return ContainerResult(container_id, output=output)
 
@@ -183,15 +210,20 @@ class HttpServiceGateway:
                 timeout=timeout,
             )
         except TimeoutError:
-            raise StreamFailed("Container did not answer in time", {"container": container_id}) from None
+            raise StreamFailed(
+                "Container did not answer in time", {"container": container_id}, Failure.TIMEOUT
+            ) from None
         except aiohttp.ClientError as error:
-            raise StreamFailed(f"Could not reach the container: {error}", {"container": container_id}) from None
+            raise StreamFailed(
+                f"Could not reach the container: {error}", {"container": container_id}, Failure.UNAVAILABLE
+            ) from None
         try:
             if response.status >= 400:
                 body = await response.read()
                 raise StreamFailed(
-                    f"Container answered HTTP {response.status}: {_error_text(body)}",
+                    f"Container answered HTTP {response.status}: {_error_detail(body)}",
                     {"container": container_id},
+                    _http_failure(response.status),
                 )
             yield b""
             tail = b""
@@ -202,7 +234,9 @@ class HttpServiceGateway:
                         yield whole
             except TimeoutError:
                 raise StreamFailed(
-                    f"Container sent nothing for {self._stream_timeout:g}s", {"container": container_id}
+                    f"Container sent nothing for {self._stream_timeout:g}s",
+                    {"container": container_id},
+                    Failure.TIMEOUT,
                 ) from None
             except aiohttp.ClientError as error:
                 raise StreamFailed(f"Container stream broke: {error}", {"container": container_id}) from None

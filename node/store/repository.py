@@ -17,7 +17,7 @@ from sqlalchemy import and_, bindparam, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from node.jobs.model import ContainerResult, Job, JobOrigin, JobStatus
+from node.jobs.model import ContainerResult, Job, JobOrigin, JobStatus, TokenUsage
 from node.store.batcher import WriteBatcher
 from node.store.engine import sqlite_file
 from node.store.tables import jobs
@@ -25,7 +25,7 @@ from node.store.tables import jobs
 PENDING = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
 FINISHED = (JobStatus.SUCCESS.value, JobStatus.FAILED.value)
 # Jobs the node itself runs; recorded ones belong to whoever recorded them.
-OWNED = (JobOrigin.OFFCHAIN.value, JobOrigin.STREAM.value)
+OWNED = (JobOrigin.OFFCHAIN.value, JobOrigin.STREAM.value, JobOrigin.MODEL.value)
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
@@ -44,14 +44,18 @@ def _row(job: Job) -> dict[str, Any]:
         "created_at": job.created_at,
         "updated_at": job.updated_at,
         "finished_at": job.updated_at if job.status.finished else None,
+        "model": job.model,
+        "prompt_tokens": job.usage.prompt_tokens if job.usage else None,
+        "completion_tokens": job.usage.completion_tokens if job.usage else None,
     }
 
 
 # Rows are read by position, in the table's column order (SQLAlchemy rows and sqlite3 tuples alike).
 COLUMNS = tuple(column.name for column in jobs.columns)
-assert COLUMNS[:12] == (
+assert COLUMNS[:15] == (
     "client_ip", "id", "origin", "status", "containers", "data", "requires_proof",
     "result", "intermediate", "created_at", "updated_at", "finished_at",
+    "model", "prompt_tokens", "completion_tokens",
 ), "_job() reads rows by position: update it with the table"
 _STATUSES = {status.value: status for status in JobStatus}
 _ORIGINS = {origin.value: origin for origin in JobOrigin}
@@ -62,6 +66,7 @@ def _job(row: Sequence[Any]) -> Job:
     client_ip, job_id, origin, status, containers, data, requires_proof, result, intermediate, created, updated = row[
         :11
     ]
+    model, prompt_tokens, completion_tokens = row[12:15]
     return Job(
         id=job_id,
         client_ip=client_ip,
@@ -74,6 +79,8 @@ def _job(row: Sequence[Any]) -> Job:
         intermediate=[ContainerResult.from_wire(step) for step in _loads(intermediate)] if intermediate else [],
         created_at=created,
         updated_at=updated,
+        model=model,
+        usage=TokenUsage(prompt_tokens, completion_tokens) if prompt_tokens is not None else None,
     )
 
 
@@ -108,6 +115,8 @@ _FINISH = (
         intermediate=bindparam("intermediate"),
         updated_at=bindparam("now"),
         finished_at=bindparam("now"),
+        prompt_tokens=bindparam("prompt_tokens"),
+        completion_tokens=bindparam("completion_tokens"),
     )
 )
 
@@ -121,7 +130,10 @@ class SqlJobRepository:
 
     @staticmethod
     def _build_upsert(dialect: str) -> Any:
-        columns = ("origin", "status", "containers", "data", "result", "intermediate", "updated_at", "finished_at")
+        columns = (
+            "origin", "status", "containers", "data", "result", "intermediate", "updated_at", "finished_at",
+            "model", "prompt_tokens", "completion_tokens",
+        )
         statement: sqlite.Insert | postgresql.Insert
         if dialect == "sqlite":
             statement = sqlite.insert(jobs)
@@ -154,6 +166,7 @@ class SqlJobRepository:
         status: JobStatus,
         result: ContainerResult | None,
         intermediate: Sequence[ContainerResult],
+        usage: TokenUsage | None = None,
     ) -> None:
         await self._batcher.write(
             _FINISH,
@@ -165,6 +178,8 @@ class SqlJobRepository:
                     "result": _dumps(result.to_wire()) if result else None,
                     "intermediate": _dumps([step.to_wire() for step in intermediate]) if intermediate else None,
                     "now": time.time(),
+                    "prompt_tokens": usage.prompt_tokens if usage else None,
+                    "completion_tokens": usage.completion_tokens if usage else None,
                 }
             ],
         )
@@ -219,6 +234,8 @@ class SqlJobRepository:
                             "result": _dumps(ContainerResult(json.loads(row.containers)[0], error=reason).to_wire()),
                             "intermediate": None,
                             "now": now,
+                            "prompt_tokens": None,
+                            "completion_tokens": None,
                         }
                         for row in stuck
                     ],

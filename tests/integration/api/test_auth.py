@@ -1,5 +1,6 @@
-"""Auth on the real app over real HTTP: /api with keys, the /v1 surface's modes (none: loopback
-only; signatures; either), refusals in each surface's error shape, usage records, /metrics."""
+"""Auth on the real app over real HTTP: /api with keys, /v1's modes (none: loopback only; signatures;
+either) in front of the real /v1 handler and the trivial chat service as a real process; refusals in
+each surface's error shape, usage records, /metrics."""
 
 from __future__ import annotations
 
@@ -7,15 +8,14 @@ import base64
 import hashlib
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestClient
 from coincurve import PrivateKey
 
-from node.api.auth import record_usage
 from node.app import ENGINE, build_app
 from node.auth.bech32 import address_of
 from node.auth.keys import ApiKey, hash_secret, new_secret
@@ -23,25 +23,26 @@ from node.auth.quotas import Limits
 from node.config import parse_config
 from node.store.auth_repository import SqlAuthRepository
 from node.store.engine import create_engine, migrate
-from tests.support.processes import free_port, node_config
+from tests.support.processes import node_config, service_process
 
 NODE_ADDRESS = address_of(PrivateKey(bytes.fromhex("33" * 32)).public_key.format())
 USER = PrivateKey(bytes.fromhex("11" * 32))
 USER_ADDRESS = address_of(USER.public_key.format())
 
 
-async def probe(request: web.Request) -> web.Response:
-    """Stands in for a /v1 handler (the /v1 API is built on another branch): reads the body as
-    a handler does, and reports what its call used."""
-    body = await request.read()
-    record_usage(request, request.headers.get("X-Test-Job", "job-1"), "probe-model", len(body), 2)
-    return web.json_response({"ok": True, "bytes": len(body)})
+@pytest.fixture(scope="module")
+def chat_url() -> Iterator[str]:
+    """The trivial chat service (tests/support/chat_service.py) as a real process: /v1's model."""
+    with service_process("chat") as url:
+        yield url
 
 
-async def make(aiohttp_client: Any, tmp_path: Path, keys: dict[str, ApiKey] | None = None, **auth: Any) -> TestClient:
+async def make(
+    aiohttp_client: Any, tmp_path: Path, chat_url: str, keys: dict[str, ApiKey] | None = None, **auth: Any
+) -> TestClient:
     raw = node_config(
         tmp_path,
-        [{"id": "echo", "url": f"http://127.0.0.1:{free_port()}"}],
+        [{"id": "chat", "url": chat_url, "models": ["tiny"]}],
         auth=auth,
         server={"trusted_proxies": ["127.0.0.1"]},  # lets a test pose as a remote caller
     )
@@ -51,9 +52,7 @@ async def make(aiohttp_client: Any, tmp_path: Path, keys: dict[str, ApiKey] | No
     for key in (keys or {}).values():
         assert await SqlAuthRepository(engine).add_key(key)
     await engine.dispose()
-    app = build_app(config)
-    app.router.add_post("/v1/probe", probe)
-    return await aiohttp_client(app)
+    return await aiohttp_client(build_app(config))
 
 
 def key(name: str, **fields: Any) -> tuple[str, ApiKey]:
@@ -72,9 +71,14 @@ def signed_headers(body: bytes, at_ns: int | None = None, key: PrivateKey = USER
 
 
 REMOTE = {"X-Forwarded-For": "203.0.113.9"}
+CHAT = "/v1/chat/completions"
+# The chat service counts 5 prompt tokens for this and answers "You said: hello there", cut at 4 tokens.
+BODY = b'{"model":"tiny","messages":[{"role":"user","content":"hello there"}],"max_tokens":4}'
 
 
-async def test_api_with_keys(aiohttp_client: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+async def test_api_with_keys(
+    aiohttp_client: Any, tmp_path: Path, chat_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="node.api.auth")
     good, good_key = key("good")
     scoped, scoped_key = key("scoped", workspace="ws-1")
@@ -82,6 +86,7 @@ async def test_api_with_keys(aiohttp_client: Any, tmp_path: Path, caplog: pytest
     client = await make(
         aiohttp_client,
         tmp_path,
+        chat_url,
         {"good": good_key, "scoped": scoped_key, "limited": limited_key},
         api="keys",
         workspace_header="x-team",
@@ -114,27 +119,30 @@ async def test_api_with_keys(aiohttp_client: Any, tmp_path: Path, caplog: pytest
     assert all(secret not in caplog.text for secret in (good, scoped, limited))
 
 
-async def test_api_stays_open_by_default(aiohttp_client: Any, tmp_path: Path) -> None:
-    client = await make(aiohttp_client, tmp_path)
+async def test_api_stays_open_by_default(aiohttp_client: Any, tmp_path: Path, chat_url: str) -> None:
+    client = await make(aiohttp_client, tmp_path, chat_url)
     assert (await client.get("/api/jobs", headers=REMOTE)).status == 200
 
 
-async def test_v1_by_default_serves_loopback_callers_only(aiohttp_client: Any, tmp_path: Path) -> None:
-    client = await make(aiohttp_client, tmp_path)
-    response = await client.post("/v1/probe", data=b"{}")
+async def test_v1_by_default_serves_loopback_callers_only(aiohttp_client: Any, tmp_path: Path, chat_url: str) -> None:
+    client = await make(aiohttp_client, tmp_path, chat_url)
+    response = await client.post(CHAT, data=BODY)
     assert response.status == 200
-    response = await client.post("/v1/probe", data=b"{}", headers=REMOTE)
+    assert (await response.json())["choices"][0]["message"]["content"] == "You said: hello there"
+    response = await client.post(CHAT, data=BODY, headers=REMOTE)
     assert response.status == 403
     error = (await response.json())["error"]
     assert error["type"] == "permission_error" and error["code"] == "not_loopback"
 
 
-async def test_v1_with_signatures(aiohttp_client: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    client = await make(aiohttp_client, tmp_path, v1="signatures", gonka={"address": NODE_ADDRESS})
-    body = b'{"model":"probe","messages":[{"role":"user","content":"hi"}]}'
+async def test_v1_with_signatures(
+    aiohttp_client: Any, tmp_path: Path, chat_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = await make(aiohttp_client, tmp_path, chat_url, v1="signatures", gonka={"address": NODE_ADDRESS})
+    body = BODY
     headers = signed_headers(body)
-    response = await client.post("/v1/probe", data=body, headers={**headers, **REMOTE, "X-Test-Job": "signed-1"})
-    assert response.status == 200 and (await response.json())["bytes"] == len(body)
+    response = await client.post(CHAT, data=body, headers={**headers, **REMOTE})
+    assert response.status == 200 and (await response.json())["usage"]["total_tokens"] == 9
     caplog.set_level(logging.INFO, logger="node.api.auth")
     refusals = {
         "reused": (body, headers),
@@ -147,7 +155,7 @@ async def test_v1_with_signatures(aiohttp_client: Any, tmp_path: Path, caplog: p
         "no_credentials": (body, {}),
     }
     for reason, (sent, sent_headers) in refusals.items():
-        response = await client.post("/v1/probe", data=sent, headers={**sent_headers, **REMOTE})
+        response = await client.post(CHAT, data=sent, headers={**sent_headers, **REMOTE})
         assert response.status == 401, reason
         error = (await response.json())["error"]
         assert error["type"] == "authentication_error" and error["code"] == reason, (reason, error)
@@ -162,20 +170,22 @@ async def test_v1_with_signatures(aiohttp_client: Any, tmp_path: Path, caplog: p
     assert 'infernet_auth_refusals_total{reason="stale",surface="v1"} 1.0' in metrics
     # The admitted call's usage was recorded under its signing address.
     totals = await SqlAuthRepository(client.app[ENGINE]).usage(None, None)
-    assert [(t.caller, t.model, t.calls, t.prompt_tokens) for t in totals] == [
-        (f"gonka:{USER_ADDRESS}", "probe-model", 1, len(body))
+    assert [(t.caller, t.model, t.calls, t.prompt_tokens, t.completion_tokens) for t in totals] == [
+        (f"gonka:{USER_ADDRESS}", "tiny", 1, 5, 4)
     ]
 
 
-async def test_v1_with_either_keys_or_signatures(aiohttp_client: Any, tmp_path: Path) -> None:
+async def test_v1_with_either_keys_or_signatures(aiohttp_client: Any, tmp_path: Path, chat_url: str) -> None:
     secret, api_key = key("k", limits=Limits(token_budget=10))
-    client = await make(aiohttp_client, tmp_path, {"k": api_key}, v1="either", gonka={"address": NODE_ADDRESS})
-    body = b'{"max_tokens": 4}'
-    assert (await client.post("/v1/probe", data=body, headers={**signed_headers(body), **REMOTE})).status == 200
+    client = await make(
+        aiohttp_client, tmp_path, chat_url, {"k": api_key}, v1="either", gonka={"address": NODE_ADDRESS}
+    )
+    body = BODY
+    assert (await client.post(CHAT, data=body, headers={**signed_headers(body), **REMOTE})).status == 200
     bearer = {"Authorization": f"Bearer {secret}", **REMOTE}
-    # Each call reserves its max_tokens (4) and then uses len(body) + 2 = 19: over the budget of 10 after one.
-    assert (await client.post("/v1/probe", data=body, headers={**bearer, "X-Test-Job": "k-1"})).status == 200
-    response = await client.post("/v1/probe", data=body, headers={**bearer, "X-Test-Job": "k-2"})
+    # Each call reserves its max_tokens (4) and then uses 9: the second one's 4 do not fit in what is left of 10.
+    assert (await client.post(CHAT, data=body, headers=bearer)).status == 200
+    response = await client.post(CHAT, data=body, headers=bearer)
     assert response.status == 429 and response.headers["x-should-retry"] == "false"
     assert "Retry-After" not in response.headers
     error = (await response.json())["error"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from node.jobs.model import ContainerResult, Job, JobOrigin, JobStatus, new_job_id
+from node.jobs.model import ContainerResult, Job, JobOrigin, JobStatus, TokenUsage, new_job_id
 from node.store.batcher import WriteBatcher
 from node.store.engine import create_engine, migrate
 from node.store.repository import SqlJobRepository
@@ -121,3 +121,30 @@ async def test_record_upserts(repository: SqlJobRepository) -> None:
 async def test_store_uses_wal(tmp_path: Path, repository: SqlJobRepository) -> None:
     mode = sqlite3.connect(tmp_path / "store" / "node.db").execute("PRAGMA journal_mode").fetchone()[0]
     assert mode == "wal"
+
+
+async def test_model_call_keeps_model_and_token_usage(repository: SqlJobRepository) -> None:
+    call = job(status=JobStatus.RUNNING, origin=JobOrigin.MODEL, model="tiny", data={"messages": []})
+    await repository.add(call)
+    [running] = await repository.get_many(call.client_ip, [call.id])
+    assert running.model == "tiny" and running.usage is None and running.origin is JobOrigin.MODEL
+    output = {"object": "chat.completion", "choices": []}
+    await repository.finish(call.key, JobStatus.SUCCESS, ContainerResult("a", output=output), [], TokenUsage(12, 34))
+    [loaded] = await repository.get_many(call.client_ip, [call.id])
+    assert loaded.status is JobStatus.SUCCESS and loaded.model == "tiny"
+    assert loaded.usage == TokenUsage(12, 34)
+    assert loaded.to_wire()["usage"] == {"prompt_tokens": 12, "completion_tokens": 34, "total_tokens": 46}
+    # Other jobs carry neither, and keep the reference's wire shape.
+    plain = job()
+    await repository.add(plain)
+    [other] = await repository.get_many(plain.client_ip, [plain.id])
+    assert other.model is None and other.usage is None and "model" not in other.to_wire()
+
+
+async def test_recover_fails_model_calls_caught_running(repository: SqlJobRepository) -> None:
+    call = job(status=JobStatus.RUNNING, origin=JobOrigin.MODEL, model="tiny")
+    await repository.add(call)
+    queued, failed = await repository.recover("restarted")
+    assert failed == 1 and queued == []
+    [loaded] = await repository.get_many(call.client_ip, [call.id])
+    assert loaded.status is JobStatus.FAILED and loaded.model == "tiny"
