@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -23,7 +26,8 @@ from node.auth.quotas import Limits
 from node.auth.service import AuthService, Mode
 from node.auth.signatures import SignatureSettings, SignatureVerifier
 from node.config import AuthConfig, Config, ContainerConfig
-from node.jobs.desk import JobDesk
+from node.jobs.claims import ClaimKeeper
+from node.jobs.desk import RESTART_REASON, JobDesk
 from node.jobs.guardian import Guardian
 from node.jobs.policy import ContainerPolicy
 from node.jobs.queue import JobQueue
@@ -89,12 +93,19 @@ async def _store(app: web.Application) -> AsyncIterator[None]:
     app[ENGINE] = engine
     batcher = WriteBatcher(engine)
     batcher.start()
-    app[REPOSITORY] = repository = SqlJobRepository(engine, batcher)
+    # A server store may be shared by several nodes: each pending job is claimed under a lease.
+    owner = _node_id(config) if engine.dialect.name != "sqlite" else None
+    app[REPOSITORY] = repository = SqlJobRepository(engine, batcher, owner, config.cluster.lease_seconds)
     app[STORE_HEALTH] = repository.health
     app[AUTH] = _auth_service(config.auth, engine)
     yield
     await batcher.close()
     await engine.dispose()
+
+
+def _node_id(config: Config) -> str:
+    # The pid and a random tail tell apart two nodes on one host, and a node from its restart.
+    return config.cluster.node_id or f"{socket.gethostname()[:64] or 'node'}-{os.getpid()}-{secrets.token_hex(2)}"
 
 
 async def _jobs(app: web.Application) -> AsyncIterator[None]:
@@ -149,10 +160,25 @@ async def _jobs(app: web.Application) -> AsyncIterator[None]:
     app[DIRECTORY] = directory
     app[JOB_DESK] = desk
     app[QUEUE] = queue
-    await desk.recover()
+    keeper = None
+    if app[REPOSITORY].owner is not None:
+        keeper = ClaimKeeper(
+            app[REPOSITORY],
+            queue,
+            config.cluster.lease_seconds,
+            config.cluster.renew_seconds,
+            frozenset(container.id for container in config.containers if container.retry_interrupted),
+        )
+        log.info("node %s: claims its jobs in the shared store", keeper.node_id)
+        await keeper.recover(RESTART_REASON)
+        keeper.start()
+    else:
+        await desk.recover()
     queue.start()
     yield
     await queue.stop(config.jobs.shutdown_grace_seconds)
+    if keeper is not None:
+        await keeper.close()
     if manager is not None:
         await manager.close()  # leave, stop or remove the containers: docker.on_shutdown
     await calls.close()

@@ -7,6 +7,7 @@ tests pass in-memory ones.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from node.jobs.model import ContainerResult, Job, JobStatus, Location, TokenUsage
@@ -41,6 +42,39 @@ class JobRepository(Protocol):
         ...
 
     async def prune(self, finished_before: float) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """What one claim took over from dead nodes."""
+
+    queued: list[Job] = field(default_factory=list)  # now this node's, to run (reruns included)
+    failed: int = 0  # interrupted while running, recorded as failed
+    rerun: int = 0  # of `queued`, interrupted ones run again (their containers are safe to retry)
+
+
+class JobClaims(Protocol):
+    """Several nodes on one store: who owns each pending job, under a lease (the SQL store on PostgreSQL)."""
+
+    owner: str | None
+
+    async def renew(self) -> None:
+        """Extend the lease of every pending job this node owns."""
+        ...
+
+    async def owned(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Of `keys`, the pending jobs this node still owns."""
+        ...
+
+    async def release_queued(self) -> int:
+        """End the lease of this node's queued jobs now (a clean stop); returns how many."""
+        ...
+
+    async def claim(
+        self, room: int, retryable: frozenset[str], restart_reason: str | None = None, batch: int = 500
+    ) -> Claimed:
+        """Take over the pending jobs of dead nodes (see SqlJobRepository.claim)."""
+        ...
 
 
 class ServiceGateway(Protocol):

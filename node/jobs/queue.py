@@ -107,6 +107,9 @@ class JobQueue:
         self._started = False
         self._closing = False
         self._deadline: float | None = None  # loop time by which running jobs must end
+        # Several nodes on one store: whether this node surely still owns its queued jobs
+        # (its lease is fresh); while not, none is started (node/jobs/claims.py).
+        self._may_start: Callable[[], bool] | None = None
 
     # -- bounds -------------------------------------------------------------
 
@@ -122,6 +125,38 @@ class JobQueue:
     def pending_unstored(self) -> int:
         """Of `pending`, the jobs run for callers with a store of their own (the chain)."""
         return len(self._callers)
+
+    @property
+    def room(self) -> int:
+        """How many more jobs the global bound admits now."""
+        return max(0, self._max_pending - self._pending)
+
+    def gate(self, may_start: Callable[[], bool]) -> None:
+        """Start queued jobs only while `may_start()` (the node's claim on them is fresh)."""
+        self._may_start = may_start
+
+    def kick(self) -> None:
+        """Start what waits, if workers are free (after the gate opened again)."""
+        self._dispatch()
+
+    def waiting_keys(self) -> list[tuple[str, str]]:
+        """The stored jobs waiting for a worker."""
+        return [job.key for job in self._waiting if job.key not in self._callers]
+
+    def drop_waiting(self, keys: set[tuple[str, str]]) -> int:
+        """Take stored waiting jobs out of the line, unrun: another node owns them now."""
+        kept: deque[Job] = deque()
+        dropped = 0
+        for job in self._waiting:
+            if job.key in keys and job.key not in self._callers:
+                self._unqueue(job)
+                self._live.pop(job.key, None)
+                self.release(job.containers[0])
+                dropped += 1
+            else:
+                kept.append(job)
+        self._waiting = kept
+        return dropped
 
     def has_room(self, container: str) -> bool:
         """Whether `admit(container)` would succeed now (a hint: nothing is taken)."""
@@ -279,6 +314,7 @@ class JobQueue:
             and not self._closing
             and self._waiting
             and len(self._running) + self._reserved < self._workers
+            and (self._may_start is None or self._may_start())
         ):
             job = self._waiting.popleft()
             self._unqueue(job)

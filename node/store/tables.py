@@ -26,7 +26,12 @@ jobs = Table(
     Column("model", String(256), nullable=True),
     Column("prompt_tokens", Integer, nullable=True),
     Column("completion_tokens", Integer, nullable=True),
+    # Several nodes on one PostgreSQL (migration 0006): the node that owns a pending job and
+    # until when its lease runs (node/jobs/claims.py). Unused (NULL) on SQLite.
+    Column("owner", String(128), nullable=True),
+    Column("lease_until", Float, nullable=True),
     Index("ix_jobs_status", "status"),
     Index("ix_jobs_client_status", "client_ip", "status", "created_at"),
     Index("ix_jobs_finished_at", "finished_at"),
+    Index("ix_jobs_owner", "owner", "status"),
 )

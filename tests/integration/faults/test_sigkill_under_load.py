@@ -95,6 +95,7 @@ def test_random_sigkills_under_load_lose_nothing_and_run_nothing_twice(tmp_path:
             [{"id": "slow", "url": slow_url}],
             jobs={"workers": 4, "queue_size": 200},
             store={"url": node_store_url},
+            cluster={"node_id": "node-a"},  # restarts under the same id (PostgreSQL: see test_restart)
         )
         node = NodeProcess(config, tmp_path)
         try:

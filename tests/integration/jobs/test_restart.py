@@ -40,7 +40,13 @@ def wait_all_final(node: NodeProcess, ids: list[str], deadline_s: float = 30) ->
 def test_sigkill_with_queued_and_running_jobs_loses_nothing(tmp_path: Path, node_store_url: str) -> None:
     with service_process("slow") as slow_url:
         config = node_config(
-            tmp_path, [{"id": "slow", "url": slow_url}], jobs={"workers": 2}, store={"url": node_store_url}
+            tmp_path,
+            [{"id": "slow", "url": slow_url}],
+            jobs={"workers": 2},
+            store={"url": node_store_url},
+            # On PostgreSQL a node restarted under the same id takes its jobs back at once
+            # (under another id it would wait for their leases to run out).
+            cluster={"node_id": "node-a"},
         )
         node = NodeProcess(config, tmp_path).start()
         try:
