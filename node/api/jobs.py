@@ -42,7 +42,8 @@ async def submit(request: web.Request) -> web.Response:
 async def submit_batch(request: web.Request) -> web.Response:
     ip = client_ip(request)
     items = wire.parse_batch(await _json_body(request))
-    return json_response(await request.app[JOB_DESK].submit_batch(ip, items))
+    answers = await request.app[JOB_DESK].submit_batch(ip, items)
+    return json_response([wire.batch_answer(answer) for answer in answers])
 
 
 def _pending_filter(query: Mapping[str, str]) -> bool | None:
@@ -66,7 +67,7 @@ async def get_jobs(request: web.Request) -> web.Response:
     if "id" in request.query:
         ids = request.query.getall("id")
         intermediate = request.query.get("intermediate", "").lower() == "true"
-        return json_response(await desk.results(ip, ids, intermediate))
+        return json_response([wire.job_result(job, intermediate) for job in await desk.results(ip, ids)])
     return json_response(await desk.ids(ip, _pending_filter(request.query)))
 
 

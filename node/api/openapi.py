@@ -1,174 +1,141 @@
-"""The OpenAPI 3 document of the REST API, generated from the wire models."""
+"""The OpenAPI document, generated from the route table (routes.py) and the wire models."""
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 
 from node import API_VERSION
-from node.api import wire
-from node.api.render import json_response
+from node.api.wire import ErrorBody
 
-_MODELS: list[type[BaseModel]] = [
-    wire.JobRequestBody,
-    wire.DelegatedSubscriptionBody,
-    wire.SubscriptionBody,
-    wire.SignatureBody,
-    wire.StatusBody,
-    wire.ErrorBody,
-    wire.JobId,
-    wire.ContainerResultBody,
-    wire.JobResultBody,
-    wire.HealthBody,
-    wire.InfoBody,
-]
+if TYPE_CHECKING:
+    from node.api.routes import Reply, Route
 
+DOCUMENT = web.AppKey("openapi_document", bytes)  # encoded once, at start
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
+_REF = "#/components/schemas/{model}"
+_ERROR = {"$ref": "#/components/schemas/ErrorBody"}
 
-
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+# Answers any route can give, and any route with a body.
+_EVERY_ROUTE = {
+    429: "Too many requests, or too many jobs queued; see Retry-After",
+    500: "Internal error",
+}
+_WITH_BODY = {
+    400: "Invalid request (the error names the field)",
+    413: "Body too large (server.max_body_bytes)",
+}
 
 
-def _errors(*statuses: int) -> dict[str, Any]:
-    text = {
-        400: "Invalid request (the error names the field)",
-        403: "Caller not allowed",
-        404: "Not found",
-        405: "Rejected by the guardian, or method not allowed",
-        413: "Body too large",
-        429: "Too many requests or jobs queued; see Retry-After",
-        500: "Internal error",
-        502: "The container failed before the stream started",
+class _Schemas:
+    """JSON schemas of wire types; the models they name are collected as components."""
+
+    def __init__(self) -> None:
+        self.components: dict[str, Any] = {}
+
+    def of(self, wire_type: Any) -> dict[str, Any]:
+        schema = TypeAdapter(wire_type).json_schema(ref_template=_REF)
+        self.components.update(schema.pop("$defs", {}))
+        if isinstance(wire_type, type) and issubclass(wire_type, BaseModel):
+            # A model at the top: a reference to its component, as where it is nested.
+            self.components[wire_type.__name__] = schema
+            return {"$ref": _REF.format(model=wire_type.__name__)}
+        return schema
+
+
+def _openapi30(node: Any) -> Any:
+    """pydantic writes JSON Schema 2020-12; OpenAPI 3.0 spells `null` and `const` its own way.
+
+    3.0, not 3.1: in 3.1 (JSON Schema 2020-12) 1.0 is an integer, and the node refuses
+    1.0 where it wants an integer; 3.0 keeps the two apart, as the node does."""
+    if isinstance(node, list):
+        return [_openapi30(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    node = {key: _openapi30(value) for key, value in node.items()}
+    if "const" in node:
+        node["enum"] = [node.pop("const")]
+    branches = node.get("anyOf")
+    if isinstance(branches, list) and {"type": "null"} in branches:
+        rest = [branch for branch in branches if branch != {"type": "null"}]
+        del node["anyOf"]
+        if len(rest) == 1 and "type" in rest[0]:
+            node.update(rest[0])  # {"type": "string", "nullable": true}
+        else:
+            node["anyOf"] = rest
+        node["nullable"] = True
+    return node
+
+
+def _reply(schemas: _Schemas, reply: Reply) -> dict[str, Any]:
+    answer: dict[str, Any] = {"description": reply.description}
+    if reply.body is not None:
+        answer["content"] = {reply.media_type: {"schema": schemas.of(reply.body)}}
+    return answer
+
+
+def _error(description: str, status: int) -> dict[str, Any]:
+    answer: dict[str, Any] = {"description": description, "content": {"application/json": {"schema": _ERROR}}}
+    if status == 429:
+        answer["headers"] = {
+            "Retry-After": {"description": "Seconds until a retry may succeed", "schema": {"type": "integer"}}
+        }
+    return answer
+
+
+def _operation(schemas: _Schemas, route: Route) -> dict[str, Any]:
+    operation: dict[str, Any] = {"operationId": route.operation_id, "summary": route.summary}
+    parameters = []
+    for query in route.query:
+        schema = schemas.of(query.type)
+        parameter = {"name": query.name, "in": "query", "required": False, "schema": schema}
+        if query.description:
+            parameter["description"] = query.description
+        if schema.get("type") == "array":
+            parameter.update(style="form", explode=True)  # ?id=a&id=b
+        parameters.append(parameter)
+    if parameters:
+        operation["parameters"] = parameters
+    errors = dict(_EVERY_ROUTE)
+    if route.body is not None:
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": schemas.of(route.body)}},
+        }
+        errors.update(_WITH_BODY)
+    errors.update(route.errors)
+    operation["responses"] = {
+        "200": _reply(schemas, route.ok),
+        **{str(status): _error(text, status) for status, text in sorted(errors.items())},
     }
-    return {str(status): _json(_ref("ErrorBody"), text[status]) for status in statuses}
+    return operation
 
 
-def _components() -> dict[str, Any]:
-    schemas: dict[str, Any] = {}
-    for model in _MODELS:
-        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-        for name, definition in schema.pop("$defs", {}).items():
-            schemas[name] = definition
-        schemas[model.__name__] = schema
-    return schemas
-
-
-def build_document() -> dict[str, Any]:
-    components = _components()
-    # The handler checks the status itself (its message is part of the contract), so the
-    # model takes any string; the document says which values pass.
-    components["StatusBody"]["properties"]["status"]["enum"] = ["success", "failed", "running"]
-    # The server's rule: a body with `containers` is a job request, else one with
-    # `subscription` is a delegated subscription. anyOf, not oneOf: [] is both an
-    # empty result list and an empty id list, and a job body may carry `subscription`.
-    delegated = {"allOf": [_ref("DelegatedSubscriptionBody"), {"not": {"required": ["containers"]}}]}
-    job_or_delegated = {"anyOf": [_ref("JobRequestBody"), delegated]}
-    common = _errors(404, 405, 413, 429, 500)
-    return {
+def build_document(routes: Sequence[Route]) -> dict[str, Any]:
+    schemas = _Schemas()
+    schemas.of(ErrorBody)
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        paths.setdefault(route.path, {})[route.method.lower()] = _operation(schemas, route)
+    return _openapi30({
         "openapi": "3.0.3",
         "info": {
             "title": "Infernet node REST API",
             "version": API_VERSION,
             "description": "Off-chain jobs, delegated subscriptions and job results (infernet-client 1.4.0 contract).",
         },
-        "paths": {
-            "/health": {"get": {"operationId": "health", "responses": {"200": _json(_ref("HealthBody"), "Node health"), **_errors(429)}}},
-            "/info": {"get": {"operationId": "info", "responses": {"200": _json(_ref("InfoBody"), "Node information"), **_errors(429)}}},
-            "/resources": {
-                "get": {
-                    "operationId": "resources",
-                    "parameters": [{"name": "model_id", "in": "query", "required": False, "schema": {"type": "string"}}],
-                    "responses": {
-                        "200": _json({"type": "object", "additionalProperties": {}}, "Each running container's answer, by container id"),
-                        **_errors(429),
-                    },
-                }
-            },
-            "/api/jobs": {
-                "post": {
-                    "operationId": "submitJob",
-                    "requestBody": {"required": True, "content": {"application/json": {"schema": job_or_delegated}}},
-                    "responses": {
-                        "200": _json({"oneOf": [_ref("JobId"), {"type": "object", "maxProperties": 0}]}, "Job id, or {} for a delegated subscription"),
-                        **_errors(400),
-                        **common,
-                    },
-                },
-                "get": {
-                    "operationId": "getJobs",
-                    "parameters": [
-                        {"name": "id", "in": "query", "required": False, "style": "form", "explode": True,
-                         "schema": {"type": "array", "items": {"type": "string"}}},
-                        # Lenient on purpose (the reference ignores what it doesn't know, contract
-                        # trap 1): any value is accepted, and only the listed ones mean something.
-                        {"name": "intermediate", "in": "query", "required": False, "schema": {"type": "string"},
-                         "description": "true: include intermediate results; anything else: don't"},
-                        {"name": "pending", "in": "query", "required": False, "schema": {"type": "string"},
-                         "description": "true: pending jobs only; false: finished only; anything else: all"},
-                        {"name": "status", "in": "query", "required": False, "schema": {"type": "string"},
-                         "description": "The docs' spelling of the filter: pending | completed; anything else: all"},
-                    ],
-                    "responses": {
-                        "200": _json(
-                            {"anyOf": [
-                                {"type": "array", "items": _ref("JobResultBody")},
-                                {"type": "array", "items": {"type": "string"}},
-                            ]},
-                            "With id: the caller's job results, in request order, unknown ids left out. Without: the caller's job ids, pending first.",
-                        ),
-                        **_errors(400, 429),
-                    },
-                },
-            },
-            "/api/jobs/batch": {
-                "post": {
-                    "operationId": "submitBatch",
-                    "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "array", "items": job_or_delegated}}}},
-                    "responses": {
-                        "200": _json(
-                            {"type": "array", "items": {"oneOf": [_ref("JobId"), _ref("ErrorBody"), {"type": "object", "maxProperties": 0}]}},
-                            "One answer per item, in order",
-                        ),
-                        **_errors(400),
-                        **common,
-                    },
-                }
-            },
-            "/api/jobs/stream": {
-                "post": {
-                    "operationId": "streamJob",
-                    "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("JobRequestBody")}}},
-                    "responses": {
-                        "200": {"description": "The job id and a newline, then the container's raw output",
-                                "content": {"text/plain": {"schema": {"type": "string"}}}},
-                        **_errors(400, 502),
-                        **common,
-                    },
-                }
-            },
-            "/api/status": {
-                "put": {
-                    "operationId": "recordStatus",
-                    "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("StatusBody")}}},
-                    "responses": {
-                        "200": _json({"type": "object"}, "Recorded"),
-                        **_errors(400, 403),
-                        **common,
-                    },
-                }
-            },
-        },
-        "components": {"schemas": components},
-    }
+        "paths": paths,
+        "components": {"schemas": dict(sorted(schemas.components.items()))},
+    })
 
 
-_DOCUMENT = build_document()
+def encode(document: dict[str, Any]) -> bytes:
+    return json.dumps(document, separators=(",", ":")).encode()
 
 
-async def openapi(request: web.Request) -> web.Response:
-    return json_response(_DOCUMENT)
+async def serve(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[DOCUMENT], content_type="application/json")

@@ -18,7 +18,7 @@ from typing import Any
 
 import aiohttp
 
-from node.jobs.errors import JobError
+from node.jobs.errors import ErrorKind, JobError
 from node.jobs.model import ContainerResult, Location
 from node.logs import redact
 from node.services.directory import ContainerDirectory, Endpoint
@@ -34,7 +34,9 @@ CallObserver = Callable[[str, str, str, float], None]
 
 
 class StreamFailed(JobError):
-    status = 502
+    """A stream whose service failed before its output started."""
+
+    kind = ErrorKind.SERVICE_FAILED
 
 
 def _headers(endpoint: Endpoint) -> dict[str, str]:
