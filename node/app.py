@@ -28,7 +28,7 @@ from node.services.directory import ContainerDirectory, StaticDirectory
 from node.services.gateway import HttpServiceGateway
 from node.services.http1 import Http1Pool
 from node.store.batcher import WriteBatcher
-from node.store.engine import create_engine, migrate
+from node.store.engine import StoreUnusable, open_store
 from node.store.repository import SqlJobRepository
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,10 @@ log = logging.getLogger(__name__)
 REPOSITORY = web.AppKey("repository", SqlJobRepository)
 QUEUE = web.AppKey("job_queue", JobQueue)
 ENGINE = web.AppKey("engine", AsyncEngine)
+
+
+class StartupError(Exception):
+    """The node cannot start; the message says why in one line (the CLI prints it, no traceback)."""
 
 
 def container_policy(container: ContainerConfig) -> ContainerPolicy:
@@ -67,8 +71,10 @@ def build_app(config: Config) -> web.Application:
 
 async def _store(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    engine = create_engine(config.store.url)
-    await migrate(engine)
+    try:
+        engine = await open_store(config.store.url)
+    except StoreUnusable as error:
+        raise StartupError(str(error)) from None
     app[ENGINE] = engine
     batcher = WriteBatcher(engine)
     batcher.start()
@@ -138,9 +144,8 @@ async def _chain(app: web.Application) -> AsyncIterator[None]:
     runtime = ChainRuntime(
         config.chain,
         config.containers,
-        app[JOB_DESK].gateway,
+        app[JOB_DESK],  # chain deliveries run as jobs of the same queue
         app[ENGINE],
-        concurrency=config.jobs.workers,
         metrics=app[METRICS].chain,
     )
     app[CHAIN_STATUS] = runtime.status
@@ -159,6 +164,54 @@ async def _stop_taking_jobs(app: web.Application) -> None:
     queue = app.get(QUEUE)
     if queue is not None:
         queue.close(app[CONFIG].jobs.shutdown_grace_seconds)
+        log.info("no new connections; %s", shutdown_progress(app, 0.0))
+
+
+def shutdown_progress(app: web.Application, elapsed: float) -> str:
+    """What a stopping node still waits for, `elapsed` seconds after the signal."""
+    queue = app.get(QUEUE)
+    if queue is None:
+        return "still starting up: no jobs to drain"
+    config = app[CONFIG]
+    # Admitted and not waiting for a worker: running, streaming, or being stored.
+    running = queue.pending - queue.depth
+    if running:
+        left = max(0.0, config.jobs.shutdown_grace_seconds - elapsed)
+        text = (
+            f"waiting up to {left:.1f}s (jobs.shutdown_grace_seconds) for {_count(running, 'running job')} "
+            "(streams included); any still running then are recorded as failed"
+        )
+    else:
+        text = "no running jobs to wait for"
+    if queue.depth:
+        stay = "stays" if queue.depth == 1 else "stay"
+        text += f"; {_count(queue.depth, 'queued job')} {stay} queued for the next start"
+    if config.manage_containers and config.containers:
+        done = {"leave": "left running", "stop": "stopped", "remove": "removed"}[config.docker.on_shutdown]
+        text += f"; then the containers are {done} (docker.on_shutdown: {config.docker.on_shutdown})"
+    return text
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
+
+
+def container_summary(app: web.Application) -> str:
+    """For the "listening" line: which services are up, and why the others are not."""
+    config = app[CONFIG]
+    directory = app.get(DIRECTORY)
+    if not config.containers or directory is None:
+        return "no containers configured"
+    up = [entry["id"] for entry in directory.running_info()]
+    if not config.manage_containers:
+        return f"{_count(len(up), 'container')} ({', '.join(up)}), not managed: reached at their url or port"
+    text = f"{len(up)} of {len(config.containers)} containers up"
+    if up:
+        text += f" ({', '.join(up)})"
+    down = directory.unavailable_info()
+    if down:
+        text += "; unavailable: " + ", ".join(f"{item['id']} ({item['reason'] or item['state']})" for item in down)
+    return text
 
 
 async def _pruner(app: web.Application) -> AsyncIterator[None]:

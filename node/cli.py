@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import logging
+import signal
 import sys
+import time
+from collections.abc import Callable
 
 from node import __version__
 from node.config import Config, ConfigError, default_config_path, load_config
@@ -29,38 +33,97 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     from aiohttp import web
 
-    from node.app import build_app
+    from node.app import StartupError, build_app, container_summary, shutdown_progress
     from node.logs import setup_logging, stop_logging
 
     setup_logging(config.log)
     for key in config.ignored_keys:
         log.warning("config: %s is not used by this node and was ignored", key)
-    log.info("infernet-node %s listening on %s:%d", __version__, config.server.host, config.server.port)
+    if config.manage_containers and config.containers:
+        log.info(
+            "infernet-node %s starting with %s: the store, then %d containers; it serves once they are up "
+            "(at most %gs: docker.start_wait)",
+            __version__,
+            args.config or default_config_path(),
+            len(config.containers),
+            config.docker.start_wait,
+        )
+    else:
+        log.info("infernet-node %s starting with %s", __version__, args.config or default_config_path())
     app = build_app(config)
     _tune_gc()
+    loop = _new_loop()
+    signals = StopSignals(loop, lambda elapsed: shutdown_progress(app, elapsed))
+
+    def listening(_aiohttp_banner: str) -> None:
+        # aiohttp calls this once every socket accepts: after migrations and containers.
+        log.info(
+            "infernet-node %s listening on %s:%d; %s (Ctrl-C or SIGTERM stops it)",
+            __version__,
+            config.server.host,
+            config.server.port,
+            container_summary(app),
+        )
+
     try:
         web.run_app(
             app,
             host=config.server.host,
             port=config.server.port,
-            print=None,
+            print=listening,
             access_log=None,
             # In-flight requests (streams are running jobs too) get the same grace as
             # queued jobs, counted from the signal for both (app.py, on_shutdown).
             # Halved: aiohttp waits for a busy handler twice this long before it
             # cancels it (once for it to finish, once more after cancelling its body).
             shutdown_timeout=max(0.5, config.jobs.shutdown_grace_seconds / 2),
-            handle_signals=True,
-            loop=_new_loop(),
+            handle_signals=False,  # StopSignals: the same GracefulExit, and a log line saying why
+            loop=loop,
         )
+    except StartupError as error:
+        print(f"infernet-node: cannot start: {error}", file=sys.stderr)
+        return 1
     except OSError as error:
         log.error("cannot listen on %s:%d: %s", config.server.host, config.server.port, error.strerror)
         return 1
+    else:
+        log.info("infernet-node stopped%s", signals.took())
     finally:
         # A thread writes the log lines: write out what is still queued now that the app
         # has stopped (an exception before run_app is covered by node.logs' atexit hook).
         stop_logging()
     return 0
+
+
+class StopSignals:
+    """SIGINT (Ctrl-C) and SIGTERM stop the node gracefully, as aiohttp's own handlers
+    would; these also log which signal arrived, and that a repeated one changes nothing."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, progress: Callable[[float], str]) -> None:
+        self._progress = progress  # how far the drain is, given the seconds since the signal
+        self._since: float | None = None
+        for number in (signal.SIGINT, signal.SIGTERM):
+            # Not on Windows: there KeyboardInterrupt still stops it.
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(number, self._received, number)
+
+    def _received(self, number: int) -> None:
+        name = signal.Signals(number).name + (" (Ctrl-C)" if number == signal.SIGINT else "")
+        if self._since is None:
+            self._since = time.monotonic()
+            log.info("%s received: stopping", name)
+            # Imported here: aiohttp is loaded by now, and check-config never needs it.
+            from aiohttp.web import GracefulExit
+
+            raise GracefulExit()  # what aiohttp's own handler raises: run_app shuts the app down
+        log.info(
+            "%s received again: already stopping: %s. SIGKILL stops at once, and nothing acknowledged is lost",
+            name,
+            self._progress(time.monotonic() - self._since),
+        )
+
+    def took(self) -> str:
+        return "" if self._since is None else f": shutdown took {time.monotonic() - self._since:.1f}s"
 
 
 def _tune_gc() -> None:

@@ -115,11 +115,30 @@ class JobsConfig(_Model):
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
 
 
+# The order of secp256k1: a private key is a number in [1, order - 1].
+_SECP256K1_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+
+
 class WalletConfig(_Model):
     max_gas_limit: int = Field(default=5_000_000, gt=0)
     private_key: SecretStr | None = None
     payment_address: str | None = None
     allowed_sim_errors: tuple[str, ...] = ()
+
+    @field_validator("private_key")
+    @classmethod
+    def _valid_key(cls, value: SecretStr | None) -> SecretStr | None:
+        # Checked here, so a bad key stops the node at start with the field's name.
+        # The messages never quote the value: it is a secret.
+        if value is None or not value.get_secret_value():
+            return value
+        digits = value.get_secret_value().strip()
+        digits = digits[2:] if digits[:2] in ("0x", "0X") else digits
+        if len(digits) != 64 or any(char not in "0123456789abcdefABCDEF" for char in digits):
+            raise ValueError("not a private key: expected 32 bytes as 64 hex digits, with or without 0x")
+        if not 0 < int(digits, 16) < _SECP256K1_ORDER:
+            raise ValueError("not a private key: outside the range of secp256k1 keys")
+        return value
 
 
 class SnapshotSyncConfig(_Model):
@@ -264,11 +283,14 @@ _SECRET_ENV = {
 }
 
 
-def _apply_env(raw: dict[str, Any], environ: dict[str, str]) -> None:
+def _apply_env(raw: dict[str, Any], environ: dict[str, str]) -> dict[tuple[str, ...], str]:
+    """Put the secrets found in the environment into `raw`; returns field path -> variable name."""
+    applied: dict[tuple[str, ...], str] = {}
     for var, path in _SECRET_ENV.items():
         value = environ.get(var)
         if not value:
             continue
+        applied[path] = var
         node = raw
         for key in path[:-1]:
             child = node.get(key)
@@ -277,6 +299,7 @@ def _apply_env(raw: dict[str, Any], environ: dict[str, str]) -> None:
                 node[key] = child
             node = child
         node[path[-1]] = value
+    return applied
 
 
 def field_path(loc: tuple[int | str, ...]) -> str:
@@ -287,15 +310,18 @@ def field_path(loc: tuple[int | str, ...]) -> str:
     return path
 
 
-def _describe(error: ValidationError) -> str:
+def _describe(error: ValidationError, from_env: dict[tuple[str, ...], str] | None = None) -> str:
     lines = []
     for item in error.errors():
+        variable = (from_env or {}).get(tuple(str(part) for part in item["loc"]))
         message = item["msg"]
         if item["type"] == "extra_forbidden":
             message = "unknown field"
         elif message.startswith("Value error, "):
             message = message[len("Value error, ") :]
         where = field_path(item["loc"])
+        if variable:
+            where += f" (from {variable})"
         # A check across fields has no location of its own; its message names the fields.
         lines.append(f"{where}: {message}" if where else message)
     return "; ".join(lines)
@@ -315,11 +341,11 @@ def parse_config(raw: Any, environ: dict[str, str] | None = None) -> Config:
         if isinstance(log, dict):
             log.setdefault("path", raw.pop("log_path"))
         ignored.append("log_path (read as log.path)")
-    _apply_env(raw, dict(os.environ) if environ is None else environ)
+    from_env = _apply_env(raw, dict(os.environ) if environ is None else environ)
     try:
         config = Config.model_validate(raw)
     except ValidationError as error:
-        raise ConfigError(_describe(error)) from None
+        raise ConfigError(_describe(error, from_env)) from None
     return config.model_copy(update={"ignored_keys": tuple(ignored)})
 
 

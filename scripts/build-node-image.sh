@@ -23,14 +23,17 @@ log() { echo "build-node-image: $*"; }
 die() { echo "build-node-image: ERROR: $*" >&2; exit 1; }
 # shellcheck source=base-image.sh
 source "$ROOT/scripts/base-image.sh"
+# shellcheck source=lock.sh
+source "$ROOT/scripts/lock.sh"
 
 cd "$ROOT"
 docker info >/dev/null 2>&1 || die "'docker info' fails: run scripts/provision.sh first"
 [ -x "$PYTHON" ] || scripts/setup-venv.sh
 
 # One build at a time per user (tests and scripts may race here).
-exec 8>"/tmp/infernet-node-image.$(id -u).lock"
-flock -w 1200 8 || die "another build-node-image.sh holds the lock"
+LOCK_FILE="/tmp/infernet-node-image.$(id -u).lock"
+exec 8<>"$LOCK_FILE"
+take_lock 8 "$LOCK_FILE" "one build of the node image at a time" 1200
 
 choose_base "${NODE_BASE:-}"
 

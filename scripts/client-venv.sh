@@ -17,6 +17,11 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DIR="${1:-$ROOT/.venv-client}"
 PYTHON="${CLIENT_PYTHON:-}"
 
+log() { echo "client-venv: $*"; }
+die() { echo "client-venv.sh: $*" >&2; exit 1; }
+# shellcheck source=lock.sh
+source "$ROOT/scripts/lock.sh"
+
 ready() { [[ -x "$DIR/bin/infernet-client" ]] && "$DIR/bin/infernet-client" --help >/dev/null 2>&1; }
 
 if ready; then
@@ -26,8 +31,9 @@ fi
 
 # One builder at a time (two test runs may start together); the loser reuses the result.
 mkdir -p "$(dirname "$DIR")"
-exec 9>"${TMPDIR:-/tmp}/client-venv-$(printf '%s' "$DIR" | sha1sum | cut -c1-12).lock"
-flock 9
+LOCK_FILE="${TMPDIR:-/tmp}/client-venv-$(printf '%s' "$DIR" | sha1sum | cut -c1-12).lock"
+exec 9<>"$LOCK_FILE"
+take_lock 9 "$LOCK_FILE" "one build of $DIR at a time" 1800
 if ready; then
     echo "client venv ready: $DIR"
     exit 0
@@ -35,8 +41,7 @@ fi
 
 # Only ever delete a directory that is a (broken) venv, or empty.
 if [[ -e "$DIR" && ! -f "$DIR/pyvenv.cfg" ]] && [[ -n "$(ls -A "$DIR" 2>/dev/null)" ]]; then
-    echo "client-venv.sh: $DIR exists and is not a virtual environment; refusing to replace it" >&2
-    exit 1
+    die "$DIR exists and is not a virtual environment; refusing to replace it"
 fi
 
 if [[ -z "$PYTHON" ]]; then
@@ -49,14 +54,25 @@ if [[ -z "$PYTHON" ]]; then
     done
 fi
 if [[ -z "$PYTHON" ]]; then
-    echo "client-venv.sh: need Python >= 3.11 (set CLIENT_PYTHON)" >&2
-    exit 1
+    die "need Python >= 3.11 with venv (set CLIENT_PYTHON)"
 fi
 
 start=$(date +%s)
+log "building $DIR with $PYTHON: infernet-client 1.4.0 and its dependencies (about a minute)"
 rm -rf "$DIR"
-"$PYTHON" -m venv "$DIR"
+"$PYTHON" -m venv "$DIR" || die "$PYTHON -m venv failed (on Debian: apt-get install python3-venv)"
 PIP=("$DIR/bin/pip" install --disable-pip-version-check --no-input --quiet)
+
+# pip without its noise: a pip.conf naming index folders that are absent here makes pip warn
+# "Location ... is ignored" for every package (about 110 lines). Errors still show, and count.
+pip_install() {
+    local output status=0
+    output=$(mktemp)
+    "${PIP[@]}" "$@" >"$output" 2>&1 || status=$?
+    grep -v "is ignored: it is neither a file nor a directory" "$output" || true
+    rm -f "$output"
+    return "$status"
+}
 
 # The contract's recipe: infernet-ml 2.0.0 plus the client's ranges, then the client itself
 # with --no-deps. Every package is pinned (constraints below) to what this resolved to on
@@ -152,9 +168,10 @@ Werkzeug==3.1.9
 wsproto==1.3.2
 yarl==1.25.1
 PINS
-"${PIP[@]}" -c "$CONSTRAINTS" \
-    "infernet-ml==2.0.0" "aiohttp>=3.9.2,<4" "click>=8.1.7,<9" "quart>=0.19,<1" "web3>=6.19,<7"
-"${PIP[@]}" --no-deps "infernet-client==1.4.0"
+pip_install -c "$CONSTRAINTS" \
+    "infernet-ml==2.0.0" "aiohttp>=3.9.2,<4" "click>=8.1.7,<9" "quart>=0.19,<1" "web3>=6.19,<7" \
+    || die "installing infernet-ml and the client's dependencies failed"
+pip_install --no-deps "infernet-client==1.4.0" || die "installing infernet-client 1.4.0 failed"
 
 "$DIR/bin/infernet-client" --help >/dev/null
 echo "client venv built in $(( $(date +%s) - start ))s: $DIR"

@@ -3,6 +3,8 @@
 #
 # One idempotent entry point for the README's run command, the test command and CI:
 #   (a) a Docker daemon that answers (installs docker.io and starts dockerd when root on Debian),
+#       and a compose command for docker-compose.yaml (installs Debian's docker-compose, v1, when
+#       neither `docker compose` nor `docker-compose` is there; elsewhere says how to get one),
 #   (b) a Python base image (public python:3.12-slim if present or pullable, else a local one
 #       built from Debian packages by build-base-image.sh),
 #   (c) infernet-local/{hello-world,streaming,iris-classifier}:latest, rebuilt only when the
@@ -25,14 +27,14 @@ log() { echo "provision: $*"; }
 die() { echo "provision: ERROR: $*" >&2; exit 1; }
 # shellcheck source=base-image.sh
 source "$REPO_ROOT/scripts/base-image.sh"
+# shellcheck source=lock.sh
+source "$REPO_ROOT/scripts/lock.sh"
 
 # Several test sessions or CI steps may call this at once; one at a time is enough.
 # Per user: a lock file created by root could not be opened by anyone else.
 LOCK_FILE=${PROVISION_LOCK_FILE:-/tmp/infernet-provision.$(id -u).lock}
-exec 9>"$LOCK_FILE"
-if ! flock -w 1800 9; then
-    die "could not take the lock $LOCK_FILE within 30 minutes (another provision.sh is stuck?)"
-fi
+exec 9<>"$LOCK_FILE"
+take_lock 9 "$LOCK_FILE" "one provision.sh at a time: it may be installing Docker or building the service images" 1800
 
 docker_answers() { docker info >/dev/null 2>&1; }
 
@@ -85,6 +87,37 @@ ensure_daemon() {
     log "docker daemon: answering"
 }
 
+compose_command() {
+    if docker compose version >/dev/null 2>&1; then
+        echo "docker compose"
+    elif command -v docker-compose >/dev/null 2>&1; then
+        echo "docker-compose"
+    fi
+}
+
+# Not needed by `make run` or `make test`: for the README's `docker-compose up -d node`.
+ensure_compose() {
+    local found
+    found=$(compose_command)
+    if [ -z "$found" ] && [ "$(id -u)" = 0 ] && [ -f /etc/debian_version ]; then
+        log "installing docker-compose (v1, Debian's package) for docker-compose.yaml"
+        local apt_log
+        apt_log=$(mktemp)
+        if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+            --no-install-recommends docker-compose; } >"$apt_log" 2>&1; then
+            tail -n 20 "$apt_log" >&2
+            log "apt-get install docker-compose failed (see above)"
+        fi
+        rm -f "$apt_log"
+        found=$(compose_command)
+    fi
+    if [ -n "$found" ]; then
+        log "compose: $found"
+    else
+        log "no compose command (only docker-compose.yaml needs one): apt-get install docker-compose," \
+            "or Docker's compose plugin (https://docs.docker.com/compose/install/)"
+    fi
+}
 
 # Hash of everything that goes into a service image: its folder, the shared protocol module,
 # and the base image's id (so switching base rebuilds).
@@ -127,6 +160,7 @@ build_service() {
 }
 
 ensure_daemon
+ensure_compose
 if [ "${PROVISION_SKIP_IMAGES:-0}" = 1 ]; then
     log "PROVISION_SKIP_IMAGES=1: not building images"
     exit 0

@@ -12,7 +12,10 @@ scripts/lint.sh
 scripts/client-venv.sh
 if [[ -f tools/chain/package-lock.json ]]; then
     # anvil and solcjs, pinned in the lock file.
-    [[ -x tools/chain/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil ]] || npm ci --prefix tools/chain --no-audit --no-fund
+    if [[ ! -x tools/chain/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil ]]; then
+        command -v npm >/dev/null || { echo "test.sh: needs Node.js with npm for anvil and solcjs (on Debian: apt-get install nodejs npm)" >&2; exit 1; }
+        npm ci --prefix tools/chain --no-audit --no-fund
+    fi
 fi
 # Docker daemon and the service images (real containers in the e2e tests).
 scripts/provision.sh

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -26,13 +26,13 @@ from node.chain.records import (
     DeliveryStatus,
     onchain_key,
 )
-from node.chain.reverts import Revert, RevertAction, as_revert
+from node.chain.reverts import Revert, RevertAction
 from node.chain.serialize import serialize_output
-from node.chain.subscription import ZERO_ADDRESS, Subscription
+from node.chain.signers import read_signer
+from node.chain.subscription import Subscription
 from node.chain.wallet import SendFailed, SimulationFailed, Wallet
-from node.jobs.model import JobStatus, Location
-from node.jobs.ports import ServiceGateway
-from node.jobs.runner import run_chain
+from node.jobs.errors import Overloaded
+from node.jobs.model import JobStatus, Location, RunResult
 from node.store.chain_repository import SqlChainRepository
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,18 @@ class ChainObserver(Protocol):
     def synced(self, block: int) -> None: ...
 
     def delivered(self, outcome: str) -> None: ...
+
+
+class ChainJobs(Protocol):
+    """Runs a delivery's containers as a job of the node's queue (node.jobs.desk.JobDesk)."""
+
+    def has_room(self, container: str) -> bool: ...
+
+    async def run_for_chain(
+        self, containers: Sequence[str], data: Any, requires_proof: bool, source: Location, destination: Location
+    ) -> RunResult:
+        """Raises Overloaded when the queue is full."""
+        ...
 
 
 @dataclass(eq=False)
@@ -83,23 +95,21 @@ class Processor:
         contracts: Contracts,
         wallet: Wallet,
         clock: BlockClock,
-        gateway: ServiceGateway,
+        jobs: ChainJobs,
         repository: SqlChainRepository,
         *,
         tick: float = 0.1,
         retry_delay: float = 1.0,
-        concurrency: int = 32,
         observer: ChainObserver | None = None,
     ) -> None:
         self._contracts = contracts
         self._observer = observer
         self._wallet = wallet
         self._clock = clock
-        self._gateway = gateway
+        self._jobs = jobs
         self._repository = repository
         self._tick_seconds = tick
         self._retry_delay = retry_delay
-        self._slots = asyncio.Semaphore(concurrency)
         self._tracked: dict[str, Tracked] = {}
         self._busy_ids: dict[int, str] = {}  # on-chain id -> key of the entry delivering it
         self._resuming: dict[str, int] = {}  # key -> interval whose sent tx we await after a restart
@@ -236,6 +246,8 @@ class Processor:
                 continue
             if entry.retry_at.get(interval, 0.0) > monotonic:
                 continue
+            if not self._jobs.has_room(entry.containers[0]):
+                continue  # the job queue is full: wait for room, next tick
             self._start(entry, self._work(entry, interval, now))
 
     def _start(self, entry: Tracked, work: Coroutine[Any, Any, None]) -> None:
@@ -277,25 +289,24 @@ class Processor:
     # -- one delivery -------------------------------------------------------------
 
     async def _work(self, entry: Tracked, interval: int, now: int) -> None:
-        async with self._slots:
-            try:
-                if entry.delegated is not None:
-                    await self._work_delegated(entry, interval, now)
-                else:
-                    await self._work_onchain(entry, interval, now)
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                # The chain or the store could not be reached: nothing was decided, try again.
-                log.warning(
-                    "%s, interval %d: %s: %s; will retry",
-                    entry.label,
-                    interval,
-                    type(error).__name__,
-                    error,
-                    extra=entry.log_extra(interval),
-                )
-                entry.retry_at[interval] = time.monotonic() + self._retry_delay
+        try:
+            if entry.delegated is not None:
+                await self._work_delegated(entry, interval, now)
+            else:
+                await self._work_onchain(entry, interval, now)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            # The chain or the store could not be reached: nothing was decided, try again.
+            log.warning(
+                "%s, interval %d: %s: %s; will retry",
+                entry.label,
+                interval,
+                type(error).__name__,
+                error,
+                extra=entry.log_extra(interval),
+            )
+            entry.retry_at[interval] = time.monotonic() + self._retry_delay
 
     async def _skip_if_served(self, entry: Tracked, subscription_id: int, interval: int) -> bool:
         """True when the interval needs nothing from this node (redundancy met, or we responded)."""
@@ -340,12 +351,9 @@ class Processor:
         record = entry.delegated
         assert record is not None
         if not entry.verified:
-            try:
-                expected = await self._contracts.signer_of(entry.sub.owner)
-            except Exception as error:
-                if as_revert(error) is None:
-                    raise  # the chain is unreachable: try again later
-                expected = ZERO_ADDRESS  # the owner has no getSigner(): nobody may sign for it
+            # Subscriptions accepted before the node checked signers on the REST request.
+            # An unreachable chain raises: tried again later.
+            expected = await read_signer(self._contracts.signer_of, entry.sub.owner)
             if expected.lower() != record.signer.lower():
                 reason = (
                     f"signer mismatch: the signature was made by {record.signer}, "
@@ -428,9 +436,23 @@ class Processor:
             data = inputs.hex()
             source = Location.ONCHAIN
         log.info("%s, interval %d: running %s", entry.label, interval, ",".join(entry.containers), extra=extra)
-        outcome = await run_chain(
-            self._gateway, entry.containers, data, entry.sub.requires_proof, source, Location.ONCHAIN
-        )
+        try:
+            outcome = await self._jobs.run_for_chain(
+                entry.containers, data, entry.sub.requires_proof, source, Location.ONCHAIN
+            )
+        except Overloaded as full:
+            # Not a failed attempt: the interval waits for room in the queue.
+            await self._repository.finish_delivery(entry.key, interval, DeliveryStatus.FAILED, full.message)
+            entry.retry_at[interval] = time.monotonic() + full.retry_after
+            log.info(
+                "%s, interval %d: %s; trying again in %gs",
+                entry.label,
+                interval,
+                full.message,
+                full.retry_after,
+                extra=extra,
+            )
+            return
         if outcome.status is not JobStatus.SUCCESS:
             await self._failed(entry, interval, f"container {outcome.result.container} failed: {outcome.result.error}")
             return

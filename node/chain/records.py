@@ -8,10 +8,12 @@ from typing import Any
 
 
 class DelegatedStatus(str, enum.Enum):
-    ACCEPTED = "accepted"  # answered 200 {}; the signer is not checked against the owner yet
+    # Stored before the node checked signers on the REST request (older versions); the
+    # processor checks the signer first. New subscriptions are stored as TRACKING.
+    ACCEPTED = "accepted"
     TRACKING = "tracking"  # signer checked; waiting to deliver
     DELIVERED = "delivered"
-    REJECTED = "rejected"  # the signer is not the owner's: never delivered
+    REJECTED = "rejected"  # an ACCEPTED one whose signer is not the owner's: never delivered
     DROPPED = "dropped"  # gave up (expired, completed, failed too often...)
 
     @property

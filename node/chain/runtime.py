@@ -21,14 +21,14 @@ from node.chain.contracts import BlockClock, Contracts
 from node.chain.delegated import DelegatedHandler
 from node.chain.guardian import ChainGuardian
 from node.chain.listener import Listener
-from node.chain.processor import ChainObserver, Processor
+from node.chain.processor import ChainJobs, ChainObserver, Processor
 from node.chain.registry import Addresses, RegistryError, load_addresses
+from node.chain.signers import SignerCache, read_signer
 from node.chain.subscription import Subscription
 from node.chain.wallet import Wallet
 from node.config import ChainConfig, ContainerConfig
 from node.jobs.desk import DelegatedRequest
 from node.jobs.errors import Unavailable
-from node.jobs.ports import ServiceGateway
 from node.store.chain_repository import SqlChainRepository
 
 log = logging.getLogger(__name__)
@@ -41,9 +41,8 @@ class ChainRuntime:
         self,
         config: ChainConfig,
         containers: Sequence[ContainerConfig],
-        gateway: ServiceGateway,
+        jobs: ChainJobs,
         engine: AsyncEngine,
-        concurrency: int = 32,
         tick: float | None = None,
         metrics: ChainObserver | None = None,
     ) -> None:
@@ -53,8 +52,7 @@ class ChainRuntime:
             logging.getLogger("web3").setLevel(logging.INFO)
         self._config = config
         self._containers = containers
-        self._gateway = gateway
-        self._concurrency = concurrency
+        self._jobs = jobs
         # How often the processor looks at the latest block: as often as the listener polls.
         self._tick = tick if tick is not None else config.snapshot_sync.sync_period
         self._metrics = metrics
@@ -155,10 +153,9 @@ class ChainRuntime:
             contracts,
             wallet,
             clock,
-            self._gateway,
+            self._jobs,
             self.repository,
             tick=self._tick,
-            concurrency=self._concurrency,
             observer=self._metrics,
         )
         self.processor = processor
@@ -175,9 +172,8 @@ class ChainRuntime:
                 log.error("chain: recovery failed (%s: %s); retrying", type(error).__name__, error)
                 await asyncio.sleep(2.0)
         assert self.guardian is not None
-        self._handler = DelegatedHandler(
-            self.guardian, clock, self.repository, processor, chain_id, addresses.coordinator
-        )
+        signers = SignerCache(lambda owner: read_signer(contracts.signer_of, owner))
+        self._handler = DelegatedHandler(self.guardian, clock, contracts, signers, self.repository, processor, chain_id)
         listener = Listener(
             self.w3,
             contracts,

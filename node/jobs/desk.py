@@ -17,13 +17,15 @@ from typing import Any, Protocol
 
 from node.jobs.errors import JobError, Rejected
 from node.jobs.guardian import Guardian
-from node.jobs.model import ContainerResult, Job, JobOrigin, JobStatus, new_job_id
+from node.jobs.model import ContainerResult, Job, JobOrigin, JobStatus, Location, RunResult, new_job_id
 from node.jobs.ports import JobRepository, ServiceGateway
 from node.jobs.queue import JobQueue, log_outcome
 
 log = logging.getLogger(__name__)
 
 RESTART_REASON = "node restarted while the job was running"
+# The client of jobs run for the chain: never a peer address, so no REST client sees them.
+CHAIN_CLIENT = "chain"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,11 +76,34 @@ class JobDesk:
 
     @property
     def pending_offchain(self) -> int:
-        return self._queue.pending
+        return self._queue.pending - self._queue.pending_unstored
+
+    def has_room(self, container: str) -> bool:
+        """Whether a job for `container` would be admitted now (a hint for callers that can wait)."""
+        return self._queue.has_room(container)
+
+    async def run_for_chain(
+        self, containers: Sequence[str], data: Any, requires_proof: bool, source: Location, destination: Location
+    ) -> RunResult:
+        """Run a chain delivery's containers as a job: in the queue's bounds and workers, counted as
+        pending, not stored (the chain keeps its deliveries). Raises Overloaded when the queue is full."""
+        now = self._clock()
+        job = Job(
+            id=new_job_id(),
+            client_ip=CHAIN_CLIENT,
+            containers=list(containers),
+            data=data,
+            requires_proof=requires_proof,
+            origin=JobOrigin.CHAIN,
+            status=JobStatus.QUEUED,
+            created_at=now,
+            updated_at=now,
+        )
+        return await self._queue.run_unstored(job, source, destination)
 
     @property
     def gateway(self) -> ServiceGateway:
-        """The service gateway, for other entrypoints (the chain) that run containers."""
+        """The service gateway (streams relay through it)."""
         return self._gateway
 
     def attach_delegated(self, delegated: DelegatedSubscriptions) -> None:

@@ -26,6 +26,7 @@ class JobOrigin(str, enum.Enum):
     OFFCHAIN = "offchain"  # POST /api/jobs: the node runs it from its queue
     STREAM = "stream"  # POST /api/jobs/stream: run inside the request
     RECORDED = "recorded"  # PUT /api/status: someone else runs it, we only record
+    CHAIN = "chain"  # a subscription's delivery: run from the queue, kept in the chain's own tables
 
 
 class Location(enum.IntEnum):

@@ -12,6 +12,10 @@ run twice.
 The queue also answers for its unfinished jobs and the last few it finished
 (`known`): their state is the node's own, so a client polling the job it just
 submitted needs no read of the store. Only what is committed is answered.
+
+Jobs whose record lives in another store (chain deliveries, which the chain's own
+tables keep and recover) go through `run_unstored`: the same bounds, the same
+workers and the same pending count, but no row in the jobs table.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from typing import Protocol
 
 from node.jobs.context import job_context
 from node.jobs.errors import Overloaded
-from node.jobs.model import ContainerResult, Job, JobStatus
+from node.jobs.model import ContainerResult, Job, JobStatus, Location, RunResult
 from node.jobs.ports import JobRepository, ServiceGateway
 from node.jobs.runner import run_chain
 
@@ -61,6 +65,15 @@ class QueueState:
     by_container: Mapping[str, tuple[int, int]]
 
 
+@dataclass(eq=False, slots=True)
+class _Caller:
+    """Who waits for an unstored job: where its data comes from and goes, and its outcome."""
+
+    source: Location
+    destination: Location
+    outcome: asyncio.Future[RunResult]
+
+
 class JobQueue:
     def __init__(
         self,
@@ -87,6 +100,7 @@ class JobQueue:
         self._reserved = 0  # workers promised to jobs whose store write is under way
         self._live: dict[tuple[str, str], Job] = {}  # stored and unfinished: waiting or running
         self._recent: OrderedDict[tuple[str, str], Job] = OrderedDict()  # finished, as committed
+        self._callers: dict[tuple[str, str], _Caller] = {}  # unstored jobs, admitted and not finished
         self._started = False
         self._closing = False
         self._deadline: float | None = None  # loop time by which running jobs must end
@@ -100,6 +114,17 @@ class JobQueue:
     @property
     def depth(self) -> int:
         return len(self._waiting)
+
+    @property
+    def pending_unstored(self) -> int:
+        """Of `pending`, the jobs run for callers with a store of their own (the chain)."""
+        return len(self._callers)
+
+    def has_room(self, container: str) -> bool:
+        """Whether `admit(container)` would succeed now (a hint: nothing is taken)."""
+        if self._pending >= self._max_pending:
+            return False
+        return self._max_per_container is None or self._per_container[container] < self._max_per_container
 
     def snapshot(self) -> QueueState:
         """For metrics: computed when asked, so the hot path keeps no extra books."""
@@ -182,6 +207,43 @@ class JobQueue:
             self._per_container[job.containers[0]] += 1
             self.put(job)
 
+    async def run_unstored(self, job: Job, source: Location, destination: Location) -> RunResult:
+        """Run a job whose record lives in another store (a chain delivery); return how it ended.
+
+        It takes a place in the bounds (Overloaded when they are full: the caller tries again
+        later), waits its turn for a worker, and counts as pending until it ends; it is never
+        written to the jobs table, nor answered by `known`. Cancelling the caller cancels it.
+        """
+        if self._closing:
+            raise Overloaded("The node is shutting down, retry later", retry_after=1.0)
+        self.admit(job.containers[0])
+        caller = _Caller(source, destination, asyncio.get_running_loop().create_future())
+        self._callers[job.key] = caller
+        self._queued[job.containers[0]] += 1
+        self._waiting.append(job)
+        self._dispatch()
+        try:
+            return await caller.outcome
+        except asyncio.CancelledError:
+            self._abandon(job)
+            raise
+        finally:
+            self._callers.pop(job.key, None)
+
+    def _abandon(self, job: Job) -> None:
+        """An unstored job's caller went away: stop it, or take it out of the line."""
+        task = self._running.get(job.key)
+        if task is not None:
+            task.cancel()  # its end gives the place back (_ended)
+            return
+        for index, waiting in enumerate(self._waiting):
+            if waiting is job:
+                del self._waiting[index]
+                self._unqueue(job)
+                self.release(job.containers[0])
+                self._dispatch()
+                return
+
     def known(self, key: tuple[str, str]) -> Job | None:
         """The job as stored, if it is unfinished here or among the last finished; else None (ask the store)."""
         return self._live.get(key) or self._recent.get(key)
@@ -216,11 +278,14 @@ class JobQueue:
             and len(self._running) + self._reserved < self._workers
         ):
             job = self._waiting.popleft()
-            container = job.containers[0]
-            self._queued[container] -= 1
-            if self._queued[container] <= 0:
-                del self._queued[container]
+            self._unqueue(job)
             self._launch(job, mark_running=True)
+
+    def _unqueue(self, job: Job) -> None:
+        container = job.containers[0]
+        self._queued[container] -= 1
+        if self._queued[container] <= 0:
+            del self._queued[container]
 
     def _launch(self, job: Job, mark_running: bool) -> None:
         # A task per job, so that shutdown can wait for jobs, and the context
@@ -236,6 +301,10 @@ class JobQueue:
         self._dispatch()
 
     async def _run(self, job: Job, mark_running: bool) -> None:
+        caller = self._callers.get(job.key)
+        if caller is not None:
+            await self._run_for(job, caller)
+            return
         with job_context(job.id):
             try:
                 if mark_running:
@@ -249,6 +318,24 @@ class JobQueue:
                 await self._fail(job, f"internal error: {type(error).__name__}")
                 return
             await self._finish(job, outcome.status, outcome.result, outcome.intermediate)
+
+    async def _run_for(self, job: Job, caller: _Caller) -> None:
+        """An unstored job: its caller gets the outcome and keeps the record."""
+        with job_context(job.id):
+            try:
+                outcome = await run_chain(
+                    self._gateway, job.containers, job.data, job.requires_proof, caller.source, caller.destination
+                )
+            except asyncio.CancelledError:
+                caller.outcome.cancel()
+                raise
+            except Exception as error:  # a bug must not stop the queue, nor leave the caller waiting
+                log.exception("job failed inside the node", extra={"job_id": job.id})
+                failure = ContainerResult(job.containers[0], error=f"internal error: {type(error).__name__}")
+                outcome = RunResult(JobStatus.FAILED, failure, [])
+        self._notify("finished", job.containers[0], outcome.status.value)
+        if not caller.outcome.done():
+            caller.outcome.set_result(outcome)
 
     async def _fail(self, job: Job, reason: str) -> None:
         container = job.containers[0]

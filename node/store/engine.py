@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import weakref
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
+from alembic.util.exc import CommandError
 from sqlalchemy import event
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 import migrations
@@ -75,3 +78,55 @@ async def migrate(engine: AsyncEngine) -> None:
     """Apply every pending migration (idempotent)."""
     async with engine.begin() as connection:
         await connection.run_sync(_upgrade)
+
+
+class StoreUnusable(Exception):
+    """The database cannot be opened or brought up to date. The message is one line naming the
+    database and the problem (never a password)."""
+
+
+# What SQLite says, and what an operator should read instead.
+_SQLITE_PROBLEMS = (
+    ("file is not a database", "not an SQLite database (a different or corrupt file)"),
+    ("database disk image is malformed", "the database file is corrupt (database disk image is malformed)"),
+    ("readonly database", "read-only: the node must be able to write to the file and to its directory"),
+    ("unable to open database file", "cannot be opened: check that the path exists and is writable"),
+)
+
+
+def _database_name(url: URL) -> str:
+    if url.get_backend_name() == "sqlite":
+        return url.database or ":memory:"
+    return url.render_as_string(hide_password=True)
+
+
+def _problem(url: URL, error: BaseException) -> str:
+    if url.get_backend_name() == "sqlite" and url.database and Path(url.database).is_dir():
+        return "is a directory, not a database file"
+    if isinstance(error, OSError):
+        where = f" {error.filename}" if error.filename else ""
+        return f"cannot create its directory{where}: {error.strerror or error}"
+    if isinstance(error, CommandError):  # alembic: e.g. a schema revision this version does not know
+        return f"cannot bring the schema up to date: {error}"
+    cause = error.orig if isinstance(error, DBAPIError) and error.orig is not None else error
+    text = (str(cause).splitlines() or [type(cause).__name__])[0]
+    for needle, meaning in _SQLITE_PROBLEMS:
+        if needle in text:
+            return meaning
+    return f"{type(cause).__name__}: {text}"
+
+
+async def open_store(url: str) -> AsyncEngine:
+    """`create_engine` and `migrate`; a database the node cannot use raises StoreUnusable."""
+    parsed = make_url(url)
+    failures = (OSError, sqlite3.Error, DBAPIError, CommandError)
+    try:
+        engine = create_engine(url)
+    except failures as error:
+        raise StoreUnusable(f"store {_database_name(parsed)}: {_problem(parsed, error)}") from None
+    try:
+        await migrate(engine)
+    except failures as error:
+        await engine.dispose()
+        raise StoreUnusable(f"store {_database_name(parsed)}: {_problem(parsed, error)}") from None
+    return engine

@@ -143,6 +143,31 @@ class NodeProcess:
         return self.output.read_text(errors="replace") if self.output.exists() else ""
 
 
+def run_node_to_exit(
+    config: dict[str, Any],
+    workdir: Path,
+    env: dict[str, str] | None = None,
+    prefix: tuple[str, ...] = (),
+    timeout: float = 60.0,
+) -> subprocess.CompletedProcess[str]:
+    """`infernet-node run` for a node expected to stop at start: its exit code, stdout and stderr apart.
+
+    `prefix` runs it under another command (e.g. setpriv); a node that keeps running fails the test."""
+    config_path = workdir / "config.json"
+    config_path.write_text(json.dumps(config))
+    try:
+        return subprocess.run(
+            [*prefix, PYTHON, "-m", "node", "run", "--config", str(config_path)],
+            cwd=workdir,
+            env={**os.environ, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the node did not stop at start within {timeout:g}s")
+
+
 @contextmanager
 def running_node(config: dict[str, Any], workdir: Path) -> Iterator[NodeProcess]:
     node = NodeProcess(config, workdir).start()

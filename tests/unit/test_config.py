@@ -72,9 +72,10 @@ def test_secrets_may_come_from_the_environment() -> None:
     del raw["chain"]["wallet"]["private_key"]
     with pytest.raises(ConfigError, match=r"wallet\.private_key"):
         parse_config(raw, environ={})
-    config = parse_config(raw, environ={"INFERNET_WALLET_PRIVATE_KEY": "0xabc", "INFERNET_DOCKER_PASSWORD": "pw"})
+    key = "0x" + "ab" * 32
+    config = parse_config(raw, environ={"INFERNET_WALLET_PRIVATE_KEY": key, "INFERNET_DOCKER_PASSWORD": "pw"})
     assert config.chain.wallet.private_key is not None
-    assert config.chain.wallet.private_key.get_secret_value() == "0xabc"
+    assert config.chain.wallet.private_key.get_secret_value() == key
     assert config.docker.password is not None and config.docker.password.get_secret_value() == "pw"
 
 
@@ -128,6 +129,36 @@ def test_file_errors_are_clear(tmp_path: Path) -> None:
 def test_old_log_path_key_is_read_as_log_path() -> None:
     config = parse_config({"log_path": "old.log"}, environ={})
     assert config.log.path == "old.log"
+
+
+@pytest.mark.parametrize(
+    ("key", "problem"),
+    [
+        ("0xabc", "expected 32 bytes as 64 hex digits"),
+        ("0x" + "zz" * 32, "expected 32 bytes as 64 hex digits"),
+        ("ab" * 33, "expected 32 bytes as 64 hex digits"),
+        ("0x" + "00" * 32, "outside the range of secp256k1 keys"),
+        ("0x" + "ff" * 32, "outside the range of secp256k1 keys"),
+    ],
+)
+def test_an_invalid_wallet_key_names_the_field_and_never_the_key(key: str, problem: str) -> None:
+    raw = json.loads(json.dumps(REFERENCE_CONFIG))
+    raw["chain"]["wallet"]["private_key"] = key
+    with pytest.raises(ConfigError) as in_file:
+        parse_config(raw, environ={})
+    assert str(in_file.value).startswith(f"chain.wallet.private_key: not a private key: {problem}")
+    del raw["chain"]["wallet"]["private_key"]
+    with pytest.raises(ConfigError) as from_env:
+        parse_config(raw, environ={"INFERNET_WALLET_PRIVATE_KEY": key})
+    message = str(from_env.value)
+    assert message.startswith("chain.wallet.private_key (from INFERNET_WALLET_PRIVATE_KEY): not a private key")
+    assert key.removeprefix("0x") not in message
+
+
+def test_a_wallet_key_without_0x_is_accepted() -> None:
+    raw = json.loads(json.dumps(REFERENCE_CONFIG))
+    raw["chain"]["wallet"]["private_key"] = "59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
+    assert parse_config(raw, environ={}).chain.wallet.private_key is not None
 
 
 def test_field_paths_use_one_notation() -> None:

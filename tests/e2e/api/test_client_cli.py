@@ -233,7 +233,7 @@ def test_stream_prints_the_job_id_line_then_the_output(node_url: str) -> None:
 
     # The stored result of a streamed job is the joined text (§3.7).
     results = wait_finished(node_url, ids[:3])
-    for job_id, (text, _), job in zip(ids, outcomes, results, strict=True):
+    for job_id, (text, _), job in zip(ids[:3], outcomes[:3], results, strict=True):
         assert job == {"id": job_id, "status": "success", "result": {"container": "echo", "output": {"output": text}}}
 
 

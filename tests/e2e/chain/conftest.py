@@ -6,6 +6,8 @@ pointing at the session's anvil and contracts; nodes are stopped before the snap
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from tests.e2e.chain.helpers import ChainNode, node_chain_config
+from tests.e2e.chain.helpers import ChainNode, Delegation, SubCli, node_chain_config
 from tests.support.chain import (  # noqa: F401  (pytest finds fixtures by name)
     Anvil,
     InfernetDeployment,
@@ -23,9 +25,15 @@ from tests.support.chain import (  # noqa: F401  (pytest finds fixtures by name)
     chain_snapshot,
     infernet_chain,
     infernet_consumer,
+    latest_timestamp,
     rpc,
 )
-from tests.support.client import client_venv  # noqa: F401  (pytest finds fixtures by name)
+from tests.support.client import (  # noqa: F401  (pytest finds fixtures by name)
+    CliResult,
+    client_venv,
+    run_cli,
+    subscription_params,
+)
 from tests.support.processes import echo_service, service_process  # noqa: F401
 
 pytestmark = pytest.mark.chain
@@ -60,7 +68,7 @@ async def chain_node(
     slow_service: str,
     tmp_path: Path,
 ) -> AsyncIterator[NodeFactory]:
-    """Builds node processes for this test: `chain_node(key_index=1, containers=..., **config)`.
+    """Builds node processes for this test: `chain_node(key_index=1, containers=..., jobs=..., **chain)`.
 
     Nodes are killed at the end of the test, before the chain snapshot is reverted (a graceful
     stop is tested on its own)."""
@@ -71,6 +79,7 @@ async def chain_node(
         key_index: int = 1,
         name: str = "node",
         containers: list[dict[str, Any]] | None = None,
+        jobs: dict[str, Any] | None = None,
         **chain: Any,
     ) -> ChainNode:
         workdir = tmp_path / name
@@ -85,6 +94,7 @@ async def chain_node(
             containers=containers,
             **chain,
         )
+        config["jobs"] = {**config["jobs"], **(jobs or {})}
         node = ChainNode(config, workdir)
         nodes.append(node)
         return node
@@ -94,3 +104,47 @@ async def chain_node(
     finally:
         for node in nodes:
             node.kill()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def delegation(
+    anvil_w3: Any, anvil_accounts: list[Any], infernet_chain: InfernetDeployment, infernet_consumer: Any
+) -> Delegation:
+    return Delegation(
+        infernet_chain, infernet_consumer.address, anvil_accounts[9], await latest_timestamp(anvil_w3) + 600
+    )
+
+
+@pytest.fixture
+def sub_cli(client_venv: Path, anvil: Anvil, delegation: Delegation, tmp_path: Path) -> SubCli:
+    """`await sub_cli(node, nonce=..., key=..., data=..., expiry=...)`: the real `infernet-client sub`
+    for a callback subscription of the test's consumer on ["echo"]; `key` defaults to its signer."""
+    calls = 0
+
+    async def run(node: ChainNode, *, nonce: int, key: Any = None, data: Any = None, expiry: int | None = None,
+                  containers: tuple[str, ...] = ("echo",)) -> CliResult:  # fmt: skip
+        nonlocal calls
+        calls += 1
+        folder = tmp_path / f"sub-{calls}"
+        folder.mkdir()
+        key_file, params_file, input_file = folder / "key.txt", folder / "params.json", folder / "input.json"
+        key_file.write_text((key if key is not None else delegation.signer.key).to_0x_hex() + "\n")
+        params = subscription_params(
+            list(containers), owner=delegation.owner, active_at=0, period=0, frequency=1, redundancy=1
+        )
+        params_file.write_text(json.dumps(params))
+        input_file.write_text(json.dumps(data if data is not None else {"input": f"call {calls}"}))
+        return await asyncio.to_thread(
+            run_cli,
+            "sub",
+            "--url", node.url,
+            "--rpc-url", anvil.url,
+            "--address", delegation.chain.coordinator_address,
+            "--expiry", str(expiry if expiry is not None else delegation.expiry),
+            "--params", str(params_file),
+            "--key", str(key_file),
+            "-i", str(input_file),
+            "--nonce", str(nonce),
+        )  # fmt: skip
+
+    return run

@@ -13,6 +13,8 @@ from typing import Any, TypeVar
 from eth_abi import decode as abi_decode
 from web3.contract import AsyncContract
 
+from tests.support.chain import InfernetDeployment, sign_delegate_subscription
+from tests.support.client import CliResult
 from tests.support.processes import NodeProcess, node_config
 
 T = TypeVar("T")
@@ -146,3 +148,34 @@ def decode_string(output: bytes) -> str:
 
 async def node_tx_count(w3: Any, address: str) -> int:
     return int(await w3.eth.get_transaction_count(address, "pending"))
+
+
+@dataclass(frozen=True)
+class Delegation:
+    """Signs delegated subscriptions for this test's consumer, exactly as infernet-client does.
+
+    `signer` is the consumer's getSigner(); `expiry` is ten minutes past the chain time at the
+    test's start."""
+
+    chain: InfernetDeployment
+    owner: str
+    signer: Any
+    expiry: int
+
+    def body(self, nonce: int, containers: Any = ("echo",), *, key: Any = None, **fields: Any) -> dict[str, Any]:
+        """The POST /api/jobs body; `key` signs instead of the consumer's signer, `fields` override
+        the subscription's (and `expiry`, `data`)."""
+        fields.setdefault("expiry", self.expiry)
+        return sign_delegate_subscription(
+            key if key is not None else self.signer.key,
+            chain_id=self.chain.chain_id,
+            coordinator=self.chain.coordinator_address,
+            owner=self.owner,
+            nonce=nonce,
+            containers=list(containers) if not isinstance(containers, str) else containers,
+            **fields,
+        )
+
+
+# `await sub_cli(node, nonce=..., key=..., data=..., expiry=...)` (conftest.py)
+SubCli = Callable[..., Awaitable[CliResult]]

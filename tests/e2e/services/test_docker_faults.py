@@ -113,6 +113,11 @@ def test_an_image_that_cannot_be_had_leaves_the_others_serving(tmp_path: Path, p
 
         log = node.log_text()
         assert f"container ghost is unavailable: image {missing} is not present locally" in log
+        # The line that says the node serves names what it serves and what it cannot, and why.
+        [listening] = [line for line in log.splitlines() if "listening on" in line]
+        why = f"image {missing} is not present locally and could not be pulled"
+        assert f"1 of 2 containers up (echo); unavailable: ghost ({why}" in listening
+        assert log.index("containers ready: echo") < log.index(listening)
         assert docker_inspect(f"{prefix}ghost") is None
 
 
