@@ -31,8 +31,7 @@ def _run(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return 2
-    from aiohttp import web
-
+    from node.api.server import serve
     from node.app import StartupError, build_app, container_summary, shutdown_progress
     from node.logs import setup_logging, stop_logging
 
@@ -52,11 +51,10 @@ def _run(args: argparse.Namespace) -> int:
         log.info("infernet-node %s starting with %s", __version__, args.config or default_config_path())
     app = build_app(config)
     _tune_gc()
-    loop = _new_loop()
-    signals = StopSignals(loop, lambda elapsed: shutdown_progress(app, elapsed))
+    signals = StopSignals(lambda elapsed: shutdown_progress(app, elapsed))
 
-    def listening(_aiohttp_banner: str) -> None:
-        # aiohttp calls this once every socket accepts: after migrations and containers.
+    def listening() -> None:
+        # Called once the socket accepts: after migrations and container start-up.
         log.info(
             "infernet-node %s listening on %s:%d; %s (Ctrl-C or SIGTERM stops it)",
             __version__,
@@ -65,21 +63,19 @@ def _run(args: argparse.Namespace) -> int:
             container_summary(app),
         )
 
+    # In-flight requests (streams are running jobs too) get the same grace as
+    # queued jobs, counted from the signal for both (app.py, on_shutdown).
+    # Halved: aiohttp waits for a busy handler twice this long before it
+    # cancels it (once for it to finish, once more after cancelling its body).
+    shutdown_timeout = max(0.5, config.jobs.shutdown_grace_seconds / 2)
+
+    async def serve_until_stopped() -> None:
+        signals.install(asyncio.get_running_loop())
+        await serve(app, config.server, shutdown_timeout, stop=signals.stopping, listening=listening)
+
     try:
-        web.run_app(
-            app,
-            host=config.server.host,
-            port=config.server.port,
-            print=listening,
-            access_log=None,
-            # In-flight requests (streams are running jobs too) get the same grace as
-            # queued jobs, counted from the signal for both (app.py, on_shutdown).
-            # Halved: aiohttp waits for a busy handler twice this long before it
-            # cancels it (once for it to finish, once more after cancelling its body).
-            shutdown_timeout=max(0.5, config.jobs.shutdown_grace_seconds / 2),
-            handle_signals=False,  # StopSignals: the same GracefulExit, and a log line saying why
-            loop=loop,
-        )
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(serve_until_stopped())
     except StartupError as error:
         print(f"infernet-node: cannot start: {error}", file=sys.stderr)
         return 1
@@ -90,18 +86,21 @@ def _run(args: argparse.Namespace) -> int:
         log.info("infernet-node stopped%s", signals.took())
     finally:
         # A thread writes the log lines: write out what is still queued now that the app
-        # has stopped (an exception before run_app is covered by node.logs' atexit hook).
+        # has stopped (an exception before serving is covered by node.logs' atexit hook).
         stop_logging()
     return 0
 
 
 class StopSignals:
-    """SIGINT (Ctrl-C) and SIGTERM stop the node gracefully, as aiohttp's own handlers
-    would; these also log which signal arrived, and that a repeated one changes nothing."""
+    """SIGINT (Ctrl-C) and SIGTERM stop the node gracefully; each is logged by name, and a
+    repeated one says how far the drain is instead of stopping anything harder."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, progress: Callable[[float], str]) -> None:
+    def __init__(self, progress: Callable[[float], str]) -> None:
         self._progress = progress  # how far the drain is, given the seconds since the signal
         self._since: float | None = None
+        self.stopping = asyncio.Event()
+
+    def install(self, loop: asyncio.AbstractEventLoop) -> None:
         for number in (signal.SIGINT, signal.SIGTERM):
             # Not on Windows: there KeyboardInterrupt still stops it.
             with contextlib.suppress(NotImplementedError):
@@ -112,10 +111,8 @@ class StopSignals:
         if self._since is None:
             self._since = time.monotonic()
             log.info("%s received: stopping", name)
-            # Imported here: aiohttp is loaded by now, and check-config never needs it.
-            from aiohttp.web import GracefulExit
-
-            raise GracefulExit()  # what aiohttp's own handler raises: run_app shuts the app down
+            self.stopping.set()
+            return
         log.info(
             "%s received again: already stopping: %s. SIGKILL stops at once, and nothing acknowledged is lost",
             name,
@@ -136,13 +133,13 @@ def _tune_gc() -> None:
     gc.set_threshold(20_000, 10, 10)
 
 
-def _new_loop() -> asyncio.AbstractEventLoop:
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
     """uvloop where it is installed (a dependency on Linux and macOS): less CPU per request."""
     try:
         import uvloop
     except ImportError:
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
+        return asyncio.new_event_loop
+    return uvloop.new_event_loop
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -86,6 +86,16 @@ class ServerConfig(_Model):
     # Who may call PUT /api/status.
     status_allowed_networks: Networks = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
     max_body_bytes: int = Field(default=16 * MiB, gt=0)
+    # A request's head must arrive within this of the connection opening (or of the
+    # previous response), and its body must not go this long without a byte.
+    # Idle keep-alive connections close after it too.
+    read_timeout: float = Field(default=30.0, gt=0)
+    # Longest request line (method, path and query): GET /api/jobs with the ids of a
+    # 1,000-job batch is about 40 KB.
+    max_url_bytes: int = Field(default=64 * 1024, ge=1024)
+    # Open connections, in all and per client IP (the peer; trusted proxies are exempt).
+    max_connections: int = Field(default=4096, ge=1)
+    max_connections_per_ip: int = Field(default=256, ge=1)
 
 
 class StoreConfig(_Model):

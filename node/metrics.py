@@ -93,6 +93,28 @@ class _QueueCollector(Collector):
         return iter(())  # dynamic: don't call collect() at registration time
 
 
+class _ConnectionCollector(Collector):
+    """Client connections, read at scrape time from the HTTP server's counts."""
+
+    def __init__(self, snapshot: Callable[[], tuple[int, Mapping[str, int]]]) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        open_now, closed = self._snapshot()
+        yield GaugeMetricFamily(f"{NAMESPACE}_http_connections_open", "Open client connections", value=open_now)
+        family = CounterMetricFamily(
+            f"{NAMESPACE}_http_connections_closed",
+            "Client connections the node closed to keep its bounds, by reason",
+            labels=["reason"],
+        )
+        for reason, count in closed.items():
+            family.add_metric([reason], count)
+        yield family
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+
 class _HttpCollector(Collector):
     """Requests by route, method and status, and their durations: plain counts, exported
     at scrape time. prometheus-client's Counter and Histogram take a lock and walk the
@@ -223,6 +245,9 @@ class NodeMetrics:
 
     def watch_queue(self, snapshot: Callable[[], QueueSnapshot]) -> None:
         self.registry.register(_QueueCollector(snapshot))
+
+    def watch_connections(self, snapshot: Callable[[], tuple[int, Mapping[str, int]]]) -> None:
+        self.registry.register(_ConnectionCollector(snapshot))
 
     @property
     def chain(self) -> ChainMetrics:

@@ -63,12 +63,28 @@ def _from_http(error: web.HTTPException, request: web.Request) -> web.Response:
     return response
 
 
+class UnreadableBody(Exception):
+    """The request body could not be read to its end, so the connection cannot carry
+    another request: answered 400 and closed."""
+
+    def __init__(self, message: str, client_gone: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.client_gone = client_gone
+
+
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except JobError as error:
         return error_response(error)
+    except UnreadableBody as error:
+        if error.client_gone:
+            log.debug("%s %s: %s", request.method, request.path, error.message)
+        response = json_response({"error": error.message}, status=400)
+        response.force_close()
+        return response
     except web.HTTPException as error:
         if error.status < 400:
             raise

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from node.api import wire
 from node.api.appkeys import CONFIG, JOB_DESK
+from node.api.body import read_body
 from node.api.client_ip import client_ip, in_networks
 from node.api.render import json_response
 from node.jobs.desk import DelegatedRequest
@@ -25,8 +26,8 @@ from node.jobs.model import JobStatus
 STREAM_ID_GAP_SECONDS = 0.05
 
 
-async def _json_body(request: web.Request) -> object:
-    return wire.decode_json(await request.read())
+async def _json_body(request: web.Request, check_text: bool = True) -> object:
+    return wire.decode_json(await read_body(request), check_text=check_text)
 
 
 async def submit(request: web.Request) -> web.Response:
@@ -41,9 +42,13 @@ async def submit(request: web.Request) -> web.Response:
 
 async def submit_batch(request: web.Request) -> web.Response:
     ip = client_ip(request)
-    items = wire.parse_batch(await _json_body(request))
-    answers = await request.app[JOB_DESK].submit_batch(ip, items)
-    return json_response([wire.batch_answer(answer) for answer in answers])
+    # Text that cannot be stored is answered per item (wire.parse_batch), not for the batch.
+    items = wire.parse_batch(await _json_body(request, check_text=False))
+    jobs = [item for item in items if not isinstance(item, InvalidRequest)]
+    answers = iter(await request.app[JOB_DESK].submit_batch(ip, jobs) if jobs else [])
+    # An item refused while parsing is its answer already (a BatchAnswer error).
+    in_order = [item if isinstance(item, InvalidRequest) else next(answers) for item in items]
+    return json_response([wire.batch_answer(answer) for answer in in_order])
 
 
 def _pending_filter(query: Mapping[str, str]) -> bool | None:

@@ -10,6 +10,9 @@ Field shapes follow client-contract.md.
 from __future__ import annotations
 
 import json
+import math
+import re
+import sys
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
@@ -221,22 +224,109 @@ def _too_deep(raw: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
     return False
 
 
-def decode_json(raw: bytes) -> Any:
-    """Decode a request body with the stdlib (integers up to 2^256 stay exact)."""
+# Only bodies that may hold a surrogate (raw, or as a \\u escape) are walked string by string.
+_SURROGATE_HINT = re.compile("[\ud800-\udfff]|\\\\u[dD][89a-fA-F]")
+# Only bodies that may hold a float too large for a double (1e999, or 300+ digits) have
+# their floats checked one by one; the rest keep the decoder's C fast path.
+_BIG_FLOAT_HINT = re.compile(rb"\d[eE]|\d{300}")
+
+
+class _NotStandardJson(ValueError):
+    pass
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NotStandardJson(f"{name} is not standard JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise _NotStandardJson(f"the number {text[:20]}{'...' if len(text) > 20 else ''} is too large for a double")
+    return value
+
+
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+_FINITE_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
+
+
+def decode_json(raw: bytes, *, check_text: bool = True) -> Any:
+    """Decode a request body with the stdlib (integers up to 2^256 stay exact).
+
+    Only standard JSON is accepted: NaN, Infinity and numbers beyond a double are
+    refused, as are strings holding a lone UTF-16 surrogate (they cannot be stored or
+    sent on as UTF-8); `check_text=False` leaves that last check to the caller
+    (a batch answers it per item).
+    """
     if not raw.strip():
         raise InvalidRequest("Request body is empty; expected JSON")
     if _too_deep(raw):
         raise InvalidRequest(f"Malformed JSON body: nested too deeply (more than {MAX_JSON_DEPTH} levels)")
     try:
-        return json.loads(raw)
+        # As json.loads does: UTF-8, -16 or -32, and surrogates let through to be named below.
+        text = raw.decode(json.detect_encoding(raw), "surrogatepass")
+        decoder = _FINITE_DECODER if _BIG_FLOAT_HINT.search(raw) else _DECODER
+        value = decoder.decode(text)
     except UnicodeDecodeError:
         raise InvalidRequest("Request body is not UTF-8 text") from None
     except json.JSONDecodeError as error:
         raise InvalidRequest(
             f"Malformed JSON body: {error.msg} at line {error.lineno} column {error.colno}"
         ) from None
+    except _NotStandardJson as error:
+        raise InvalidRequest(f"Malformed JSON body: {error}") from None
+    except ValueError:
+        # The only other ValueError: int() refusing a very long integer literal.
+        raise InvalidRequest(
+            f"Malformed JSON body: an integer has more than {sys.get_int_max_str_digits()} digits"
+        ) from None
     except RecursionError:
         raise InvalidRequest("Malformed JSON body: nested too deeply") from None
+    if check_text and _SURROGATE_HINT.search(text):
+        refusal = lone_surrogate_error(value)
+        if refusal is not None:
+            raise refusal
+    return value
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _surrogate_path(value: Any, path: tuple[str, ...]) -> tuple[str, ...] | None:
+    if isinstance(value, str):
+        return None if _is_text(value) else path
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not _is_text(key):
+                return (*path, key)
+            found = _surrogate_path(item, (*path, key))
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _surrogate_path(item, (*path, str(index)))
+            if found is not None:
+                return found
+    return None
+
+
+def lone_surrogate_error(value: Any) -> InvalidRequest | None:
+    """The error naming the first string (or key) of `value` that holds a lone UTF-16
+    surrogate such as "\\ud800", or None when all of it is Unicode text."""
+    path = _surrogate_path(value, ())
+    if path is None:
+        return None
+    # The path itself may hold the surrogate (a key): escape it for the message.
+    field = ".".join(path).encode("utf-8", "backslashreplace").decode("utf-8") or "(body)"
+    return InvalidRequest(
+        f"Invalid JSON text: the string at '{field}' holds a lone UTF-16 surrogate, which is not Unicode text",
+        {"field": field},
+    )
 
 
 def _invalid(what: str, error: ValidationError) -> InvalidRequest:
@@ -271,15 +361,18 @@ def parse_job(body: Any) -> JobRequest | DelegatedRequest:
     return JobRequest(job.containers, job.data, bool(job.requires_proof))
 
 
-def parse_batch(body: Any) -> list[JobRequest | DelegatedRequest]:
+def parse_batch(body: Any) -> list[JobRequest | DelegatedRequest | InvalidRequest]:
+    """The items of a batch, in order. A malformed item fails the whole batch; an item
+    whose text cannot be stored (a lone surrogate) is answered on its own, in its place."""
     if not isinstance(body, list):
         raise InvalidRequest("Expected a list")
-    items = []
+    items: list[JobRequest | DelegatedRequest | InvalidRequest] = []
     for index, item in enumerate(body):
         try:
-            items.append(parse_job(item))
+            parsed = parse_job(item)
         except InvalidRequest as error:
             raise InvalidRequest(f"Item {index}: {error.message}", {"index": index, **(error.params or {})}) from None
+        items.append(lone_surrogate_error(item) or parsed)
     return items
 
 

@@ -85,6 +85,10 @@ def test_secrets_may_come_from_the_environment() -> None:
         ({"server": {"port": "eighty"}}, "server.port: Input should be a valid integer"),
         ({"server": {"port": 70000}}, "server.port: Input should be less than or equal to 65535"),
         ({"server": {"prot": 1}}, "server.prot: unknown field"),
+        ({"server": {"read_timeout": 0}}, "server.read_timeout: Input should be greater than 0"),
+        ({"server": {"max_url_bytes": 100}}, "server.max_url_bytes: Input should be greater than or equal to 1024"),
+        ({"server": {"max_connections": 0}}, "server.max_connections: Input should be greater than or equal to 1"),
+        ({"server": {"max_connections_per_ip": -1}}, "server.max_connections_per_ip: Input should be greater"),
         ({"containers": [{"id": "a"}]}, "containers[0] (a): set `url` or `port`"),
         ({"containers": [{"id": "a", "port": 1}, {"id": "a", "port": 2}]}, "'a' is used twice"),
         (

@@ -274,3 +274,24 @@ def test_request_delegated_subscription_on_a_chain_disabled_node(node_url: str) 
     assert result["error"]["status_code"] == 405
     assert result["error"]["api_message"] == "Chain not enabled"
     assert methods == ["eth_chainId"]
+
+
+def test_get_job_results_for_a_thousand_job_batch(node_url: str) -> None:
+    # ~40 KB of URL: past aiohttp's default 8,190-byte request line (server.max_url_bytes).
+    result = run_library(
+        """
+        async def main():
+            answers = await client.request_jobs([{"containers": ["echo"], "data": {"n": n}} for n in range(1000)])
+            ids = [answer["id"] for answer in answers]
+            for _ in range(100):
+                jobs = await client.get_job_results(ids)
+                if all(job["status"] != "running" for job in jobs):
+                    break
+                await asyncio.sleep(0.2)
+            return {"ids": ids, "jobs": jobs}
+        """,
+        node_url,
+    )
+    assert len(result["ids"]) == 1000
+    assert [job["id"] for job in result["jobs"]] == result["ids"]
+    assert [job["result"]["output"] for job in result["jobs"]] == [{"n": n} for n in range(1000)]

@@ -1,5 +1,6 @@
 """Bad input gets a clear JSON error, never a 500, and stored data stays intact."""
 
+import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,13 @@ async def client(aiohttp_client, tmp_path: Path, echo_url: str) -> TestClient:  
         node_config(tmp_path, [{"id": "echo", "url": echo_url}], server={"max_body_bytes": 1024}),
         environ={},
     )
+    return await aiohttp_client(build_app(config))
+
+
+@pytest.fixture
+async def roomy_client(aiohttp_client, tmp_path: Path, echo_url: str) -> TestClient:  # type: ignore[no-untyped-def]
+    """The same node with room for bodies of a few KB."""
+    config = parse_config(node_config(tmp_path, [{"id": "echo", "url": echo_url}]), environ={})
     return await aiohttp_client(build_app(config))
 
 
@@ -99,3 +107,64 @@ async def test_openapi_document_is_served(client: TestClient) -> None:
         document["paths"]
     )
     assert "JobRequestBody" in document["components"]["schemas"]
+
+
+NON_STANDARD_BODIES = [
+    (b'{"containers": ["echo"], "data": {"n": ' + b"1" * 5000 + b"}}", "an integer has more than 4300 digits"),
+    (b'{"containers": ["echo"], "data": "\\ud800"}', "the string at 'data' holds a lone UTF-16 surrogate"),
+    (b'{"containers": ["echo"], "data": [NaN]}', "NaN is not standard JSON"),
+    (b'{"containers": ["echo"], "data": Infinity}', "Infinity is not standard JSON"),
+    (b'{"containers": ["echo"], "data": -Infinity}', "-Infinity is not standard JSON"),
+    (b'{"containers": ["echo"], "data": 1e400}', "too large for a double"),
+]
+
+
+@pytest.mark.parametrize(("body", "message"), NON_STANDARD_BODIES)
+@pytest.mark.parametrize("path", ["/api/jobs", "/api/jobs/stream"])
+async def test_json_that_cannot_be_stored_or_written_back_is_a_400(
+    roomy_client: TestClient, path: str, body: bytes, message: str
+) -> None:
+    response = await roomy_client.post(path, data=body, headers={"Content-Type": "application/json"})
+    assert response.status == 400
+    assert message in (await response.json())["error"]
+    assert await (await roomy_client.get("/api/jobs")).json() == []
+
+
+async def test_a_batch_answers_a_lone_surrogate_per_item_and_stores_the_rest(roomy_client: TestClient) -> None:
+    body = (
+        b'[{"containers": ["echo"], "data": {"a": 1}},'
+        b' {"containers": ["echo"], "data": {"t": "x\\udfffy"}},'
+        b' {"containers": ["echo"], "data": {"b": 2}}]'
+    )
+    response = await roomy_client.post("/api/jobs/batch", data=body, headers={"Content-Type": "application/json"})
+    assert response.status == 200
+    first, refused, last = await response.json()
+    assert refused == {
+        "error": "Invalid JSON text: the string at 'data.t' holds a lone UTF-16 surrogate, which is not Unicode text",
+        "params": {"field": "data.t"},
+    }
+    assert sorted(await (await roomy_client.get("/api/jobs")).json()) == sorted([first["id"], last["id"]])
+
+
+async def test_gzip_declared_on_a_body_that_is_not_gzip_is_a_400(roomy_client: TestClient) -> None:
+    response = await roomy_client.post(
+        "/api/jobs",
+        data=b'{"containers": ["echo"], "data": {}}',
+        headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+    )
+    assert response.status == 400
+    assert (await response.json())["error"] == "Request body could not be read: Can not decode content-encoding: gzip"
+
+
+async def test_a_huge_but_allowed_integer_comes_back_exact(roomy_client: TestClient) -> None:
+    # Up to Python's 4,300-digit limit, parsed, stored, sent to the service and returned exact.
+    digits = "9" * 4300
+    body = f'{{"containers": ["echo"], "data": {{"n": {digits}, "neg": -{digits}}}}}'
+    response = await roomy_client.post("/api/jobs", data=body, headers={"Content-Type": "application/json"})
+    accepted = await response.json()
+    for _ in range(100):
+        raw = await (await roomy_client.get(f"/api/jobs?id={accepted['id']}")).read()
+        if b'"running"' not in raw:
+            break
+        await asyncio.sleep(0.05)
+    assert f'"output":{{"n":{digits},"neg":-{digits}}}'.encode() in raw

@@ -1,6 +1,6 @@
 import pytest
 
-from node.api.wire import decode_json, parse_batch, parse_job, parse_status
+from node.api.wire import decode_json, error_body, parse_batch, parse_job, parse_status
 from node.jobs.desk import DelegatedRequest, JobRequest
 from node.jobs.errors import InvalidRequest
 from tests.support.vectors import delegated_body
@@ -83,3 +83,43 @@ def test_status_body() -> None:
     assert parse_status({"id": "x", "status": "running", "containers": ["a"], "data": {}}).id == "x"
     with pytest.raises(InvalidRequest, match="field 'containers'"):
         parse_status({"id": "x", "status": "running"})
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b'{"data": NaN}', "NaN is not standard JSON"),
+        (b'{"data": [Infinity]}', "Infinity is not standard JSON"),
+        (b'{"data": -Infinity}', "-Infinity is not standard JSON"),
+        (b'{"data": 1e999}', "too large for a double"),
+        (b'{"data": -' + b"9" * 400 + b'.5}', "too large for a double"),
+        (b'{"data": ' + b"7" * 5000 + b"}", "an integer has more than 4300 digits"),
+        (b'{"data": "\\ud800"}', "the string at 'data' holds a lone UTF-16 surrogate"),
+        (b'{"data": {"k": ["ok", "\\uDFFF x"]}}', "the string at 'data.k.1' holds a lone UTF-16 surrogate"),
+        (b'{"\\udc00": 1}', "the string at '\\udc00' holds a lone UTF-16 surrogate"),
+        (b'{"data": "\xed\xa0\x80"}', "the string at 'data' holds a lone UTF-16 surrogate"),
+    ],
+)
+def test_only_standard_storable_json_is_accepted(raw: bytes, message: str) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        decode_json(raw)
+    assert message in caught.value.message
+    # The error itself must be writable as UTF-8 JSON.
+    __import__("json").dumps(error_body(caught.value), ensure_ascii=False).encode("utf-8")
+
+
+def test_numbers_and_text_that_are_fine_stay_exact() -> None:
+    big = int("8" * 4300)
+    assert decode_json(b'{"n": ' + str(big).encode() + b"}") == {"n": big}
+    assert decode_json(b'[1e308, 2.5e-300, 1E5, -0.0]') == [1e308, 2.5e-300, 1e5, -0.0]
+    # A surrogate pair is one character, not a lone surrogate.
+    assert decode_json(b'["\\ud83d\\ude00", "\xf0\x9f\x98\x80"]') == ["\U0001f600", "\U0001f600"]
+    # A batch checks its items itself: the body as a whole is let through.
+    assert decode_json(b'[{"data": "\\ud800"}]', check_text=False) == [{"data": "\ud800"}]
+
+
+def test_a_batch_answers_unstorable_text_per_item() -> None:
+    good = {"containers": ["a"], "data": 1}
+    items = parse_batch([good, {"containers": ["a"], "data": {"t": "\ud800"}}, good])
+    assert items[0] == items[2] == JobRequest(["a"], 1, False)
+    assert isinstance(items[1], InvalidRequest) and "'data.t'" in items[1].message
