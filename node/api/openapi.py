@@ -22,7 +22,9 @@ _ERROR = {"$ref": "#/components/schemas/ErrorBody"}
 
 # Answers any route can give, and any route with a body.
 _EVERY_ROUTE = {
+    414: "URL too long (server.max_url_bytes)",
     429: "Too many requests, or too many jobs queued; see Retry-After",
+    431: "Request header too long, or too many headers",
     500: "Internal error",
 }
 _WITH_BODY = {
