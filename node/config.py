@@ -121,6 +121,13 @@ class JobsConfig(_Model):
     per_container_queue_size: int | None = Field(default=None, ge=1)
     container_timeout: float = Field(default=180.0, gt=0)
     stream_timeout: float = Field(default=60.0, gt=0)
+    # Bounds on what one service may hand the node: a job's answer (bytes read
+    # from the service), and a stream's whole output (bytes and seconds).
+    max_result_bytes: int = Field(default=16 * MiB, gt=0)
+    max_stream_bytes: int = Field(default=16 * MiB, gt=0)
+    max_stream_seconds: float = Field(default=600.0, gt=0)
+    # Containers in one job's chain: one request must not make thousands of service calls.
+    max_chain_length: int = Field(default=16, ge=1)
     resources_timeout: float = Field(default=0.8, gt=0)
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
 
@@ -233,6 +240,12 @@ class ContainerConfig(_Model):
     generates_proofs: bool = False
     # Ours: per-container override of jobs.container_timeout.
     timeout: float | None = Field(default=None, gt=0)
+    # Ours: the model names this container serves on /v1 (OpenAI's `model`); None means its id.
+    models: tuple[Annotated[str, Field(min_length=1, max_length=256)], ...] | None = None
+
+    @property
+    def served_models(self) -> tuple[str, ...]:
+        return self.models if self.models is not None else (self.id,)
 
     @field_validator("env", mode="before")
     @classmethod
@@ -265,10 +278,19 @@ class Config(_Model):
     @model_validator(mode="after")
     def _containers_reachable(self) -> Config:
         seen: set[str] = set()
+        served: dict[str, int] = {}
         for index, container in enumerate(self.containers):
             if container.id in seen:
                 raise ValueError(f"containers[{index}].id {container.id!r} is used twice")
             seen.add(container.id)
+            for model in container.served_models:
+                if served.get(model, index) != index:
+                    raise ValueError(
+                        f"containers[{index}].models: model {model!r} is already served by "
+                        f"containers[{served[model]}] ({self.containers[served[model]].id}); "
+                        "a model name must select one container"
+                    )
+                served[model] = index
             if not self.manage_containers and not (container.url or container.port):
                 raise ValueError(
                     f"containers[{index}] ({container.id}): set `url` or `port` "
@@ -277,6 +299,19 @@ class Config(_Model):
             if self.manage_containers and not container.url and not container.image:
                 raise ValueError(f"containers[{index}] ({container.id}): `image` is required")
         return self
+
+    def models(self) -> dict[str, str]:
+        """Model name -> the id of the container that serves it (/v1's `model`).
+
+        External containers only: a call is a job whose first container is the model's,
+        and an internal one may only follow another (the guardian's rule).
+        """
+        return {
+            model: container.id
+            for container in self.containers
+            if container.external
+            for model in container.served_models
+        }
 
     def container(self, container_id: str) -> ContainerConfig | None:
         for container in self.containers:

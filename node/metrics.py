@@ -37,6 +37,10 @@ HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.
 # A container call is an inference: milliseconds (echo) to minutes (LLM).
 CONTAINER_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
+# Model calls: time to first token (ms to a minute) and generation speed (tokens per second).
+TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+SPEED_BUCKETS = (1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 10000.0)
+
 # Methods outside this set are folded into "other": a method is client input,
 # and every distinct label value is a new time series held forever.
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -229,6 +233,30 @@ class NodeMetrics:
             buckets=CONTAINER_BUCKETS,
             registry=r,
         )
+        # Per model (/v1). The label is a configured model name, never client input:
+        # an unknown model is answered 404 before anything is counted.
+        self._model_requests = Counter(
+            f"{NAMESPACE}_model_requests", "Calls to a model (/v1), by model, kind (complete, stream) and outcome",
+            ["model", "kind", "outcome"], registry=r,
+        )
+        self._model_prompt_tokens = Counter(
+            f"{NAMESPACE}_model_prompt_tokens", "Tokens in: prompt tokens of finished model calls",
+            ["model"], registry=r,
+        )
+        self._model_completion_tokens = Counter(
+            f"{NAMESPACE}_model_completion_tokens", "Tokens out: completion tokens of finished model calls",
+            ["model"], registry=r,
+        )
+        self._model_ttft = Histogram(
+            f"{NAMESPACE}_model_time_to_first_token_seconds",
+            "Streamed model calls: from the request to the first content relayed", ["model"],
+            buckets=TTFT_BUCKETS, registry=r,
+        )
+        self._model_speed = Histogram(
+            f"{NAMESPACE}_model_tokens_per_second",
+            "Completion tokens per second of generation (streams: after the first token)", ["model"],
+            buckets=SPEED_BUCKETS, registry=r,
+        )
         self._chain: ChainMetrics | None = None
         # labels() validates and locks on every call; the label sets are few, so
         # each child is looked up once.
@@ -276,6 +304,29 @@ class NodeMetrics:
 
     def container_call(self, container: str, kind: str, outcome: str, seconds: float) -> None:
         self._child(self._container_calls, container, kind, outcome).observe(seconds)
+
+    # -- model calls (/v1) --------------------------------------------------------
+
+    def model_call(
+        self,
+        model: str,
+        kind: str,
+        outcome: str,
+        prompt_tokens: int | None = None,
+        completion_tokens: int | None = None,
+        first_token_seconds: float | None = None,
+        tokens_per_second: float | None = None,
+    ) -> None:
+        """One finished model call. outcome: "success", or the error kind (a small closed set)."""
+        self._child(self._model_requests, model, kind, outcome).inc()
+        if prompt_tokens:
+            self._child(self._model_prompt_tokens, model).inc(prompt_tokens)
+        if completion_tokens:
+            self._child(self._model_completion_tokens, model).inc(completion_tokens)
+        if first_token_seconds is not None:
+            self._child(self._model_ttft, model).observe(first_token_seconds)
+        if tokens_per_second is not None:
+            self._child(self._model_speed, model).observe(tokens_per_second)
 
     # -- exposition -------------------------------------------------------------
 

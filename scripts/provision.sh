@@ -7,8 +7,9 @@
 #       neither `docker compose` nor `docker-compose` is there; elsewhere says how to get one),
 #   (b) a Python base image (public python:3.12-slim if present or pullable, else a local one
 #       built from Debian packages by build-base-image.sh),
-#   (c) infernet-local/{hello-world,streaming,iris-classifier}:latest, rebuilt only when the
-#       service's sources (or the base) changed.
+#   (c) infernet-local/{hello-world,streaming,iris-classifier,llm}:latest, rebuilt only when the
+#       service's sources (or the base) changed. The llm image first needs its llama-cpp-python
+#       wheel (built once per machine, cached) and model staged: scripts/build-llm-wheel.sh.
 #
 # Environment:
 #   PROVISION_SKIP_IMAGES=1   only ensure the daemon (step a)
@@ -19,7 +20,7 @@ set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CONTAINERS_DIR="$REPO_ROOT/containers"
-SERVICES=(hello-world streaming iris-classifier)
+SERVICES=(hello-world streaming iris-classifier llm)
 HASH_LABEL=org.infernet-local.source-hash
 DOCKERD_LOG=/var/log/dockerd.log
 
@@ -132,8 +133,20 @@ source_hash() {
     } | sha256sum | cut -d' ' -f1
 }
 
+# Files a service's build needs that are not in git, prepared on the host before hashing.
+prepare_service() {
+    case $1 in
+        llm) bash "$REPO_ROOT/scripts/build-llm-wheel.sh" || die "preparing the llm image's wheel and model failed" ;;
+    esac
+}
+
 build_service() {
     local name=$1 image="infernet-local/$1:latest" want have start
+    local build_args=(--build-arg "BASE=$BASE")
+    if [ "$name" = llm ] && [ "$BASE" = "$LOCAL_BASE" ]; then
+        build_args+=(--build-arg WHEELHOUSE_ONLY=1)  # containers cannot reach PyPI here
+    fi
+    prepare_service "$name"
     want=$(source_hash "$name")
     have=$(docker image inspect -f "{{ index .Config.Labels \"$HASH_LABEL\" }}" "$image" 2>/dev/null || true)
     if [ "$want" = "$have" ]; then
@@ -149,7 +162,7 @@ build_service() {
     local build_log
     build_log=$(mktemp)
     # The build context is containers/ so the images can share containers/common/.
-    if ! docker build --build-arg "BASE=$BASE" --label "$HASH_LABEL=$want" -t "$image" \
+    if ! docker build "${build_args[@]}" --label "$HASH_LABEL=$want" -t "$image" \
         -f "$CONTAINERS_DIR/$name/Dockerfile" "$CONTAINERS_DIR" >"$build_log" 2>&1; then
         tail -n 30 "$build_log" >&2
         rm -f "$build_log"

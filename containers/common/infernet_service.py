@@ -22,7 +22,7 @@ import logging
 import os
 import platform
 import sys
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,9 +60,11 @@ class Job:
 
 
 # compute may be sync or async; stream must validate eagerly (raise BadInput before returning)
-# so that a bad request still gets a 400 before the 200 stream has started.
+# so that a bad request still gets a 400 before the 200 stream has started. stream may return an
+# async iterable (e.g. an async generator fed by a worker thread): it is closed (aclose) when the
+# client goes away, so the producer can stop.
 ComputeFn = Callable[[Job], Any | Awaitable[Any]]
-StreamFn = Callable[[Job], Iterable[str]]
+StreamFn = Callable[[Job], Iterable[str] | AsyncIterable[str] | Awaitable[Iterable[str] | AsyncIterable[str]]]
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,8 @@ class Service:
     default_models: tuple[str, ...] = ()  # model ids served when env MODELS is unset
     stream_delay_ms_default: int = 0
     description: str = ""
+    stream_content_type: str = "text/plain"  # e.g. application/x-ndjson for one JSON object per line
+    resources: Callable[[], dict[str, Any]] | None = None  # extra keys for /service-resources
 
 
 def env_int(name: str, default: int, minimum: int = 0) -> int:
@@ -207,6 +211,7 @@ def resources_document(service: Service) -> dict[str, Any]:
                 "models": list(supported_models(service)),
             }
         ],
+        **(service.resources() if service.resources is not None else {}),
     }
 
 
@@ -237,15 +242,30 @@ async def run_compute(service: Service, job: Job) -> Any:
     return result
 
 
-async def stream_pieces(request: web.Request, pieces: Iterable[str], delay_s: float) -> web.StreamResponse:
+async def _aiter_pieces(pieces: Iterable[str] | AsyncIterable[str]) -> AsyncIterator[str]:
+    if hasattr(pieces, "__aiter__"):
+        async for piece in pieces:  # type: ignore[union-attr]
+            yield piece
+    else:
+        for piece in pieces:  # type: ignore[union-attr]
+            yield piece
+
+
+async def stream_pieces(
+    request: web.Request,
+    pieces: Iterable[str] | AsyncIterable[str],
+    delay_s: float,
+    content_type: str = "text/plain",
+) -> web.StreamResponse:
     response = web.StreamResponse(status=200)
-    response.content_type = "text/plain"
+    response.content_type = content_type
     response.charset = "utf-8"
     response.enable_chunked_encoding()
     await response.prepare(request)
+    iterator = _aiter_pieces(pieces)
     try:
         first = True
-        for piece in pieces:
+        async for piece in iterator:
             if not piece:
                 continue
             if not first and delay_s > 0:
@@ -256,6 +276,11 @@ async def stream_pieces(request: web.Request, pieces: Iterable[str], delay_s: fl
         await response.write_eof()
     except ConnectionResetError:
         log.info("stream client went away")
+    finally:
+        await iterator.aclose()
+        aclose = getattr(pieces, "aclose", None)
+        if aclose is not None:  # tell an async producer to stop (no-op when it has finished)
+            await aclose()
     return response
 
 
@@ -270,10 +295,12 @@ async def handle_service_output(request: web.Request) -> web.StreamResponse:
             raise BadInput(f"the result cannot be written as JSON: {exc}") from exc
         return web.Response(text=text, content_type="application/json")
     if service.stream is not None:
-        pieces: Iterable[str] = service.stream(job)
+        pieces: Any = service.stream(job)
+        if inspect.isawaitable(pieces):  # an async stream function validates, then returns pieces
+            pieces = await pieces
     else:
         pieces = [json.dumps(await run_compute(service, job), allow_nan=False)]
-    return await stream_pieces(request, pieces, request.app[DELAY_KEY])
+    return await stream_pieces(request, pieces, request.app[DELAY_KEY], service.stream_content_type)
 
 
 def build_app(service: Service) -> web.Application:

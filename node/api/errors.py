@@ -2,7 +2,9 @@
 
 The client reads the body before the status (client-contract.md §2, style B), so
 aiohttp's own 404/405/413 pages and unexpected errors must be JSON too. Domain
-errors carry a kind; the HTTP status for each kind is chosen here, and only here.
+errors carry a kind; the HTTP status for each kind is chosen here, and only here. Under /v1
+and /serving the same failures take OpenAI's error shape (openai_errors.py), which
+the OpenAI SDKs turn into their typed exceptions.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from aiohttp.typedefs import Handler
 
 from node.api import wire
 from node.api.appkeys import MAX_BODY
+from node.api.openai_errors import from_http, from_job_error, in_scope, render
+from node.api.openai_wire import OpenAIError
 from node.api.render import json_response
 from node.jobs.errors import ErrorKind, JobError, Overloaded
 
@@ -75,20 +79,27 @@ class UnreadableBody(Exception):
 
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    openai = in_scope(request.path)  # /v1 and /serving answer in OpenAI's error shape
     try:
         return await handler(request)
+    except OpenAIError as error:  # raised by the /v1 handlers only
+        return render(error)
     except JobError as error:
+        if openai:
+            return render(from_job_error(error))
         return error_response(error)
     except UnreadableBody as error:
         if error.client_gone:
             log.debug("%s %s: %s", request.method, request.path, error.message)
-        response = json_response({"error": error.message}, status=400)
+        response = render(OpenAIError(400, error.message)) if openai else json_response({"error": error.message}, 400)
         response.force_close()
         return response
     except web.HTTPException as error:
         if error.status < 400:
             raise
-        return _from_http(error, request)
+        return render(from_http(error, request)) if openai else _from_http(error, request)
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
+        if openai:
+            return render(OpenAIError(500, "The server had an error processing your request.", type="server_error"))
         return json_response({"error": "Internal server error"}, status=500)

@@ -13,18 +13,20 @@ from node import API_VERSION
 from node.api.wire import ErrorBody
 
 if TYPE_CHECKING:
-    from node.api.routes import Reply, Route
+    from node.api.routes import Route
 
 DOCUMENT = web.AppKey("openapi_document", bytes)  # encoded once, at start
 
 _REF = "#/components/schemas/{model}"
-_ERROR = {"$ref": "#/components/schemas/ErrorBody"}
 
-# Answers any route can give, and any route with a body.
-_EVERY_ROUTE = {
+# Answers any route can give, and any route with a body. The server answers 414 and 431
+# before any route is chosen, so always in the Infernet error shape.
+_BEFORE_ROUTING = {
     414: "URL too long (server.max_url_bytes)",
-    429: "Too many requests, or too many jobs queued; see Retry-After",
     431: "Request header too long, or too many headers",
+}
+_EVERY_ROUTE = {
+    429: "Too many requests, or too many jobs queued; see Retry-After",
     500: "Internal error",
 }
 _WITH_BODY = {
@@ -73,25 +75,38 @@ def _openapi30(node: Any) -> Any:
     return node
 
 
-def _reply(schemas: _Schemas, reply: Reply) -> dict[str, Any]:
+def _headers(route: Route) -> dict[str, Any]:
+    return {name: {"description": text, "schema": {"type": "string"}} for name, text in route.headers.items()}
+
+
+def _reply(schemas: _Schemas, route: Route) -> dict[str, Any]:
+    reply = route.ok
     answer: dict[str, Any] = {"description": reply.description}
+    if route.headers:
+        answer["headers"] = _headers(route)
     if reply.body is not None:
-        answer["content"] = {reply.media_type: {"schema": schemas.of(reply.body)}}
+        bodies = ((reply.media_type, reply.body), *reply.also)
+        answer["content"] = {media_type: {"schema": schemas.of(body)} for media_type, body in bodies}
     return answer
 
 
-def _error(description: str, status: int) -> dict[str, Any]:
-    answer: dict[str, Any] = {"description": description, "content": {"application/json": {"schema": _ERROR}}}
+def _error(schemas: _Schemas, route: Route, status: int, description: str) -> dict[str, Any]:
+    body = ErrorBody if status in _BEFORE_ROUTING else route.error_body
+    answer: dict[str, Any] = {"description": description, "content": {"application/json": {"schema": schemas.of(body)}}}
+    headers = _headers(route) if status not in _BEFORE_ROUTING else {}
     if status == 429:
-        answer["headers"] = {
-            "Retry-After": {"description": "Seconds until a retry may succeed", "schema": {"type": "integer"}}
-        }
+        headers["Retry-After"] = {"description": "Seconds until a retry may succeed", "schema": {"type": "integer"}}
+    if headers:
+        answer["headers"] = headers
     return answer
 
 
 def _operation(schemas: _Schemas, route: Route) -> dict[str, Any]:
     operation: dict[str, Any] = {"operationId": route.operation_id, "summary": route.summary}
-    parameters = []
+    parameters: list[dict[str, Any]] = [
+        {"name": param.name, "in": "path", "required": True, "schema": schemas.of(param.type)}
+        for param in route.path_params
+    ]
     for query in route.query:
         schema = schemas.of(query.type)
         parameter = {"name": query.name, "in": "query", "required": False, "schema": schema}
@@ -102,7 +117,7 @@ def _operation(schemas: _Schemas, route: Route) -> dict[str, Any]:
         parameters.append(parameter)
     if parameters:
         operation["parameters"] = parameters
-    errors = dict(_EVERY_ROUTE)
+    errors = {**_BEFORE_ROUTING, **_EVERY_ROUTE}
     if route.body is not None:
         operation["requestBody"] = {
             "required": True,
@@ -111,18 +126,22 @@ def _operation(schemas: _Schemas, route: Route) -> dict[str, Any]:
         errors.update(_WITH_BODY)
     errors.update(route.errors)
     operation["responses"] = {
-        "200": _reply(schemas, route.ok),
-        **{str(status): _error(text, status) for status, text in sorted(errors.items())},
+        "200": _reply(schemas, route),
+        **{str(status): _error(schemas, route, status, text) for status, text in sorted(errors.items())},
     }
     return operation
 
 
-def build_document(routes: Sequence[Route]) -> dict[str, Any]:
+def build_document(routes: Sequence[Route], max_chain_length: int | None = None) -> dict[str, Any]:
+    """The document; `max_chain_length` (jobs.max_chain_length, config) bounds a single job's containers."""
     schemas = _Schemas()
     schemas.of(ErrorBody)
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
         paths.setdefault(route.path, {})[route.method.lower()] = _operation(schemas, route)
+    if max_chain_length is not None and "JobRequestBody" in schemas.components:
+        # A longer chain is a 400 for a single job (a batch answers it in the item's place).
+        schemas.components["JobRequestBody"]["properties"]["containers"]["maxItems"] = max_chain_length
     return _openapi30({
         "openapi": "3.0.3",
         "info": {

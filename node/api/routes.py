@@ -7,12 +7,14 @@ the document from these entries and the wire models they name).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from pydantic import Field
 
-from node.api import jobs, metrics, node_info, openapi, wire
+from node.api import jobs, metrics, node_info, openai_routes, openai_wire, openapi, wire
+from node.api.appkeys import CONFIG
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,10 +24,13 @@ class Reply:
     description: str
     body: Any = None
     media_type: str = "application/json"
+    also: tuple[tuple[str, Any], ...] = ()  # more (media type, wire type) pairs the same answer may take
 
 
 @dataclass(frozen=True, slots=True)
 class Query:
+    """A query parameter (or, in `Route.path_params`, a path parameter)."""
+
     name: str
     type: Any = str
     description: str = ""
@@ -43,6 +48,9 @@ class Route:
     query: tuple[Query, ...] = ()
     # Error answers besides the ones every route or every body can give (openapi.py adds those).
     errors: dict[int, str] = field(default_factory=dict)
+    path_params: tuple[Query, ...] = ()
+    error_body: Any = wire.ErrorBody  # the shape of this route's JSON errors
+    headers: dict[str, str] = field(default_factory=dict)  # response headers (name: description), all answers
 
 
 # Lenient on purpose (the reference ignores what it does not know, contract trap 1):
@@ -58,6 +66,24 @@ _GUARDIAN = (
     "no proof, client address not allowed), or a delegated subscription arrived and the chain is not enabled"
 )
 _STORE = "The store cannot take the job right now"
+_OPENAI_ERRORS = {
+    400: "invalid_request_error (param names the field)",
+    404: "model_not_found (or an unknown URL)",
+    405: "Method not allowed",
+    413: "Body too large",
+    429: "rate_limit_error: too many requests or calls queued; see Retry-After",
+    500: "server_error",
+    502: "server_error: the model container failed",
+    503: "server_error: the model's container is not available",
+    504: "server_error: the model did not answer in time",
+}
+_JOB_ID_HEADER = {"X-Infernet-Job-Id": "The job this call is (GET /api/jobs?id=); on errors once the job exists"}
+_CHAT_REPLY = Reply(
+    "The completion; with stream=true, SSE events (data: ChatCompletionChunk) ending in data: [DONE]",
+    openai_wire.ChatCompletion,
+    also=(("text/event-stream", str),),
+)
+_ModelName = Annotated[str, Field(min_length=1)]
 _CHAIN = "The chain is not ready or not reachable (delegated subscriptions)"
 
 ROUTES: tuple[Route, ...] = (
@@ -114,13 +140,38 @@ ROUTES: tuple[Route, ...] = (
         "GET", "/metrics", metrics.metrics_endpoint, "metrics", "Prometheus metrics",
         Reply("Prometheus text exposition format", str, "text/plain"),
     ),
+    # OpenAI-compatible inference (openai_routes.py); errors there take OpenAI's shape.
+    Route(
+        "POST", "/v1/chat/completions", openai_routes.chat_completions, "createChatCompletion",
+        "OpenAI chat completions; each call is a job",
+        _CHAT_REPLY, body=openai_wire.ChatCompletionRequest, errors=_OPENAI_ERRORS,
+        error_body=openai_wire.OpenAIErrorBody, headers=_JOB_ID_HEADER,
+    ),
+    Route(
+        "GET", "/v1/models", openai_routes.list_models, "listModels", "The models this node serves",
+        Reply("Every configured model, and whether its container is available", openai_wire.ModelList),
+        errors={status: _OPENAI_ERRORS[status] for status in (429, 500)},
+        error_body=openai_wire.OpenAIErrorBody,
+    ),
+    Route(
+        "POST", "/serving/llm/{model}/chat/completions", openai_routes.serving_chat_completions,
+        "createChatCompletionForModel",
+        "The same, per model (base_url http://host/serving/llm/<model>); the path's model wins",
+        _CHAT_REPLY, body=openai_wire.ChatCompletionRequest, errors=_OPENAI_ERRORS,
+        path_params=(Query("model", _ModelName, "The model to call"),),
+        error_body=openai_wire.OpenAIErrorBody, headers=_JOB_ID_HEADER,
+    ),
 )
 
 
 def setup_routes(app: web.Application) -> None:
     for route in ROUTES:
+        # aiohttp's spelling of a path parameter that may hold slashes (a model like org/name)
+        path = route.path.replace("{model}", "{model:.+}")
         if route.method == "GET":
-            app.router.add_get(route.path, route.handler)  # and HEAD, as aiohttp does
+            app.router.add_get(path, route.handler)  # and HEAD, as aiohttp does
         else:
-            app.router.add_route(route.method, route.path, route.handler)
-    app[openapi.DOCUMENT] = openapi.encode(openapi.build_document(ROUTES))
+            app.router.add_route(route.method, path, route.handler)
+    config = app.get(CONFIG)
+    max_chain_length = config.jobs.max_chain_length if config is not None else None
+    app[openapi.DOCUMENT] = openapi.encode(openapi.build_document(ROUTES, max_chain_length))

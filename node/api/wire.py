@@ -125,10 +125,18 @@ class ContainerResultBody(BaseModel):
     error: str | None = None
 
 
+class TokenUsageBody(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
 class JobResultBody(BaseModel):
     id: str
     status: Literal["running", "success", "failed"]
     result: ContainerResultBody | None
+    model: str | None = Field(default=None, description="Model calls (/v1) only: the model asked for")
+    usage: TokenUsageBody | None = Field(default=None, description="Model calls only: tokens in and out, once finished")
     intermediate_results: list[ContainerResultBody] | None = Field(
         default=None, description="Only with intermediate=true"
     )
@@ -137,8 +145,15 @@ class JobResultBody(BaseModel):
     )
 
 
+class StoreHealthBody(BaseModel):
+    status: Literal["degraded"]
+    cause: str = Field(description="Why the store cannot write, e.g. database or disk is full")
+    since: float = Field(description="Unix time of the first failed write")
+
+
 class HealthBody(BaseModel):
     status: Literal["healthy", "unhealthy"]
+    store: StoreHealthBody | None = Field(default=None, description="Only while the store cannot write")
 
 
 class ContainerInfo(BaseModel):
@@ -410,6 +425,18 @@ def job_result(job: Job, with_intermediate: bool = False) -> dict[str, Any]:
         "status": _STATUS[job.status],
         "result": container_result(job.result) if job.result is not None else None,
     }
+    if job.model is not None:  # model calls only: other jobs keep the reference's shape
+        usage = job.usage
+        body["model"] = job.model
+        body["usage"] = (
+            None
+            if usage is None
+            else {
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+                "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+            }
+        )
     if with_intermediate:
         steps = [container_result(step) for step in job.intermediate]
         # The reference sends `intermediate_results`; the client's types say

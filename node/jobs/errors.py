@@ -9,6 +9,8 @@ from __future__ import annotations
 import enum
 from typing import Any, ClassVar
 
+from node.jobs.model import Failure
+
 
 class ErrorKind(enum.Enum):
     INVALID = "invalid"  # the request is malformed or names something that cannot be
@@ -54,3 +56,28 @@ class Overloaded(JobError):
 
 class Unavailable(JobError):
     kind = ErrorKind.UNAVAILABLE
+
+
+class ContainerFailed(JobError):
+    """A container call failed before any output was relayed (streams)."""
+
+    kind = ErrorKind.SERVICE_FAILED
+
+    def __init__(self, message: str, params: dict[str, Any] | None = None, failure: Failure = Failure.FAILED) -> None:
+        super().__init__(message, params)
+        self.failure = failure
+
+
+class StoreUnavailable(Unavailable):
+    """The store cannot write right now (disk full, I/O error, database locked); the same write may succeed later."""
+
+    def __init__(self, cause: str) -> None:
+        super().__init__(f"The job store cannot write right now: {cause}", {"cause": cause})
+        self.cause = cause
+
+
+class UnstorableValue(InvalidRequest):
+    """A value the store can never hold: not standard JSON (NaN, Infinity) or not valid text (a lone surrogate).
+
+    Its message never quotes the value, so it can always be stored itself.
+    """

@@ -26,7 +26,32 @@ class JobOrigin(str, enum.Enum):
     OFFCHAIN = "offchain"  # POST /api/jobs: the node runs it from its queue
     STREAM = "stream"  # POST /api/jobs/stream: run inside the request
     RECORDED = "recorded"  # PUT /api/status: someone else runs it, we only record
+    MODEL = "model"  # a call to a model (/v1): run inside the request, answered or streamed
     CHAIN = "chain"  # a subscription's delivery: run from the queue, kept in the chain's own tables
+
+
+class Failure(str, enum.Enum):
+    """Why a container call failed, for entrypoints that answer each kind differently (/v1)."""
+
+    UNAVAILABLE = "unavailable"  # not running, or could not be reached
+    TIMEOUT = "timeout"  # no (whole) answer in time
+    REFUSED = "refused"  # the service answered 4xx: it refused the input
+    FAILED = "failed"  # anything else: an error status, a broken answer
+
+
+@dataclass(frozen=True, slots=True)
+class TokenUsage:
+    """What a model call consumed, as the model counted it."""
+
+    prompt_tokens: int
+    completion_tokens: int
+
+    def to_wire(self) -> dict[str, int]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+        }
 
 
 class Location(enum.IntEnum):
@@ -42,6 +67,8 @@ class ContainerResult:
     container: str
     output: JSON = None
     error: str | None = None
+    # Not on the wire, not stored: how the call failed, while the answer is being made.
+    failure: Failure | None = field(default=None, compare=False)
 
     @property
     def failed(self) -> bool:
@@ -71,6 +98,8 @@ class Job:
     intermediate: list[ContainerResult] = field(default_factory=list)
     created_at: float = 0.0
     updated_at: float = 0.0
+    model: str | None = None  # model calls (/v1): the model asked for
+    usage: TokenUsage | None = None  # model calls: tokens in and out, once finished
 
     @property
     def key(self) -> tuple[str, str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol
 
-from node.jobs.model import ContainerResult, Job, JobStatus, Location
+from node.jobs.model import ContainerResult, Job, JobStatus, Location, TokenUsage
 
 
 class JobRepository(Protocol):
@@ -25,6 +25,7 @@ class JobRepository(Protocol):
         status: JobStatus,
         result: ContainerResult | None,
         intermediate: Sequence[ContainerResult],
+        usage: TokenUsage | None = None,
     ) -> None: ...
 
     async def record(self, job: Job) -> None:

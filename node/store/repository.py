@@ -17,17 +17,20 @@ from sqlalchemy import and_, bindparam, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from node.jobs.model import ContainerResult, Job, JobOrigin, JobStatus
+from node.jobs.errors import StoreUnavailable
+from node.jobs.model import ContainerResult, Job, JobOrigin, JobStatus, TokenUsage
 from node.store.batcher import WriteBatcher
 from node.store.engine import sqlite_file
+from node.store.faults import StoreHealth, translate
 from node.store.tables import jobs
 
 PENDING = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
 FINISHED = (JobStatus.SUCCESS.value, JobStatus.FAILED.value)
 # Jobs the node itself runs; recorded ones belong to whoever recorded them.
-OWNED = (JobOrigin.OFFCHAIN.value, JobOrigin.STREAM.value)
+OWNED = (JobOrigin.OFFCHAIN.value, JobOrigin.STREAM.value, JobOrigin.MODEL.value)
 
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+# allow_nan=False: every JSON the node writes is standard JSON (NaN is refused, see faults.py).
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
 def _row(job: Job) -> dict[str, Any]:
@@ -44,14 +47,18 @@ def _row(job: Job) -> dict[str, Any]:
         "created_at": job.created_at,
         "updated_at": job.updated_at,
         "finished_at": job.updated_at if job.status.finished else None,
+        "model": job.model,
+        "prompt_tokens": job.usage.prompt_tokens if job.usage else None,
+        "completion_tokens": job.usage.completion_tokens if job.usage else None,
     }
 
 
 # Rows are read by position, in the table's column order (SQLAlchemy rows and sqlite3 tuples alike).
 COLUMNS = tuple(column.name for column in jobs.columns)
-assert COLUMNS[:12] == (
+assert COLUMNS[:15] == (
     "client_ip", "id", "origin", "status", "containers", "data", "requires_proof",
     "result", "intermediate", "created_at", "updated_at", "finished_at",
+    "model", "prompt_tokens", "completion_tokens",
 ), "_job() reads rows by position: update it with the table"
 _STATUSES = {status.value: status for status in JobStatus}
 _ORIGINS = {origin.value: origin for origin in JobOrigin}
@@ -62,6 +69,7 @@ def _job(row: Sequence[Any]) -> Job:
     client_ip, job_id, origin, status, containers, data, requires_proof, result, intermediate, created, updated = row[
         :11
     ]
+    model, prompt_tokens, completion_tokens = row[12:15]
     return Job(
         id=job_id,
         client_ip=client_ip,
@@ -74,6 +82,8 @@ def _job(row: Sequence[Any]) -> Job:
         intermediate=[ContainerResult.from_dict(step) for step in _loads(intermediate)] if intermediate else [],
         created_at=created,
         updated_at=updated,
+        model=model,
+        usage=TokenUsage(prompt_tokens, completion_tokens) if prompt_tokens is not None else None,
     )
 
 
@@ -108,6 +118,8 @@ _FINISH = (
         intermediate=bindparam("intermediate"),
         updated_at=bindparam("now"),
         finished_at=bindparam("now"),
+        prompt_tokens=bindparam("prompt_tokens"),
+        completion_tokens=bindparam("completion_tokens"),
     )
 )
 
@@ -118,10 +130,23 @@ class SqlJobRepository:
         self._batcher = batcher
         self._sqlite = sqlite_file(engine)
         self._upsert = self._build_upsert(engine.dialect.name)
+        self.health = StoreHealth()
+
+    def _failed(self, error: Exception) -> Exception:
+        """The domain's error for a failed write (and the store marked degraded when it cannot write)."""
+        translated = translate(error)
+        if translated is None:
+            return error
+        if isinstance(translated, StoreUnavailable):
+            self.health.failed(translated.cause)
+        return translated
 
     @staticmethod
     def _build_upsert(dialect: str) -> Any:
-        columns = ("origin", "status", "containers", "data", "result", "intermediate", "updated_at", "finished_at")
+        columns = (
+            "origin", "status", "containers", "data", "result", "intermediate", "updated_at", "finished_at",
+            "model", "prompt_tokens", "completion_tokens",
+        )
         statement: sqlite.Insert | postgresql.Insert
         if dialect == "sqlite":
             statement = sqlite.insert(jobs)
@@ -136,17 +161,35 @@ class SqlJobRepository:
 
     # -- writes -------------------------------------------------------------
 
+    # Each write raises StoreUnavailable or UnstorableValue (node/jobs/errors.py) for the
+    # failures the domain handles; a write that works clears the store's degraded state.
+
     async def add(self, job: Job) -> None:
-        await self._batcher.write(_INSERT, [_row(job)])
+        try:
+            await self._batcher.write(_INSERT, [_row(job)])
+        except Exception as error:
+            raise self._failed(error) from error
+        if self.health.failure is not None:
+            self.health.ok()
 
     async def add_many(self, new_jobs: Sequence[Job]) -> None:
-        await self._batcher.write(_INSERT, [_row(job) for job in new_jobs])
+        try:
+            await self._batcher.write(_INSERT, [_row(job) for job in new_jobs])
+        except Exception as error:
+            raise self._failed(error) from error
+        if self.health.failure is not None:
+            self.health.ok()
 
     async def mark_running(self, key: tuple[str, str]) -> None:
-        await self._batcher.write(
-            _MARK_RUNNING,
-            [{"k_ip": key[0], "k_id": key[1], "status": JobStatus.RUNNING.value, "now": time.time()}],
-        )
+        try:
+            await self._batcher.write(
+                _MARK_RUNNING,
+                [{"k_ip": key[0], "k_id": key[1], "status": JobStatus.RUNNING.value, "now": time.time()}],
+            )
+        except Exception as error:
+            raise self._failed(error) from error
+        if self.health.failure is not None:
+            self.health.ok()
 
     async def finish(
         self,
@@ -154,32 +197,49 @@ class SqlJobRepository:
         status: JobStatus,
         result: ContainerResult | None,
         intermediate: Sequence[ContainerResult],
+        usage: TokenUsage | None = None,
     ) -> None:
-        await self._batcher.write(
-            _FINISH,
-            [
-                {
-                    "k_ip": key[0],
-                    "k_id": key[1],
-                    "status": status.value,
-                    "result": _dumps(result.to_dict()) if result else None,
-                    "intermediate": _dumps([step.to_dict() for step in intermediate]) if intermediate else None,
-                    "now": time.time(),
-                }
-            ],
-        )
+        try:
+            await self._batcher.write(
+                _FINISH,
+                [
+                    {
+                        "k_ip": key[0],
+                        "k_id": key[1],
+                        "status": status.value,
+                        "result": _dumps(result.to_dict()) if result else None,
+                        "intermediate": _dumps([step.to_dict() for step in intermediate]) if intermediate else None,
+                        "now": time.time(),
+                        "prompt_tokens": usage.prompt_tokens if usage else None,
+                        "completion_tokens": usage.completion_tokens if usage else None,
+                    }
+                ],
+            )
+        except Exception as error:
+            raise self._failed(error) from error
+        if self.health.failure is not None:
+            self.health.ok()
 
     async def record(self, job: Job) -> None:
-        await self._batcher.write(self._upsert, [_row(job)])
+        try:
+            await self._batcher.write(self._upsert, [_row(job)])
+        except Exception as error:
+            raise self._failed(error) from error
+        if self.health.failure is not None:
+            self.health.ok()
 
     # -- reads --------------------------------------------------------------
 
     async def get_many(self, client_ip: str, ids: Sequence[str]) -> list[Job]:
-        if self._sqlite is not None:
-            return [_job(row) for row in await self._sqlite.read(partial(_read_by_ids, client_ip, list(ids)))]
-        query = select(jobs).where(jobs.c.client_ip == client_ip, jobs.c.id.in_(list(ids)))
-        async with self._engine.connect() as connection:
-            rows = (await connection.execute(query)).all()
+        try:
+            if self._sqlite is not None:
+                return [_job(row) for row in await self._sqlite.read(partial(_read_by_ids, client_ip, list(ids)))]
+            query = select(jobs).where(jobs.c.client_ip == client_ip, jobs.c.id.in_(list(ids)))
+            async with self._engine.connect() as connection:
+                rows = (await connection.execute(query)).all()
+        except Exception as error:  # an I/O error while reading: a 503, not a 500
+            translated = translate(error)
+            raise (translated if isinstance(translated, StoreUnavailable) else error) from error
         return [_job(row) for row in rows]
 
     async def list_ids(self, client_ip: str, pending: bool | None) -> list[str]:
@@ -189,8 +249,12 @@ class SqlJobRepository:
         elif pending is False:
             query = query.where(jobs.c.status.in_(FINISHED))
         query = query.order_by(jobs.c.created_at)
-        async with self._engine.connect() as connection:
-            rows = (await connection.execute(query)).all()
+        try:
+            async with self._engine.connect() as connection:
+                rows = (await connection.execute(query)).all()
+        except Exception as error:  # an I/O error while reading: a 503, not a 500
+            translated = translate(error)
+            raise (translated if isinstance(translated, StoreUnavailable) else error) from error
         # Pending first, then completed, as the reference lists them.
         return [row.id for row in rows if row.status in PENDING] + [row.id for row in rows if row.status in FINISHED]
 
@@ -219,6 +283,8 @@ class SqlJobRepository:
                             "result": _dumps(ContainerResult(json.loads(row.containers)[0], error=reason).to_dict()),
                             "intermediate": None,
                             "now": now,
+                            "prompt_tokens": None,
+                            "completion_tokens": None,
                         }
                         for row in stuck
                     ],

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Column, Float, Index, MetaData, String, Table, Text
+from sqlalchemy import Boolean, Column, Float, Index, Integer, MetaData, String, Table, Text
 
 metadata = MetaData()
 
@@ -22,6 +22,10 @@ jobs = Table(
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     Column("finished_at", Float, nullable=True),
+    # Model calls (/v1) only (migration 0003): the model asked for, and the tokens it counted.
+    Column("model", String(256), nullable=True),
+    Column("prompt_tokens", Integer, nullable=True),
+    Column("completion_tokens", Integer, nullable=True),
     Index("ix_jobs_status", "status"),
     Index("ix_jobs_client_status", "client_ip", "status", "created_at"),
     Index("ix_jobs_finished_at", "finished_at"),

@@ -35,9 +35,9 @@ class MemoryRepository:
         self.marked_running.append(key)
         self.jobs[key].status = JobStatus.RUNNING
 
-    async def finish(self, key, status, result, intermediate) -> None:  # type: ignore[no-untyped-def]
+    async def finish(self, key, status, result, intermediate, usage=None) -> None:  # type: ignore[no-untyped-def]
         job = self.jobs[key]
-        job.status, job.result, job.intermediate = status, result, list(intermediate)
+        job.status, job.result, job.intermediate, job.usage = status, result, list(intermediate), usage
 
     async def record(self, job: Job) -> None:
         self.jobs[job.key] = job

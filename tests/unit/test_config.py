@@ -208,3 +208,34 @@ def test_other_json_errors_show_their_line_and_a_caret(tmp_path: Path) -> None:
     lines = _json_error(tmp_path, '{"x": "' + "y" * 300 + '" "z": 1}')
     assert len(lines[1]) < 130 and lines[1][lines[2].index("^") - 1] == '"'
     assert _json_error(tmp_path, "\n")[0].endswith("the file is empty (it must hold one JSON object, e.g. {})")
+
+
+def _containers(*containers: dict) -> dict:  # type: ignore[type-arg]
+    return {"containers": [{"url": "http://127.0.0.1:3000", **c} for c in containers]}
+
+
+def test_models_default_to_the_container_id_and_map_to_their_container() -> None:
+    config = parse_config(
+        _containers({"id": "llm", "models": ["smollm2", "org/small"]}, {"id": "echo"}, {"id": "in", "external": False}),
+        environ={},
+    )
+    assert config.models() == {"smollm2": "llm", "org/small": "llm", "echo": "echo"}  # not the internal one
+
+
+@pytest.mark.parametrize(
+    ("containers", "expected"),
+    [
+        (({"id": "a", "models": ["m"]}, {"id": "b", "models": ["m"]}), "containers[1].models: model 'm' is already served by containers[0] (a)"),  # noqa: E501
+        (({"id": "m"}, {"id": "b", "models": ["m"]}), "containers[1].models: model 'm' is already served by containers[0] (m)"),  # noqa: E501
+        (({"id": "a", "models": [""]},), "models"),
+        (({"id": "a", "models": "m"},), "models"),
+    ],
+)
+def test_a_model_served_twice_or_malformed_is_a_config_error(containers: tuple, expected: str) -> None:  # type: ignore[type-arg]
+    with pytest.raises(ConfigError) as caught:
+        parse_config(_containers(*containers), environ={})
+    assert expected in str(caught.value)
+
+
+def test_a_container_may_list_a_model_twice() -> None:
+    assert parse_config(_containers({"id": "a", "models": ["m", "m"]}), environ={}).models() == {"m": "a"}

@@ -231,17 +231,21 @@ def test_a_flood_the_writer_cannot_keep_up_with_is_dropped_and_told(
     logfile: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(logs, "MAX_QUEUED_LINES", 5)
-    gate = threading.Event()
+    gate, holding = threading.Event(), threading.Event()
     real = logs.redact
 
     def slow(text: str) -> str:  # holds the writer on the first line until the flood is over
         if "first" in text:
+            holding.set()
             gate.wait(5)
         return real(text)
 
     monkeypatch.setattr(logs, "redact", slow)
     log = logging.getLogger("node.test")
     log.info("first")
+    # The writer has taken "first" off the queue: the flood alone fills it (else the queue
+    # gains room mid-flood and the loss is told in two notices).
+    assert holding.wait(5)
     for number in range(100):
         log.info("flood %d", number)
     gate.set()

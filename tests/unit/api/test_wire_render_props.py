@@ -17,7 +17,7 @@ from pydantic import BaseModel, TypeAdapter
 from node.api import wire
 from node.jobs.desk import BatchAnswer
 from node.jobs.errors import Forbidden, InvalidRequest, JobError, Overloaded, Rejected, Unavailable
-from node.jobs.model import ContainerResult, Job, JobOrigin, JobStatus
+from node.jobs.model import ContainerResult, Job, JobOrigin, JobStatus, TokenUsage
 from node.services.gateway import StreamFailed
 from tests.support.strategies import EXAMPLES, json_values
 
@@ -39,6 +39,8 @@ jobs = st.builds(
     status=st.sampled_from(JobStatus),
     result=st.one_of(st.none(), results),
     intermediate=st.lists(results, max_size=3),
+    model=st.one_of(st.none(), st.text(min_size=1, max_size=20)),
+    usage=st.one_of(st.none(), st.builds(TokenUsage, st.integers(0, 10**6), st.integers(0, 10**6))),
 )
 params = st.one_of(st.none(), st.dictionaries(st.text(max_size=8), json_values(max_leaves=3), max_size=3))
 errors = st.one_of(

@@ -1,0 +1,248 @@
+"""The OpenAI-compatible endpoints: /v1/chat/completions, /serving/llm/{model}/chat/completions, /v1/models.
+
+Thin: parse with the wire models, ask the job service for a model call (a job,
+stored before the container is asked), relay the container's answer, render.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from node.api.appkeys import DIRECTORY, JOB_DESK
+from node.api.body import read_body
+from node.api.client_ip import client_ip
+from node.api.metrics import METRICS
+from node.api.openai_errors import JOB_HEADER, from_failure, from_job_error
+from node.api.openai_wire import (
+    DONE,
+    ChatCompletionRequest,
+    ChunkRelay,
+    ModelCard,
+    ModelList,
+    OpenAIError,
+    completion_from_output,
+    decode_body,
+    parse_chat_request,
+    stream_error_event,
+    usage_of,
+)
+from node.jobs.errors import ContainerFailed, JobError
+from node.jobs.model import ContainerResult, TokenUsage
+from node.jobs.model_calls import CLIENT_LEFT, ModelCall
+
+T = TypeVar("T")
+
+# How often a waiting call checks that its client is still there (aiohttp does not
+# cancel handlers when the client leaves; the node's server runs without that).
+DISCONNECT_POLL_SECONDS = 0.1
+# nginx's "client closed request": nobody reads it, /metrics counts it.
+CLIENT_CLOSED = 499
+SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+@dataclass(frozen=True)
+class ModelCatalog:
+    """The models this node serves: model name -> container id, and when they were listed."""
+
+    containers: dict[str, str]
+    created: int
+
+
+MODELS = web.AppKey("models", ModelCatalog)
+
+
+class ClientGone(Exception):
+    """The client closed the connection while its call ran."""
+
+
+async def until_disconnect(request: web.Request, work: Coroutine[Any, Any, T]) -> T:
+    """Run `work`, cancelling it if the client disconnects meanwhile (then raise ClientGone)."""
+    task = asyncio.ensure_future(work)
+    loop = asyncio.get_running_loop()
+    gone = False
+    handle: asyncio.TimerHandle | None = None
+
+    def check() -> None:
+        nonlocal handle, gone
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            gone = True
+            task.cancel()
+        else:
+            handle = loop.call_later(DISCONNECT_POLL_SECONDS, check)
+
+    handle = loop.call_later(DISCONNECT_POLL_SECONDS, check)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if gone and (current is None or not current.cancelling()):
+            raise ClientGone from None
+        raise
+    finally:
+        if handle is not None:
+            handle.cancel()
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    return await _chat(request, None)
+
+
+async def serving_chat_completions(request: web.Request) -> web.StreamResponse:
+    """The per-model route: clients set base_url to http://host/serving/llm/<model>."""
+    return await _chat(request, request.match_info["model"])
+
+
+async def list_models(request: web.Request) -> web.Response:
+    catalog = request.app[MODELS]
+    directory = request.app[DIRECTORY]
+    listing = ModelList(
+        data=[
+            ModelCard(id=model, created=catalog.created, owned_by=container,
+                      available=directory.endpoint(container) is not None)
+            for model, container in catalog.containers.items()
+        ]
+    )
+    return web.Response(body=listing.model_dump_json().encode(), content_type="application/json")
+
+
+async def _chat(request: web.Request, path_model: str | None) -> web.StreamResponse:
+    started = time.perf_counter()
+    chat, data = parse_chat_request(decode_body(await read_body(request)), path_model)
+    container = request.app[MODELS].containers.get(chat.model)
+    if container is None:
+        raise OpenAIError(
+            404, f"The model '{chat.model}' does not exist. GET /v1/models lists the models this node serves.",
+            param="model", code="model_not_found",
+        )
+    try:
+        call = await request.app[JOB_DESK].open_model_call(client_ip(request), chat.model, container, data)
+    except JobError as error:
+        raise from_job_error(error) from None
+    report = _Report(request, chat.model, "stream" if chat.stream else "complete", started)
+    async with call:
+        try:
+            if chat.stream:
+                return await until_disconnect(request, _stream(request, call, chat, report))
+            return await until_disconnect(request, _complete(call, chat, report))
+        except ClientGone:
+            report.done("client_gone")
+            return web.Response(status=CLIENT_CLOSED)
+        except OpenAIError as error:
+            error.headers.setdefault(JOB_HEADER, call.id)
+            raise
+
+
+class _Report:
+    """Tells /metrics how one model call went."""
+
+    def __init__(self, request: web.Request, model: str, kind: str, started: float) -> None:
+        self._metrics = request.app[METRICS]
+        self._model = model
+        self._kind = kind
+        self.started = started
+        self.first_token: float | None = None
+
+    def done(self, outcome: str, usage: TokenUsage | None = None) -> None:
+        ended = time.perf_counter()
+        ttft = speed = None
+        if self.first_token is not None:
+            ttft = self.first_token - self.started
+        if usage is not None and usage.completion_tokens:
+            if self.first_token is not None:  # streams: the pace after the first token
+                tokens, seconds = usage.completion_tokens - 1, ended - self.first_token
+            else:
+                tokens, seconds = usage.completion_tokens, ended - self.started
+            if tokens > 0 and seconds > 0:
+                speed = tokens / seconds
+        self._metrics.model_call(
+            self._model, self._kind, outcome,
+            usage.prompt_tokens if usage else None, usage.completion_tokens if usage else None, ttft, speed,
+        )
+
+
+async def _failed(call: ModelCall, report: _Report, error: OpenAIError, reason: str) -> OpenAIError:
+    await call.fail(reason)
+    report.done(error.code or error.type)
+    return error
+
+
+async def _complete(call: ModelCall, chat: ChatCompletionRequest, report: _Report) -> web.Response:
+    headers = {JOB_HEADER: call.id}
+    result = await call.complete()
+    if result.failed:
+        error = from_failure(result.error, result.failure, headers)
+        await call.finish(result)
+        report.done(error.code or error.type)
+        raise error
+    answer = completion_from_output(result.output, chat.model, f"chatcmpl-{call.id}", int(time.time()))
+    if answer is None:
+        raise await _failed(
+            call, report,
+            OpenAIError(
+                502, "The model container's answer is not a chat completion", type="server_error", headers=headers
+            ),
+            "the container's answer is not a chat completion",
+        )
+    usage = usage_of(answer.get("usage"))
+    await call.finish(ContainerResult(call.container, output=answer), usage)  # stored before it is answered
+    report.done("success", usage)
+    return web.Response(body=_encode(answer).encode(), content_type="application/json", headers=headers)
+
+
+async def _stream(
+    request: web.Request, call: ModelCall, chat: ChatCompletionRequest, report: _Report
+) -> web.StreamResponse:
+    headers = {JOB_HEADER: call.id}
+    try:
+        upstream = await call.open_stream()
+    except ContainerFailed as refused:
+        error = from_failure(refused.message, refused.failure, headers)
+        await call.fail(refused.message, refused.failure)
+        report.done(error.code or error.type)
+        raise error from None
+    include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
+    relay = ChunkRelay(chat.model, include_usage, f"chatcmpl-{call.id}", int(time.time()))
+    response = web.StreamResponse(headers={**headers, **SSE_HEADERS})
+    failure: str | None = None
+    try:
+        await response.prepare(request)
+        try:
+            async for data in upstream:
+                events = relay.feed(data)
+                if events:
+                    await response.write(b"".join(events) if len(events) > 1 else events[0])
+                    if report.first_token is None and relay.chunks:
+                        report.first_token = time.perf_counter()
+                if relay.error is not None:
+                    break
+            else:
+                events = relay.end()
+                if events:
+                    await response.write(b"".join(events))
+        except ContainerFailed as broke:  # the stream broke off after it started
+            failure = broke.message
+        failure = failure or relay.error
+        if failure is not None:
+            await call.fail(failure)
+            report.done("stream_failed")
+            await response.write(stream_error_event(failure))
+        else:
+            usage = relay.usage
+            await call.finish(ContainerResult(call.container, output=relay.completion()), usage)
+            report.done("success", usage)
+            await response.write(DONE)
+        await response.write_eof()
+    except ConnectionError:  # the client left while we wrote
+        await call.fail(CLIENT_LEFT)
+        raise ClientGone from None
+    return response
+

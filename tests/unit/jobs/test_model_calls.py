@@ -1,0 +1,66 @@
+"""A model call (/v1) as a job: admitted, stored as running before the container is asked,
+finished once with its usage, its place given back however it ends."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from node.jobs.errors import Overloaded, Rejected
+from node.jobs.model import ContainerResult, JobOrigin, JobStatus, TokenUsage
+from node.jobs.model_calls import CLIENT_LEFT
+from tests.support.rendered import rendered
+from tests.unit.jobs.test_desk import make
+
+CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+
+
+async def test_stored_as_running_before_the_call_then_finished_with_usage() -> None:
+    desk, queue, repository, gateway = make()
+    call = await desk.open_model_call("1.1.1.1", "m", "echo", CHAT)
+    stored = repository.jobs[("1.1.1.1", call.id)]
+    assert stored.status is JobStatus.RUNNING and stored.origin is JobOrigin.MODEL and stored.model == "m"
+    assert gateway.calls == [] and queue.pending == 1
+    async with call:
+        result = await call.complete()
+        await call.finish(result, TokenUsage(3, 4))
+    assert gateway.calls[0][1] == CHAT
+    assert stored.status is JobStatus.SUCCESS and stored.usage == TokenUsage(3, 4)
+    assert queue.pending == 0
+    [wire] = await rendered(desk, "1.1.1.1", [call.id], False)
+    assert wire["model"] == "m" and wire["usage"] == {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
+
+
+async def test_leaving_unfinished_fails_the_job_and_frees_its_place() -> None:
+    desk, queue, repository, _ = make()
+    call = await desk.open_model_call("1.1.1.1", "m", "echo", CHAT)
+    with pytest.raises(asyncio.CancelledError):
+        async with call:
+            raise asyncio.CancelledError
+    stored = repository.jobs[("1.1.1.1", call.id)]
+    assert stored.status is JobStatus.FAILED and stored.result == ContainerResult("echo", error=CLIENT_LEFT)
+    assert queue.pending == 0
+
+
+async def test_finish_counts_once() -> None:
+    desk, queue, _, _ = make()
+    call = await desk.open_model_call("1.1.1.1", "m", "echo", CHAT)
+    async with call:
+        await call.fail("first")
+        await call.fail("second")
+    assert call.job.result == ContainerResult("echo", error="first") and queue.pending == 0
+
+
+async def test_bounds_guardian_and_a_failed_store_write_leave_no_place_taken() -> None:
+    desk, queue, repository, _ = make(queue_size=1)
+    held = await desk.open_model_call("1.1.1.1", "m", "echo", CHAT)
+    with pytest.raises(Overloaded):
+        await desk.open_model_call("1.1.1.1", "m", "echo", CHAT)
+    await held.fail("done")
+    with pytest.raises(Rejected):
+        await desk.open_model_call("1.1.1.1", "m", "unknown", CHAT)
+    repository.fail_writes = OSError("disk full")
+    with pytest.raises(OSError):
+        await desk.open_model_call("1.1.1.1", "m", "echo", CHAT)
+    assert queue.pending == 0
