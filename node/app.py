@@ -11,7 +11,7 @@ import aiohttp
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from node.api.appkeys import CHAIN_STATUS, CONFIG, DIRECTORY, JOB_DESK, MAX_BODY
+from node.api.appkeys import CHAIN_STATUS, CONFIG, DIRECTORY, JOB_DESK, MAX_BODY, STORE_HEALTH
 from node.api.client_ip import CLIENT_IP_TRUSTED
 from node.api.errors import json_errors
 from node.api.metrics import METRICS, http_metrics
@@ -25,6 +25,7 @@ from node.jobs.policy import ContainerPolicy
 from node.jobs.queue import JobQueue
 from node.logs import register_secrets
 from node.metrics import NodeMetrics
+from node.secrets import SecretScrubber
 from node.services.directory import ContainerDirectory, StaticDirectory
 from node.services.gateway import HttpServiceGateway
 from node.services.http1 import Http1Pool
@@ -80,7 +81,8 @@ async def _store(app: web.Application) -> AsyncIterator[None]:
     app[ENGINE] = engine
     batcher = WriteBatcher(engine)
     batcher.start()
-    app[REPOSITORY] = SqlJobRepository(engine, batcher)
+    app[REPOSITORY] = repository = SqlJobRepository(engine, batcher)
+    app[STORE_HEALTH] = repository.health
     yield
     await batcher.close()
     await engine.dispose()
@@ -102,7 +104,7 @@ async def _jobs(app: web.Application) -> AsyncIterator[None]:
     metrics = app[METRICS]
     # Under the 5 s keep-alive of common servers (uvicorn, hypercorn): a connection
     # is never reused just as the service closes it.
-    calls = Http1Pool(idle_seconds=4.0)
+    calls = Http1Pool(idle_seconds=4.0, max_body_bytes=config.jobs.max_result_bytes)
     gateway = HttpServiceGateway(
         session,
         calls,
@@ -110,6 +112,10 @@ async def _jobs(app: web.Application) -> AsyncIterator[None]:
         config.jobs.stream_timeout,
         config.jobs.resources_timeout,
         observe_call=metrics.container_call,
+        max_result_bytes=config.jobs.max_result_bytes,
+        max_stream_bytes=config.jobs.max_stream_bytes,
+        max_stream_seconds=config.jobs.max_stream_seconds,
+        scrubber=SecretScrubber(),  # the secrets register_secrets() took from the config
     )
     queue = JobQueue(
         app[REPOSITORY],
@@ -121,7 +127,9 @@ async def _jobs(app: web.Application) -> AsyncIterator[None]:
     )
     metrics.watch_queue(queue.snapshot)
     guardian = Guardian([container_policy(container) for container in config.containers])
-    desk = JobDesk(app[REPOSITORY], gateway, guardian, queue)
+    desk = JobDesk(
+        app[REPOSITORY], gateway, guardian, queue, max_chain_length=config.jobs.max_chain_length
+    )
     app[DIRECTORY] = directory
     app[JOB_DESK] = desk
     app[QUEUE] = queue

@@ -121,6 +121,13 @@ class JobsConfig(_Model):
     per_container_queue_size: int | None = Field(default=None, ge=1)
     container_timeout: float = Field(default=180.0, gt=0)
     stream_timeout: float = Field(default=60.0, gt=0)
+    # Bounds on what one service may hand the node: a job's answer (bytes read
+    # from the service), and a stream's whole output (bytes and seconds).
+    max_result_bytes: int = Field(default=16 * MiB, gt=0)
+    max_stream_bytes: int = Field(default=16 * MiB, gt=0)
+    max_stream_seconds: float = Field(default=600.0, gt=0)
+    # Containers in one job's chain: one request must not make thousands of service calls.
+    max_chain_length: int = Field(default=16, ge=1)
     resources_timeout: float = Field(default=0.8, gt=0)
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
 
@@ -294,8 +301,17 @@ class Config(_Model):
         return self
 
     def models(self) -> dict[str, str]:
-        """Model name -> the id of the container that serves it (/v1's `model`)."""
-        return {model: container.id for container in self.containers for model in container.served_models}
+        """Model name -> the id of the container that serves it (/v1's `model`).
+
+        External containers only: a call is a job whose first container is the model's,
+        and an internal one may only follow another (the guardian's rule).
+        """
+        return {
+            model: container.id
+            for container in self.containers
+            if container.external
+            for model in container.served_models
+        }
 
     def container(self, container_id: str) -> ContainerConfig | None:
         for container in self.containers:

@@ -672,6 +672,29 @@ async def test_max_body_bytes() -> None:
             await pool.close()
 
 
+async def test_a_declared_length_over_max_body_bytes_fails_before_the_body_is_read() -> None:
+    # The head promises 1 GB and the first bytes of it follow; the rest never comes.
+    # The limit is judged on the declared length at once, not after reading (or waiting for) the body.
+    closed = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000\r\n\r\n" + b"x" * 50)
+        await writer.drain()
+        await wait_for_eof(reader)
+        closed.set()
+
+    async with RawServer(handler) as server:
+        pool = Http1Pool(max_body_bytes=100)
+        try:
+            with pytest.raises(BodyTooLarge):
+                await asyncio.wait_for(pool.request("POST", server.url, b"{}", JSON, 30), WAIT)
+            await asyncio.wait_for(closed.wait(), WAIT)  # and the connection is closed
+            assert pool.idle_connections() == 0
+        finally:
+            await pool.close()
+
+
 async def test_the_bearer_token_reaches_the_service_but_no_error() -> None:
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {BEARER}"}
     async with aiohttp_service() as (service, base):
