@@ -98,7 +98,14 @@ async def _jobs(app: web.Application) -> AsyncIterator[None]:
         from node.services.docker_manager import DockerManager  # aiodocker only for managed containers
 
         directory = manager = DockerManager(config, session)
-        await manager.start()  # waits (bounded) until each container is ready or has failed
+        try:
+            await manager.start()  # waits (bounded) until each container is ready or has failed
+        except BaseException:
+            # Stopped (Ctrl-C) or failed while the containers start: the ones already started
+            # get docker.on_shutdown, as at any stop.
+            await manager.close()
+            await session.close()
+            raise
     else:
         directory = StaticDirectory(config)
     metrics = app[METRICS]

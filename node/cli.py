@@ -55,6 +55,7 @@ def _run(args: argparse.Namespace) -> int:
 
     def listening() -> None:
         # Called once the socket accepts: after migrations and container start-up.
+        signals.serving = True
         log.info(
             "infernet-node %s listening on %s:%d; %s (Ctrl-C or SIGTERM stops it)",
             __version__,
@@ -71,7 +72,21 @@ def _run(args: argparse.Namespace) -> int:
 
     async def serve_until_stopped() -> None:
         signals.install(asyncio.get_running_loop())
-        await serve(app, config.server, shutdown_timeout, stop=signals.stopping, listening=listening)
+        serving = asyncio.create_task(
+            serve(app, config.server, shutdown_timeout, stop=signals.stopping, listening=listening)
+        )
+        stopped = asyncio.create_task(signals.stopping.wait())
+        await asyncio.wait((serving, stopped), return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if not serving.done() and not signals.serving:
+            # A signal during start-up (containers may take minutes): abandon it rather
+            # than finish starting only to stop. Nothing was accepted yet, so nothing is lost.
+            log.info("stopping during start-up: not waiting for the containers")
+            serving.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await serving
+            return
+        await serving
 
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
@@ -99,6 +114,7 @@ class StopSignals:
         self._progress = progress  # how far the drain is, given the seconds since the signal
         self._since: float | None = None
         self.stopping = asyncio.Event()
+        self.serving = False  # set once the socket accepts
 
     def install(self, loop: asyncio.AbstractEventLoop) -> None:
         for number in (signal.SIGINT, signal.SIGTERM):
