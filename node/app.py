@@ -12,13 +12,17 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from node.api.appkeys import CHAIN_STATUS, CONFIG, DIRECTORY, JOB_DESK, MAX_BODY, STORE_HEALTH
+from node.api.auth import AUTH, AuthSettings, auth_middleware
 from node.api.client_ip import CLIENT_IP_TRUSTED
 from node.api.errors import json_errors
 from node.api.metrics import METRICS, http_metrics
 from node.api.openai_routes import MODELS, ModelCatalog
 from node.api.ratelimit import TokenBuckets, rate_limiter
 from node.api.routes import setup_routes
-from node.config import Config, ContainerConfig
+from node.auth.quotas import Limits
+from node.auth.service import AuthService, Mode
+from node.auth.signatures import SignatureSettings, SignatureVerifier
+from node.config import AuthConfig, Config, ContainerConfig
 from node.jobs.desk import JobDesk
 from node.jobs.guardian import Guardian
 from node.jobs.policy import ContainerPolicy
@@ -29,6 +33,7 @@ from node.secrets import SecretScrubber
 from node.services.directory import ContainerDirectory, StaticDirectory
 from node.services.gateway import HttpServiceGateway
 from node.services.http1 import Http1Pool
+from node.store.auth_repository import SqlAuthRepository
 from node.store.batcher import WriteBatcher
 from node.store.engine import StoreUnusable, open_store
 from node.store.repository import SqlJobRepository
@@ -57,6 +62,8 @@ def build_app(config: Config) -> web.Application:
     if config.server.rate_limit.num_requests > 0:
         buckets = TokenBuckets(config.server.rate_limit.num_requests, config.server.rate_limit.period)
         middlewares.append(rate_limiter(buckets))
+    # After the IP rate limit: a flood of bad credentials costs no signature check or store hop.
+    middlewares.append(auth_middleware(_auth_settings(config.auth), metrics.auth_refused))
     app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=middlewares)  # type: ignore[arg-type]
     app[CONFIG] = config
     app[MAX_BODY] = config.server.max_body_bytes
@@ -68,6 +75,7 @@ def build_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(_jobs)
     app.cleanup_ctx.append(_chain)
     app.cleanup_ctx.append(_pruner)
+    app.cleanup_ctx.append(_auth_pruner)
     app.on_shutdown.append(_stop_taking_jobs)
     return app
 
@@ -83,6 +91,7 @@ async def _store(app: web.Application) -> AsyncIterator[None]:
     batcher.start()
     app[REPOSITORY] = repository = SqlJobRepository(engine, batcher)
     app[STORE_HEALTH] = repository.health
+    app[AUTH] = _auth_service(config.auth, engine)
     yield
     await batcher.close()
     await engine.dispose()
@@ -249,6 +258,45 @@ async def _pruner(app: web.Application) -> AsyncIterator[None]:
             await asyncio.sleep(interval)
 
     task = asyncio.create_task(prune_forever(), name="pruner")
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+def _auth_settings(config: AuthConfig) -> AuthSettings:
+    return AuthSettings(v1=Mode(config.v1), api=Mode(config.api), workspace_header=config.workspace_header)
+
+
+def _auth_service(config: AuthConfig, engine: AsyncEngine) -> AuthService:
+    gonka = config.gonka
+    verifier = None
+    if gonka.address is not None:
+        verifier = SignatureVerifier(
+            SignatureSettings(
+                address=gonka.address,
+                allowed=frozenset(gonka.allowed_addresses),
+                max_age_seconds=gonka.max_age_seconds,
+                max_ahead_seconds=gonka.max_ahead_seconds,
+                allow_v0=gonka.allow_v0,
+            )
+        )
+    limits = Limits(rpm=gonka.limits.rpm, tpm=gonka.limits.tpm, token_budget=gonka.limits.token_budget)
+    return AuthService(SqlAuthRepository(engine), verifier, limits)
+
+
+async def _auth_pruner(app: web.Application) -> AsyncIterator[None]:
+    """Forget used signatures once stale, and per-minute counters once past (every node may run it)."""
+    interval = app[CONFIG].auth.prune_interval_seconds
+
+    async def prune_forever() -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await app[AUTH].prune()
+            except Exception:
+                log.exception("pruning used signatures failed; will retry")
+
+    task = asyncio.create_task(prune_forever(), name="auth-pruner")
     yield
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)

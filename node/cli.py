@@ -1,4 +1,4 @@
-"""`infernet-node run | check-config`."""
+"""`infernet-node run | check-config | keys | usage`."""
 
 from __future__ import annotations
 
@@ -168,6 +168,28 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _store_command(args: argparse.Namespace) -> int:
+    """keys/usage: the auth commands (node/cli_auth.py) against the configured store."""
+    from node.cli_auth import UsageError
+    from node.store.engine import StoreUnusable
+
+    config = _load(args.config)
+    if config is None:
+        return 2
+    try:
+        return int(args.command_handler(config, args))
+    except UsageError as error:
+        print(f"infernet-node: {error}", file=sys.stderr)
+        return 2
+    except StoreUnusable as error:
+        print(f"infernet-node: {error}", file=sys.stderr)
+        return 1
+
+
+def _config_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--config", help="path to config.json (default ./config.json or $INFERNET_CONFIG_PATH)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="infernet-node", description="An Infernet-compatible node server.")
     parser.add_argument("--version", action="version", version=__version__)
@@ -177,7 +199,13 @@ def main(argv: list[str] | None = None) -> int:
         ("check-config", _check, "validate the configuration and exit"),
     ):
         command = commands.add_parser(name, help=help_text)
-        command.add_argument("--config", help="path to config.json (default ./config.json or $INFERNET_CONFIG_PATH)")
+        _config_option(command)
         command.set_defaults(handler=handler)
+    from node.cli_auth import add_commands
+
+    add_commands(commands, _config_option)
     args = parser.parse_args(argv)
+    if args.command in ("keys", "usage"):
+        args.command_handler = args.handler
+        return _store_command(args)
     return int(args.handler(args))
