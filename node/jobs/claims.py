@@ -71,18 +71,29 @@ class ClaimKeeper:
         if not await self._renew_leases():
             return
         if lapsed:
-            # Another node may have claimed our queued jobs while our lease was out.
-            waiting = self._queue.waiting_keys()
-            if waiting:
-                lost = set(waiting) - await self._claims.owned(waiting)
-                if lost:
-                    log.warning("%d queued jobs were claimed by other nodes while this node's lease ran out", len(lost))
-                    self._queue.drop_waiting(lost)
+            await self._drop_lost()
         self._queue.kick()
         room = self._queue.room
         if room:
             claimed = await self._claims.claim(room, self._retryable)
             self._adopt(claimed.queued, claimed.failed, claimed.rerun)
+
+    async def _drop_lost(self) -> None:
+        """Our lease ran out for a while: other nodes may have claimed some of our jobs meanwhile."""
+        waiting, running = self._queue.waiting_keys(), self._queue.running_keys()
+        if not waiting and not running:
+            return
+        kept = await self._claims.owned([*waiting, *running])
+        lost_waiting = set(waiting) - kept
+        lost_running = set(running) - kept
+        if lost_waiting or lost_running:
+            log.warning(
+                "this node's lease ran out: other nodes took %d of its queued and %d of its running jobs",
+                len(lost_waiting),
+                len(lost_running),
+            )
+            self._queue.drop_waiting(lost_waiting)
+            self._queue.disown(lost_running)
 
     async def _renew_leases(self) -> bool:
         started = self._monotonic()

@@ -110,6 +110,7 @@ class JobQueue:
         # Several nodes on one store: whether this node surely still owns its queued jobs
         # (its lease is fresh); while not, none is started (node/jobs/claims.py).
         self._may_start: Callable[[], bool] | None = None
+        self._disowned: set[tuple[str, str]] = set()  # running here, but another node took them
 
     # -- bounds -------------------------------------------------------------
 
@@ -157,6 +158,19 @@ class JobQueue:
                 kept.append(job)
         self._waiting = kept
         return dropped
+
+    def running_keys(self) -> list[tuple[str, str]]:
+        """The stored jobs running here."""
+        return [key for key in self._running if key not in self._callers]
+
+    def disown(self, keys: set[tuple[str, str]]) -> None:
+        """Stop running jobs another node owns now (it failed or reran them): what this
+        node would write for them changes nothing, and it no longer answers for them."""
+        for key in keys:
+            task = self._running.get(key)
+            if task is not None and key not in self._callers:
+                self._disowned.add(key)
+                task.cancel()
 
     def has_room(self, container: str) -> bool:
         """Whether `admit(container)` would succeed now (a hint: nothing is taken)."""
@@ -284,6 +298,8 @@ class JobQueue:
 
     def known(self, key: tuple[str, str]) -> Job | None:
         """The job as stored, if it is unfinished here or among the last finished; else None (ask the store)."""
+        if key in self._disowned:
+            return None
         return self._live.get(key) or self._recent.get(key)
 
     def forget(self, key: tuple[str, str] | None = None) -> None:
@@ -390,6 +406,9 @@ class JobQueue:
         # Until the outcome is stored the job stays live here: polls see it running.
         stored = await self.store_outcome(job, status, result, intermediate)
         self._live.pop(job.key, None)
+        if job.key in self._disowned:
+            self._disowned.discard(job.key)
+            stored = None  # the store holds what the node that took it over wrote
         if stored is not None:
             status, result, intermediate = stored
             self._remember(replace(job, status=status, result=result, intermediate=list(intermediate)))

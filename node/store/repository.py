@@ -109,7 +109,7 @@ def _read_by_ids(client_ip: str, ids: Sequence[str], connection: sqlite3.Connect
 
 _KEY = and_(jobs.c.client_ip == bindparam("k_ip"), jobs.c.id == bindparam("k_id"))
 # The columns _row() fills; the claim columns only on a shared store (_INSERT_OWNED).
-_ROW_VALUES = {name: bindparam(name) for name in COLUMNS[:15]}
+_ROW_VALUES: dict[str, Any] = {name: bindparam(name) for name in COLUMNS[:15]}
 _INSERT = insert(jobs).values(_ROW_VALUES)
 _INSERT_OWNED = insert(jobs).values({name: bindparam(name) for name in (*COLUMNS[:15], "owner", "lease_until")})
 _MARK_RUNNING = update(jobs).where(_KEY).values(status=bindparam("status"), updated_at=bindparam("now"))

@@ -153,7 +153,9 @@ async def test_a_restart_under_the_same_id_recovers_at_once(node: Node) -> None:
     queued, running = job(), job(JobStatus.RUNNING)
     await before.add_many([queued, running])
     after = node("node-a")  # the same node id, started again: its leases have not run out
-    claimed = await after.claim(room=10, retryable=frozenset(), restart_reason="node restarted while the job was running")
+    claimed = await after.claim(
+        room=10, retryable=frozenset(), restart_reason="node restarted while the job was running"
+    )
     assert [item.id for item in claimed.queued] == [queued.id] and claimed.failed == 1
     [failed] = await after.get_many("1.1.1.1", [running.id])
     assert failed.result is not None and failed.result.error == "node restarted while the job was running"
