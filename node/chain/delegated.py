@@ -28,7 +28,7 @@ from node.chain.signers import SignerCache
 from node.chain.subscription import Subscription
 from node.jobs.desk import DelegatedRequest
 from node.jobs.errors import InvalidRequest, Unavailable
-from node.store.chain_repository import SqlChainRepository
+from node.chain.ports import ChainRepository
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class DelegatedHandler:
         clock: BlockClock,
         contracts: Contracts,
         signers: SignerCache,
-        repository: SqlChainRepository,
+        repository: ChainRepository,
         processor: Processor,
         chain_id: int,
     ) -> None:

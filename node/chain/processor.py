@@ -33,7 +33,7 @@ from node.chain.subscription import Subscription
 from node.chain.wallet import SendFailed, SimulationFailed, Wallet
 from node.jobs.errors import Overloaded
 from node.jobs.model import JobStatus, Location, RunResult
-from node.store.chain_repository import SqlChainRepository
+from node.chain.ports import ChainRepository
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class Processor:
         wallet: Wallet,
         clock: BlockClock,
         jobs: ChainJobs,
-        repository: SqlChainRepository,
+        repository: ChainRepository,
         *,
         tick: float = 0.1,
         retry_delay: float = 1.0,
