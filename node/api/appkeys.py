@@ -8,6 +8,7 @@ from node.cluster import Cluster
 from node.config import Config
 from node.jobs.desk import JobDesk
 from node.services.directory import ContainerDirectory
+from node.store.faults import StoreHealth
 
 CONFIG = web.AppKey("config", Config)
 JOB_DESK = web.AppKey("job_desk", JobDesk)
@@ -18,3 +19,5 @@ CHAIN_STATUS = web.AppKey("chain_status", object)
 # Filled by the chain module when it runs: () -> "leader", "taking_over" or "standby".
 CHAIN_ROLE = web.AppKey("chain_role", object)
 CLUSTER = web.AppKey("cluster", Cluster)
+# Whether the store can write (GET /health reports it).
+STORE_HEALTH = web.AppKey("store_health", StoreHealth)
