@@ -14,6 +14,7 @@ import importlib.util
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 from coincurve import PrivateKey
@@ -130,6 +131,7 @@ def test_the_body_sent_replaces_the_stream_fields_and_keeps_the_rest() -> None:
     ).encode()
     assert b'"model":"other"' in proxy_app.upstream_body(data, False, "other")
     assert b"stream" not in proxy_app.upstream_body(data, False, None)
+    bad: Any
     for bad in (None, [], {"messages": []}, {"model": "m"}, {"messages": [{"role": "user", "content": "x"}]}):
         with pytest.raises(proxy_app.svc.BadInput):
             proxy_app.upstream_body(bad, False, None)
