@@ -331,3 +331,35 @@ def test_a_bad_key_stops_the_proxy_without_printing_it(tmp_path: Path) -> None:
     assert done.returncode != 0
     assert "GONKA_PRIVATE_KEY is not hex" in done.stderr
     assert key not in done.stdout + done.stderr and PROXY_KEY_HEX[:20] not in done.stdout + done.stderr
+
+
+@pytest.mark.docker
+def test_the_docker_image_forwards_a_job_from_a_node_to_b(world: World, tmp_path: Path) -> None:
+    """infernet-local/openai-proxy:latest (scripts/provision.sh builds it), host networking on 127.0.0.1."""
+    from tests.e2e.containers.helpers import require_docker_images, service_container
+
+    require_docker_images()
+    env = {"UPSTREAM_URL": f"{world.b.url}/v1", "UPSTREAM_AUTH": "gonka", "GONKA_PRIVATE_KEY": PROXY_KEY_HEX,
+           "GONKA_TRANSFER_ADDRESS": B_ADDRESS, "UPSTREAM_MODEL": "tiny"}
+    with service_container("infernet-local/openai-proxy:latest", env) as url:
+        config = node_config(tmp_path, [{"id": "docker-proxy", "url": url, "models": ["remote"]}])
+        node = NodeProcess(config, tmp_path).start()
+        try:
+            job = run_job(node, "docker-proxy", {"messages": MESSAGES})
+            assert job["status"] == "success", job
+            assert job["result"]["output"]["choices"][0]["message"]["content"] == ANSWER
+            status, raw = post_json(f"{node.url}/api/jobs/stream",
+                                    {"containers": ["docker-proxy"], "data": {"messages": MESSAGES}})
+            assert status == 200
+            lines = [json.loads(line) for line in raw.partition(b"\n")[2].decode().splitlines() if line]
+            assert "".join(c["choices"][0]["delta"].get("content") or "" for c in lines if c["choices"]) == ANSWER
+            assert lines[-1]["usage"]["total_tokens"] == 9
+            with urllib.request.urlopen(f"{url}/service-resources", timeout=10) as response:
+                resources = json.loads(response.read())
+            assert resources["upstream"] == {"auth": "gonka", "model": "tiny", "requester_address": PROXY_ADDRESS}
+        finally:
+            node.stop()
+        name = f"infernet-test-openai-proxy-{url.rsplit(':', 1)[1]}"
+        logs = subprocess.run(["docker", "logs", name], capture_output=True, text=True, timeout=30)
+        assert "upstream answered 200" in logs.stderr + logs.stdout
+        assert PROXY_KEY_HEX not in logs.stderr + logs.stdout
