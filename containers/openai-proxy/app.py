@@ -288,6 +288,10 @@ class Proxy:
         """Open the upstream stream first, so a refusal is an HTTP error before the 200 is sent."""
         body = upstream_body(job.data, True, self.settings.model)
         response = await self._open(body, stream=True)
+        if response.content_type != "text/event-stream":  # e.g. a server that ignores `stream`
+            response.release()
+            raise UpstreamError(502, f"upstream answered a stream request with {response.content_type or 'no type'}"
+                                ", not text/event-stream")
         return self._relay(response)
 
     async def _relay(self, response: aiohttp.ClientResponse) -> AsyncIterator[str]:

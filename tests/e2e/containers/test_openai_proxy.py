@@ -363,3 +363,85 @@ def test_the_docker_image_forwards_a_job_from_a_node_to_b(world: World, tmp_path
         logs = subprocess.run(["docker", "logs", name], capture_output=True, text=True, timeout=30)
         assert "upstream answered 200" in logs.stderr + logs.stdout
         assert PROXY_KEY_HEX not in logs.stderr + logs.stdout
+
+
+async def test_misbehaving_upstreams_become_clear_errors(tmp_path: Path) -> None:
+    """Faults node B cannot produce on demand, from a scripted upstream (a real HTTP server)."""
+    import aiohttp
+    from aiohttp import web
+
+    received: list[tuple[dict[str, str], dict[str, Any]]] = []
+
+    def sse(*events: str) -> bytes:
+        return "".join(f"data: {event}\n\n" for event in events).encode()
+
+    chunk = json.dumps({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                        "choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": None}]})
+
+    async def upstream(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        received.append((dict(request.headers), body))
+        say = body["messages"][-1]["content"]
+        if say == "429":
+            return web.json_response({"error": {"message": "slow down", "type": "rate_limit_error"}}, status=429,
+                                     headers={"Retry-After": "7"})
+        if say == "500":
+            return web.Response(text="boom", status=500)
+        if say == "text":
+            return web.Response(text="hello")
+        if say == "json-stream":
+            return web.json_response({"choices": []})
+        events = {"midway": sse(chunk, json.dumps({"error": {"message": "model crashed"}})),
+                  "garbage": sse(chunk, "not json"),
+                  "split": b"data: " + chunk.encode() + b"\r\n\r\n: a comment\n\n" + sse('[DONE]')}[say]
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(events)
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", upstream)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+
+    def job(say: str, destination: int = 1) -> dict[str, Any]:
+        return {"source": 1, "destination": destination, "data": {"model": "m", "messages": [
+            {"role": "user", "content": say}], "stream": destination == 1}}
+
+    try:
+        with proxy_process({"UPSTREAM_URL": f"http://127.0.0.1:{port}/v1"}, tmp_path / "proxy.log") as url:
+            async with aiohttp.ClientSession() as session:
+                async def call(say: str, destination: int = 1) -> tuple[int, dict[str, str], bytes]:
+                    async with session.post(f"{url}/service_output", json=job(say, destination)) as response:
+                        return response.status, dict(response.headers), await response.read()
+
+                status, headers, body = await call("429")
+                assert (status, headers["Retry-After"]) == (429, "7")
+                assert json.loads(body) == {"error": "upstream answered HTTP 429: slow down"}
+                status, _, body = await call("500")
+                assert (status, json.loads(body)) == (502, {"error": "upstream answered HTTP 500: boom"})
+                status, _, body = await call("text")
+                assert (status, json.loads(body)) == (502, {"error": "upstream answered HTTP 200 with non-JSON: hello"})
+                status, _, body = await call("json-stream", 2)
+                assert status == 502 and b"not text/event-stream" in body
+                for say, last in (("midway", {"error": "upstream error during the stream: model crashed"}),
+                                  ("garbage", {"error": "the upstream sent an event that is not JSON: not json"})):
+                    status, _, body = await call(say, 2)
+                    lines = [json.loads(line) for line in body.decode().splitlines()]
+                    assert status == 200 and lines[0]["choices"][0]["delta"]["content"] == "Hi"
+                    assert lines[1:] == [last], say
+                status, _, body = await call("split", 2)  # CRLF line ends and comments are SSE too
+                assert [json.loads(line)["choices"][0]["delta"]["content"] for line in body.decode().splitlines()
+                        ] == ["Hi"]
+    finally:
+        await runner.cleanup()
+    # What the upstream got: the job's own stream fields replaced, usage asked for on streams, no auth.
+    plain = next(body for _, body in received if body["messages"][0]["content"] == "500")
+    assert "stream" not in plain and "stream_options" not in plain
+    streamed = next((h, body) for h, body in received if body["messages"][0]["content"] == "midway")
+    assert streamed[1]["stream"] is True and streamed[1]["stream_options"] == {"include_usage": True}
+    assert streamed[0]["Accept"] == "text/event-stream" and "Authorization" not in streamed[0]
+
