@@ -10,6 +10,7 @@ A's own `/v1` with the openai SDK. B's CALLS_FILE shows what reached B's model.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -165,7 +166,7 @@ out = [[gonka_signature(bytes.fromhex(c["body"]), c["key"], c["timestamp"], args
 print(json.dumps(out))
 """, {"cases": cases, "transfer": B_ADDRESS})
     for case, (signature, address) in zip(cases, theirs, strict=True):
-        signer = GonkaSigner(case["key"], B_ADDRESS, clock=lambda case=case: case["timestamp"])
+        signer = GonkaSigner(case["key"], B_ADDRESS, clock=itertools.repeat(int(case["timestamp"])).__next__)
         headers = signer.headers(bytes.fromhex(case["body"]))
         assert headers["Authorization"] == signature
         assert headers["X-Requester-Address"] == address
@@ -445,3 +446,37 @@ async def test_misbehaving_upstreams_become_clear_errors(tmp_path: Path) -> None
     assert streamed[1]["stream"] is True and streamed[1]["stream_options"] == {"include_usage": True}
     assert streamed[0]["Accept"] == "text/event-stream" and "Authorization" not in streamed[0]
 
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_a_real_model_on_b_answers_through_the_proxy(tmp_path: Path) -> None:
+    """Node B serves the real llm image (SmolLM2) with signatures required; A's /v1 reaches it via the proxy."""
+    from tests.e2e.containers.helpers import require_docker_images, service_container
+
+    require_docker_images()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a").mkdir()
+    with ExitStack() as stack:
+        llm = stack.enter_context(service_container("infernet-local/llm:latest", {"N_THREADS": "1"}))
+        b = NodeProcess(node_config(tmp_path / "b", [{"id": "llm", "url": llm, "models": ["smollm2"]}],
+                                    auth={"v1": "signatures", "gonka": {"address": B_ADDRESS}}), tmp_path / "b").start()
+        stack.callback(b.stop)
+        proxy = stack.enter_context(proxy_process(
+            {"UPSTREAM_URL": f"{b.url}/v1", "UPSTREAM_AUTH": "gonka", "GONKA_PRIVATE_KEY": PROXY_KEY_HEX,
+             "GONKA_TRANSFER_ADDRESS": B_ADDRESS, "UPSTREAM_MODEL": "smollm2"}, tmp_path / "proxy.log"))
+        a = NodeProcess(node_config(tmp_path / "a", [{"id": "remote", "url": proxy, "models": ["remote-smollm2"]}]),
+                        tmp_path / "a").start()
+        stack.callback(a.stop)
+        client = OpenAI(base_url=f"{a.url}/v1", api_key="unused", max_retries=0, timeout=120)
+        question: Any = [{"role": "user", "content": "What is the capital of France?"}]
+        whole = client.chat.completions.create(model="remote-smollm2", messages=question, max_tokens=8, temperature=0)
+        text = whole.choices[0].message.content
+        assert text and whole.usage is not None and 0 < whole.usage.completion_tokens <= 8
+        assert whole.model == "smollm2"  # the upstream's own answer, relayed as it is
+        chunks = list(client.chat.completions.create(
+            model="remote-smollm2", messages=question, max_tokens=8, temperature=0, stream=True))
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == text  # greedy: same text
+        usage = subprocess.run([CLI, "usage", "--config", str(b.config_path)], capture_output=True, text=True,
+                               timeout=120, check=True).stdout
+        assert f"gonka:{PROXY_ADDRESS}" in usage and "smollm2" in usage
