@@ -156,7 +156,8 @@ class Tap:
         except OSError:
             down_w.close()
             return
-        await asyncio.gather(self._pipe(down_r, up_w, True), self._pipe(up_r, down_w, False), return_exceptions=True)
+        with contextlib.suppress(asyncio.CancelledError):  # the bench is over
+            await asyncio.gather(self._pipe(down_r, up_w, True), self._pipe(up_r, down_w, False))
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, requests: bool) -> None:
         with contextlib.suppress(OSError, asyncio.CancelledError):
