@@ -6,6 +6,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
+import node.store.auth_tables
 import node.store.chain_tables  # noqa: F401  (registers the chain tables on `metadata`)
 from node.store.tables import metadata
 

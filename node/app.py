@@ -11,23 +11,29 @@ import aiohttp
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from node.api.appkeys import CHAIN_STATUS, CONFIG, DIRECTORY, JOB_DESK, MAX_BODY
+from node.api.appkeys import CHAIN_STATUS, CONFIG, DIRECTORY, JOB_DESK, MAX_BODY, STORE_HEALTH
+from node.api.auth import AUTH, AuthSettings, auth_middleware
 from node.api.client_ip import CLIENT_IP_TRUSTED
 from node.api.errors import json_errors
 from node.api.metrics import METRICS, http_metrics
 from node.api.openai_routes import MODELS, ModelCatalog
 from node.api.ratelimit import TokenBuckets, rate_limiter
 from node.api.routes import setup_routes
-from node.config import Config, ContainerConfig
+from node.auth.quotas import Limits
+from node.auth.service import AuthService, Mode
+from node.auth.signatures import SignatureSettings, SignatureVerifier
+from node.config import AuthConfig, Config, ContainerConfig
 from node.jobs.desk import JobDesk
 from node.jobs.guardian import Guardian
 from node.jobs.policy import ContainerPolicy
 from node.jobs.queue import JobQueue
 from node.logs import register_secrets
 from node.metrics import NodeMetrics
+from node.secrets import SecretScrubber
 from node.services.directory import ContainerDirectory, StaticDirectory
 from node.services.gateway import HttpServiceGateway
 from node.services.http1 import Http1Pool
+from node.store.auth_repository import SqlAuthRepository
 from node.store.batcher import WriteBatcher
 from node.store.engine import StoreUnusable, open_store
 from node.store.repository import SqlJobRepository
@@ -56,6 +62,8 @@ def build_app(config: Config) -> web.Application:
     if config.server.rate_limit.num_requests > 0:
         buckets = TokenBuckets(config.server.rate_limit.num_requests, config.server.rate_limit.period)
         middlewares.append(rate_limiter(buckets))
+    # After the IP rate limit: a flood of bad credentials costs no signature check or store hop.
+    middlewares.append(auth_middleware(_auth_settings(config.auth), metrics.auth_refused))
     app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=middlewares)  # type: ignore[arg-type]
     app[CONFIG] = config
     app[MAX_BODY] = config.server.max_body_bytes
@@ -67,6 +75,7 @@ def build_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(_jobs)
     app.cleanup_ctx.append(_chain)
     app.cleanup_ctx.append(_pruner)
+    app.cleanup_ctx.append(_auth_pruner)
     app.on_shutdown.append(_stop_taking_jobs)
     return app
 
@@ -80,7 +89,9 @@ async def _store(app: web.Application) -> AsyncIterator[None]:
     app[ENGINE] = engine
     batcher = WriteBatcher(engine)
     batcher.start()
-    app[REPOSITORY] = SqlJobRepository(engine, batcher)
+    app[REPOSITORY] = repository = SqlJobRepository(engine, batcher)
+    app[STORE_HEALTH] = repository.health
+    app[AUTH] = _auth_service(config.auth, engine)
     yield
     await batcher.close()
     await engine.dispose()
@@ -96,13 +107,20 @@ async def _jobs(app: web.Application) -> AsyncIterator[None]:
         from node.services.docker_manager import DockerManager  # aiodocker only for managed containers
 
         directory = manager = DockerManager(config, session)
-        await manager.start()  # waits (bounded) until each container is ready or has failed
+        try:
+            await manager.start()  # waits (bounded) until each container is ready or has failed
+        except BaseException:
+            # Stopped (Ctrl-C) or failed while the containers start: the ones already started
+            # get docker.on_shutdown, as at any stop.
+            await manager.close()
+            await session.close()
+            raise
     else:
         directory = StaticDirectory(config)
     metrics = app[METRICS]
     # Under the 5 s keep-alive of common servers (uvicorn, hypercorn): a connection
     # is never reused just as the service closes it.
-    calls = Http1Pool(idle_seconds=4.0)
+    calls = Http1Pool(idle_seconds=4.0, max_body_bytes=config.jobs.max_result_bytes)
     gateway = HttpServiceGateway(
         session,
         calls,
@@ -110,6 +128,10 @@ async def _jobs(app: web.Application) -> AsyncIterator[None]:
         config.jobs.stream_timeout,
         config.jobs.resources_timeout,
         observe_call=metrics.container_call,
+        max_result_bytes=config.jobs.max_result_bytes,
+        max_stream_bytes=config.jobs.max_stream_bytes,
+        max_stream_seconds=config.jobs.max_stream_seconds,
+        scrubber=SecretScrubber(),  # the secrets register_secrets() took from the config
     )
     queue = JobQueue(
         app[REPOSITORY],
@@ -121,7 +143,9 @@ async def _jobs(app: web.Application) -> AsyncIterator[None]:
     )
     metrics.watch_queue(queue.snapshot)
     guardian = Guardian([container_policy(container) for container in config.containers])
-    desk = JobDesk(app[REPOSITORY], gateway, guardian, queue)
+    desk = JobDesk(
+        app[REPOSITORY], gateway, guardian, queue, max_chain_length=config.jobs.max_chain_length
+    )
     app[DIRECTORY] = directory
     app[JOB_DESK] = desk
     app[QUEUE] = queue
@@ -234,6 +258,45 @@ async def _pruner(app: web.Application) -> AsyncIterator[None]:
             await asyncio.sleep(interval)
 
     task = asyncio.create_task(prune_forever(), name="pruner")
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+def _auth_settings(config: AuthConfig) -> AuthSettings:
+    return AuthSettings(v1=Mode(config.v1), api=Mode(config.api), workspace_header=config.workspace_header)
+
+
+def _auth_service(config: AuthConfig, engine: AsyncEngine) -> AuthService:
+    gonka = config.gonka
+    verifier = None
+    if gonka.address is not None:
+        verifier = SignatureVerifier(
+            SignatureSettings(
+                address=gonka.address,
+                allowed=frozenset(gonka.allowed_addresses),
+                max_age_seconds=gonka.max_age_seconds,
+                max_ahead_seconds=gonka.max_ahead_seconds,
+                allow_v0=gonka.allow_v0,
+            )
+        )
+    limits = Limits(rpm=gonka.limits.rpm, tpm=gonka.limits.tpm, token_budget=gonka.limits.token_budget)
+    return AuthService(SqlAuthRepository(engine), verifier, limits)
+
+
+async def _auth_pruner(app: web.Application) -> AsyncIterator[None]:
+    """Forget used signatures once stale, and per-minute counters once past (every node may run it)."""
+    interval = app[CONFIG].auth.prune_interval_seconds
+
+    async def prune_forever() -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await app[AUTH].prune()
+            except Exception:
+                log.exception("pruning used signatures failed; will retry")
+
+    task = asyncio.create_task(prune_forever(), name="auth-pruner")
     yield
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)

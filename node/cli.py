@@ -1,4 +1,4 @@
-"""`infernet-node run | check-config`."""
+"""`infernet-node run | check-config | keys | usage`."""
 
 from __future__ import annotations
 
@@ -55,6 +55,7 @@ def _run(args: argparse.Namespace) -> int:
 
     def listening() -> None:
         # Called once the socket accepts: after migrations and container start-up.
+        signals.serving = True
         log.info(
             "infernet-node %s listening on %s:%d; %s (Ctrl-C or SIGTERM stops it)",
             __version__,
@@ -71,7 +72,21 @@ def _run(args: argparse.Namespace) -> int:
 
     async def serve_until_stopped() -> None:
         signals.install(asyncio.get_running_loop())
-        await serve(app, config.server, shutdown_timeout, stop=signals.stopping, listening=listening)
+        serving = asyncio.create_task(
+            serve(app, config.server, shutdown_timeout, stop=signals.stopping, listening=listening)
+        )
+        stopped = asyncio.create_task(signals.stopping.wait())
+        await asyncio.wait((serving, stopped), return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if not serving.done() and not signals.serving:
+            # A signal during start-up (containers may take minutes): abandon it rather
+            # than finish starting only to stop. Nothing was accepted yet, so nothing is lost.
+            log.info("stopping during start-up: not waiting for the containers")
+            serving.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await serving
+            return
+        await serving
 
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
@@ -99,6 +114,7 @@ class StopSignals:
         self._progress = progress  # how far the drain is, given the seconds since the signal
         self._since: float | None = None
         self.stopping = asyncio.Event()
+        self.serving = False  # set once the socket accepts
 
     def install(self, loop: asyncio.AbstractEventLoop) -> None:
         for number in (signal.SIGINT, signal.SIGTERM):
@@ -152,6 +168,28 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _store_command(args: argparse.Namespace) -> int:
+    """keys/usage: the auth commands (node/cli_auth.py) against the configured store."""
+    from node.cli_auth import UsageError
+    from node.store.engine import StoreUnusable
+
+    config = _load(args.config)
+    if config is None:
+        return 2
+    try:
+        return int(args.command_handler(config, args))
+    except UsageError as error:
+        print(f"infernet-node: {error}", file=sys.stderr)
+        return 2
+    except StoreUnusable as error:
+        print(f"infernet-node: {error}", file=sys.stderr)
+        return 1
+
+
+def _config_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--config", help="path to config.json (default ./config.json or $INFERNET_CONFIG_PATH)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="infernet-node", description="An Infernet-compatible node server.")
     parser.add_argument("--version", action="version", version=__version__)
@@ -161,7 +199,13 @@ def main(argv: list[str] | None = None) -> int:
         ("check-config", _check, "validate the configuration and exit"),
     ):
         command = commands.add_parser(name, help=help_text)
-        command.add_argument("--config", help="path to config.json (default ./config.json or $INFERNET_CONFIG_PATH)")
+        _config_option(command)
         command.set_defaults(handler=handler)
+    from node.cli_auth import add_commands
+
+    add_commands(commands, _config_option)
     args = parser.parse_args(argv)
+    if args.command in ("keys", "usage"):
+        args.command_handler = args.handler
+        return _store_command(args)
     return int(args.handler(args))

@@ -121,6 +121,13 @@ class JobsConfig(_Model):
     per_container_queue_size: int | None = Field(default=None, ge=1)
     container_timeout: float = Field(default=180.0, gt=0)
     stream_timeout: float = Field(default=60.0, gt=0)
+    # Bounds on what one service may hand the node: a job's answer (bytes read
+    # from the service), and a stream's whole output (bytes and seconds).
+    max_result_bytes: int = Field(default=16 * MiB, gt=0)
+    max_stream_bytes: int = Field(default=16 * MiB, gt=0)
+    max_stream_seconds: float = Field(default=600.0, gt=0)
+    # Containers in one job's chain: one request must not make thousands of service calls.
+    max_chain_length: int = Field(default=16, ge=1)
     resources_timeout: float = Field(default=0.8, gt=0)
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
 
@@ -256,6 +263,68 @@ class ContainerConfig(_Model):
         return value.rstrip("/") if value else value
 
 
+class LimitsConfig(_Model):
+    """Per-caller limits; None = no limit."""
+
+    rpm: int | None = Field(default=None, ge=1)
+    tpm: int | None = Field(default=None, ge=1)
+    token_budget: int | None = Field(default=None, ge=1)
+
+
+def _check_gonka_address(value: str) -> str:
+    from node.auth.bech32 import is_valid  # a pure module: no framework, no I/O
+
+    if not is_valid(value):
+        raise ValueError(f"{value!r} is not a gonka bech32 address (gonka1…)")
+    return value
+
+
+class GonkaConfig(_Model):
+    """Signed requests in the Gonka network's scheme (docs/inference-apis.md §3)."""
+
+    # This node's own (transfer) address: a request signed for another one is refused.
+    address: str | None = None
+    # Only these requester addresses may call; empty = any address with a valid signature.
+    allowed_addresses: tuple[str, ...] = ()
+    max_age_seconds: float = Field(default=60.0, gt=0)
+    max_ahead_seconds: float = Field(default=30.0, ge=0)
+    # v0 signs the body alone (no timestamp): replayable once out of the replay window.
+    allow_v0: bool = False
+    # Limits for every signing address.
+    limits: LimitsConfig = LimitsConfig()
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        return None if value is None else _check_gonka_address(value)
+
+    @field_validator("allowed_addresses")
+    @classmethod
+    def _allowed(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            _check_gonka_address(item)
+        return value
+
+
+class AuthConfig(_Model):
+    """Who may call. `v1`: none (loopback callers only), keys, signatures or either.
+    `api` (the Infernet REST API): open (as the client contract says) or keys."""
+
+    v1: Literal["none", "keys", "signatures", "either"] = "none"
+    api: Literal["open", "keys"] = "open"
+    # The header that must carry a key's workspace (for keys created with --workspace).
+    workspace_header: str = Field(default="x-deci-workspace", pattern=r"^[A-Za-z0-9][A-Za-z0-9-]*$")
+    gonka: GonkaConfig = GonkaConfig()
+    # How often used signatures and old per-minute counters are deleted.
+    prune_interval_seconds: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _address_for_signatures(self) -> AuthConfig:
+        if self.v1 in ("signatures", "either") and self.gonka.address is None:
+            raise ValueError(f"auth.v1 is {self.v1!r} but auth.gonka.address (this node's gonka address) is not set")
+        return self
+
+
 class Config(_Model):
     log: LogConfig = LogConfig()
     manage_containers: bool = False
@@ -265,6 +334,7 @@ class Config(_Model):
     chain: ChainConfig = ChainConfig()
     docker: DockerConfig = DockerConfig()
     containers: tuple[ContainerConfig, ...] = ()
+    auth: AuthConfig = AuthConfig()
     # Filled by the loader, not by the file.
     ignored_keys: tuple[str, ...] = Field(default=(), exclude=True)
 
@@ -294,8 +364,17 @@ class Config(_Model):
         return self
 
     def models(self) -> dict[str, str]:
-        """Model name -> the id of the container that serves it (/v1's `model`)."""
-        return {model: container.id for container in self.containers for model in container.served_models}
+        """Model name -> the id of the container that serves it (/v1's `model`).
+
+        External containers only: a call is a job whose first container is the model's,
+        and an internal one may only follow another (the guardian's rule).
+        """
+        return {
+            model: container.id
+            for container in self.containers
+            if container.external
+            for model in container.served_models
+        }
 
     def container(self, container_id: str) -> ContainerConfig | None:
         for container in self.containers:

@@ -82,6 +82,7 @@ class Redactor:
         self._lock = threading.Lock()
         self._secrets: set[str] = set()
         self._exact: re.Pattern[str] | None = None
+        self.version = 0  # changes whenever the secrets do (node/secrets.py rebuilds what it derives)
 
     def add(self, secrets: Iterable[str | None]) -> None:
         with self._lock:
@@ -98,11 +99,23 @@ class Redactor:
                 else:
                     alternatives.append(re.escape(secret))
             self._exact = re.compile("|".join(alternatives)) if alternatives else None
+            self.version += 1
 
     def clear(self) -> None:
         with self._lock:
             self._secrets.clear()
             self._exact = None
+            self.version += 1
+
+    def secrets(self) -> tuple[tuple[str, ...], re.Pattern[str] | None]:
+        """The registered secrets and the pattern that matches any of them (None: there are none)."""
+        with self._lock:
+            return tuple(self._secrets), self._exact
+
+    def exact(self, text: str) -> str:
+        """`text` with the registered secrets removed, and nothing else (no guessing by context)."""
+        exact = self._exact
+        return exact.sub(REDACTED, text) if exact is not None else text
 
     def __call__(self, text: str) -> str:
         exact = self._exact

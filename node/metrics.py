@@ -233,6 +233,12 @@ class NodeMetrics:
             buckets=CONTAINER_BUCKETS,
             registry=r,
         )
+        self._auth_refusals = Counter(
+            f"{NAMESPACE}_auth_refusals",
+            "Calls refused by authentication or quotas, by surface (v1, api) and reason",
+            ["surface", "reason"],
+            registry=r,
+        )
         # Per model (/v1). The label is a configured model name, never client input:
         # an unknown model is answered 404 before anything is counted.
         self._model_requests = Counter(
@@ -304,6 +310,12 @@ class NodeMetrics:
 
     def container_call(self, container: str, kind: str, outcome: str, seconds: float) -> None:
         self._child(self._container_calls, container, kind, outcome).observe(seconds)
+
+    # -- auth (node/api/auth.py) ----------------------------------------------
+
+    def auth_refused(self, surface: str, reason: str) -> None:
+        """reason: one of node.auth.errors.Reason (a closed set)."""
+        self._child(self._auth_refusals, surface, reason).inc()
 
     # -- model calls (/v1) --------------------------------------------------------
 

@@ -56,7 +56,7 @@ trap 'rm -rf "$ROOTFS"' EXIT
 
 start=$SECONDS
 include=$(IFS=,; echo "${packages[*]}")
-log "debootstrap $SUITE from $MIRROR with: $include"
+log "debootstrap $SUITE from $MIRROR (a few minutes) with: $include"
 if ! debootstrap --variant=minbase --include="$include" "$SUITE" "$ROOTFS" "$MIRROR" \
     >"$ROOTFS.log" 2>&1; then
     tail -n 30 "$ROOTFS.log" >&2

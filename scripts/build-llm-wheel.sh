@@ -52,8 +52,10 @@ fi
 mkdir -p "$LLM_CACHE_DIR"/{wheels,deps,models} || die "cannot create $LLM_CACHE_DIR"
 
 # Two worktrees (or CI steps) may run this at once; they share the cache.
-exec 8>"$LLM_CACHE_DIR/.lock"
-flock -w 1800 8 || die "could not lock $LLM_CACHE_DIR/.lock within 30 minutes"
+# shellcheck source=lock.sh
+source "$REPO_ROOT/scripts/lock.sh"
+exec 8<>"$LLM_CACHE_DIR/.lock"
+take_lock 8 "$LLM_CACHE_DIR/.lock" "one build of the llm wheel and model at a time" 1800
 
 ensure_pip() {
     if "$PYTHON" -m pip --version >/dev/null 2>&1; then

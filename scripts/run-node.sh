@@ -9,7 +9,8 @@ scripts/setup-venv.sh
 CONFIG="${INFERNET_CONFIG_PATH:-config.json}"
 if [[ "${1:-}" == "--config" ]]; then CONFIG="$2"; fi
 
-.venv/bin/infernet-node check-config --config "$CONFIG" >/dev/null || exec .venv/bin/infernet-node check-config --config "$CONFIG"
+# A bad config stops here, before Docker is provisioned; its error (on stderr) is shown once.
+.venv/bin/infernet-node check-config --config "$CONFIG" >/dev/null || exit $?
 
 if .venv/bin/python - "$CONFIG" <<'PY'
 import json, sys

@@ -10,6 +10,8 @@ cd "$ROOT"
 scripts/setup-venv.sh
 scripts/lint.sh
 scripts/client-venv.sh
+# The official Gonka client (gonka-openai, with openai<3) for the signed-request tests.
+scripts/gonka-venv.sh >/dev/null
 if [[ -f tools/chain/package-lock.json ]]; then
     # anvil and solcjs, pinned in the lock file.
     if [[ ! -x tools/chain/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil ]]; then

@@ -4,6 +4,10 @@
 destination 2 (STREAM) newline-delimited JSON: one `chat.completion.chunk` object per line, the
 last one carrying `usage` (see README.md for the exact framing).
 
+On-chain jobs (onchain.py): with source 0, `data` is the hex of a consumer contract's
+`abi.encode(string prompt)`, asked as one user message at temperature 0; with destination 0 the
+answer is the five-field shape the node delivers as `abi.encode(bytes answer, bytes "")`.
+
 llama-cpp-python runs the model. It is loaded once, before the server listens, so /health answers
 only when the model is ready. Generation is blocking, so it runs in a worker thread, one request
 at a time (a llama context is not thread-safe); the model's state is reset before each request so
@@ -34,6 +38,8 @@ except ImportError:  # run from the source tree: the shared module lives in cont
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "common"))
     import infernet_service as svc
 
+import onchain  # beside this file, in the image as in the source tree
+
 log = logging.getLogger("llm")
 
 SERVICE_NAME = "llm"
@@ -41,6 +47,8 @@ MODEL_ID = "smollm2"
 DEFAULT_MODEL_PATH = "/models/SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_N_CTX = 2048
 DEFAULT_MAX_TOKENS = 256  # when the request names none (OpenAI: "until the context is full")
+# On chain the answer is stored by a contract, paying gas per byte: keep it short by default.
+DEFAULT_ONCHAIN_MAX_TOKENS = 64
 ROLES = ("system", "user", "assistant")
 MAX_STOP_SEQUENCES = 4
 
@@ -327,11 +335,24 @@ def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     }
 
 
+def onchain_chat_request(data: Any, max_tokens: int) -> ChatRequest:
+    """A source-0 job's request: the contract's prompt as the only user message, greedy (so every
+    node of a redundant subscription delivers the same text), at most `max_tokens`."""
+    try:
+        prompt = onchain.prompt_from_hex(data)
+    except onchain.AbiError as exc:
+        raise svc.BadInput(f"on-chain input: {exc}") from None
+    return ChatRequest(MODEL_ID, [{"role": "user", "content": prompt}], max_tokens, 0.0, 1.0, None, ())
+
+
 class LlmService:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, onchain_max_tokens: int = DEFAULT_ONCHAIN_MAX_TOKENS) -> None:
         self.engine = engine
+        self.onchain_max_tokens = onchain_max_tokens
 
     def _prepare(self, job: svc.Job) -> Prepared:
+        if job.source == svc.ONCHAIN:
+            return self.engine.prepare(onchain_chat_request(job.data, self.onchain_max_tokens))
         return self.engine.prepare(parse_chat_request(job.data))
 
     async def complete(self, job: svc.Job) -> dict[str, Any]:
@@ -348,6 +369,16 @@ class LlmService:
                 cancel.set()
                 await asyncio.wait([future])
                 raise
+        if job.destination == svc.ONCHAIN:
+            # For the node's deliverCompute; the input goes back as raw_input only when it came
+            # from the chain (a delegated subscription's input is an off-chain JSON request).
+            raw_input = onchain.strip_0x(job.data) if job.source == svc.ONCHAIN else ""
+            return {
+                **onchain.delivery(raw_input, "".join(pieces)),
+                "model": prepared.request.model,
+                "finish_reason": finish,
+                "usage": _usage(len(prepared.prompt_tokens), count),
+            }
         return {
             "id": "chatcmpl-" + uuid.uuid4().hex,
             "object": "chat.completion",
@@ -418,8 +449,8 @@ class LlmService:
                                  count, prepared.max_tokens)
 
 
-def build_service(engine: Engine) -> svc.Service:
-    llm = LlmService(engine)
+def build_service(engine: Engine, onchain_max_tokens: int = DEFAULT_ONCHAIN_MAX_TOKENS) -> svc.Service:
+    llm = LlmService(engine, onchain_max_tokens)
     return svc.Service(
         name=SERVICE_NAME,
         compute=llm.complete,
@@ -441,12 +472,13 @@ def main() -> None:
     # default for generation): more threads than free cores makes llama.cpp's threads wait on
     # each other and is far slower, not faster.
     n_threads = svc.env_int("N_THREADS", max(1, (os.cpu_count() or 1) // 2), minimum=1)
+    onchain_max_tokens = svc.env_int("ONCHAIN_MAX_TOKENS", DEFAULT_ONCHAIN_MAX_TOKENS, minimum=1)
     engine = Engine(
         os.environ.get("MODEL_PATH") or DEFAULT_MODEL_PATH,
         svc.env_int("N_CTX", DEFAULT_N_CTX, minimum=16),
         n_threads,
     )
-    svc.run(build_service(engine))  # listens only now: /health answers once the model is loaded
+    svc.run(build_service(engine, onchain_max_tokens))  # listens only now: /health answers once the model is loaded
 
 
 if __name__ == "__main__":

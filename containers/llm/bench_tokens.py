@@ -10,7 +10,7 @@ Each run streams one request (destination 2) and times it on the client:
   - decode tokens/s: (completion_tokens - 1) / (last content chunk - first content chunk);
   - overall tokens/s: completion_tokens / whole request.
 completion_tokens comes from the stream's usage line, so it counts real tokens. The prompt asks
-for a long story at temperature 1 with a fixed seed per run, so runs rarely stop early.
+for a long story (at temperature 1 by default, a fixed seed per run), so runs rarely stop early.
 """
 
 from __future__ import annotations
@@ -28,12 +28,12 @@ from pathlib import Path
 from typing import Any
 
 
-def one_run(url: str, max_tokens: int, seed: int) -> dict[str, float]:
+def one_run(url: str, max_tokens: int, seed: int, temperature: float = 1.0) -> dict[str, float]:
     data = {
         "model": "smollm2",
         "messages": [{"role": "user", "content": "Write a long story about a lighthouse keeper and a storm."}],
         "max_tokens": max_tokens,
-        "temperature": 1.0,
+        "temperature": temperature,
         "seed": seed,
     }
     body = json.dumps({"source": 1, "destination": 2, "data": data}).encode()
@@ -103,6 +103,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--url", default="http://127.0.0.1:3000")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--temperature", type=float, default=1.0,
+                        help="0 is greedy (the same text every run); 1 samples (default)")
     parser.add_argument("--container", help="Docker container name: also report tokens per CPU-second "
                         "it used (a figure that other load on the machine disturbs far less)")
     args = parser.parse_args(argv)
@@ -112,7 +114,7 @@ def main(argv: list[str]) -> int:
     wait_healthy(args.url)
     one_run(args.url, 8, 0)  # warm-up
     cpu_before = container_cpu_seconds(args.container) if args.container else None
-    results = [one_run(args.url, args.max_tokens, seed) for seed in range(1, args.runs + 1)]
+    results = [one_run(args.url, args.max_tokens, seed, args.temperature) for seed in range(1, args.runs + 1)]
     cpu_after = container_cpu_seconds(args.container) if args.container else None
     for i, r in enumerate(results, 1):
         print(f"run {i}: {r['completion_tokens']} tokens (prompt {r['prompt_tokens']}), "

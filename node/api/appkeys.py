@@ -7,6 +7,7 @@ from aiohttp import web
 from node.config import Config
 from node.jobs.desk import JobDesk
 from node.services.directory import ContainerDirectory
+from node.store.faults import StoreHealth
 
 CONFIG = web.AppKey("config", Config)
 JOB_DESK = web.AppKey("job_desk", JobDesk)
@@ -14,3 +15,5 @@ DIRECTORY = web.AppKey("container_directory", ContainerDirectory)
 MAX_BODY = web.AppKey("max_body_bytes", int)
 # Filled by the chain module when it runs: () -> (address, pending on-chain count).
 CHAIN_STATUS = web.AppKey("chain_status", object)
+# Whether the store can write (GET /health reports it).
+STORE_HEALTH = web.AppKey("store_health", StoreHealth)

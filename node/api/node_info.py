@@ -5,12 +5,19 @@ from __future__ import annotations
 from aiohttp import web
 
 from node import API_VERSION, __version__
-from node.api.appkeys import CHAIN_STATUS, CONFIG, DIRECTORY, JOB_DESK
+from node.api.appkeys import CHAIN_STATUS, CONFIG, DIRECTORY, JOB_DESK, STORE_HEALTH
 from node.api.render import json_response
 
 
 async def health(request: web.Request) -> web.Response:
-    return json_response({"status": "healthy"})
+    store = request.app.get(STORE_HEALTH)
+    failure = store.failure if store is not None else None
+    if failure is None:
+        return json_response({"status": "healthy"})
+    # A store that cannot write (disk full...): no job can be accepted or finished, so
+    # unhealthy, still with 200 (the client reads the body: client-contract.md 3.1).
+    cause, since = failure
+    return json_response({"status": "unhealthy", "store": {"status": "degraded", "cause": cause, "since": since}})
 
 
 async def info(request: web.Request) -> web.Response:

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from node.api.appkeys import DIRECTORY, JOB_DESK
+from node.api.auth import record_usage
 from node.api.body import read_body
 from node.api.client_ip import client_ip
 from node.api.metrics import METRICS
@@ -127,7 +128,10 @@ async def _chat(request: web.Request, path_model: str | None) -> web.StreamRespo
         call = await request.app[JOB_DESK].open_model_call(client_ip(request), chat.model, container, data)
     except JobError as error:
         raise from_job_error(error) from None
-    report = _Report(request, chat.model, "stream" if chat.stream else "complete", started)
+    # The caller's usage record (node/api/auth.py): written when this handler returns, with
+    # the tokens the call used (none if it fails before the model answers).
+    record_usage(request, call.id, chat.model, 0, 0)
+    report = _Report(request, call.id, chat.model, "stream" if chat.stream else "complete", started)
     async with call:
         try:
             if chat.stream:
@@ -142,9 +146,11 @@ async def _chat(request: web.Request, path_model: str | None) -> web.StreamRespo
 
 
 class _Report:
-    """Tells /metrics how one model call went."""
+    """Tells /metrics how one model call went, and the caller's usage record what it used."""
 
-    def __init__(self, request: web.Request, model: str, kind: str, started: float) -> None:
+    def __init__(self, request: web.Request, job_id: str, model: str, kind: str, started: float) -> None:
+        self._request = request
+        self._job_id = job_id
         self._metrics = request.app[METRICS]
         self._model = model
         self._kind = kind
@@ -153,6 +159,8 @@ class _Report:
 
     def done(self, outcome: str, usage: TokenUsage | None = None) -> None:
         ended = time.perf_counter()
+        if usage is not None:
+            record_usage(self._request, self._job_id, self._model, usage.prompt_tokens, usage.completion_tokens)
         ttft = speed = None
         if self.first_token is not None:
             ttft = self.first_token - self.started

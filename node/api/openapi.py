@@ -49,6 +49,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         429: "Too many requests or jobs queued; see Retry-After",
         500: "Internal error",
         502: "The container failed before the stream started",
+        503: "The job store cannot write right now (disk full, I/O error); the error names the cause",
     }
     return {str(status): _json(_ref("ErrorBody"), text[status]) for status in statuses}
 
@@ -145,7 +146,7 @@ def build_document() -> dict[str, Any]:
     # empty result list and an empty id list, and a job body may carry `subscription`.
     delegated = {"allOf": [_ref("DelegatedSubscriptionBody"), {"not": {"required": ["containers"]}}]}
     job_or_delegated = {"anyOf": [_ref("JobRequestBody"), delegated]}
-    common = _errors(404, 405, 413, 429, 500)
+    common = _errors(404, 405, 413, 429, 500, 503)
     return {
         "openapi": "3.0.3",
         "info": {

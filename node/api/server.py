@@ -329,10 +329,12 @@ async def serve(
         keepalive_timeout=server.read_timeout,
         max_line_size=server.max_url_bytes,
     )
-    await runner.setup()
-    if isinstance(runner.server, GuardedServer):
-        app[METRICS].watch_connections(runner.server.snapshot)
     try:
+        # Inside the try: a start-up stopped half-way (Ctrl-C while the containers start)
+        # still closes what had started.
+        await runner.setup()
+        if isinstance(runner.server, GuardedServer):
+            app[METRICS].watch_connections(runner.server.snapshot)
         # A deep accept queue: with aiohttp's 128, a burst of connections fills it and a
         # well-behaved client's SYN is dropped and retried a second later (the kernel caps
         # it at net.core.somaxconn).

@@ -107,8 +107,15 @@ class JobResultBody(BaseModel):
     )
 
 
+class StoreHealthBody(BaseModel):
+    status: Literal["degraded"]
+    cause: str = Field(description="Why the store cannot write, e.g. database or disk is full")
+    since: float = Field(description="Unix time of the first failed write")
+
+
 class HealthBody(BaseModel):
     status: Literal["healthy", "unhealthy"]
+    store: StoreHealthBody | None = Field(default=None, description="Only while the store cannot write")
 
 
 class ContainerInfo(BaseModel):

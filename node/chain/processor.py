@@ -420,8 +420,20 @@ class Processor:
                     self._delivery_fn(entry, interval, b"", b"", b""), estimate=False, extra=extra
                 )
             except SimulationFailed as failure:
-                await self._on_revert(entry, interval, failure.revert)
-                return
+                # Only the coordinator's own errors answer that question. The consumer may refuse
+                # this empty placeholder output (a contract that abi.decodes it reverts) and take
+                # the real one, which is simulated again before sending; the reference node
+                # ignores such reverts here too.
+                if failure.revert.name is not None:
+                    await self._on_revert(entry, interval, failure.revert)
+                    return
+                log.debug(
+                    "%s, interval %d: the placeholder delivery reverts in the consumer (%s); running anyway",
+                    entry.label,
+                    interval,
+                    failure.revert.describe(),
+                    extra=extra,
+                )
         if entry.delegated is not None:
             data: Any = entry.delegated.data
             source = Location.OFFCHAIN

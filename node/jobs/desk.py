@@ -15,7 +15,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from node.jobs.errors import JobError, Rejected
+from node.jobs.errors import InvalidRequest, JobError, Rejected
 from node.jobs.guardian import Guardian
 from node.jobs.model import ContainerResult, Job, JobOrigin, JobStatus, Location, RunResult, new_job_id
 from node.jobs.model_calls import ModelCall
@@ -62,8 +62,10 @@ class JobDesk:
         queue: JobQueue,
         delegated: DelegatedSubscriptions | None = None,
         clock: Callable[[], float] = time.time,
+        max_chain_length: int | None = None,
     ) -> None:
         self._repository = repository
+        self._max_chain_length = max_chain_length
         self._gateway = gateway
         self._guardian = guardian
         self._queue = queue
@@ -119,6 +121,17 @@ class JobDesk:
 
     # -- submitting ---------------------------------------------------------
 
+    def _check(self, request: JobRequest, client_ip: str) -> None:
+        """Refuse what this client may not run: a chain over the length limit, then the guardian's rules."""
+        limit = self._max_chain_length
+        if limit is not None and len(request.containers) > limit:
+            # Before the guardian: one request must not cost thousands of checks, let alone calls.
+            raise InvalidRequest(
+                f"Too many containers in the chain: at most {limit} (jobs.max_chain_length)",
+                {"limit": limit, "containers": len(request.containers)},
+            )
+        self._guardian.check_offchain(request.containers, request.requires_proof, client_ip)
+
     def _new_job(self, client_ip: str, request: JobRequest, origin: JobOrigin, status: JobStatus) -> Job:
         now = self._clock()
         return Job(
@@ -134,7 +147,7 @@ class JobDesk:
         )
 
     async def submit(self, client_ip: str, request: JobRequest) -> str:
-        self._guardian.check_offchain(request.containers, request.requires_proof, client_ip)
+        self._check(request, client_ip)
         self._queue.admit(request.containers[0])
         entry = self._admitted_job(client_ip, request)
         await self._store_and_start([entry])
@@ -186,7 +199,7 @@ class JobDesk:
                     await self.submit_delegated(item)
                     answers.append({})
                     continue
-                self._guardian.check_offchain(item.containers, item.requires_proof, client_ip)
+                self._check(item, client_ip)
                 self._queue.admit(item.containers[0])
             except JobError as error:
                 answers.append(error.to_wire())
@@ -247,7 +260,7 @@ class JobDesk:
     async def open_stream(self, client_ip: str, request: JobRequest) -> StreamJob:
         """Admit and record a streamed job; the caller relays `StreamJob.chunks()`."""
         # The whole request passes the guardian, as in the reference; only the first container streams.
-        self._guardian.check_offchain(request.containers, request.requires_proof, client_ip)
+        self._check(request, client_ip)
         containers = request.containers[:1]
         self._queue.admit(containers[0])
         job = self._new_job(
@@ -282,7 +295,10 @@ class JobDesk:
     async def _finish_stream(self, job: Job, result: ContainerResult) -> None:
         status = JobStatus.FAILED if result.failed else JobStatus.SUCCESS
         try:
-            await self._repository.finish(job.key, status, result, [])
+            # Retried while the store cannot write, as for queued jobs (queue.py).
+            stored = await self._queue.store_outcome(job, status, result, [])
+            if stored is not None:
+                status, result = stored[0], stored[1]
         finally:
             self._queue.release(job.containers[0], status)
         log_outcome(job.id, status, result, kind="stream job")

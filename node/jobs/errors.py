@@ -58,3 +58,18 @@ class ContainerFailed(JobError):
     def __init__(self, message: str, params: dict[str, Any] | None = None, failure: Failure = Failure.FAILED) -> None:
         super().__init__(message, params)
         self.failure = failure
+
+
+class StoreUnavailable(Unavailable):
+    """The store cannot write right now (disk full, I/O error, database locked); the same write may succeed later."""
+
+    def __init__(self, cause: str) -> None:
+        super().__init__(f"The job store cannot write right now: {cause}", {"cause": cause})
+        self.cause = cause
+
+
+class UnstorableValue(InvalidRequest):
+    """A value the store can never hold: not standard JSON (NaN, Infinity) or not valid text (a lone surrogate).
+
+    Its message never quotes the value, so it can always be stored itself.
+    """

@@ -72,7 +72,11 @@ class ModelCall:
         status = JobStatus.FAILED if result.failed else JobStatus.SUCCESS
         self.job.status, self.job.result, self.job.usage = status, result, usage
         try:
-            await self._repository.finish(self.job.key, status, result, [], usage)
+            # Retried while the store cannot write; a result it can never hold becomes a failure (queue.py).
+            stored = await self._queue.store_outcome(self.job, status, result, [], usage)
+            if stored is not None and stored[0] is not status:
+                status, result = stored[0], stored[1]
+                self.job.status, self.job.result, self.job.usage = status, result, None
         finally:
             self._queue.release(self.container, status)
             if self._upstream is not None:

@@ -23,19 +23,22 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 from node.jobs.context import job_context
-from node.jobs.errors import Overloaded
-from node.jobs.model import ContainerResult, Job, JobStatus, Location, RunResult
+from node.jobs.errors import Overloaded, StoreUnavailable, UnstorableValue
+from node.jobs.model import ContainerResult, Job, JobStatus, Location, RunResult, TokenUsage
 from node.jobs.ports import JobRepository, ServiceGateway
 from node.jobs.runner import run_chain
 
 log = logging.getLogger(__name__)
 
 SHUTDOWN_REASON = "node shut down while the job was running"
+# A store that cannot write (disk full...) is retried after 0.05 s, 0.1 s, ... at most 2 s apart.
+STORE_RETRY_FIRST_S = 0.05
+STORE_RETRY_MAX_S = 2.0
 
 # The finished jobs kept in memory for the poll that picks up their result:
 # how many, and the largest result kept (bigger ones are read from the store).
@@ -307,13 +310,13 @@ class JobQueue:
             return
         with job_context(job.id):
             try:
-                if mark_running:
-                    await self._repository.mark_running(job.key)
+                if mark_running and not await self._durably(job, self._repository.mark_running, job.key):
+                    return  # shutdown came while the store could not write: recovered at the next start
                 outcome = await run_chain(self._gateway, job.containers, job.data, job.requires_proof)
             except asyncio.CancelledError:
                 await asyncio.shield(self._fail(job, SHUTDOWN_REASON))
                 raise
-            except Exception as error:  # a bug or a store fault must not stop the queue
+            except Exception as error:  # a bug must not stop the queue
                 log.exception("job failed inside the node", extra={"job_id": job.id})
                 await self._fail(job, f"internal error: {type(error).__name__}")
                 return
@@ -348,23 +351,70 @@ class JobQueue:
         result: ContainerResult,
         intermediate: Sequence[ContainerResult],
     ) -> None:
-        stored = False
-        for attempt in range(3):
-            try:
-                await self._repository.finish(job.key, status, result, intermediate)
-                stored = True
-                break
-            except Exception:
-                log.exception("could not store the job's result (attempt %d)", attempt + 1,
-                              extra={"job_id": job.id})
-                await asyncio.sleep(0.2 * (attempt + 1))
+        # Until the outcome is stored the job stays live here: polls see it running.
+        stored = await self.store_outcome(job, status, result, intermediate)
         self._live.pop(job.key, None)
-        if stored:
+        if stored is not None:
+            status, result, intermediate = stored
             self._remember(replace(job, status=status, result=result, intermediate=list(intermediate)))
         log_outcome(job.id, status, result)
         self._notify("finished", job.containers[0], status.value)
         if self._on_finished:
             self._on_finished(job, status)
+
+    async def store_outcome(
+        self,
+        job: Job,
+        status: JobStatus,
+        result: ContainerResult,
+        intermediate: Sequence[ContainerResult],
+        usage: TokenUsage | None = None,
+    ) -> tuple[JobStatus, ContainerResult, Sequence[ContainerResult]] | None:
+        """Store a job's final state, whatever it takes; returns what was stored.
+
+        A result the store can never hold (UnstorableValue) is replaced by a failure
+        that says why. A store that cannot write now is retried with backoff until it
+        can. Returns None only when the shutdown deadline passed first: the job is
+        still `running` in the store, and the next start records it as failed.
+        """
+        for _ in range(3):
+            try:
+                if await self._durably(job, self._repository.finish, job.key, status, result, intermediate, usage):
+                    return status, result, intermediate
+                return None
+            except UnstorableValue as error:
+                log.info("the job's result cannot be stored: %s", error.message, extra={"job_id": job.id})
+                reason = f"the container's output cannot be stored: {error.message}"
+            except Exception as error:  # a bug: never leave the job running because of it
+                log.exception("could not store the job's result", extra={"job_id": job.id})
+                reason = f"internal error while storing the result: {type(error).__name__}"
+            status, result, intermediate = JobStatus.FAILED, ContainerResult(result.container, error=reason), []
+            usage = None
+        # Not even a plain failure could be stored: the next start records the job as failed.
+        log.error("gave up storing the job's outcome", extra={"job_id": job.id})
+        return None
+
+    async def _durably(self, job: Job, write: Callable[..., Awaitable[None]], *args: Any) -> bool:
+        """Run a store write, retrying while the store cannot write (StoreUnavailable).
+
+        False if the shutdown deadline passed before it could; other errors are raised.
+        """
+        delay = STORE_RETRY_FIRST_S
+        while True:
+            try:
+                await write(*args)
+                return True
+            except StoreUnavailable as error:
+                loop = asyncio.get_running_loop()
+                if self._deadline is not None and loop.time() + delay > self._deadline:
+                    log.error(
+                        "the store still cannot write at shutdown (%s): the job stays running in the store",
+                        error.cause, extra={"job_id": job.id},
+                    )
+                    return False
+                log.debug("store write failed (%s); retrying in %.2fs", error.cause, delay, extra={"job_id": job.id})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, STORE_RETRY_MAX_S)
 
     def _remember(self, job: Job) -> None:
         if job.result is not None and not fits(job.result.to_wire(), RECENT_RESULT_BYTES):

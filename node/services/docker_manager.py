@@ -53,6 +53,7 @@ from aiodocker.events import DockerEvents
 from aiodocker.exceptions import DockerError
 
 from node.config import Config, ContainerConfig
+from node.logs import redact
 from node.services.directory import Endpoint, endpoint_for, info_entry
 from node.services.docker_spec import (
     LABEL_MANAGED,
@@ -112,7 +113,8 @@ class _Managed:
         self.state, self.reason, self.endpoint = "ready", "", endpoint
 
     def down(self, state: str, reason: str) -> None:
-        self.state, self.reason, self.endpoint = state, reason, None
+        # The reason reaches clients (/info, job errors): a Docker error may quote a secret.
+        self.state, self.reason, self.endpoint = state, redact(reason), None
 
 
 class DockerManager:

@@ -21,13 +21,62 @@ import aiohttp
 from node.jobs.errors import ContainerFailed
 from node.jobs.model import ContainerResult, Failure, Location
 from node.logs import redact
+from node.secrets import SecretScrubber
 from node.services.directory import ContainerDirectory, Endpoint
-from node.services.http1 import Http1Error, Http1Pool
+from node.services.http1 import BodyTooLarge, Http1Error, Http1Pool
 
 log = logging.getLogger(__name__)
 
 MAX_ERROR_TEXT = 500
+# Of an error answer (HTTP >= 400) on the aiohttp paths, only this much is read.
+MAX_ERROR_BYTES = 64 * 1024
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+class NotStandardJson(ValueError):
+    """A service answered NaN, Infinity or a lone surrogate, which standard JSON (the node's output) cannot carry."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise NotStandardJson(name)
+
+
+# Like json.loads, but NaN and Infinity are refused (parse_constant is only called
+# for them: no cost on ordinary answers).
+_decode = json.JSONDecoder(parse_constant=_refuse_constant).decode
+
+
+def parse_output(body: bytes) -> Any:
+    """A service's answer as a JSON value that the node can store and send on.
+
+    Raises NotStandardJson for NaN/Infinity and for a lone UTF-16 surrogate
+    (`"\\ud800"`, which no UTF-8 text can hold), ValueError for anything else
+    that is not JSON.
+    """
+    if body[:3] == b"\xef\xbb\xbf":  # a UTF-8 byte order mark, which json.loads also skips
+        body = body[3:]
+    output = _decode(body.decode("utf-8"))
+    # Surrogates come only from \uD8xx-\uDFxx escapes: look closer only when one is there.
+    if b"\\ud" in body or b"\\uD" in body:
+        try:
+            _dumps(output).encode("utf-8")
+        except UnicodeEncodeError:
+            raise NotStandardJson("a lone UTF-16 surrogate") from None
+    return output
+
+
+async def _read_at_most(content: aiohttp.StreamReader, limit: int) -> tuple[bytes, bool]:
+    """Up to `limit` bytes of a body, and whether there was more (the rest is not read)."""
+    parts: list[bytes] = []
+    size = 0
+    while size <= limit:
+        part = await content.read(limit + 1 - size)
+        if not part:
+            return b"".join(parts), False
+        parts.append(part)
+        size += len(part)
+    body = b"".join(parts)
+    return body[:limit], True
 
 # (container, kind "run" | "stream", outcome, seconds): metrics, passed in by app.py.
 CallObserver = Callable[[str, str, str, float], None]
@@ -93,13 +142,23 @@ class HttpServiceGateway:
         stream_timeout: float,
         resources_timeout: float,
         observe_call: CallObserver | None = None,
+        *,
+        max_result_bytes: int | None = None,
+        max_stream_bytes: int | None = None,
+        max_stream_seconds: float | None = None,
+        scrubber: SecretScrubber | None = None,
     ) -> None:
+        """`max_result_bytes` must be the limit `calls` was built with (it names it in errors)."""
         self._session = session
         self._calls = calls
         self._directory = directory
         self._stream_timeout = stream_timeout
         self._resources_timeout = resources_timeout
         self._observe_call = observe_call
+        self._max_result_bytes = max_result_bytes
+        self._max_stream_bytes = max_stream_bytes
+        self._max_stream_seconds = max_stream_seconds
+        self._scrubber = scrubber or SecretScrubber()
 
     def _observed(self, container_id: str, kind: str, outcome: str, started: float) -> None:
         if self._observe_call is not None:
@@ -149,6 +208,13 @@ class HttpServiceGateway:
             return ContainerResult(
                 container_id, error=f"container did not answer within {endpoint.timeout:g}s", failure=Failure.TIMEOUT
             )
+        except BodyTooLarge:
+            self._observed(container_id, "run", "too_large", started)
+            return ContainerResult(
+                container_id,
+                error=f"container answer is larger than jobs.max_result_bytes ({self._max_result_bytes} bytes)",
+                failure=Failure.FAILED,
+            )
         except (Http1Error, ValueError) as error:  # ValueError: a URL or header it cannot send
             self._observed(container_id, "run", "unreachable", started)
             # A managed container that died under the call: say that, not just "disconnected".
@@ -164,13 +230,22 @@ class HttpServiceGateway:
             )
         status, body = response.status, response.body
         try:
-            output = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+            output = parse_output(body)
+        except NotStandardJson as error:
+            self._observed(container_id, "run", "bad_output", started)
+            return ContainerResult(
+                container_id,
+                error=f"container output is not standard JSON (it holds {error}), so it cannot be stored or sent",
+                failure=Failure.FAILED,
+            )
+        except (ValueError, UnicodeDecodeError, RecursionError):
             self._observed(container_id, "run", "bad_output", started)
             return ContainerResult(
                 container_id, error=f"container replied with non-JSON (HTTP {status}): {_error_text(body)}",
                 failure=Failure.FAILED,
             )
+        if self._scrubber.may_hold(body):
+            output = self._scrubber.value(output)
         if status >= 400:
             self._observed(container_id, "run", "http_error", started)
             # The reference ignores the status; an error status is a failure to operators.
@@ -201,7 +276,11 @@ class HttpServiceGateway:
     async def _stream(self, container_id: str, data: Any) -> AsyncGenerator[bytes, None]:
         endpoint = self._endpoint(container_id)
         payload = {"source": int(Location.OFFCHAIN), "destination": int(Location.STREAM), "data": data}
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=self._stream_timeout)
+        # total bounds the whole stream (aiohttp fails the read in progress when it runs out).
+        timeout = aiohttp.ClientTimeout(
+            total=self._max_stream_seconds, sock_connect=10, sock_read=self._stream_timeout
+        )
+        began = time.monotonic()
         try:
             response = await self._session.post(
                 f"{endpoint.base_url}/service_output",
@@ -219,7 +298,7 @@ class HttpServiceGateway:
             ) from None
         try:
             if response.status >= 400:
-                body = await response.read()
+                body, _ = await _read_at_most(response.content, MAX_ERROR_BYTES)
                 raise StreamFailed(
                     f"Container answered HTTP {response.status}: {_error_detail(body)}",
                     {"container": container_id},
@@ -227,12 +306,29 @@ class HttpServiceGateway:
                 )
             yield b""
             tail = b""
+            received = 0
+            limit = self._max_stream_bytes
+            scrubber = self._scrubber.stream()
             try:
                 async for chunk in response.content.iter_any():
-                    whole, tail = utf8_split(tail + chunk)
+                    received += len(chunk)
+                    if limit is not None and received > limit:
+                        response.close()  # read no further
+                        raise StreamFailed(
+                            f"Container stream is longer than jobs.max_stream_bytes ({limit} bytes)",
+                            {"container": container_id},
+                        )
+                    whole, tail = utf8_split(tail + scrubber.feed(chunk))
                     if whole:
                         yield whole
             except TimeoutError:
+                response.close()
+                seconds = self._max_stream_seconds
+                if seconds is not None and time.monotonic() - began >= seconds - 0.01:
+                    raise StreamFailed(
+                        f"Container stream lasted longer than jobs.max_stream_seconds ({seconds:g}s)",
+                        {"container": container_id},
+                    ) from None
                 raise StreamFailed(
                     f"Container sent nothing for {self._stream_timeout:g}s",
                     {"container": container_id},
@@ -240,6 +336,7 @@ class HttpServiceGateway:
                 ) from None
             except aiohttp.ClientError as error:
                 raise StreamFailed(f"Container stream broke: {error}", {"container": container_id}) from None
+            tail += scrubber.end()
             if tail:
                 yield tail
         finally:
@@ -248,6 +345,7 @@ class HttpServiceGateway:
     async def resources(self, model_id: str | None) -> dict[str, Any]:
         """Ask every available service in parallel; the slow and the failed are left out."""
         params = {"model_id": model_id} if model_id is not None else None
+        limit = self._max_result_bytes if self._max_result_bytes is not None else 2**62
 
         async def ask(endpoint: Endpoint) -> tuple[str, Any] | None:
             try:
@@ -259,8 +357,18 @@ class HttpServiceGateway:
                 ) as response:
                     if response.status >= 400:
                         return None
-                    return endpoint.container_id, json.loads(await response.read())
-            except (TimeoutError, aiohttp.ClientError, ValueError, UnicodeDecodeError):
+                    body, more = await _read_at_most(response.content, limit)
+                    if more:
+                        log.warning(
+                            "container %s answered /service-resources with more than jobs.max_result_bytes"
+                            " (%d bytes): left out", endpoint.container_id, limit,
+                        )
+                        return None
+                    output = parse_output(body)
+                    if self._scrubber.may_hold(body):
+                        output = self._scrubber.value(output)
+                    return endpoint.container_id, output
+            except (TimeoutError, aiohttp.ClientError, ValueError, UnicodeDecodeError, RecursionError):
                 return None
 
         endpoints = [

@@ -216,6 +216,7 @@ class _Connection(asyncio.Protocol):
         "_error",
         "_head_request",
         "_headers_done",
+        "_length_checked",
         "_max_body",
         "_message_begun",
         "_open",
@@ -247,6 +248,7 @@ class _Connection(asyncio.Protocol):
         self._head_request = False
         self._message_begun = False
         self._headers_done = False
+        self._length_checked = False
         self._raw: list[bytes] = []  # what arrived until the head was complete
         self._body: list[bytes] = []
         self._body_bytes = 0
@@ -259,7 +261,7 @@ class _Connection(asyncio.Protocol):
         self._error = None
         self._head_request = head_request
         self.reusable = False
-        self._message_begun = self._headers_done = False
+        self._message_begun = self._headers_done = self._length_checked = False
         self._raw = []
         self._body = []
         self._body_bytes = 0
@@ -346,6 +348,12 @@ class _Connection(asyncio.Protocol):
             else:
                 reason = str(error) or type(error).__name__
                 self.fail(InvalidResponse(f"the service at {self.target.where} sent an invalid HTTP answer: {reason}"))
+        else:
+            # An answer still incomplete after its head: if it declares a length over
+            # the limit, fail now rather than read the body first. Whole answers (the
+            # usual case, one segment) never get here: no cost on the hot path.
+            if self._headers_done and not self._length_checked and not waiter.done() and self._max_body is not None:
+                self._check_declared_length(self._max_body)
 
     def eof_received(self) -> bool | None:
         self._closed_by_peer(None)
@@ -380,6 +388,12 @@ class _Connection(asyncio.Protocol):
         suffix = f" ({_describe_os_error(exc)})" if exc is not None else ""
         message = f"the service at {self.target.where} closed the connection {what}{suffix}"
         waiter.set_exception(Disconnected(message, self._body_bytes, expected))
+
+    def _check_declared_length(self, limit: int) -> None:
+        self._length_checked = True
+        expected, _ = self._framing()
+        if expected is not None and expected > limit:
+            self.fail(BodyTooLarge(f"the service at {self.target.where} sent a body over the {limit}-byte limit"))
 
     def _framing(self) -> tuple[int | None, bool]:
         """(Content-Length, chunked) of the current answer, read from its head (rare path)."""

@@ -17,9 +17,11 @@ from sqlalchemy import and_, bindparam, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from node.jobs.errors import StoreUnavailable
 from node.jobs.model import ContainerResult, Job, JobOrigin, JobStatus, TokenUsage
 from node.store.batcher import WriteBatcher
 from node.store.engine import sqlite_file
+from node.store.faults import StoreHealth, translate
 from node.store.tables import jobs
 
 PENDING = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
@@ -27,7 +29,8 @@ FINISHED = (JobStatus.SUCCESS.value, JobStatus.FAILED.value)
 # Jobs the node itself runs; recorded ones belong to whoever recorded them.
 OWNED = (JobOrigin.OFFCHAIN.value, JobOrigin.STREAM.value, JobOrigin.MODEL.value)
 
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+# allow_nan=False: every JSON the node writes is standard JSON (NaN is refused, see faults.py).
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
 def _row(job: Job) -> dict[str, Any]:
@@ -127,6 +130,16 @@ class SqlJobRepository:
         self._batcher = batcher
         self._sqlite = sqlite_file(engine)
         self._upsert = self._build_upsert(engine.dialect.name)
+        self.health = StoreHealth()
+
+    def _failed(self, error: Exception) -> Exception:
+        """The domain's error for a failed write (and the store marked degraded when it cannot write)."""
+        translated = translate(error)
+        if translated is None:
+            return error
+        if isinstance(translated, StoreUnavailable):
+            self.health.failed(translated.cause)
+        return translated
 
     @staticmethod
     def _build_upsert(dialect: str) -> Any:
@@ -148,17 +161,35 @@ class SqlJobRepository:
 
     # -- writes -------------------------------------------------------------
 
+    # Each write raises StoreUnavailable or UnstorableValue (node/jobs/errors.py) for the
+    # failures the domain handles; a write that works clears the store's degraded state.
+
     async def add(self, job: Job) -> None:
-        await self._batcher.write(_INSERT, [_row(job)])
+        try:
+            await self._batcher.write(_INSERT, [_row(job)])
+        except Exception as error:
+            raise self._failed(error) from error
+        if self.health.failure is not None:
+            self.health.ok()
 
     async def add_many(self, new_jobs: Sequence[Job]) -> None:
-        await self._batcher.write(_INSERT, [_row(job) for job in new_jobs])
+        try:
+            await self._batcher.write(_INSERT, [_row(job) for job in new_jobs])
+        except Exception as error:
+            raise self._failed(error) from error
+        if self.health.failure is not None:
+            self.health.ok()
 
     async def mark_running(self, key: tuple[str, str]) -> None:
-        await self._batcher.write(
-            _MARK_RUNNING,
-            [{"k_ip": key[0], "k_id": key[1], "status": JobStatus.RUNNING.value, "now": time.time()}],
-        )
+        try:
+            await self._batcher.write(
+                _MARK_RUNNING,
+                [{"k_ip": key[0], "k_id": key[1], "status": JobStatus.RUNNING.value, "now": time.time()}],
+            )
+        except Exception as error:
+            raise self._failed(error) from error
+        if self.health.failure is not None:
+            self.health.ok()
 
     async def finish(
         self,
@@ -168,33 +199,47 @@ class SqlJobRepository:
         intermediate: Sequence[ContainerResult],
         usage: TokenUsage | None = None,
     ) -> None:
-        await self._batcher.write(
-            _FINISH,
-            [
-                {
-                    "k_ip": key[0],
-                    "k_id": key[1],
-                    "status": status.value,
-                    "result": _dumps(result.to_wire()) if result else None,
-                    "intermediate": _dumps([step.to_wire() for step in intermediate]) if intermediate else None,
-                    "now": time.time(),
-                    "prompt_tokens": usage.prompt_tokens if usage else None,
-                    "completion_tokens": usage.completion_tokens if usage else None,
-                }
-            ],
-        )
+        try:
+            await self._batcher.write(
+                _FINISH,
+                [
+                    {
+                        "k_ip": key[0],
+                        "k_id": key[1],
+                        "status": status.value,
+                        "result": _dumps(result.to_wire()) if result else None,
+                        "intermediate": _dumps([step.to_wire() for step in intermediate]) if intermediate else None,
+                        "now": time.time(),
+                        "prompt_tokens": usage.prompt_tokens if usage else None,
+                        "completion_tokens": usage.completion_tokens if usage else None,
+                    }
+                ],
+            )
+        except Exception as error:
+            raise self._failed(error) from error
+        if self.health.failure is not None:
+            self.health.ok()
 
     async def record(self, job: Job) -> None:
-        await self._batcher.write(self._upsert, [_row(job)])
+        try:
+            await self._batcher.write(self._upsert, [_row(job)])
+        except Exception as error:
+            raise self._failed(error) from error
+        if self.health.failure is not None:
+            self.health.ok()
 
     # -- reads --------------------------------------------------------------
 
     async def get_many(self, client_ip: str, ids: Sequence[str]) -> list[Job]:
-        if self._sqlite is not None:
-            return [_job(row) for row in await self._sqlite.read(partial(_read_by_ids, client_ip, list(ids)))]
-        query = select(jobs).where(jobs.c.client_ip == client_ip, jobs.c.id.in_(list(ids)))
-        async with self._engine.connect() as connection:
-            rows = (await connection.execute(query)).all()
+        try:
+            if self._sqlite is not None:
+                return [_job(row) for row in await self._sqlite.read(partial(_read_by_ids, client_ip, list(ids)))]
+            query = select(jobs).where(jobs.c.client_ip == client_ip, jobs.c.id.in_(list(ids)))
+            async with self._engine.connect() as connection:
+                rows = (await connection.execute(query)).all()
+        except Exception as error:  # an I/O error while reading: a 503, not a 500
+            translated = translate(error)
+            raise (translated if isinstance(translated, StoreUnavailable) else error) from error
         return [_job(row) for row in rows]
 
     async def list_ids(self, client_ip: str, pending: bool | None) -> list[str]:
@@ -204,8 +249,12 @@ class SqlJobRepository:
         elif pending is False:
             query = query.where(jobs.c.status.in_(FINISHED))
         query = query.order_by(jobs.c.created_at)
-        async with self._engine.connect() as connection:
-            rows = (await connection.execute(query)).all()
+        try:
+            async with self._engine.connect() as connection:
+                rows = (await connection.execute(query)).all()
+        except Exception as error:  # an I/O error while reading: a 503, not a 500
+            translated = translate(error)
+            raise (translated if isinstance(translated, StoreUnavailable) else error) from error
         # Pending first, then completed, as the reference lists them.
         return [row.id for row in rows if row.status in PENDING] + [row.id for row in rows if row.status in FINISHED]
 

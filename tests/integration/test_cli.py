@@ -8,27 +8,15 @@ from __future__ import annotations
 
 import signal
 import socket
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.integration.faults.httpcalls import call
-from tests.support.processes import PYTHON, NodeProcess, node_config, service_process
+from tests.support.processes import NodeProcess, node_config, service_process
 
 pytestmark = pytest.mark.slow
-
-
-def _wait_for_line(node: NodeProcess, text: str, deadline_s: float = 30.0) -> str:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        for line in node.log_text().splitlines():
-            if text in line:
-                return line
-        assert node.process is not None and node.process.poll() is None, node.log_text()
-        time.sleep(0.01)
-    raise AssertionError(f"no {text!r} in the log:\n{node.log_text()}")
 
 
 def test_listening_is_logged_once_the_socket_accepts_and_names_the_containers(tmp_path: Path) -> None:
@@ -38,16 +26,9 @@ def test_listening_is_logged_once_the_socket_accepts_and_names_the_containers(tm
 
 def _listening_is_logged_once_the_socket_accepts(tmp_path: Path, echo_url: str) -> None:
     config = node_config(tmp_path, [{"id": "echo", "url": echo_url}, {"id": "other", "url": echo_url}])
-    node = NodeProcess(config, tmp_path)
-    with node.output.open("ab") as sink:
-        node.process = subprocess.Popen(
-            [PYTHON, "-m", "node", "run", "--config", str(node.config_path)],
-            cwd=tmp_path,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
+    node = NodeProcess(config, tmp_path).launch()
     try:
-        line = _wait_for_line(node, "listening on")
+        line = node.wait_for_log("listening on")
         # The moment the line is there, the port accepts: no retry, no sleep.
         with socket.create_connection(("127.0.0.1", config["server"]["port"]), timeout=1):
             pass
@@ -76,7 +57,7 @@ def test_a_stop_signal_is_logged_with_what_is_drained_and_the_end(tmp_path: Path
         time.sleep(0.3)
         assert node.process is not None
         node.process.send_signal(signum)
-        _wait_for_line(node, "received: stopping")
+        node.wait_for_log("received: stopping")
         time.sleep(0.5)
         node.process.send_signal(signum)  # a second one: said to change nothing
         assert node.process.wait(grace + 20) == 0, node.log_text()

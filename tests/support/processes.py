@@ -109,7 +109,8 @@ class NodeProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.config['server']['port']}"
 
-    def start(self, deadline_s: float = 30.0) -> NodeProcess:
+    def launch(self) -> NodeProcess:
+        """Start the process and return at once (start() also waits until it serves)."""
         with self.output.open("ab") as sink:
             self.process = subprocess.Popen(
                 [PYTHON, "-m", "node", "run", "--config", str(self.config_path)],
@@ -117,6 +118,22 @@ class NodeProcess:
                 stdout=sink,
                 stderr=subprocess.STDOUT,
             )
+        return self
+
+    def wait_for_log(self, text: str, deadline_s: float = 30.0) -> str:
+        """The first line of the node's output holding `text`; fails if it exits or times out first."""
+        end = time.monotonic() + deadline_s
+        while time.monotonic() < end:
+            for line in self.log_text().splitlines():
+                if text in line:
+                    return line
+            if self.process is None or self.process.poll() is not None:
+                break
+            time.sleep(0.02)
+        raise AssertionError(f"no {text!r} in the node's output:\n{self.log_text()}")
+
+    def start(self, deadline_s: float = 30.0) -> NodeProcess:
+        self.launch()
         try:
             wait_http(f"{self.url}/health", deadline_s, self.process)
         except Exception:

@@ -3,7 +3,8 @@
 Run as a process (`python tests/support/slow_service.py`, env PORT) so that it
 outlives a node that the test kills. With env CALLS_FILE, every call it receives
 appends its `data` as one JSON line there first (the fault suite counts them to
-prove no job ran twice).
+prove no job ran twice). With env DELIVERY_SHAPE=1, a string `data` (an on-chain input's
+hex) comes back in the five-field shape the node delivers as abi.encode(bytes, bytes).
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ async def service_output(request: web.Request) -> web.Response:
     _record(data)
     if isinstance(data, dict) and isinstance(data.get("sleep"), (int, float)):
         await asyncio.sleep(data["sleep"])
+    if os.environ.get("DELIVERY_SHAPE") == "1" and isinstance(data, str):
+        empty = {"processed_input": "", "processed_output": "", "proof": None}
+        return web.json_response({"raw_input": data, "raw_output": data, **empty})
     return web.json_response(data)
 
 

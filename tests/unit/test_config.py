@@ -215,8 +215,11 @@ def _containers(*containers: dict) -> dict:  # type: ignore[type-arg]
 
 
 def test_models_default_to_the_container_id_and_map_to_their_container() -> None:
-    config = parse_config(_containers({"id": "llm", "models": ["smollm2", "org/small"]}, {"id": "echo"}), environ={})
-    assert config.models() == {"smollm2": "llm", "org/small": "llm", "echo": "echo"}
+    config = parse_config(
+        _containers({"id": "llm", "models": ["smollm2", "org/small"]}, {"id": "echo"}, {"id": "in", "external": False}),
+        environ={},
+    )
+    assert config.models() == {"smollm2": "llm", "org/small": "llm", "echo": "echo"}  # not the internal one
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from eth_abi import encode as abi_encode
 
 from tests.e2e.chain.helpers import decode_string, deliveries, node_tx_count, wait_until
 from tests.support.chain import (
@@ -13,11 +14,13 @@ from tests.support.chain import (
     cancel_subscription,
     create_callback,
     create_recurring,
+    deploy,
     deploy_consumer,
     increase_time,
     rpc,
     transact,
 )
+from tests.support.processes import service_process
 
 pytestmark = [pytest.mark.chain, pytest.mark.asyncio(loop_scope="session")]
 
@@ -262,3 +265,25 @@ async def test_reverted_transactions_are_retried_at_most_three_times(
     assert [(r["from"], r["status"], r["gasUsed"] <= 600_000) for r in receipts] == [
         (anvil_accounts[1].address, 0, True)
     ] * 3
+
+
+async def test_a_consumer_that_decodes_its_output_is_delivered_to(
+    anvil_w3: Any, anvil_accounts: list[Any], infernet_chain: Any, chain_node: Any
+) -> None:
+    """PromptConsumer abi.decodes `output` as (bytes, bytes), so the empty placeholder the node
+    simulates first reverts in the consumer: that must not stop the real delivery."""
+    asker, node_address = anvil_accounts[0].address, anvil_accounts[1].address
+    with service_process("slow", env={"DELIVERY_SHAPE": "1"}) as shaped:
+        chain_node(containers=[{"id": "shaped", "url": shaped, "external": True}]).start()
+        consumer = await deploy(anvil_w3, "PromptConsumer", infernet_chain.coordinator_address, sender=asker)
+        sub_id = await infernet_chain.coordinator.functions.id().call()
+        await transact(consumer.functions.ask("shaped", "hi"), asker)
+
+        async def answered() -> bool:
+            return bool(await consumer.functions.answeredBy(sub_id).call() != ZERO_ADDRESS)
+
+        await wait_until(answered, what="the delivery")
+    # The service returned the input's hex as raw_output: the consumer kept those bytes.
+    assert (await consumer.functions.answers(sub_id).call()).encode() == abi_encode(["string"], ["hi"])
+    assert await consumer.functions.answeredBy(sub_id).call() == node_address
+    assert await node_tx_count(anvil_w3, node_address) == 1

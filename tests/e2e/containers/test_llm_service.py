@@ -415,3 +415,72 @@ async def test_unknown_fields_are_ignored(llm: str) -> None:
     body = await complete(llm, chat(QUESTION, max_tokens=1, user="someone", stream_options={"include_usage": True},
                                     logprobs=None, frequency_penalty=0))
     assert body["usage"]["completion_tokens"] == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# On-chain jobs: the prompt is abi.encode(string), the answer the five fields the node delivers
+
+
+ONCHAIN_MAX_TOKENS = 64  # the image's default
+DELIVERY_FIELDS = {"raw_input", "processed_input", "raw_output", "processed_output", "proof"}
+
+
+def abi_string(text: str) -> bytes:
+    """abi.encode(string text), written out: offset word, length word, zero-padded UTF-8."""
+    raw = text.encode()
+    return (32).to_bytes(32, "big") + len(raw).to_bytes(32, "big") + raw.ljust(-(-len(raw) // 32) * 32, b"\0")
+
+
+def onchain_job(data: Any, source: int = 0) -> dict[str, Any]:
+    return {"source": source, "destination": 0, "data": data, "requires_proof": False}
+
+
+async def test_an_onchain_prompt_is_answered_as_the_same_chat_request_in_delivery_shape(llm: str) -> None:
+    prompt = "What is the capital of France?"
+    data = "0x" + abi_string(prompt).hex()
+    status, body = await post(llm, onchain_job(data))
+    assert status == 200, body
+    assert set(body) >= DELIVERY_FIELDS
+    assert body["raw_input"] == data[2:]
+    assert body["processed_input"] == "" and body["processed_output"] == "" and body["proof"] is None
+    answer = bytes.fromhex(body["raw_output"]).decode("utf-8")
+    # The same question asked off chain: one user message, greedy, the on-chain token budget.
+    direct = await complete(llm, chat([{"role": "user", "content": prompt}], max_tokens=ONCHAIN_MAX_TOKENS,
+                                      temperature=0))
+    assert answer == content(direct) and answer.strip()
+    assert body["usage"] == direct["usage"] and body["finish_reason"] == direct["choices"][0]["finish_reason"]
+
+
+async def test_an_offchain_request_for_the_chain_is_answered_in_delivery_shape(llm: str) -> None:
+    # A delegated subscription: the input is the REST request's chat request, the output goes on chain.
+    data = chat(QUESTION, max_tokens=4, temperature=0)
+    status, body = await post(llm, onchain_job(data, source=1))
+    assert status == 200, body
+    assert body["raw_input"] == "" and body["proof"] is None
+    assert bytes.fromhex(body["raw_output"]).decode() == content(await complete(llm, data))
+
+
+@pytest.mark.parametrize(("data", "named"), [
+    ("not hex", "on-chain input: on-chain data is not valid hex"),
+    ("0x123", "on-chain input: on-chain data is not valid hex"),
+    ({"messages": QUESTION}, "on-chain data must be a hex string of abi.encode(string prompt), got dict"),
+    ("", "on-chain input: the input is empty"),
+    # The length word claims 1000 bytes; 32 follow.
+    ((32).to_bytes(32, "big") + (1000).to_bytes(32, "big") + b"hi".ljust(32, b"\0"),
+     "on-chain input: the string's length is 1000 bytes but only 32 follow its length word"),
+    ((7).to_bytes(32, "big") + abi_string("x")[32:], "on-chain input: the string's offset is 7"),
+    (b"What is the capital of France? Say it.", "on-chain input: the string's offset is"),  # raw text is not ABI
+    (abi_string("x")[:-31], "not padded to a whole 32-byte word"),
+    ((32).to_bytes(32, "big") + (2).to_bytes(32, "big") + b"\xc3\x28".ljust(32, b"\0"), "not valid UTF-8"),
+    (abi_string("   "), "on-chain input: the prompt is empty"),
+])
+async def test_malformed_onchain_input_gets_400_naming_the_problem(llm: str, data: Any, named: str) -> None:
+    status, body = await post(llm, onchain_job(data.hex() if isinstance(data, bytes) else data))
+    assert status == 400, body
+    assert named in body["error"], body
+
+
+async def test_an_onchain_prompt_too_long_for_the_context_is_400(llm: str) -> None:
+    status, body = await post(llm, onchain_job(abi_string("word " * N_CTX).hex()))
+    assert status == 400, body
+    assert f"max_tokens is {ONCHAIN_MAX_TOKENS}" in body["error"] and f"context of {N_CTX} tokens" in body["error"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -63,3 +65,29 @@ def test_leave_keeps_them_running_and_the_next_start_reuses_them(tmp_path: Path,
     finally:
         node.stop(60)
     assert docker_inspect(name) is None
+
+
+def test_a_stop_during_start_up_does_not_wait_for_the_containers(tmp_path: Path, prefix: str) -> None:
+    """Ctrl-C while a container is still starting (a first run can take minutes): the node stops
+    at once, and the containers it had started get docker.on_shutdown as at any stop."""
+    # `sleep` never serves /health, and as PID 1 it ignores SIGTERM: stop_timeout 1 bounds its stop.
+    config = managed_config(
+        tmp_path, prefix, [service("sleepy", command="sleep 600")], start_wait=120, stop_timeout=1
+    )
+    node = NodeProcess(config, tmp_path).launch()
+    try:
+        node.wait_for_log(f"created container {prefix}sleepy", NODE_START_S)
+        assert node.process is not None
+        signalled = time.monotonic()
+        node.process.send_signal(signal.SIGINT)
+        assert node.process.wait(60) == 0, node.log_text()
+    finally:
+        node.stop()
+    assert time.monotonic() - signalled < 30  # not docker.start_wait's 120 s
+    log = node.log_text()
+    assert "SIGINT (Ctrl-C) received: stopping" in log
+    assert "stopping during start-up: not waiting for the containers" in log
+    assert f"container {prefix}sleepy removed" in log  # managed_config: on_shutdown remove
+    assert "listening on" not in log and "Unclosed" not in log
+    assert "infernet-node stopped: shutdown took" in log.rstrip().splitlines()[-1]
+    assert docker_inspect(f"{prefix}sleepy") is None

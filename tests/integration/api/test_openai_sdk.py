@@ -5,6 +5,7 @@ Containers of the node under test:
     chat    the chat service; serves models "tiny" and "org/tiny-2"
     slow    the same service with a 1 s timeout; serves "slow-model"
     gone    a port nothing listens on; serves "gone-model"
+    inner   external: false, so its "inner-model" is not served on /v1 (it may only follow another container)
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ def node(service: Service, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         {"id": "chat", "url": service.url, "models": ["tiny", "org/tiny-2"]},
         {"id": "slow", "url": service.url, "models": ["slow-model"], "timeout": 1},
         {"id": "gone", "url": f"http://127.0.0.1:{free_port()}", "models": ["gone-model"]},
+        {"id": "inner", "url": service.url, "models": ["inner-model"], "external": False},
     ]
     config = node_config(workdir, containers, server={"max_body_bytes": 64 * 1024})
     with running_node(config, workdir) as running:
@@ -206,6 +208,8 @@ def test_models_list(client: OpenAI) -> None:
     assert models["tiny"].object == "model" and models["tiny"].owned_by == "chat"
     assert isinstance(models["tiny"].created, int)
     assert models["gone-model"].owned_by == "gone"
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="inner-model", messages=USER)
 
 
 # -- errors as the SDK's typed exceptions ----------------------------------------

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 import pytest
 from aiohttp import web
@@ -165,6 +165,41 @@ async def pool() -> AsyncIterator[Http1Pool]:
     await pool.close()
 
 
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+StartServer = Callable[[Handler], Awaitable[RawServer]]
+MakePool = Callable[..., Http1Pool]
+
+
+@pytest.fixture
+async def raw_server() -> AsyncIterator[StartServer]:
+    """Start RawServers for the test; all closed after it (after its pools: see make_pool)."""
+    servers: list[RawServer] = []
+
+    async def start(handler: Handler) -> RawServer:
+        server = await RawServer(handler).__aenter__()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        await server.__aexit__(None, None, None)
+
+
+@pytest.fixture
+async def make_pool(raw_server: StartServer) -> AsyncIterator[MakePool]:
+    """Http1Pools with the given options; closed after the test, before its servers."""
+    pools: list[Http1Pool] = []
+
+    def make(**options: Any) -> Http1Pool:
+        pool = Http1Pool(**options)
+        pools.append(pool)
+        return pool
+
+    yield make
+    for pool in pools:
+        await pool.close()
+
+
 def job_body(**data: object) -> bytes:
     return json.dumps({"source": 1, "destination": 1, "data": data, "requires_proof": False}).encode()
 
@@ -197,7 +232,7 @@ async def test_chunked_answer_in_several_chunks(pool: Http1Pool) -> None:
     assert len(service.peers) == 1  # a chunked answer leaves the connection reusable
 
 
-async def test_close_delimited_answer() -> None:
+async def test_close_delimited_answer(raw_server: StartServer, make_pool: MakePool) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nbody")
@@ -205,34 +240,30 @@ async def test_close_delimited_answer() -> None:
         await asyncio.sleep(0.05)  # the body may arrive before the close
         writer.write(b" and more")
 
-    async with RawServer(handler) as server:
-        pool = Http1Pool()
-        try:
-            response = await pool.request("POST", server.url, b"{}", JSON, 5)
-            assert response.status == 200
-            assert response.body == b"body and more"
-            assert pool.idle_connections() == 0
-        finally:
-            await pool.close()
+    server = await raw_server(handler)
+    pool = make_pool()
+    response = await pool.request("POST", server.url, b"{}", JSON, 5)
+    assert response.status == 200
+    assert response.body == b"body and more"
+    assert pool.idle_connections() == 0
 
 
-async def test_http10_answer_without_length_ends_at_eof_and_is_not_reused() -> None:
+async def test_http10_answer_without_length_ends_at_eof_and_is_not_reused(
+    raw_server: StartServer, make_pool: MakePool
+) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
         writer.write(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nold server")
 
-    async with RawServer(handler) as server:
-        pool = Http1Pool()
-        try:
-            for _ in range(2):
-                response = await pool.request("POST", server.url, b"{}", JSON, 5)
-                assert (response.status, response.body) == (200, b"old server")
-            assert server.connections == 2
-        finally:
-            await pool.close()
+    server = await raw_server(handler)
+    pool = make_pool()
+    for _ in range(2):
+        response = await pool.request("POST", server.url, b"{}", JSON, 5)
+        assert (response.status, response.body) == (200, b"old server")
+    assert server.connections == 2
 
 
-async def test_interim_100_continue_is_skipped() -> None:
+async def test_interim_100_continue_is_skipped(raw_server: StartServer, make_pool: MakePool) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while await read_request(reader) is not None:
             writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -241,20 +272,17 @@ async def test_interim_100_continue_is_skipped() -> None:
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Final: yes\r\n\r\nok")
             await writer.drain()
 
-    async with RawServer(handler) as server:
-        pool = Http1Pool()
-        try:
-            for _ in range(2):
-                response = await pool.request("POST", server.url, b"{}", JSON, 5)
-                assert (response.status, response.body) == (200, b"ok")
-                assert response.header("x-final") == "yes"
-                assert response.head.startswith(b"HTTP/1.1 200 OK\r\n")
-            assert server.connections == 1
-        finally:
-            await pool.close()
+    server = await raw_server(handler)
+    pool = make_pool()
+    for _ in range(2):
+        response = await pool.request("POST", server.url, b"{}", JSON, 5)
+        assert (response.status, response.body) == (200, b"ok")
+        assert response.header("x-final") == "yes"
+        assert response.head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert server.connections == 1
 
 
-async def test_interim_answer_in_the_same_packet_as_the_final_one() -> None:
+async def test_interim_answer_in_the_same_packet_as_the_final_one(raw_server: StartServer, make_pool: MakePool) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
         writer.write(
@@ -263,14 +291,11 @@ async def test_interim_answer_in_the_same_packet_as_the_final_one() -> None:
         )
         await read_request(reader)
 
-    async with RawServer(handler) as server:
-        pool = Http1Pool()
-        try:
-            response = await pool.request("POST", server.url, b"{}", JSON, 5)
-            assert (response.status, response.body) == (201, b"done")
-            assert response.headers == [(b"Content-Length", b"4")]
-        finally:
-            await pool.close()
+    server = await raw_server(handler)
+    pool = make_pool()
+    response = await pool.request("POST", server.url, b"{}", JSON, 5)
+    assert (response.status, response.body) == (201, b"done")
+    assert response.headers == [(b"Content-Length", b"4")]
 
 
 async def test_204_has_no_body_and_does_not_hang(pool: Http1Pool) -> None:
@@ -292,7 +317,7 @@ async def test_head_does_not_hang(pool: Http1Pool) -> None:
         assert json.loads(again.body)["method"] == "GET"
 
 
-async def test_the_request_on_the_wire() -> None:
+async def test_the_request_on_the_wire(raw_server: StartServer, make_pool: MakePool) -> None:
     seen: list[tuple[bytes, bytes]] = []
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -300,14 +325,11 @@ async def test_the_request_on_the_wire() -> None:
             seen.append(request)
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
 
-    async with RawServer(handler) as server:
-        pool = Http1Pool()
-        try:
-            base = f"http://127.0.0.1:{server.port}"
-            await pool.request("POST", f"{base}/a/service_output", b'{"x":1}', {"Content-Type": "application/json"}, 5)
-            await pool.request("GET", f"{base}/service-resources?model_id=m 1", b"", {}, 5)
-        finally:
-            await pool.close()
+    server = await raw_server(handler)
+    pool = make_pool()
+    base = f"http://127.0.0.1:{server.port}"
+    await pool.request("POST", f"{base}/a/service_output", b'{"x":1}', {"Content-Type": "application/json"}, 5)
+    await pool.request("GET", f"{base}/service-resources?model_id=m 1", b"", {}, 5)
     (post_head, post_body), (get_head, get_body) = seen
     assert (
         post_head
@@ -336,42 +358,36 @@ async def test_sequential_requests_share_one_connection(pool: Http1Pool) -> None
         assert pool.idle_connections() == 1
 
 
-async def test_connection_close_answer_is_not_reused() -> None:
+async def test_connection_close_answer_is_not_reused(raw_server: StartServer, make_pool: MakePool) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         # Says "Connection: close" but leaves the socket open: the client must not reuse it.
         while await read_request(reader) is not None:
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
 
-    async with RawServer(handler) as server:
-        pool = Http1Pool()
-        try:
-            for _ in range(3):
-                response = await pool.request("POST", server.url, b"{}", JSON, 5)
-                assert response.body == b"ok"
-            assert server.connections == 3
-            assert pool.idle_connections() == 0
-        finally:
-            await pool.close()
+    server = await raw_server(handler)
+    pool = make_pool()
+    for _ in range(3):
+        response = await pool.request("POST", server.url, b"{}", JSON, 5)
+        assert response.body == b"ok"
+    assert server.connections == 3
+    assert pool.idle_connections() == 0
 
 
-async def test_idle_connection_closed_by_the_server_is_skipped() -> None:
+async def test_idle_connection_closed_by_the_server_is_skipped(raw_server: StartServer, make_pool: MakePool) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)  # one answer per connection, then the server closes it while idle
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
         await writer.drain()
         await asyncio.sleep(0.05)
 
-    async with RawServer(handler) as server:
-        pool = Http1Pool()
-        try:
-            await pool.request("POST", server.url, b"{}", JSON, 5)
-            assert pool.idle_connections() == 1
-            await eventually(lambda: pool.idle_connections() == 0, "the pool sees the server's close")
-            response = await pool.request("POST", server.url, b"{}", JSON, 5)  # no error, no retry
-            assert response.body == b"ok"
-            assert server.connections == 2
-        finally:
-            await pool.close()
+    server = await raw_server(handler)
+    pool = make_pool()
+    await pool.request("POST", server.url, b"{}", JSON, 5)
+    assert pool.idle_connections() == 1
+    await eventually(lambda: pool.idle_connections() == 0, "the pool sees the server's close")
+    response = await pool.request("POST", server.url, b"{}", JSON, 5)  # no error, no retry
+    assert response.body == b"ok"
+    assert server.connections == 2
 
 
 async def test_a_close_the_loop_has_not_seen_yet_is_caught_before_writing(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -413,7 +429,7 @@ async def test_a_close_the_loop_has_not_seen_yet_is_caught_before_writing(monkey
             conn.close()
 
 
-async def test_idle_connections_expire() -> None:
+async def test_idle_connections_expire(raw_server: StartServer, make_pool: MakePool) -> None:
     closed = asyncio.Event()
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -422,35 +438,29 @@ async def test_idle_connections_expire() -> None:
         if await wait_for_eof(reader):
             closed.set()
 
-    async with RawServer(handler) as server:
-        pool = Http1Pool(idle_seconds=0.2)
-        try:
-            await pool.request("POST", server.url, b"{}", JSON, 5)
-            assert pool.idle_connections() == 1
-            # Nobody calls: the pool still closes the expired connection on its own.
-            await asyncio.wait_for(closed.wait(), WAIT)
-            assert pool.idle_connections() == 0
-            await pool.request("POST", server.url, b"{}", JSON, 5)
-            assert server.connections == 2
-        finally:
-            await pool.close()
+    server = await raw_server(handler)
+    pool = make_pool(idle_seconds=0.2)
+    await pool.request("POST", server.url, b"{}", JSON, 5)
+    assert pool.idle_connections() == 1
+    # Nobody calls: the pool still closes the expired connection on its own.
+    await asyncio.wait_for(closed.wait(), WAIT)
+    assert pool.idle_connections() == 0
+    await pool.request("POST", server.url, b"{}", JSON, 5)
+    assert server.connections == 2
 
 
-async def test_unrequested_bytes_drop_the_connection() -> None:
+async def test_unrequested_bytes_drop_the_connection(raw_server: StartServer, make_pool: MakePool) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while await read_request(reader) is not None:
             # A second answer nobody asked for, glued to the first.
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-")
 
-    async with RawServer(handler) as server:
-        pool = Http1Pool()
-        try:
-            for _ in range(2):
-                response = await pool.request("POST", server.url, b"{}", JSON, 5)
-                assert response.body == b"ok"
-            assert server.connections == 2
-        finally:
-            await pool.close()
+    server = await raw_server(handler)
+    pool = make_pool()
+    for _ in range(2):
+        response = await pool.request("POST", server.url, b"{}", JSON, 5)
+        assert response.body == b"ok"
+    assert server.connections == 2
 
 
 async def test_concurrent_requests_each_get_their_own_answer() -> None:
@@ -488,19 +498,16 @@ async def test_connection_refused_names_the_address(pool: Http1Pool) -> None:
     assert isinstance(caught.value, Http1Error)
 
 
-async def test_server_dropping_mid_body_is_a_disconnection() -> None:
+async def test_server_dropping_mid_body_is_a_disconnection(raw_server: StartServer, make_pool: MakePool) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 512\r\n\r\n" + b"x" * 120)
         await writer.drain()
 
-    async with RawServer(handler) as server:
-        pool = Http1Pool()
-        try:
-            with pytest.raises(Disconnected) as caught:
-                await pool.request("POST", server.url, b"{}", JSON, 5)
-        finally:
-            await pool.close()
+    server = await raw_server(handler)
+    pool = make_pool()
+    with pytest.raises(Disconnected) as caught:
+        await pool.request("POST", server.url, b"{}", JSON, 5)
     assert (
         str(caught.value) == f"the service at 127.0.0.1:{server.port} closed the connection after 120 of 512 body bytes"
     )
@@ -535,25 +542,22 @@ async def test_server_dropping_mid_chunked_body_or_before_answering() -> None:
     ]
 
 
-async def test_invalid_answer() -> None:
+async def test_invalid_answer(raw_server: StartServer, make_pool: MakePool) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
         writer.write(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
         await wait_for_eof(reader)
 
-    async with RawServer(handler) as server:
-        pool = Http1Pool()
-        try:
-            with pytest.raises(
-                InvalidResponse, match=rf"^the service at 127\.0\.0\.1:{server.port} sent an invalid HTTP answer: "
-            ):
-                await pool.request("POST", server.url, b"{}", JSON, 5)
-            assert pool.idle_connections() == 0
-        finally:
-            await pool.close()
+    server = await raw_server(handler)
+    pool = make_pool()
+    with pytest.raises(
+        InvalidResponse, match=rf"^the service at 127\.0\.0\.1:{server.port} sent an invalid HTTP answer: "
+    ):
+        await pool.request("POST", server.url, b"{}", JSON, 5)
+    assert pool.idle_connections() == 0
 
 
-async def test_timeout_closes_the_connection() -> None:
+async def test_timeout_closes_the_connection(raw_server: StartServer, make_pool: MakePool) -> None:
     requests = 0
     closed = asyncio.Event()
 
@@ -568,22 +572,19 @@ async def test_timeout_closes_the_connection() -> None:
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
         await wait_for_eof(reader)
 
-    async with RawServer(handler) as server:
-        pool = Http1Pool()
-        try:
-            started = time.monotonic()
-            with pytest.raises(TimeoutError) as caught:
-                await pool.request("POST", server.url, b"{}", JSON, 0.3)
-            elapsed = time.monotonic() - started
-            assert 0.29 <= elapsed < 1.5
-            assert str(caught.value) == f"the service at 127.0.0.1:{server.port} did not answer within 0.3s"
-            assert isinstance(caught.value, asyncio.TimeoutError)
-            await asyncio.wait_for(closed.wait(), WAIT)  # the server sees the connection closed
-            response = await pool.request("POST", server.url, b"{}", JSON, 5)
-            assert response.body == b"ok"
-            assert server.connections == 2
-        finally:
-            await pool.close()
+    server = await raw_server(handler)
+    pool = make_pool()
+    started = time.monotonic()
+    with pytest.raises(TimeoutError) as caught:
+        await pool.request("POST", server.url, b"{}", JSON, 0.3)
+    elapsed = time.monotonic() - started
+    assert 0.29 <= elapsed < 1.5
+    assert str(caught.value) == f"the service at 127.0.0.1:{server.port} did not answer within 0.3s"
+    assert isinstance(caught.value, asyncio.TimeoutError)
+    await asyncio.wait_for(closed.wait(), WAIT)  # the server sees the connection closed
+    response = await pool.request("POST", server.url, b"{}", JSON, 5)
+    assert response.body == b"ok"
+    assert server.connections == 2
 
 
 async def test_timeout_while_connecting() -> None:
@@ -616,7 +617,7 @@ async def test_timeout_while_connecting() -> None:
         listener.close()
 
 
-async def test_cancellation_closes_the_connection() -> None:
+async def test_cancellation_closes_the_connection(raw_server: StartServer, make_pool: MakePool) -> None:
     got_request = asyncio.Event()
     closed = asyncio.Event()
 
@@ -626,18 +627,15 @@ async def test_cancellation_closes_the_connection() -> None:
         if await wait_for_eof(reader):
             closed.set()
 
-    async with RawServer(handler) as server:
-        pool = Http1Pool()
-        try:
-            task = asyncio.create_task(pool.request("POST", server.url, b"{}", JSON, 30))
-            await asyncio.wait_for(got_request.wait(), WAIT)
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
-            await asyncio.wait_for(closed.wait(), WAIT)
-            assert pool.idle_connections() == 0
-        finally:
-            await pool.close()
+    server = await raw_server(handler)
+    pool = make_pool()
+    task = asyncio.create_task(pool.request("POST", server.url, b"{}", JSON, 30))
+    await asyncio.wait_for(got_request.wait(), WAIT)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.wait_for(closed.wait(), WAIT)
+    assert pool.idle_connections() == 0
 
 
 async def test_max_body_bytes() -> None:
@@ -672,7 +670,29 @@ async def test_max_body_bytes() -> None:
             await pool.close()
 
 
-async def test_the_bearer_token_reaches_the_service_but_no_error() -> None:
+async def test_a_declared_length_over_max_body_bytes_fails_before_the_body_is_read(
+    raw_server: StartServer, make_pool: MakePool
+) -> None:
+    # The head promises 1 GB and the first bytes of it follow; the rest never comes.
+    # The limit is judged on the declared length at once, not after reading (or waiting for) the body.
+    closed = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000\r\n\r\n" + b"x" * 50)
+        await writer.drain()
+        await wait_for_eof(reader)
+        closed.set()
+
+    server = await raw_server(handler)
+    pool = make_pool(max_body_bytes=100)
+    with pytest.raises(BodyTooLarge):
+        await asyncio.wait_for(pool.request("POST", server.url, b"{}", JSON, 30), WAIT)
+    await asyncio.wait_for(closed.wait(), WAIT)  # and the connection is closed
+    assert pool.idle_connections() == 0
+
+
+async def test_the_bearer_token_reaches_the_service_but_no_error(raw_server: StartServer, make_pool: MakePool) -> None:
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {BEARER}"}
     async with aiohttp_service() as (service, base):
         pool = Http1Pool()
@@ -701,18 +721,15 @@ async def test_the_bearer_token_reaches_the_service_but_no_error() -> None:
         await writer.drain()
 
     errors: list[BaseException] = []
-    async with RawServer(handler) as server:
-        pool = Http1Pool(max_body_bytes=100)
-        try:
-            for _ in range(4):
-                with pytest.raises((Http1Error, TimeoutError)) as caught:
-                    await pool.request("POST", server.url, b"{}", headers, 0.3)
-                errors.append(caught.value)
-            with pytest.raises(ConnectFailed) as refused:
-                await pool.request("POST", f"http://127.0.0.1:{free_port()}/x", b"{}", headers, 5)
-            errors.append(refused.value)
-        finally:
-            await pool.close()
+    server = await raw_server(handler)
+    pool = make_pool(max_body_bytes=100)
+    for _ in range(4):
+        with pytest.raises((Http1Error, TimeoutError)) as caught:
+            await pool.request("POST", server.url, b"{}", headers, 0.3)
+        errors.append(caught.value)
+    with pytest.raises(ConnectFailed) as refused:
+        await pool.request("POST", f"http://127.0.0.1:{free_port()}/x", b"{}", headers, 5)
+    errors.append(refused.value)
     assert [type(error) for error in errors] == [
         Disconnected,
         InvalidResponse,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from node.jobs.errors import UnstorableValue
 from node.jobs.model import ContainerResult, Job, JobOrigin, JobStatus, TokenUsage, new_job_id
 from node.store.batcher import WriteBatcher
 from node.store.engine import create_engine, migrate
@@ -121,6 +122,32 @@ async def test_record_upserts(repository: SqlJobRepository) -> None:
 async def test_store_uses_wal(tmp_path: Path, repository: SqlJobRepository) -> None:
     mode = sqlite3.connect(tmp_path / "store" / "node.db").execute("PRAGMA journal_mode").fetchone()[0]
     assert mode == "wal"
+
+
+@pytest.mark.parametrize(
+    ("output", "reason"),
+    [
+        ({"x": "\ud800"}, "The value holds a lone UTF-16 surrogate, which is not valid text"),
+        ({"\udfff": 1}, "The value holds a lone UTF-16 surrogate, which is not valid text"),
+        ([float("nan")], "The value holds NaN or Infinity, which standard JSON cannot carry"),
+        ({"x": float("inf")}, "The value holds NaN or Infinity, which standard JSON cannot carry"),
+    ],
+)
+async def test_a_value_the_store_can_never_hold_is_refused_by_name(
+    repository: SqlJobRepository, output: object, reason: str
+) -> None:
+    stored = job(status=JobStatus.RUNNING)
+    await repository.add(stored)
+    with pytest.raises(UnstorableValue) as refused:
+        await repository.finish(stored.key, JobStatus.SUCCESS, ContainerResult("b", output=output), [])
+    assert refused.value.message == reason
+    with pytest.raises(UnstorableValue):
+        await repository.add(job(data=output))
+    assert repository.health.failure is None  # the store itself is fine
+    # The job is untouched and can still be finished with a storable failure.
+    await repository.finish(stored.key, JobStatus.FAILED, ContainerResult("b", error=reason), [])
+    [loaded] = await repository.get_many(stored.client_ip, [stored.id])
+    assert loaded.status is JobStatus.FAILED and loaded.result == ContainerResult("b", error=reason)
 
 
 async def test_model_call_keeps_model_and_token_usage(repository: SqlJobRepository) -> None:

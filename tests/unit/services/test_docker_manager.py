@@ -15,6 +15,7 @@ import pytest
 from aiodocker.exceptions import DockerError
 
 from node.config import Config, parse_config
+from node.logs import redact
 from node.services.docker_manager import DockerManager
 from node.services.docker_spec import LABEL_MANAGED
 
@@ -424,3 +425,27 @@ async def test_host_mode_gives_each_service_its_own_port() -> None:
         assert record["HostConfig"]["NetworkMode"] == "host"
         assert record["Config"]["Labels"][LABEL_MANAGED] == "true"
     await harness.manager.close()
+
+
+async def test_a_docker_error_quoting_a_secret_reaches_no_client() -> None:
+    # The reason is shown in /info and in the error of every job sent to the container.
+    class Leaky(FakeDocker):
+        def __init__(self) -> None:
+            super().__init__(IMAGES)
+
+            async def pull(name: str, auth: Any = None, tag: Any = None) -> list[Any]:
+                raise DockerError(401, f"login with {auth['password']} refused")
+
+            self.images.pull = pull  # type: ignore[method-assign]
+
+    redact.add(["s3cret-passw0rd"])
+    try:
+        harness = await started(
+            [{"id": "model", "image": "acme/model"}], Leaky(), username="bob", password="s3cret-passw0rd"
+        )
+        [info] = harness.manager.unavailable_info()
+        assert "refused" in info["reason"] and "s3cret-passw0rd" not in info["reason"]
+        assert "s3cret-passw0rd" not in harness.manager.unavailable_reason("model")
+        await harness.manager.close()
+    finally:
+        redact.clear()

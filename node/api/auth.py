@@ -1,0 +1,178 @@
+"""The HTTP side of auth: read a request's credentials, ask the auth domain, render refusals.
+
+One middleware guards both surfaces: `/v1` and `/serving` (auth.v1: none, keys,
+signatures, either) and the Infernet `/api` (auth.api: open or keys). It reads the
+exact body bytes (aiohttp keeps them for the handler), admits the call, and leaves
+the admitted `Ticket` on the request. A handler that knows what the call used says so
+with `record_usage(request, job_id, model, prompt_tokens, completion_tokens)`; the
+middleware settles the ticket when the handler returns (streams included), so a
+usage record is written for every admitted call that became a job.
+
+Refusals are answered here, in OpenAI's error shape on /v1 and /serving and in the
+Infernet shape on /api, and logged with who and why (a key's name or a claimed
+address, never a secret or a signature).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from node.api.body import read_body
+from node.api.client_ip import client_ip
+from node.api.render import json_response
+from node.auth.errors import AuthRefused, OverQuota, Reason, Unauthenticated
+from node.auth.service import AuthService, Credentials, Mode, Ticket
+
+log = logging.getLogger(__name__)
+
+AUTH = web.AppKey("auth_service", AuthService)
+TICKET = web.RequestKey("auth_ticket", Ticket)
+_USAGE = web.RequestKey("auth_usage", tuple)
+
+V1 = "v1"
+API = "api"
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    v1: Mode = Mode.NONE
+    api: Mode = Mode.OPEN
+    workspace_header: str = "x-deci-workspace"
+
+
+def surface_of(path: str) -> str | None:
+    if path == "/v1" or path.startswith(("/v1/", "/serving/")):
+        return V1
+    if path.startswith("/api/"):
+        return API
+    return None
+
+
+def is_loopback(ip: str) -> bool:
+    try:
+        return ipaddress.ip_address(ip).is_loopback
+    except ValueError:
+        return False
+
+
+def credentials(request: web.Request, body: bytes, workspace_header: str) -> Credentials:
+    headers = request.headers
+    ip = client_ip(request)
+    return Credentials(
+        client_ip=ip,
+        loopback=is_loopback(ip),
+        authorization=headers.get("Authorization"),
+        requester=headers.get("X-Requester-Address"),
+        timestamp=headers.get("X-Timestamp"),
+        transfer_address=headers.get("X-Transfer-Address"),
+        workspace=headers.get(workspace_header),
+        body=body,
+    )
+
+
+def max_tokens_of(body: bytes) -> int:
+    """The most completion tokens a chat request may use (its reservation); 0 when it does not say."""
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return 0
+    if not isinstance(payload, dict):
+        return 0
+    for field in ("max_completion_tokens", "max_tokens"):
+        value = payload.get(field)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return 0
+
+
+_OPENAI_TYPES = {401: "authentication_error", 403: "permission_error"}
+
+
+def openai_refusal(refused: AuthRefused) -> web.Response:
+    """401 authentication_error, 403 permission_error, 429 rate_limit_error or insufficient_quota."""
+    kind = _OPENAI_TYPES.get(refused.status, "rate_limit_error")
+    if refused.reason is Reason.TOKEN_BUDGET:
+        kind = "insufficient_quota"
+    body = {"error": {"message": refused.message, "type": kind, "param": None, "code": refused.reason.value}}
+    response = json_response(body, status=refused.status)
+    _quota_headers(refused, response)
+    return response
+
+
+def infernet_refusal(refused: AuthRefused) -> web.Response:
+    response = json_response({"error": refused.message, "params": {"reason": refused.reason.value}}, refused.status)
+    _quota_headers(refused, response)
+    return response
+
+
+def _quota_headers(refused: AuthRefused, response: web.Response) -> None:
+    if isinstance(refused, Unauthenticated):
+        response.headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(refused, OverQuota):
+        if refused.retry_after is not None:
+            response.headers["Retry-After"] = str(max(1, math.ceil(refused.retry_after)))
+        else:
+            # A spent budget does not come back by waiting: the OpenAI SDKs honour this header.
+            response.headers["x-should-retry"] = "false"
+
+
+def record_usage(
+    request: web.Request, job_id: str, model: str | None, prompt_tokens: int, completion_tokens: int
+) -> None:
+    """What the call used; the middleware writes it when the handler returns."""
+    request[_USAGE] = (job_id, model, prompt_tokens, completion_tokens)
+
+
+def auth_middleware(settings: AuthSettings, on_refused: Callable[[str, str], None] | None = None) -> Any:
+    """The service is app[AUTH], set once the store is open (app.py)."""
+    modes = {V1: settings.v1, API: settings.api}
+
+    @web.middleware
+    async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+        surface = surface_of(request.path)
+        mode = modes.get(surface) if surface else None
+        if surface is None or mode is None or (mode is Mode.OPEN and surface == API):
+            return await handler(request)  # the open /api keeps the client contract's path untouched
+        # Signatures cover the exact bytes sent; aiohttp keeps them for the handler's own read.
+        needs_body = mode in (Mode.SIGNATURES, Mode.EITHER) or (mode is Mode.KEYS and surface == V1)
+        body = await read_body(request) if needs_body and request.can_read_body else b""
+        service = request.app[AUTH]
+        try:
+            ticket = await service.admit(
+                credentials(request, body, settings.workspace_header),
+                mode,
+                (lambda: max_tokens_of(body)) if surface == V1 else 0,
+            )
+        except AuthRefused as refused:
+            log.info(
+                "auth: refused %s %s from %s (%s): %s",
+                request.method,
+                request.path,
+                client_ip(request),
+                refused.who or "anonymous",
+                refused.reason.value,
+            )
+            if on_refused is not None:
+                on_refused(surface, refused.reason.value)
+            return openai_refusal(refused) if surface == V1 else infernet_refusal(refused)
+        request[TICKET] = ticket
+        try:
+            return await handler(request)
+        finally:
+            job_id, model, prompt_tokens, completion_tokens = request.get(_USAGE, (None, None, 0, 0))
+            try:
+                await service.settle(ticket, job_id, model, prompt_tokens, completion_tokens)
+            except Exception:
+                log.exception("auth: could not record the usage of job %s (caller %s)", job_id, ticket.caller.id)
+
+    return authenticate
+

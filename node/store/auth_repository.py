@@ -1,0 +1,281 @@
+"""The auth domain's store (node.auth.ports.AuthRepository) on SQLite and PostgreSQL.
+
+Each rule that must hold across nodes is one statement the database makes atomic:
+a used signature is an INSERT … ON CONFLICT DO NOTHING RETURNING on its primary key;
+a minute's counter and a budget are INSERT … ON CONFLICT DO UPDATE … WHERE <under the
+limit> RETURNING, which PostgreSQL evaluates under the row lock and SQLite under its
+single writer. The SQL is the same text for both (SQLite >= 3.35 has RETURNING). On an
+SQLite file it runs on the store's hot-path threads (node/store/sqlite.py): one hop.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from node.auth.keys import ApiKey
+from node.auth.ports import AdmitRequest, UsageRecord, UsageTotal
+from node.auth.quotas import Admission, Limits
+from node.store.engine import sqlite_file
+
+T = TypeVar("T")
+UNLIMITED = 2**62
+
+_KEY_COLUMNS = "name, key_hash, workspace, rpm, tpm, token_budget, created_at, expires_at, revoked_at"
+FIND_KEY = f"SELECT {_KEY_COLUMNS} FROM auth_keys WHERE key_hash = :key_hash"
+ADD_KEY = (
+    f"INSERT INTO auth_keys ({_KEY_COLUMNS}) VALUES (:name, :key_hash, :workspace, :rpm, :tpm, :token_budget, "
+    ":created_at, :expires_at, :revoked_at) ON CONFLICT DO NOTHING RETURNING name"
+)
+LIST_KEYS = (
+    f"SELECT {', '.join('k.' + c.strip() for c in _KEY_COLUMNS.split(','))}, "
+    "COALESCE(u.tokens, 0) FROM auth_keys k LEFT JOIN (SELECT caller, "
+    "SUM(prompt_tokens + completion_tokens) AS tokens FROM auth_usage GROUP BY caller) u "
+    "ON u.caller = 'key:' || k.name ORDER BY k.created_at"
+)
+REVOKE_KEY = "UPDATE auth_keys SET revoked_at = :at WHERE name = :name AND revoked_at IS NULL RETURNING name"
+USE_SIGNATURE = (
+    "INSERT INTO auth_signatures (signature, expires_at) VALUES (:signature, :expires_at) "
+    "ON CONFLICT (signature) DO NOTHING RETURNING signature"
+)
+TAKE_MINUTE = (
+    "INSERT INTO auth_windows (caller, minute, requests, tokens) VALUES (:caller, :minute, 1, :tokens) "
+    "ON CONFLICT (caller, minute) DO UPDATE SET requests = auth_windows.requests + 1, "
+    "tokens = auth_windows.tokens + :tokens "
+    "WHERE auth_windows.requests < :rpm AND auth_windows.tokens + :tokens <= :tpm AND auth_windows.tokens < :tpm "
+    "RETURNING requests"
+)
+READ_MINUTE = "SELECT requests, tokens FROM auth_windows WHERE caller = :caller AND minute = :minute"
+TAKE_BUDGET = (
+    "INSERT INTO auth_budgets (caller, used) VALUES (:caller, :tokens) "
+    "ON CONFLICT (caller) DO UPDATE SET used = auth_budgets.used + :tokens "
+    "WHERE auth_budgets.used + :tokens <= :budget AND auth_budgets.used < :budget RETURNING used"
+)
+SETTLE_MINUTE = "UPDATE auth_windows SET tokens = tokens + :delta WHERE caller = :caller AND minute = :minute"
+SETTLE_BUDGET = "UPDATE auth_budgets SET used = used + :delta WHERE caller = :caller"
+RECORD_USAGE = (
+    "INSERT INTO auth_usage (job_id, caller, model, prompt_tokens, completion_tokens, created_at) "
+    "VALUES (:job_id, :caller, :model, :prompt_tokens, :completion_tokens, :created_at) "
+    "ON CONFLICT (job_id) DO NOTHING"
+)
+PRUNE_SIGNATURES = "DELETE FROM auth_signatures WHERE expires_at < :now"
+PRUNE_MINUTES = "DELETE FROM auth_windows WHERE minute < :minute"
+
+
+class _Db:
+    """One connection seen the same way whether it is stdlib sqlite3 (hot path) or SQLAlchemy's."""
+
+    def __init__(self, connection: sqlite3.Connection | Connection) -> None:
+        self._connection = connection
+
+    def execute(self, sql: str, params: dict[str, Any]) -> list[Any]:
+        connection = self._connection
+        if isinstance(connection, sqlite3.Connection):
+            return connection.execute(sql, params).fetchall()
+        result = connection.execute(text(sql), params)
+        return list(result.all()) if result.returns_rows else []
+
+    def begin(self) -> None:
+        # sqlite3 here runs with isolation_level=None (each statement commits alone);
+        # SQLAlchemy's connection begins on its own at the first statement.
+        if isinstance(self._connection, sqlite3.Connection):
+            self._connection.execute("BEGIN IMMEDIATE")
+
+    def commit(self) -> None:
+        if isinstance(self._connection, sqlite3.Connection):
+            self._connection.execute("COMMIT")
+        else:
+            self._connection.commit()
+
+    def rollback(self) -> None:
+        if isinstance(self._connection, sqlite3.Connection):
+            if self._connection.in_transaction:
+                self._connection.execute("ROLLBACK")
+        else:
+            self._connection.rollback()
+
+    def transaction(self, work: Callable[[_Db], T], statements: int = 2) -> T:
+        """Run `work` all or nothing. One statement is atomic alone: on stdlib sqlite3 it then
+        runs without BEGIN/COMMIT (two fewer round trips on the hot path)."""
+        if statements == 1 and isinstance(self._connection, sqlite3.Connection):
+            return work(self)
+        self.begin()
+        try:
+            result = work(self)
+        except BaseException:
+            self.rollback()
+            raise
+        self.commit()
+        return result
+
+
+class _Refused(Exception):
+    def __init__(self, admission: Admission) -> None:
+        self.admission = admission
+
+
+def _limit(value: int | None) -> int:
+    return UNLIMITED if value is None else value
+
+
+def _take_quota(request: AdmitRequest, db: _Db) -> None:
+    limits = request.limits
+    params = {"caller": request.caller, "minute": request.minute, "tokens": request.reserve_tokens}
+    if limits.per_minute:
+        taken = db.execute(TAKE_MINUTE, {**params, "rpm": _limit(limits.rpm), "tpm": _limit(limits.tpm)})
+        if not taken:
+            row = db.execute(READ_MINUTE, params)
+            full = bool(row) and limits.rpm is not None and row[0][0] >= limits.rpm
+            raise _Refused(Admission.RPM if full else Admission.TPM)
+    if limits.token_budget is not None and not db.execute(TAKE_BUDGET, {**params, "budget": limits.token_budget}):
+        raise _Refused(Admission.TOKEN_BUDGET)
+
+
+def _admit(request: AdmitRequest, db: _Db) -> Admission:
+    if request.signature is not None:
+        signature, expires_at = request.signature
+        used = db.transaction(
+            lambda db: db.execute(USE_SIGNATURE, {"signature": signature.hex(), "expires_at": expires_at}),
+            statements=1,
+        )
+        if not used:
+            return Admission.REUSED
+    if not request.limits.any:
+        return Admission.ADMITTED
+    limits = request.limits
+    statements = int(limits.per_minute) + int(limits.token_budget is not None)
+    try:
+        db.transaction(lambda db: _take_quota(request, db), statements)
+    except _Refused as refused:
+        return refused.admission
+    return Admission.ADMITTED
+
+
+def _settle_statements(limits: Limits, reserved: int, usage: UsageRecord) -> int:
+    delta = usage.prompt_tokens + usage.completion_tokens - reserved
+    return (
+        int(bool(delta) and limits.per_minute)
+        + int(bool(delta) and limits.token_budget is not None)
+        + int(usage.job_id is not None)
+    )
+
+
+def _settle(caller: str, minute: int, limits: Limits, reserved: int, usage: UsageRecord, db: _Db) -> None:
+    delta = usage.prompt_tokens + usage.completion_tokens - reserved
+    if delta and limits.per_minute:
+        db.execute(SETTLE_MINUTE, {"caller": caller, "minute": minute, "delta": delta})
+    if delta and limits.token_budget is not None:
+        db.execute(SETTLE_BUDGET, {"caller": caller, "delta": delta})
+    if usage.job_id is None:
+        return
+    db.execute(
+        RECORD_USAGE,
+        {
+            "job_id": usage.job_id,
+            "caller": usage.caller,
+            "model": usage.model,
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "created_at": usage.created_at,
+        },
+    )
+
+
+def _key(row: Sequence[Any]) -> ApiKey:
+    return ApiKey(
+        name=row[0],
+        key_hash=row[1],
+        workspace=row[2],
+        limits=Limits(rpm=row[3], tpm=row[4], token_budget=row[5]),
+        created_at=row[6],
+        expires_at=row[7],
+        revoked_at=row[8],
+    )
+
+
+def _key_params(key: ApiKey) -> dict[str, Any]:
+    return {
+        "name": key.name,
+        "key_hash": key.key_hash,
+        "workspace": key.workspace,
+        "rpm": key.limits.rpm,
+        "tpm": key.limits.tpm,
+        "token_budget": key.limits.token_budget,
+        "created_at": key.created_at,
+        "expires_at": key.expires_at,
+        "revoked_at": key.revoked_at,
+    }
+
+
+class SqlAuthRepository:
+    def __init__(self, engine: AsyncEngine, clock: Callable[[], float] = time.time) -> None:
+        self._engine = engine
+        self._sqlite = sqlite_file(engine)
+        self._clock = clock
+
+    async def _write(self, work: Callable[[_Db], T]) -> T:
+        if self._sqlite is not None:
+            return await self._sqlite.write(lambda connection: work(_Db(connection)))
+        async with self._engine.connect() as connection:
+            return await connection.run_sync(lambda sync: work(_Db(sync)))
+
+    async def _read(self, work: Callable[[_Db], T]) -> T:
+        if self._sqlite is not None:
+            return await self._sqlite.read(lambda connection: work(_Db(connection)))
+        async with self._engine.connect() as connection:
+            return await connection.run_sync(lambda sync: work(_Db(sync)))
+
+    async def find_key(self, key_hash: str) -> ApiKey | None:
+        rows = await self._read(lambda db: db.execute(FIND_KEY, {"key_hash": key_hash}))
+        return _key(rows[0]) if rows else None
+
+    async def add_key(self, key: ApiKey) -> bool:
+        return bool(await self._write(lambda db: db.transaction(lambda db: db.execute(ADD_KEY, _key_params(key)))))
+
+    async def list_keys(self) -> list[tuple[ApiKey, int]]:
+        rows = await self._read(lambda db: db.execute(LIST_KEYS, {}))
+        return [(_key(row), int(row[9])) for row in rows]
+
+    async def revoke_key(self, name: str, at: float) -> bool:
+        params = {"name": name, "at": at}
+        return bool(await self._write(lambda db: db.transaction(lambda db: db.execute(REVOKE_KEY, params))))
+
+    async def admit(self, request: AdmitRequest) -> Admission:
+        return await self._write(lambda db: _admit(request, db))
+
+    async def settle(self, caller: str, minute: int, limits: Limits, reserved: int, usage: UsageRecord) -> None:
+        statements = _settle_statements(limits, reserved, usage)
+        await self._write(
+            lambda db: db.transaction(lambda db: _settle(caller, minute, limits, reserved, usage, db), statements)
+        )
+
+    async def usage(self, caller: str | None, since: float | None) -> list[UsageTotal]:
+        where: list[str] = []
+        params: dict[str, Any] = {}
+        if caller is not None:
+            where.append("caller = :caller")
+            params["caller"] = caller
+        if since is not None:
+            where.append("created_at >= :since")
+            params["since"] = since
+        sql = (
+            "SELECT caller, model, COUNT(*), SUM(prompt_tokens), SUM(completion_tokens) FROM auth_usage"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + " GROUP BY caller, model ORDER BY caller, model"
+        )
+        rows = await self._read(lambda db: db.execute(sql, params))
+        return [UsageTotal(row[0], row[1], int(row[2]), int(row[3]), int(row[4])) for row in rows]
+
+    async def prune(self, now: float, before_minute: int) -> int:
+        def work(db: _Db) -> int:
+            removed = len(db.execute(PRUNE_SIGNATURES + " RETURNING signature", {"now": now}))
+            removed += len(db.execute(PRUNE_MINUTES + " RETURNING minute", {"minute": before_minute}))
+            return removed
+
+        return await self._write(lambda db: db.transaction(work))
+

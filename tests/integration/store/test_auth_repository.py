@@ -1,0 +1,268 @@
+"""The auth rules on a real SQLite file and a real PostgreSQL server (conftest.store_url):
+keys, signatures used once (across restarts and across nodes sharing the store), exact quotas
+under concurrency, and usage records."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import pytest
+from coincurve import PrivateKey
+
+from node.auth.bech32 import address_of
+from node.auth.errors import AuthRefused, Forbidden, OverQuota, Reason, Unauthenticated
+from node.auth.keys import ApiKey, hash_secret, new_secret
+from node.auth.quotas import NO_LIMITS, Limits
+from node.auth.service import AuthService, Credentials, Mode
+from node.auth.signatures import NS, SignatureSettings, SignatureVerifier
+from node.store.auth_repository import SqlAuthRepository
+from node.store.engine import create_engine, migrate
+
+T0 = 1_779_999_980.0  # 20 s into a minute (1_779_999_960 is a multiple of 60)
+NODE_ADDRESS = address_of(PrivateKey(bytes.fromhex("33" * 32)).public_key.format())
+USER = PrivateKey(bytes.fromhex("11" * 32))
+
+
+class Clock:
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@asynccontextmanager
+async def node(url: str, clock: Clock, address_limits: Limits = NO_LIMITS) -> AsyncIterator[AuthService]:
+    """One node's view of the store: its own engine, repository and service."""
+    engine = create_engine(url)
+    await migrate(engine)
+    verifier = SignatureVerifier(SignatureSettings(address=NODE_ADDRESS))
+    try:
+        yield AuthService(SqlAuthRepository(engine, clock), verifier, address_limits, clock)
+    finally:
+        await engine.dispose()
+
+
+async def add_key(url: str, name: str, limits: Limits = NO_LIMITS, **fields: object) -> str:
+    secret = new_secret()
+    engine = create_engine(url)
+    await migrate(engine)
+    try:
+        key = ApiKey(name, hash_secret(secret), created_at=T0 - 100, limits=limits, **fields)  # type: ignore[arg-type]
+        assert await SqlAuthRepository(engine).add_key(key)
+    finally:
+        await engine.dispose()
+    return secret
+
+
+def bearer(secret: str, workspace: str | None = None) -> Credentials:
+    return Credentials("203.0.113.5", False, authorization=f"Bearer {secret}", workspace=workspace)
+
+
+def signed(body: bytes = b'{"a":1}', at: float = T0, key: PrivateKey = USER) -> Credentials:
+    timestamp = int(at * NS)
+    message = hashlib.sha256(body).hexdigest().encode() + str(timestamp).encode() + NODE_ADDRESS.encode()
+    return Credentials(
+        "203.0.113.5",
+        False,
+        authorization=base64.b64encode(key.sign_recoverable(message)[:64]).decode(),
+        requester=address_of(key.public_key.format()),
+        timestamp=str(timestamp),
+        body=body,
+    )
+
+
+async def refusal(call: Callable[[], object]) -> AuthRefused:
+    with pytest.raises(AuthRefused) as error:
+        await call()  # type: ignore[misc]
+    return error.value
+
+
+async def test_keys_are_found_by_hash_and_revocation_takes_effect_on_every_node(store_url: str) -> None:
+    clock = Clock()
+    secret = await add_key(store_url, "alice")
+    async with node(store_url, clock) as one, node(store_url, clock) as two:
+        ticket = await one.admit(bearer(secret), Mode.KEYS)
+        assert ticket.caller.id == "key:alice"
+        unknown = await refusal(lambda: two.admit(bearer(secret + "x"), Mode.KEYS))
+        assert isinstance(unknown, Unauthenticated) and unknown.reason is Reason.UNKNOWN_KEY
+        assert secret not in unknown.message
+        repository = SqlAuthRepository(create_engine(store_url))
+        assert await repository.revoke_key("alice", T0)
+        assert not await repository.revoke_key("alice", T0)  # already revoked
+        for service in (one, two):  # no cache: the next call on any node sees it
+            revoked = await refusal(lambda service=service: service.admit(bearer(secret), Mode.KEYS))  # type: ignore[misc]
+            assert isinstance(revoked, Unauthenticated) and revoked.reason is Reason.REVOKED_KEY
+        [(listed, used)] = await repository.list_keys()
+        assert listed.name == "alice" and listed.revoked_at == T0 and used == 0
+        assert listed.key_hash == hash_secret(secret)
+        assert not await repository.add_key(listed)  # a name is never reused
+        await repository._engine.dispose()
+
+
+async def test_expired_keys_and_workspaces(store_url: str) -> None:
+    clock = Clock()
+    expired = await add_key(store_url, "old", expires_at=T0 - 1)
+    scoped = await add_key(store_url, "team", workspace="ws-1")
+    async with node(store_url, clock) as service:
+        error = await refusal(lambda: service.admit(bearer(expired), Mode.KEYS))
+        assert isinstance(error, Unauthenticated) and error.reason is Reason.EXPIRED_KEY
+        for workspace in (None, "ws-2", "ws-10"):
+            error = await refusal(lambda workspace=workspace: service.admit(bearer(scoped, workspace), Mode.KEYS))  # type: ignore[misc]
+            assert isinstance(error, Forbidden) and error.reason is Reason.WRONG_WORKSPACE
+        assert (await service.admit(bearer(scoped, "ws-1"), Mode.KEYS)).caller.id == "key:team"
+        # No Bearer key where keys are required; a key where only signatures are.
+        error = await refusal(lambda: service.admit(Credentials("203.0.113.5", False), Mode.KEYS))
+        assert error.reason is Reason.NO_CREDENTIALS and error.status == 401
+        error = await refusal(lambda: service.admit(bearer(scoped, "ws-1"), Mode.SIGNATURES))
+        assert error.reason is Reason.NO_CREDENTIALS
+        # None: loopback callers only.
+        error = await refusal(lambda: service.admit(Credentials("203.0.113.5", False), Mode.NONE))
+        assert isinstance(error, Forbidden) and error.reason is Reason.NOT_LOOPBACK
+        assert (await service.admit(Credentials("127.0.0.1", True), Mode.NONE)).caller.id == "ip:127.0.0.1"
+
+
+async def test_a_signature_is_accepted_once_across_restarts_and_nodes(store_url: str) -> None:
+    clock = Clock()
+    request = signed()
+    async with node(store_url, clock) as first:
+        ticket = await first.admit(request, Mode.SIGNATURES)
+        assert ticket.caller.id == f"gonka:{address_of(USER.public_key.format())}"
+        again = await refusal(lambda: first.admit(request, Mode.EITHER))
+        assert isinstance(again, Unauthenticated) and again.reason is Reason.REUSED
+    # A restarted node, and another node on the same store.
+    async with node(store_url, clock) as restarted, node(store_url, clock) as other:
+        for service in (restarted, other):
+            again = await refusal(lambda service=service: service.admit(request, Mode.SIGNATURES))  # type: ignore[misc]
+            assert again.reason is Reason.REUSED
+        # A fresh signature of the same body still works.
+        await other.admit(signed(at=T0 + 0.5), Mode.SIGNATURES)
+
+
+async def test_concurrent_replays_on_two_nodes_admit_exactly_one(store_url: str) -> None:
+    clock = Clock()
+    request = signed(b'{"once":true}')
+    async with node(store_url, clock) as one, node(store_url, clock) as two:
+        outcomes = await asyncio.gather(
+            *[(one if index % 2 else two).admit(request, Mode.SIGNATURES) for index in range(20)],
+            return_exceptions=True,
+        )
+    admitted = [outcome for outcome in outcomes if not isinstance(outcome, BaseException)]
+    reasons = {outcome.reason for outcome in outcomes if isinstance(outcome, AuthRefused)}
+    assert len(admitted) == 1 and reasons == {Reason.REUSED}
+
+
+async def test_pruning_forgets_signatures_only_once_they_are_stale(store_url: str) -> None:
+    clock = Clock()
+    request = signed()
+    async with node(store_url, clock) as service:
+        await service.admit(request, Mode.SIGNATURES)
+        clock.now = T0 + 59
+        assert await service.prune() == 0
+        assert (await refusal(lambda: service.admit(request, Mode.SIGNATURES))).reason is Reason.REUSED
+        clock.now = T0 + 62
+        assert await service.prune() >= 1
+        # Forgotten, and refused anyway: its timestamp is stale now.
+        assert (await refusal(lambda: service.admit(request, Mode.SIGNATURES))).reason is Reason.STALE
+
+
+async def test_requests_per_minute_are_exact_under_50_concurrent_callers_on_two_nodes(store_url: str) -> None:
+    clock = Clock()
+    secret = await add_key(store_url, "busy", Limits(rpm=20))
+    async with node(store_url, clock) as one, node(store_url, clock) as two:
+        outcomes = await asyncio.gather(
+            *[(one if index % 2 else two).admit(bearer(secret), Mode.KEYS) for index in range(50)],
+            return_exceptions=True,
+        )
+        refused = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        assert len(outcomes) - len(refused) == 20
+        assert all(isinstance(error, OverQuota) and error.reason is Reason.RPM for error in refused), refused
+        assert {error.retry_after for error in refused} == {40}  # type: ignore[union-attr]
+        assert "20 requests per minute" in refused[0].args[0]
+        # The next minute opens a new window.
+        clock.now = T0 + 40
+        await one.admit(bearer(secret), Mode.KEYS)
+
+
+async def test_signing_addresses_get_the_configured_limits(store_url: str) -> None:
+    clock = Clock()
+    async with node(store_url, clock, Limits(rpm=2)) as service:
+        await service.admit(signed(at=T0), Mode.SIGNATURES)
+        await service.admit(signed(at=T0 + 0.1), Mode.SIGNATURES)
+        error = await refusal(lambda: service.admit(signed(at=T0 + 0.2), Mode.SIGNATURES))
+        assert isinstance(error, OverQuota) and error.reason is Reason.RPM
+        # Another address has its own count.
+        await service.admit(signed(at=T0 + 0.3, key=PrivateKey(bytes.fromhex("44" * 32))), Mode.SIGNATURES)
+
+
+async def test_token_budget_is_exact_under_50_concurrent_callers(store_url: str) -> None:
+    clock = Clock()
+    secret = await add_key(store_url, "metered", Limits(token_budget=100))
+    async with node(store_url, clock) as one, node(store_url, clock) as two:
+        outcomes = await asyncio.gather(
+            *[(one if index % 2 else two).admit(bearer(secret), Mode.KEYS, reserve_tokens=7) for index in range(50)],
+            return_exceptions=True,
+        )
+        tickets = [outcome for outcome in outcomes if not isinstance(outcome, BaseException)]
+        refused = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        assert len(tickets) == 100 // 7
+        assert all(isinstance(error, OverQuota) and error.reason is Reason.TOKEN_BUDGET for error in refused)
+        assert all(error.retry_after is None for error in refused)  # type: ignore[union-attr]
+        # Each call used 5 of its 7: 14 * 5 = 70 used, so 30 are left: 4 more calls of 7.
+        for index, ticket in enumerate(tickets):
+            await one.settle(ticket, f"job-{index}", "m", 2, 3)
+        more = [await one.admit(bearer(secret), Mode.KEYS, reserve_tokens=7) for _ in range(4)]
+        error = await refusal(lambda: one.admit(bearer(secret), Mode.KEYS, reserve_tokens=7))
+        assert error.reason is Reason.TOKEN_BUDGET
+        # A call that reserved nothing is refused once the budget is spent, not before.
+        for index, ticket in enumerate(more):
+            await one.settle(ticket, f"more-{index}", "m", 0, 7)  # 70 + 28 = 98
+        last = await one.admit(bearer(secret), Mode.KEYS)
+        await one.settle(last, "last", "m", 0, 5)  # 103: a call may end over the budget
+        error = await refusal(lambda: one.admit(bearer(secret), Mode.KEYS))
+        assert error.reason is Reason.TOKEN_BUDGET
+
+
+async def test_tokens_per_minute(store_url: str) -> None:
+    clock = Clock()
+    secret = await add_key(store_url, "tpm", Limits(tpm=10))
+    async with node(store_url, clock) as service:
+        error = await refusal(lambda: service.admit(bearer(secret), Mode.KEYS, reserve_tokens=11))
+        assert isinstance(error, OverQuota) and error.reason is Reason.TPM
+        ticket = await service.admit(bearer(secret), Mode.KEYS, reserve_tokens=6)
+        error = await refusal(lambda: service.admit(bearer(secret), Mode.KEYS, reserve_tokens=6))
+        assert isinstance(error, OverQuota) and error.reason is Reason.TPM and error.retry_after == 40
+        await service.settle(ticket, "j1", "m", 1, 1)  # 2 of the 6 used: 8 left this minute
+        await service.admit(bearer(secret), Mode.KEYS, reserve_tokens=8)
+
+
+async def test_usage_totals_per_caller_and_model(store_url: str) -> None:
+    clock = Clock()
+    secret = await add_key(store_url, "u")
+    async with node(store_url, clock) as service:
+        for job, model, prompt, completion in (("a", "m1", 3, 4), ("b", "m1", 1, 1), ("c", "m2", 10, 0)):
+            ticket = await service.admit(bearer(secret), Mode.KEYS)
+            await service.settle(ticket, job, model, prompt, completion)
+            await service.settle(ticket, job, model, prompt, completion)  # settling twice counts once
+        clock.now += 10
+        anonymous = await service.admit(Credentials("127.0.0.1", True), Mode.NONE)
+        await service.settle(anonymous, "d", "m1", 2, 2)
+        repository = SqlAuthRepository(create_engine(store_url))
+        try:
+            rows = await repository.usage(None, None)
+            totals = {(t.caller, t.model): (t.calls, t.prompt_tokens, t.completion_tokens) for t in rows}
+            assert totals == {
+                ("key:u", "m1"): (2, 4, 5),
+                ("key:u", "m2"): (1, 10, 0),
+                ("ip:127.0.0.1", "m1"): (1, 2, 2),
+            }
+            assert [t.caller for t in await repository.usage("key:u", None)] == ["key:u", "key:u"]
+            assert [t.caller for t in await repository.usage(None, T0 + 5)] == ["ip:127.0.0.1"]
+            [(_, used)] = await repository.list_keys()
+            assert used == 19
+        finally:
+            await repository._engine.dispose()
