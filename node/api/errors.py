@@ -1,7 +1,8 @@
 """One middleware turns every failure into a JSON object with a JSON content type.
 
 The client reads the body before the status (client-contract.md §2, style B), so
-aiohttp's own 404/405/413 pages and unexpected errors must be JSON too. Under /v1
+aiohttp's own 404/405/413 pages and unexpected errors must be JSON too. Domain
+errors carry a kind; the HTTP status for each kind is chosen here, and only here. Under /v1
 and /serving the same failures take OpenAI's error shape (openai_errors.py), which
 the OpenAI SDKs turn into their typed exceptions.
 """
@@ -14,13 +15,30 @@ import math
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from node.api import wire
 from node.api.appkeys import MAX_BODY
 from node.api.openai_errors import from_http, from_job_error, in_scope, render
 from node.api.openai_wire import OpenAIError
 from node.api.render import json_response
-from node.jobs.errors import JobError, Overloaded
+from node.jobs.errors import ErrorKind, JobError, Overloaded
 
 log = logging.getLogger(__name__)
+
+STATUS: dict[ErrorKind, int] = {
+    ErrorKind.INVALID: 400,
+    ErrorKind.FORBIDDEN: 403,
+    ErrorKind.REJECTED: 405,  # the reference's answer to a guardian refusal; clients expect it
+    ErrorKind.OVERLOADED: 429,
+    ErrorKind.SERVICE_FAILED: 502,
+    ErrorKind.UNAVAILABLE: 503,
+}
+
+
+def error_response(error: JobError) -> web.Response:
+    response = json_response(wire.error_body(error), status=STATUS[error.kind])
+    if isinstance(error, Overloaded):
+        response.headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
+    return response
 
 _HTTP_MESSAGES = {
     404: "Not found",
@@ -69,10 +87,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except JobError as error:
         if openai:
             return render(from_job_error(error))
-        response = json_response(error.to_wire(), status=error.status)
-        if isinstance(error, Overloaded):
-            response.headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
-        return response
+        return error_response(error)
     except UnreadableBody as error:
         if error.client_gone:
             log.debug("%s %s: %s", request.method, request.path, error.message)

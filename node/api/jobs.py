@@ -46,7 +46,9 @@ async def submit_batch(request: web.Request) -> web.Response:
     items = wire.parse_batch(await _json_body(request, check_text=False))
     jobs = [item for item in items if not isinstance(item, InvalidRequest)]
     answers = iter(await request.app[JOB_DESK].submit_batch(ip, jobs) if jobs else [])
-    return json_response([item.to_wire() if isinstance(item, InvalidRequest) else next(answers) for item in items])
+    # An item refused while parsing is its answer already (a BatchAnswer error).
+    in_order = [item if isinstance(item, InvalidRequest) else next(answers) for item in items]
+    return json_response([wire.batch_answer(answer) for answer in in_order])
 
 
 def _pending_filter(query: Mapping[str, str]) -> bool | None:
@@ -70,7 +72,7 @@ async def get_jobs(request: web.Request) -> web.Response:
     if "id" in request.query:
         ids = request.query.getall("id")
         intermediate = request.query.get("intermediate", "").lower() == "true"
-        return json_response(await desk.results(ip, ids, intermediate))
+        return json_response([wire.job_result(job, intermediate) for job in await desk.results(ip, ids)])
     return json_response(await desk.ids(ip, _pending_filter(request.query)))
 
 

@@ -38,8 +38,11 @@ def from_job_error(error: JobError, headers: dict[str, str] | None = None) -> Op
     if isinstance(error, InvalidRequest):
         field = (error.params or {}).get("field")
         return OpenAIError(400, error.message, param=field if isinstance(field, str) else None, headers=headers)
-    kind = "invalid_request_error" if error.status < 500 else "server_error"
-    return OpenAIError(error.status, error.message, type=kind, headers=headers)
+    from node.api.errors import STATUS  # errors.py imports this module: the one kind-to-status table
+
+    status = STATUS[error.kind]
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    return OpenAIError(status, error.message, type=kind, headers=headers)
 
 
 def from_failure(message: str | None, failure: Failure | None, headers: dict[str, str] | None = None) -> OpenAIError:

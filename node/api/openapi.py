@@ -1,254 +1,162 @@
-"""The OpenAPI 3 document of the REST API, generated from the wire models."""
+"""The OpenAPI document, generated from the route table (routes.py) and the wire models."""
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 
 from node import API_VERSION
-from node.api import openai_wire, wire
-from node.api.render import json_response
+from node.api.wire import ErrorBody
 
-_MODELS: list[type[BaseModel]] = [
-    wire.JobRequestBody,
-    wire.DelegatedSubscriptionBody,
-    wire.SubscriptionBody,
-    wire.SignatureBody,
-    wire.StatusBody,
-    wire.ErrorBody,
-    wire.JobId,
-    wire.ContainerResultBody,
-    wire.JobResultBody,
-    wire.HealthBody,
-    wire.InfoBody,
-    openai_wire.ChatCompletionRequest,
-    openai_wire.ChatCompletion,
-    openai_wire.ChatCompletionChunk,
-    openai_wire.ModelList,
-    openai_wire.OpenAIErrorBody,
-]
+if TYPE_CHECKING:
+    from node.api.routes import Route
 
+DOCUMENT = web.AppKey("openapi_document", bytes)  # encoded once, at start
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
+_REF = "#/components/schemas/{model}"
 
-
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-def _errors(*statuses: int) -> dict[str, Any]:
-    text = {
-        400: "Invalid request (the error names the field)",
-        403: "Caller not allowed",
-        404: "Not found",
-        405: "Rejected by the guardian, or method not allowed",
-        413: "Body too large",
-        429: "Too many requests or jobs queued; see Retry-After",
-        500: "Internal error",
-        502: "The container failed before the stream started",
-        503: "The job store cannot write right now (disk full, I/O error); the error names the cause",
-    }
-    return {str(status): _json(_ref("ErrorBody"), text[status]) for status in statuses}
-
-
-_OPENAI_ERRORS = {
-    400: "invalid_request_error: the request is invalid (param names the field)",
-    403: "permission_error: this client may not use the model's container",
-    404: "model_not_found (or an unknown URL)",
-    405: "Method not allowed",
-    413: "Body too large",
-    429: "rate_limit_error: too many requests or calls queued; see Retry-After",
-    500: "server_error",
-    502: "server_error: the model container failed",
-    503: "server_error: the model's container is not available",
-    504: "server_error: the model did not answer in time",
+# Answers any route can give, and any route with a body. The server answers 414 and 431
+# before any route is chosen, so always in the Infernet error shape.
+_BEFORE_ROUTING = {
+    414: "URL too long (server.max_url_bytes)",
+    431: "Request header too long, or too many headers",
 }
-_JOB_ID_HEADER = {
-    "X-Infernet-Job-Id": {
-        "description": "The job this call is (GET /api/jobs?id=); on errors once the job exists",
-        "schema": {"type": "string"},
-    }
+_EVERY_ROUTE = {
+    429: "Too many requests, or too many jobs queued; see Retry-After",
+    500: "Internal error",
+}
+_WITH_BODY = {
+    400: "Invalid request (the error names the field)",
+    413: "Body too large (server.max_body_bytes)",
 }
 
 
-def _openai_errors() -> dict[str, Any]:
-    return {
-        str(status): {**_json(_ref("OpenAIErrorBody"), text), "headers": _JOB_ID_HEADER}
-        for status, text in _OPENAI_ERRORS.items()
-    }
+class _Schemas:
+    """JSON schemas of wire types; the models they name are collected as components."""
+
+    def __init__(self) -> None:
+        self.components: dict[str, Any] = {}
+
+    def of(self, wire_type: Any) -> dict[str, Any]:
+        schema = TypeAdapter(wire_type).json_schema(ref_template=_REF)
+        self.components.update(schema.pop("$defs", {}))
+        if isinstance(wire_type, type) and issubclass(wire_type, BaseModel):
+            # A model at the top: a reference to its component, as where it is nested.
+            self.components[wire_type.__name__] = schema
+            return {"$ref": _REF.format(model=wire_type.__name__)}
+        return schema
 
 
-def _chat_operation(operation_id: str, summary: str, parameters: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "post": {
-            "operationId": operation_id,
-            "summary": summary,
-            "parameters": parameters,
-            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("ChatCompletionRequest")}}},
-            "responses": {
-                "200": {
-                    "description": "The completion; with stream=true, SSE events (data: ChatCompletionChunk) ending in data: [DONE]",
-                    "headers": _JOB_ID_HEADER,
-                    "content": {
-                        "application/json": {"schema": _ref("ChatCompletion")},
-                        "text/event-stream": {"schema": {"type": "string"}},
-                    },
-                },
-                **_openai_errors(),
-            },
+def _openapi30(node: Any) -> Any:
+    """pydantic writes JSON Schema 2020-12; OpenAPI 3.0 spells `null` and `const` its own way.
+
+    3.0, not 3.1: in 3.1 (JSON Schema 2020-12) 1.0 is an integer, and the node refuses
+    1.0 where it wants an integer; 3.0 keeps the two apart, as the node does."""
+    if isinstance(node, list):
+        return [_openapi30(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    node = {key: _openapi30(value) for key, value in node.items()}
+    if "const" in node:
+        node["enum"] = [node.pop("const")]
+    branches = node.get("anyOf")
+    if isinstance(branches, list) and {"type": "null"} in branches:
+        rest = [branch for branch in branches if branch != {"type": "null"}]
+        del node["anyOf"]
+        if len(rest) == 1 and "type" in rest[0]:
+            node.update(rest[0])  # {"type": "string", "nullable": true}
+        else:
+            node["anyOf"] = rest
+        node["nullable"] = True
+    return node
+
+
+def _headers(route: Route) -> dict[str, Any]:
+    return {name: {"description": text, "schema": {"type": "string"}} for name, text in route.headers.items()}
+
+
+def _reply(schemas: _Schemas, route: Route) -> dict[str, Any]:
+    reply = route.ok
+    answer: dict[str, Any] = {"description": reply.description}
+    if route.headers:
+        answer["headers"] = _headers(route)
+    if reply.body is not None:
+        bodies = ((reply.media_type, reply.body), *reply.also)
+        answer["content"] = {media_type: {"schema": schemas.of(body)} for media_type, body in bodies}
+    return answer
+
+
+def _error(schemas: _Schemas, route: Route, status: int, description: str) -> dict[str, Any]:
+    body = ErrorBody if status in _BEFORE_ROUTING else route.error_body
+    answer: dict[str, Any] = {"description": description, "content": {"application/json": {"schema": schemas.of(body)}}}
+    headers = _headers(route) if status not in _BEFORE_ROUTING else {}
+    if status == 429:
+        headers["Retry-After"] = {"description": "Seconds until a retry may succeed", "schema": {"type": "integer"}}
+    if headers:
+        answer["headers"] = headers
+    return answer
+
+
+def _operation(schemas: _Schemas, route: Route) -> dict[str, Any]:
+    operation: dict[str, Any] = {"operationId": route.operation_id, "summary": route.summary}
+    parameters: list[dict[str, Any]] = [
+        {"name": param.name, "in": "path", "required": True, "schema": schemas.of(param.type)}
+        for param in route.path_params
+    ]
+    for query in route.query:
+        schema = schemas.of(query.type)
+        parameter = {"name": query.name, "in": "query", "required": False, "schema": schema}
+        if query.description:
+            parameter["description"] = query.description
+        if schema.get("type") == "array":
+            parameter.update(style="form", explode=True)  # ?id=a&id=b
+        parameters.append(parameter)
+    if parameters:
+        operation["parameters"] = parameters
+    errors = {**_BEFORE_ROUTING, **_EVERY_ROUTE}
+    if route.body is not None:
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": schemas.of(route.body)}},
         }
+        errors.update(_WITH_BODY)
+    errors.update(route.errors)
+    operation["responses"] = {
+        "200": _reply(schemas, route),
+        **{str(status): _error(schemas, route, status, text) for status, text in sorted(errors.items())},
     }
+    return operation
 
 
-def _openai_paths() -> dict[str, Any]:
-    model = {"name": "model", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
-    return {
-        "/v1/chat/completions": _chat_operation(
-            "createChatCompletion", "OpenAI chat completions; each call is a job", []
-        ),
-        "/serving/llm/{model}/chat/completions": _chat_operation(
-            "createChatCompletionForModel",
-            "The same, per model (base_url http://host/serving/llm/<model>); the path's model wins",
-            [model],
-        ),
-        "/v1/models": {
-            "get": {
-                "operationId": "listModels",
-                "responses": {
-                    "200": _json(_ref("ModelList"), "Every configured model, and whether its container is available"),
-                    **{status: body for status, body in _openai_errors().items() if status in ("429", "500")},
-                },
-            }
-        },
-    }
-
-
-def _components() -> dict[str, Any]:
-    schemas: dict[str, Any] = {}
-    for model in _MODELS:
-        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-        for name, definition in schema.pop("$defs", {}).items():
-            schemas[name] = definition
-        schemas[model.__name__] = schema
-    return schemas
-
-
-def build_document() -> dict[str, Any]:
-    components = _components()
-    # The handler checks the status itself (its message is part of the contract), so the
-    # model takes any string; the document says which values pass.
-    components["StatusBody"]["properties"]["status"]["enum"] = ["success", "failed", "running"]
-    # The server's rule: a body with `containers` is a job request, else one with
-    # `subscription` is a delegated subscription. anyOf, not oneOf: [] is both an
-    # empty result list and an empty id list, and a job body may carry `subscription`.
-    delegated = {"allOf": [_ref("DelegatedSubscriptionBody"), {"not": {"required": ["containers"]}}]}
-    job_or_delegated = {"anyOf": [_ref("JobRequestBody"), delegated]}
-    common = _errors(404, 405, 413, 429, 500, 503)
-    return {
+def build_document(routes: Sequence[Route], max_chain_length: int | None = None) -> dict[str, Any]:
+    """The document; `max_chain_length` (jobs.max_chain_length, config) bounds a single job's containers."""
+    schemas = _Schemas()
+    schemas.of(ErrorBody)
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        paths.setdefault(route.path, {})[route.method.lower()] = _operation(schemas, route)
+    if max_chain_length is not None and "JobRequestBody" in schemas.components:
+        # A longer chain is a 400 for a single job (a batch answers it in the item's place).
+        schemas.components["JobRequestBody"]["properties"]["containers"]["maxItems"] = max_chain_length
+    return _openapi30({
         "openapi": "3.0.3",
         "info": {
             "title": "Infernet node REST API",
             "version": API_VERSION,
-            "description": "Off-chain jobs, delegated subscriptions and job results (infernet-client 1.4.0 contract), "
-            "and OpenAI-compatible chat completions (/v1).",
+            "description": "Off-chain jobs, delegated subscriptions and job results (infernet-client 1.4.0 contract).",
         },
-        "paths": {
-            "/health": {"get": {"operationId": "health", "responses": {"200": _json(_ref("HealthBody"), "Node health"), **_errors(429)}}},
-            "/info": {"get": {"operationId": "info", "responses": {"200": _json(_ref("InfoBody"), "Node information"), **_errors(429)}}},
-            "/resources": {
-                "get": {
-                    "operationId": "resources",
-                    "parameters": [{"name": "model_id", "in": "query", "required": False, "schema": {"type": "string"}}],
-                    "responses": {
-                        "200": _json({"type": "object", "additionalProperties": {}}, "Each running container's answer, by container id"),
-                        **_errors(429),
-                    },
-                }
-            },
-            "/api/jobs": {
-                "post": {
-                    "operationId": "submitJob",
-                    "requestBody": {"required": True, "content": {"application/json": {"schema": job_or_delegated}}},
-                    "responses": {
-                        "200": _json({"oneOf": [_ref("JobId"), {"type": "object", "maxProperties": 0}]}, "Job id, or {} for a delegated subscription"),
-                        **_errors(400),
-                        **common,
-                    },
-                },
-                "get": {
-                    "operationId": "getJobs",
-                    "parameters": [
-                        {"name": "id", "in": "query", "required": False, "style": "form", "explode": True,
-                         "schema": {"type": "array", "items": {"type": "string"}}},
-                        # Lenient on purpose (the reference ignores what it doesn't know, contract
-                        # trap 1): any value is accepted, and only the listed ones mean something.
-                        {"name": "intermediate", "in": "query", "required": False, "schema": {"type": "string"},
-                         "description": "true: include intermediate results; anything else: don't"},
-                        {"name": "pending", "in": "query", "required": False, "schema": {"type": "string"},
-                         "description": "true: pending jobs only; false: finished only; anything else: all"},
-                        {"name": "status", "in": "query", "required": False, "schema": {"type": "string"},
-                         "description": "The docs' spelling of the filter: pending | completed; anything else: all"},
-                    ],
-                    "responses": {
-                        "200": _json(
-                            {"anyOf": [
-                                {"type": "array", "items": _ref("JobResultBody")},
-                                {"type": "array", "items": {"type": "string"}},
-                            ]},
-                            "With id: the caller's job results, in request order, unknown ids left out. Without: the caller's job ids, pending first.",
-                        ),
-                        **_errors(400, 429),
-                    },
-                },
-            },
-            "/api/jobs/batch": {
-                "post": {
-                    "operationId": "submitBatch",
-                    "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "array", "items": job_or_delegated}}}},
-                    "responses": {
-                        "200": _json(
-                            {"type": "array", "items": {"oneOf": [_ref("JobId"), _ref("ErrorBody"), {"type": "object", "maxProperties": 0}]}},
-                            "One answer per item, in order",
-                        ),
-                        **_errors(400),
-                        **common,
-                    },
-                }
-            },
-            "/api/jobs/stream": {
-                "post": {
-                    "operationId": "streamJob",
-                    "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("JobRequestBody")}}},
-                    "responses": {
-                        "200": {"description": "The job id and a newline, then the container's raw output",
-                                "content": {"text/plain": {"schema": {"type": "string"}}}},
-                        **_errors(400, 502),
-                        **common,
-                    },
-                }
-            },
-            "/api/status": {
-                "put": {
-                    "operationId": "recordStatus",
-                    "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("StatusBody")}}},
-                    "responses": {
-                        "200": _json({"type": "object"}, "Recorded"),
-                        **_errors(400, 403),
-                        **common,
-                    },
-                }
-            },
-            **_openai_paths(),
-        },
-        "components": {"schemas": components},
-    }
+        "paths": paths,
+        "components": {"schemas": dict(sorted(schemas.components.items()))},
+    })
 
 
-_DOCUMENT = build_document()
+def encode(document: dict[str, Any]) -> bytes:
+    return json.dumps(document, separators=(",", ":")).encode()
 
 
-async def openapi(request: web.Request) -> web.Response:
-    return json_response(_DOCUMENT)
+async def serve(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[DOCUMENT], content_type="application/json")

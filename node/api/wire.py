@@ -1,7 +1,10 @@
-"""The wire format, in one place: request and response models.
+"""The wire format, in one place: request and response models, parsing, rendering.
 
-The handlers parse with these models, `/openapi.json` is generated from them,
-and the tests import them. Field shapes follow client-contract.md.
+The handlers parse requests with these models and render answers with the
+plain functions at the end (no model validation on the hot path; the tests
+check that what they render validates against the response models).
+`/openapi.json` is generated from the route table (routes.py) and these models.
+Field shapes follow client-contract.md.
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
-from node.jobs.desk import DelegatedRequest, JobRequest
-from node.jobs.errors import InvalidRequest
+from node.jobs.desk import BatchAnswer, DelegatedRequest, JobRequest
+from node.jobs.errors import InvalidRequest, JobError
+from node.jobs.model import ContainerResult, Job, JobStatus
 
 UINT16 = 2**16 - 1
 UINT32 = 2**32 - 1
@@ -32,9 +36,20 @@ class _Body(BaseModel):
 class JobRequestBody(_Body):
     """POST /api/jobs, /api/jobs/stream, and items of /api/jobs/batch."""
 
-    containers: list[StrictStr] = Field(description="Container ids, run in order as a chain")
+    # minItems only in the document: the guardian answers an empty list with the
+    # reference's 405 "No containers specified", which clients match on.
+    containers: list[StrictStr] = Field(
+        description="Container ids, run in order as a chain", json_schema_extra={"minItems": 1}
+    )
     data: Any = Field(description="Input of the first container: any JSON value")
     requires_proof: StrictBool | None = Field(default=None, description="Missing or null means false")
+
+
+class BatchJobRequestBody(JobRequestBody):
+    """An item of POST /api/jobs/batch: as JobRequestBody, but a refusal (even of an
+    empty container list) is answered in the item's place, and the batch still succeeds."""
+
+    containers: list[StrictStr] = Field(description="Container ids, run in order as a chain")
 
 
 class SubscriptionBody(_Body):
@@ -60,7 +75,12 @@ class SignatureBody(_Body):
 
 
 class DelegatedSubscriptionBody(_Body):
-    """A delegated subscription: signed off-chain, created and delivered on-chain."""
+    """A delegated subscription: signed off-chain, created and delivered on-chain.
+
+    The server's rule: a body with `containers` is a job request, else one with
+    `subscription` is a delegated subscription."""
+
+    model_config = ConfigDict(extra="ignore", json_schema_extra={"not": {"required": ["containers"]}})
 
     subscription: SubscriptionBody
     signature: SignatureBody
@@ -71,7 +91,11 @@ class StatusBody(_Body):
     """PUT /api/status: record the status of a job the caller runs itself."""
 
     id: Annotated[StrictStr, Field(min_length=1, max_length=256)]
-    status: StrictStr = Field(description="success | failed | running")
+    # Any string parses: the handler checks the value itself (its message is part of
+    # the contract); the document says which values pass.
+    status: StrictStr = Field(
+        description="success | failed | running", json_schema_extra={"enum": ["success", "failed", "running"]}
+    )
     containers: list[StrictStr]
     data: Any = None
     requires_proof: StrictBool | None = None
@@ -89,16 +113,30 @@ class JobId(BaseModel):
     id: str
 
 
+class Empty(BaseModel):
+    """{}: accepted (a delegated subscription, a recorded status)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 class ContainerResultBody(BaseModel):
     container: str
     output: Any = None
     error: str | None = None
 
 
+class TokenUsageBody(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
 class JobResultBody(BaseModel):
     id: str
     status: Literal["running", "success", "failed"]
     result: ContainerResultBody | None
+    model: str | None = Field(default=None, description="Model calls (/v1) only: the model asked for")
+    usage: TokenUsageBody | None = Field(default=None, description="Model calls only: tokens in and out, once finished")
     intermediate_results: list[ContainerResultBody] | None = Field(
         default=None, description="Only with intermediate=true"
     )
@@ -135,11 +173,34 @@ class ChainInfo(BaseModel):
     address: str
 
 
-class InfoBody(BaseModel):
+class UnavailableContainer(BaseModel):
+    id: str
+    image: str
+    state: str | None = Field(default=None, description="The Docker manager's state for it")
+    reason: str | None = None
+
+
+class Implementation(BaseModel):
+    implementation: str
     version: str
-    containers: list[ContainerInfo]
+
+
+class InfoBody(BaseModel):
+    version: str = Field(description="The REST contract's version")
+    containers: list[ContainerInfo] = Field(description="Running containers")
+    unavailable_containers: list[UnavailableContainer] = Field(description="Configured, not running, and why")
     pending: PendingBody
     chain: ChainInfo
+    node: Implementation
+
+
+# Bodies that are unions or lists of the models above. anyOf, not oneOf: [] is both
+# an empty result list and an empty id list, and a job body may carry `subscription`.
+JobSubmission = JobRequestBody | DelegatedSubscriptionBody
+BatchSubmission = list[BatchJobRequestBody | DelegatedSubscriptionBody]
+JobSubmitted = JobId | Empty
+BatchItemAnswer = JobId | ErrorBody | Empty
+JobResults = list[JobResultBody] | list[str]
 
 
 # -- parsing -----------------------------------------------------------------
@@ -337,3 +398,66 @@ def parse_status(body: Any) -> StatusBody:
         return StatusBody.model_validate(body)
     except ValidationError as error:
         raise _invalid("status", error) from None
+
+
+# -- rendering (plain functions: this is the hot path) ------------------------
+
+# The wire keeps the reference's three values: a queued job reads as "running"
+# so that clients polling for it keep polling.
+_STATUS = {
+    JobStatus.QUEUED: "running",
+    JobStatus.RUNNING: "running",
+    JobStatus.SUCCESS: "success",
+    JobStatus.FAILED: "failed",
+}
+
+
+def container_result(result: ContainerResult) -> dict[str, Any]:
+    if result.error is not None:
+        return {"container": result.container, "error": result.error}
+    return {"container": result.container, "output": result.output}
+
+
+def job_result(job: Job, with_intermediate: bool = False) -> dict[str, Any]:
+    """A JobResultBody."""
+    body: dict[str, Any] = {
+        "id": job.id,
+        "status": _STATUS[job.status],
+        "result": container_result(job.result) if job.result is not None else None,
+    }
+    if job.model is not None:  # model calls only: other jobs keep the reference's shape
+        usage = job.usage
+        body["model"] = job.model
+        body["usage"] = (
+            None
+            if usage is None
+            else {
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+                "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+            }
+        )
+    if with_intermediate:
+        steps = [container_result(step) for step in job.intermediate]
+        # The reference sends `intermediate_results`; the client's types say
+        # `intermediate`. Both, so either reader finds them.
+        body["intermediate_results"] = steps
+        body["intermediate"] = steps
+    return body
+
+
+def error_body(error: JobError) -> dict[str, Any]:
+    """An ErrorBody: the message, and `params` when the error has them."""
+    body: dict[str, Any] = {"error": error.message}
+    if error.params is not None:
+        body["params"] = error.params
+    return body
+
+
+def batch_answer(answer: BatchAnswer) -> dict[str, Any]:
+    """A BatchItemAnswer: {"id"} for a new job, {} for a delegated subscription, else the error."""
+    if isinstance(answer, str):
+        return {"id": answer}
+    if answer is None:
+        return {}
+    return error_body(answer)

@@ -45,6 +45,11 @@ class DelegatedRequest:
     data: Any
 
 
+# What submit_batch answers for each item: the new job's id, None for an accepted
+# delegated subscription (it has no id until it is on chain), or why it was refused.
+BatchAnswer = str | None | JobError
+
+
 class DelegatedSubscriptions(Protocol):
     async def accept(self, request: DelegatedRequest) -> None:
         """Check and store a delegated subscription, or raise a JobError."""
@@ -189,30 +194,31 @@ class JobDesk:
 
     async def submit_batch(
         self, client_ip: str, items: Sequence[JobRequest | DelegatedRequest]
-    ) -> list[dict[str, Any]]:
+    ) -> list[BatchAnswer]:
         """One answer per item, in order; accepted jobs are stored in one write."""
-        answers: list[dict[str, Any]] = []
+        answers: list[BatchAnswer] = []
         accepted: list[tuple[bool, Job]] = []
         for item in items:
             try:
                 if isinstance(item, DelegatedRequest):
                     await self.submit_delegated(item)
-                    answers.append({})
+                    answers.append(None)
                     continue
                 self._check(item, client_ip)
                 self._queue.admit(item.containers[0])
             except JobError as error:
-                answers.append(error.to_wire())
+                answers.append(error)
                 continue
             entry = self._admitted_job(client_ip, item)
             accepted.append(entry)
-            answers.append({"id": entry[1].id})
+            answers.append(entry[1].id)
         await self._store_and_start(accepted)
         return answers
 
     # -- reading ------------------------------------------------------------
 
-    async def results(self, client_ip: str, ids: Sequence[str], intermediate: bool) -> list[dict[str, Any]]:
+    async def results(self, client_ip: str, ids: Sequence[str]) -> list[Job]:
+        """The caller's jobs with these ids, in request order, unknown ids left out."""
         wanted = [job_id for job_id in dict.fromkeys(ids) if job_id]
         if not wanted:
             return []
@@ -222,7 +228,7 @@ class JobDesk:
         if stored:
             found.update((job.id, job) for job in await self._repository.get_many(client_ip, stored))
         # Request order, unknown ids dropped (the reference reorders; clients read [0]).
-        return [found[job_id].to_wire(intermediate) for job_id in wanted if job_id in found]
+        return [found[job_id] for job_id in wanted if job_id in found]
 
     async def ids(self, client_ip: str, pending: bool | None) -> list[str]:
         return await self._repository.list_ids(client_ip, pending)

@@ -1,45 +1,53 @@
-"""Domain errors: each carries what a client needs to understand it."""
+"""Domain errors: each carries what a client needs to understand it, and its kind.
+
+The kind says what went wrong in the domain's words; the HTTP layer
+(node/api/errors.py) maps kinds to statuses and renders the body.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import enum
+from typing import Any, ClassVar
 
 from node.jobs.model import Failure
 
 
-class JobError(Exception):
-    """A request the domain refuses. `status` is the HTTP status it maps to."""
+class ErrorKind(enum.Enum):
+    INVALID = "invalid"  # the request is malformed or names something that cannot be
+    REJECTED = "rejected"  # a guardian rule (or a missing feature) said no to a well-formed request
+    FORBIDDEN = "forbidden"  # this caller may not do this at all
+    OVERLOADED = "overloaded"  # a bound is reached: try again after `retry_after`
+    UNAVAILABLE = "unavailable"  # the node cannot do it right now
+    SERVICE_FAILED = "service_failed"  # an inference service failed before any output was relayed
 
-    status = 400
+
+class JobError(Exception):
+    """A request the domain refuses."""
+
+    kind: ClassVar[ErrorKind] = ErrorKind.INVALID
 
     def __init__(self, message: str, params: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.params = params
 
-    def to_wire(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"error": self.message}
-        if self.params is not None:
-            body["params"] = self.params
-        return body
-
 
 class InvalidRequest(JobError):
-    status = 400
+    kind = ErrorKind.INVALID
 
 
 class Rejected(JobError):
     """A guardian rule said no. The reference answers 405, and clients expect it."""
 
-    status = 405
+    kind = ErrorKind.REJECTED
 
 
 class Forbidden(JobError):
-    status = 403
+    kind = ErrorKind.FORBIDDEN
 
 
 class Overloaded(JobError):
-    status = 429
+    kind = ErrorKind.OVERLOADED
 
     def __init__(self, message: str, retry_after: float, params: dict[str, Any] | None = None):
         super().__init__(message, params)
@@ -47,13 +55,13 @@ class Overloaded(JobError):
 
 
 class Unavailable(JobError):
-    status = 503
+    kind = ErrorKind.UNAVAILABLE
 
 
 class ContainerFailed(JobError):
     """A container call failed before any output was relayed (streams)."""
 
-    status = 502
+    kind = ErrorKind.SERVICE_FAILED
 
     def __init__(self, message: str, params: dict[str, Any] | None = None, failure: Failure = Failure.FAILED) -> None:
         super().__init__(message, params)

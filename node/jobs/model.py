@@ -21,12 +21,6 @@ class JobStatus(str, enum.Enum):
     def finished(self) -> bool:
         return self in (JobStatus.SUCCESS, JobStatus.FAILED)
 
-    @property
-    def wire(self) -> str:
-        # The wire keeps the reference's three values: a queued job reads as
-        # "running" so that clients polling for it keep polling.
-        return "running" if self is JobStatus.QUEUED else self.value
-
 
 class JobOrigin(str, enum.Enum):
     OFFCHAIN = "offchain"  # POST /api/jobs: the node runs it from its queue
@@ -80,13 +74,14 @@ class ContainerResult:
     def failed(self) -> bool:
         return self.error is not None
 
-    def to_wire(self) -> dict[str, JSON]:
+    def to_dict(self) -> dict[str, JSON]:
+        """Plain data (the form the store keeps): the output, or the error."""
         if self.error is not None:
             return {"container": self.container, "error": self.error}
         return {"container": self.container, "output": self.output}
 
     @classmethod
-    def from_wire(cls, value: dict[str, JSON]) -> ContainerResult:
+    def from_dict(cls, value: dict[str, JSON]) -> ContainerResult:
         return cls(value["container"], value.get("output"), value.get("error"))
 
 
@@ -109,23 +104,6 @@ class Job:
     @property
     def key(self) -> tuple[str, str]:
         return (self.client_ip, self.id)
-
-    def to_wire(self, with_intermediate: bool = False) -> dict[str, JSON]:
-        body: dict[str, JSON] = {
-            "id": self.id,
-            "status": self.status.wire,
-            "result": self.result.to_wire() if self.result else None,
-        }
-        if self.model is not None:  # model calls only: other jobs keep the reference's shape
-            body["model"] = self.model
-            body["usage"] = self.usage.to_wire() if self.usage else None
-        if with_intermediate:
-            steps = [step.to_wire() for step in self.intermediate]
-            # The reference sends `intermediate_results`; the client's types say
-            # `intermediate`. Both, so either reader finds them.
-            body["intermediate_results"] = steps
-            body["intermediate"] = steps
-        return body
 
 
 class _RandomBytes(threading.local):

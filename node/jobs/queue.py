@@ -417,9 +417,9 @@ class JobQueue:
             delay = min(delay * 2, STORE_RETRY_MAX_S)
 
     def _remember(self, job: Job) -> None:
-        if job.result is not None and not fits(job.result.to_wire(), RECENT_RESULT_BYTES):
+        if job.result is not None and not fits(job.result.to_dict(), RECENT_RESULT_BYTES):
             return
-        if any(not fits(step.to_wire(), RECENT_RESULT_BYTES) for step in job.intermediate):
+        if any(not fits(step.to_dict(), RECENT_RESULT_BYTES) for step in job.intermediate):
             return
         self._recent[job.key] = job
         if len(self._recent) > RECENT_JOBS:

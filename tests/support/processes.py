@@ -48,10 +48,10 @@ def wait_http(url: str, deadline_s: float = 15.0, process: subprocess.Popen[byte
 
 @contextmanager
 def service_process(name: str = "hello-world", env: dict[str, str] | None = None) -> Iterator[str]:
-    """Run containers/<name>/app.py (or a test service: "slow", "chat") as a local process; yields its URL."""
+    """Run containers/<name>/app.py (or a test service: "slow", "chat", "hostile") locally; yields its URL."""
     port = free_port()
     environment = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), **(env or {})}
-    test_services = {"slow": "slow_service.py", "chat": "chat_service.py"}
+    test_services = {"slow": "slow_service.py", "chat": "chat_service.py", "hostile": "hostile_service.py"}
     if name in test_services:
         script = ROOT / "tests" / "support" / test_services[name]
     else:

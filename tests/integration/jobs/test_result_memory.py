@@ -5,8 +5,6 @@ limit (16 MiB), and a real service process answering 128 MiB."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.faults.httpcalls import call, wait_final
-from tests.support.processes import PYTHON, ROOT, NodeProcess, free_port, node_config, wait_http
+from tests.support.processes import NodeProcess, node_config, service_process
 
 pytestmark = pytest.mark.slow
 
@@ -24,20 +22,9 @@ HUGE = 128 * MiB
 
 @pytest.fixture
 def hostile_url() -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [PYTHON, str(ROOT / "tests" / "support" / "hostile_service.py")],
-        env={**os.environ, "PORT": str(port)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{url}/health", process=process)
+    """The misbehaving test service (tests/support/hostile_service.py) as a local process."""
+    with service_process("hostile") as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 def peak_rss_bytes(pid: int) -> int:

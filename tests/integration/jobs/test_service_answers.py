@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,7 @@ from aiohttp.test_utils import TestClient
 from node.app import build_app
 from node.config import parse_config
 from node.logs import redact
-from tests.support.processes import PYTHON, ROOT, free_port, node_config, wait_http
+from tests.support.processes import node_config, service_process
 
 BEARER = "bearer-5ecret-9d41c7e2"
 LIMIT = 256 * 1024  # jobs.max_result_bytes and jobs.max_stream_bytes here
@@ -30,20 +28,9 @@ LIMIT = 256 * 1024  # jobs.max_result_bytes and jobs.max_stream_bytes here
 
 @pytest.fixture(scope="module")
 def hostile_url() -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [PYTHON, str(ROOT / "tests" / "support" / "hostile_service.py")],
-        env={**os.environ, "PORT": str(port)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{url}/health", process=process)
+    """The misbehaving test service (tests/support/hostile_service.py) as a local process."""
+    with service_process("hostile") as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ machine where mount is not permitted this skips, and fails in CI).
 from __future__ import annotations
 
 import errno
-import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.faults.httpcalls import call, results
-from tests.support.processes import PYTHON, ROOT, NodeProcess, free_port, node_config, wait_http
+from tests.support.processes import NodeProcess, node_config, service_process
 from tests.support.requirements import unavailable
 
 pytestmark = pytest.mark.slow
@@ -43,20 +42,9 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 @pytest.fixture
 def hostile_url() -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [PYTHON, str(ROOT / "tests" / "support" / "hostile_service.py")],
-        env={**os.environ, "PORT": str(port)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{url}/health", process=process)
+    """The misbehaving test service (tests/support/hostile_service.py) as a local process."""
+    with service_process("hostile") as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 def fill(disk: Path) -> Path:

@@ -8,6 +8,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import text
 
+from node.api import wire
 from node.store.batcher import WriteBatcher
 from node.store.engine import MIGRATIONS_DIR, create_engine, migrate
 from node.store.repository import SqlJobRepository
@@ -41,6 +42,6 @@ async def test_0003_adds_model_call_columns_to_a_store_with_jobs(store_url: str)
         finally:
             await batcher.close()
         assert old.model is None and old.usage is None
-        assert old.to_wire() == {"id": "old", "status": "success", "result": {"container": "a", "output": 1}}
+        assert wire.job_result(old) == {"id": "old", "status": "success", "result": {"container": "a", "output": 1}}
     finally:
         await engine.dispose()

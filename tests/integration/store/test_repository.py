@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from node.api import wire
 from node.jobs.errors import UnstorableValue
 from node.jobs.model import ContainerResult, Job, JobOrigin, JobStatus, TokenUsage, new_job_id
 from node.store.batcher import WriteBatcher
@@ -160,12 +161,12 @@ async def test_model_call_keeps_model_and_token_usage(repository: SqlJobReposito
     [loaded] = await repository.get_many(call.client_ip, [call.id])
     assert loaded.status is JobStatus.SUCCESS and loaded.model == "tiny"
     assert loaded.usage == TokenUsage(12, 34)
-    assert loaded.to_wire()["usage"] == {"prompt_tokens": 12, "completion_tokens": 34, "total_tokens": 46}
+    assert wire.job_result(loaded)["usage"] == {"prompt_tokens": 12, "completion_tokens": 34, "total_tokens": 46}
     # Other jobs carry neither, and keep the reference's wire shape.
     plain = job()
     await repository.add(plain)
     [other] = await repository.get_many(plain.client_ip, [plain.id])
-    assert other.model is None and other.usage is None and "model" not in other.to_wire()
+    assert other.model is None and other.usage is None and "model" not in wire.job_result(other)
 
 
 async def test_recover_fails_model_calls_caught_running(repository: SqlJobRepository) -> None:

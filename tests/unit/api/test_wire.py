@@ -1,6 +1,6 @@
 import pytest
 
-from node.api.wire import decode_json, parse_batch, parse_job, parse_status
+from node.api.wire import decode_json, error_body, parse_batch, parse_job, parse_status
 from node.jobs.desk import DelegatedRequest, JobRequest
 from node.jobs.errors import InvalidRequest
 from tests.support.vectors import delegated_body
@@ -105,7 +105,7 @@ def test_only_standard_storable_json_is_accepted(raw: bytes, message: str) -> No
         decode_json(raw)
     assert message in caught.value.message
     # The error itself must be writable as UTF-8 JSON.
-    __import__("json").dumps(caught.value.to_wire(), ensure_ascii=False).encode("utf-8")
+    __import__("json").dumps(error_body(caught.value), ensure_ascii=False).encode("utf-8")
 
 
 def test_numbers_and_text_that_are_fine_stay_exact() -> None:

@@ -50,7 +50,7 @@ status_like = objects_with({
 
 
 def _clean_error(error: InvalidRequest) -> None:
-    body = error.to_wire()
+    body = wire.error_body(error)
     assert isinstance(body["error"], str) and body["error"]
     json.dumps(body)  # renderable as the JSON error answer
 

@@ -8,6 +8,7 @@ from node.jobs.guardian import Guardian
 from node.jobs.model import JobStatus
 from node.jobs.policy import ContainerPolicy
 from node.jobs.queue import JobQueue
+from tests.support.rendered import rendered, rendered_batch
 from tests.unit.fakes import MemoryRepository, ScriptedGateway
 
 CONTAINERS = [ContainerPolicy("echo"), ContainerPolicy("other")]
@@ -33,11 +34,11 @@ async def test_job_is_stored_before_its_id_is_returned_and_then_runs() -> None:
     desk, queue, repository, _ = make()
     job_id = await desk.submit("1.1.1.1", JobRequest(["echo"], {"a": 1}))
     assert ("1.1.1.1", job_id) in repository.jobs
-    [result] = await desk.results("1.1.1.1", [job_id], False)
+    [result] = await rendered(desk, "1.1.1.1", [job_id], False)
     assert result["status"] == "running"  # queued reads as running on the wire
     queue.start()
     await drain(queue)
-    [result] = await desk.results("1.1.1.1", [job_id], False)
+    [result] = await rendered(desk, "1.1.1.1", [job_id], False)
     assert result == {"id": job_id, "status": "success", "result": {"container": "echo", "output": {"a": 1}}}
     await queue.stop(0)
 
@@ -46,15 +47,15 @@ async def test_results_are_scoped_by_ip_in_request_order_and_unknown_dropped() -
     desk, _, _, _ = make()
     first = await desk.submit("1.1.1.1", JobRequest(["echo"], 1))
     second = await desk.submit("1.1.1.1", JobRequest(["echo"], 2))
-    got = await desk.results("1.1.1.1", [second, "nope", first, second], False)
+    got = await rendered(desk, "1.1.1.1", [second, "nope", first, second], False)
     assert [item["id"] for item in got] == [second, first]
-    assert await desk.results("2.2.2.2", [first], False) == []
-    assert await desk.results("1.1.1.1", [""], False) == []
+    assert await rendered(desk, "2.2.2.2", [first], False) == []
+    assert await rendered(desk, "1.1.1.1", [""], False) == []
 
 
 async def test_batch_answers_in_order_with_one_store_write() -> None:
     desk, _, repository, _ = make()
-    answers = await desk.submit_batch(
+    answers = await rendered_batch(desk,
         "1.1.1.1",
         [JobRequest(["echo"], 1), JobRequest(["bad"], 2), JobRequest([], 3), JobRequest(["other"], 4)],
     )
@@ -69,7 +70,7 @@ async def test_delegated_without_chain_is_rejected_cleanly() -> None:
     with pytest.raises(Rejected) as caught:
         await desk.submit_delegated(DelegatedRequest({}, {}, {}))
     assert caught.value.message == "Chain not enabled"
-    answers = await desk.submit_batch("1.1.1.1", [DelegatedRequest({}, {}, {})])
+    answers = await rendered_batch(desk, "1.1.1.1", [DelegatedRequest({}, {}, {})])
     assert answers == [{"error": "Chain not enabled", "params": {}}]
 
 
@@ -83,7 +84,7 @@ async def test_queue_bounds_global_and_per_container() -> None:
     await desk.submit("ip", JobRequest(["other"], 4))
     with pytest.raises(Overloaded):
         await desk.submit("ip", JobRequest(["other"], 5))
-    answers = await desk.submit_batch("ip", [JobRequest(["other"], 6)])
+    answers = await rendered_batch(desk, "ip", [JobRequest(["other"], 6)])
     assert answers[0]["error"].startswith("Too many jobs queued")
     queue.start()
     await drain(queue)
@@ -109,7 +110,7 @@ async def test_shutdown_waits_for_running_jobs_then_fails_the_late_ones() -> Non
 async def test_record_status_stores_without_result() -> None:
     desk, _, _, _ = make()
     await desk.record_status("ip", "ext-1", JobStatus.SUCCESS, ["echo"], None)
-    assert await desk.results("ip", ["ext-1"], True) == [
+    assert await rendered(desk, "ip", ["ext-1"], True) == [
         {"id": "ext-1", "status": "success", "result": None, "intermediate_results": [], "intermediate": []}
     ]
     assert await desk.ids("ip", pending=False) == ["ext-1"]

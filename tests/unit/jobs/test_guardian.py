@@ -2,7 +2,7 @@ from ipaddress import ip_network
 
 import pytest
 
-from node.jobs.errors import Rejected
+from node.jobs.errors import ErrorKind, Rejected
 from node.jobs.guardian import Guardian, ip_allowed
 from node.jobs.policy import ContainerPolicy
 
@@ -21,7 +21,7 @@ def guardian() -> Guardian:
 def rejection(containers: list[str], proof: bool = False, ip: str = "127.0.0.1") -> tuple[str, dict]:
     with pytest.raises(Rejected) as caught:
         guardian().check_offchain(containers, proof, ip)
-    assert caught.value.status == 405
+    assert caught.value.kind is ErrorKind.REJECTED  # the reference's 405
     return caught.value.message, caught.value.params or {}
 
 

@@ -10,6 +10,7 @@ import pytest
 from node.jobs.errors import Overloaded, Rejected
 from node.jobs.model import ContainerResult, JobOrigin, JobStatus, TokenUsage
 from node.jobs.model_calls import CLIENT_LEFT
+from tests.support.rendered import rendered
 from tests.unit.jobs.test_desk import make
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
@@ -27,7 +28,7 @@ async def test_stored_as_running_before_the_call_then_finished_with_usage() -> N
     assert gateway.calls[0][1] == CHAT
     assert stored.status is JobStatus.SUCCESS and stored.usage == TokenUsage(3, 4)
     assert queue.pending == 0
-    [wire] = await desk.results("1.1.1.1", [call.id], False)
+    [wire] = await rendered(desk, "1.1.1.1", [call.id], False)
     assert wire["model"] == "m" and wire["usage"] == {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
 
 

@@ -7,11 +7,13 @@ import asyncio
 
 import pytest
 
+from node.api import wire
 from node.jobs.desk import JobDesk, JobRequest
 from node.jobs.guardian import Guardian
 from node.jobs.model import JobStatus
 from node.jobs.policy import ContainerPolicy
 from node.jobs.queue import RECENT_JOBS, RECENT_RESULT_BYTES, JobQueue, fits
+from tests.support.rendered import rendered, rendered_batch
 from tests.unit.fakes import MemoryRepository, ScriptedGateway
 
 IP = "10.0.0.1"
@@ -81,7 +83,7 @@ async def test_a_batch_reserves_as_many_workers_as_are_free() -> None:
     desk, queue, repository, gateway = make(workers=2)
     gateway.release.clear()
     queue.start()
-    answers = await desk.submit_batch(IP, [JobRequest(["echo"], n) for n in range(3)])
+    answers = await rendered_batch(desk, IP, [JobRequest(["echo"], n) for n in range(3)])
     statuses = [repository.jobs[(IP, answer["id"])].status for answer in answers]
     assert statuses == [JobStatus.RUNNING, JobStatus.RUNNING, JobStatus.QUEUED]
     gateway.release.set()
@@ -95,18 +97,18 @@ async def test_polling_a_running_job_and_its_result_needs_no_store_read() -> Non
     gateway.release.clear()
     queue.start()
     job_id = await desk.submit(IP, JobRequest(["echo"], {"a": 1}))
-    assert await desk.results(IP, [job_id], False) == [{"id": job_id, "status": "running", "result": None}]
-    assert await desk.results("10.9.9.9", [job_id], False) == []  # another client: not its job
+    assert await rendered(desk, IP, [job_id], False) == [{"id": job_id, "status": "running", "result": None}]
+    assert await rendered(desk, "10.9.9.9", [job_id], False) == []  # another client: not its job
     gateway.release.set()
     await until(lambda: queue.pending == 0)
     reads = repository.reads
-    [answer] = await desk.results(IP, [job_id], True)
+    [answer] = await rendered(desk, IP, [job_id], True)
     assert answer["status"] == "success" and answer["result"] == {"container": "echo", "output": {"a": 1}}
     assert answer["intermediate"] == []
     assert repository.reads == reads  # answered from memory
     # What memory answers is what the store holds.
     [stored] = await repository.get_many(IP, [job_id])
-    assert stored.to_wire(True) == answer
+    assert wire.job_result(stored, True) == answer
     await queue.stop(0)
 
 
@@ -118,11 +120,11 @@ async def test_large_results_and_old_jobs_are_read_from_the_store() -> None:
     small_ids = [await desk.submit(IP, JobRequest(["echo"], n)) for n in range(RECENT_JOBS + 1)]
     await until(lambda: queue.pending == 0)
     reads = repository.reads
-    assert (await desk.results(IP, [big_id], False))[0]["result"]["output"] == big
+    assert (await rendered(desk, IP, [big_id], False))[0]["result"]["output"] == big
     assert repository.reads == reads + 1
-    assert (await desk.results(IP, [small_ids[0]], False))[0]["status"] == "success"  # the oldest: evicted
+    assert (await rendered(desk, IP, [small_ids[0]], False))[0]["status"] == "success"  # the oldest: evicted
     assert repository.reads == reads + 2
-    await desk.results(IP, [small_ids[-1]], False)
+    await rendered(desk, IP, [small_ids[-1]], False)
     assert repository.reads == reads + 2
     await queue.stop(0)
 
@@ -134,11 +136,11 @@ async def test_recording_a_status_or_pruning_drops_what_memory_remembers() -> No
     second = await desk.submit(IP, JobRequest(["echo"], 2))
     await until(lambda: queue.pending == 0)
     await desk.record_status(IP, first, JobStatus.FAILED, ["echo"], None)
-    assert (await desk.results(IP, [first], False))[0] == {"id": first, "status": "failed", "result": None}
+    assert (await rendered(desk, IP, [first], False))[0] == {"id": first, "status": "failed", "result": None}
     del repository.jobs[(IP, second)]  # as a prune would
     repository.pruned = 1
     assert await desk.prune(0.0) == 1
-    assert await desk.results(IP, [second], False) == []
+    assert await rendered(desk, IP, [second], False) == []
     await queue.stop(0)
 
 

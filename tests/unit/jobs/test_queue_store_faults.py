@@ -16,6 +16,7 @@ from node.jobs.guardian import Guardian
 from node.jobs.model import JobStatus
 from node.jobs.policy import ContainerPolicy
 from node.jobs.queue import JobQueue
+from tests.support.rendered import rendered
 from tests.unit.fakes import MemoryRepository, ScriptedGateway
 
 
@@ -36,29 +37,29 @@ class FaultyRepository(MemoryRepository):
 
 def make(repository: FaultyRepository, workers: int = 2) -> tuple[JobDesk, JobQueue]:
     queue = JobQueue(repository, ScriptedGateway(), workers, 10)
-    service = JobDesk(repository, queue._gateway, Guardian([ContainerPolicy("a")]), queue)
+    desk = JobDesk(repository, queue._gateway, Guardian([ContainerPolicy("a")]), queue)
     queue.start()
-    return service, queue
+    return desk, queue
 
 
-async def poll(service: JobDesk, job_id: str) -> dict[str, Any]:
-    [job] = await service.results("ip", [job_id], intermediate=False)
+async def poll(desk: JobDesk, job_id: str) -> dict[str, Any]:
+    [job] = await rendered(desk, "ip", [job_id], intermediate=False)
     return job
 
 
 async def test_a_store_that_cannot_write_is_retried_and_the_job_shows_running_meanwhile() -> None:
     repository = FaultyRepository()
     repository.finish_faults = [StoreUnavailable("database or disk is full")] * 4
-    service, queue = make(repository)
-    job_id = await service.submit("ip", JobRequest(["a"], {"n": 1}))
+    desk, queue = make(repository)
+    job_id = await desk.submit("ip", JobRequest(["a"], {"n": 1}))
     await asyncio.sleep(0.1)  # the first retries (0.05 s, 0.1 s) are under way
     assert 1 <= repository.finish_calls <= 4
-    assert (await poll(service, job_id))["status"] == "running"  # not finished, not lost
+    assert (await poll(desk, job_id))["status"] == "running"  # not finished, not lost
     for _ in range(100):
-        if (await poll(service, job_id))["status"] != "running":
+        if (await poll(desk, job_id))["status"] != "running":
             break
         await asyncio.sleep(0.05)
-    job = await poll(service, job_id)
+    job = await poll(desk, job_id)
     assert job["status"] == "success" and job["result"]["output"] == {"n": 1}
     assert repository.finish_calls == 5
     await asyncio.sleep(0.01)  # the worker's task ends just after the result is remembered
@@ -68,13 +69,13 @@ async def test_a_store_that_cannot_write_is_retried_and_the_job_shows_running_me
 async def test_a_result_the_store_can_never_hold_fails_the_job_with_the_reason() -> None:
     repository = FaultyRepository()
     repository.finish_faults = [UnstorableValue("The value holds a lone UTF-16 surrogate, which is not valid text")]
-    service, _ = make(repository)
-    job_id = await service.submit("ip", JobRequest(["a"], {"n": 1}))
+    desk, _ = make(repository)
+    job_id = await desk.submit("ip", JobRequest(["a"], {"n": 1}))
     for _ in range(100):
-        if (await poll(service, job_id))["status"] != "running":
+        if (await poll(desk, job_id))["status"] != "running":
             break
         await asyncio.sleep(0.01)
-    job = await poll(service, job_id)
+    job = await poll(desk, job_id)
     assert job["status"] == "failed"
     assert job["result"] == {
         "container": "a",
@@ -87,13 +88,13 @@ async def test_a_result_the_store_can_never_hold_fails_the_job_with_the_reason()
 async def test_an_unexpected_store_error_still_ends_the_job() -> None:
     repository = FaultyRepository()
     repository.finish_faults = [RuntimeError("a bug")]
-    service, _ = make(repository)
-    job_id = await service.submit("ip", JobRequest(["a"], {}))
+    desk, _ = make(repository)
+    job_id = await desk.submit("ip", JobRequest(["a"], {}))
     for _ in range(100):
-        if (await poll(service, job_id))["status"] != "running":
+        if (await poll(desk, job_id))["status"] != "running":
             break
         await asyncio.sleep(0.01)
-    job = await poll(service, job_id)
+    job = await poll(desk, job_id)
     assert job["status"] == "failed"
     assert job["result"]["error"] == "internal error while storing the result: RuntimeError"
 
@@ -101,8 +102,8 @@ async def test_an_unexpected_store_error_still_ends_the_job() -> None:
 async def test_shutdown_does_not_wait_forever_for_a_store_that_cannot_write() -> None:
     repository = FaultyRepository()
     repository.finish_faults = [StoreUnavailable("disk I/O error")] * 10_000
-    service, queue = make(repository)
-    job_id = await service.submit("ip", JobRequest(["a"], {}))
+    desk, queue = make(repository)
+    job_id = await desk.submit("ip", JobRequest(["a"], {}))
     await asyncio.sleep(0.05)
     loop = asyncio.get_running_loop()
     started = loop.time()

@@ -16,7 +16,7 @@ async def test_first_failure_stops_the_chain() -> None:
     gateway = ScriptedGateway({"boom": lambda v: RuntimeError("exploded")})
     outcome = await run_chain(gateway, ["ok", "boom", "never"], {"x": 1})
     assert outcome.status is JobStatus.FAILED
-    assert outcome.result.to_wire() == {"container": "boom", "error": "exploded"}
+    assert outcome.result.to_dict() == {"container": "boom", "error": "exploded"}
     assert [step.container for step in outcome.intermediate] == ["ok"]
     assert [call[0] for call in gateway.calls] == ["ok", "boom"]
 
