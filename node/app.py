@@ -11,7 +11,7 @@ import aiohttp
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from node.api.appkeys import CHAIN_STATUS, CONFIG, DIRECTORY, JOB_DESK, MAX_BODY, STORE_HEALTH
+from node.api.appkeys import CHAIN_ROLE, CHAIN_STATUS, CLUSTER, CONFIG, DIRECTORY, JOB_DESK, MAX_BODY, STORE_HEALTH
 from node.api.auth import AUTH, AuthSettings, auth_middleware
 from node.api.client_ip import CLIENT_IP_TRUSTED
 from node.api.errors import json_errors
@@ -22,6 +22,7 @@ from node.api.routes import setup_routes
 from node.auth.quotas import Limits
 from node.auth.service import AuthService, Mode
 from node.auth.signatures import SignatureSettings, SignatureVerifier
+from node.cluster import Cluster, default_node_id
 from node.config import AuthConfig, Config, ContainerConfig
 from node.jobs.desk import JobDesk
 from node.jobs.guardian import Guardian
@@ -35,7 +36,9 @@ from node.services.gateway import HttpServiceGateway
 from node.services.http1 import Http1Pool
 from node.store.auth_repository import SqlAuthRepository
 from node.store.batcher import WriteBatcher
+from node.store.chain_repository import SqlChainRepository
 from node.store.engine import StoreUnusable, open_store
+from node.store.leases import SqlLeaseStore
 from node.store.repository import SqlJobRepository
 
 log = logging.getLogger(__name__)
@@ -72,6 +75,7 @@ def build_app(config: Config) -> web.Application:
     app[MODELS] = ModelCatalog(config.models(), int(time.time()))
     setup_routes(app)
     app.cleanup_ctx.append(_store)
+    app.cleanup_ctx.append(_cluster)
     app.cleanup_ctx.append(_jobs)
     app.cleanup_ctx.append(_chain)
     app.cleanup_ctx.append(_pruner)
@@ -159,6 +163,29 @@ async def _jobs(app: web.Application) -> AsyncIterator[None]:
     await session.close()
 
 
+async def _cluster(app: web.Application) -> AsyncIterator[None]:
+    """This node's heartbeat in the shared store, and the view of the others (/info, /metrics)."""
+    config = app[CONFIG].cluster
+    cluster = Cluster(
+        SqlLeaseStore(app[ENGINE]),
+        config.node_id or default_node_id(),
+        config.lease_seconds,
+        config.renew_seconds,
+    )
+    await cluster.beat()
+    app[CLUSTER] = cluster
+    app[METRICS].watch_cluster(lambda: len(cluster.view.nodes), lambda: _chain_role(app))
+    log.info("node %s: %d node(s) alive on this store", cluster.node_id, len(cluster.view.nodes))
+    cluster.start()
+    yield
+    await cluster.close()
+
+
+def _chain_role(app: web.Application) -> str | None:
+    role = app.get(CHAIN_ROLE)
+    return str(role()) if callable(role) else None
+
+
 async def _chain(app: web.Application) -> AsyncIterator[None]:
     """The chain module, when `chain.enabled`: subscriptions, delegated subscriptions, /info's chain fields."""
     config = app[CONFIG]
@@ -171,10 +198,12 @@ async def _chain(app: web.Application) -> AsyncIterator[None]:
         config.chain,
         config.containers,
         app[JOB_DESK],  # chain deliveries run as jobs of the same queue
-        app[ENGINE],
+        SqlChainRepository(app[ENGINE]),
+        app[CLUSTER],
         metrics=app[METRICS].chain,
     )
     app[CHAIN_STATUS] = runtime.status
+    app[CHAIN_ROLE] = lambda: runtime.role.value
     app[JOB_DESK].attach_delegated(runtime)
     runtime.start()
     yield

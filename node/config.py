@@ -114,6 +114,23 @@ class StoreConfig(_Model):
         return value
 
 
+class ClusterConfig(_Model):
+    """Several nodes on one store: who they are and how fast a dead one is replaced."""
+
+    # Names this node in the leases table, /info and logs; by default host-pid-random.
+    node_id: str | None = Field(default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+    # A lease (chain sender, heartbeat) not renewed for this long passes to another node.
+    lease_seconds: float = Field(default=5.0, gt=0)
+    # How often a node renews its leases; must be well under lease_seconds.
+    renew_seconds: float = Field(default=1.5, gt=0)
+
+    @model_validator(mode="after")
+    def _renew_under_lease(self) -> ClusterConfig:
+        if self.renew_seconds * 2 > self.lease_seconds:
+            raise ValueError("renew_seconds must be at most half of lease_seconds")
+        return self
+
+
 class JobsConfig(_Model):
     workers: int = Field(default=32, ge=1, le=4096)
     queue_size: int = Field(default=10_000, ge=1)
@@ -330,6 +347,7 @@ class Config(_Model):
     manage_containers: bool = False
     server: ServerConfig = ServerConfig()
     store: StoreConfig = StoreConfig()
+    cluster: ClusterConfig = ClusterConfig()
     jobs: JobsConfig = JobsConfig()
     chain: ChainConfig = ChainConfig()
     docker: DockerConfig = DockerConfig()

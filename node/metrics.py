@@ -62,6 +62,26 @@ class QueueSnapshot(Protocol):
     def by_container(self) -> Mapping[str, tuple[int, int]]: ...  # container -> (queued, running)
 
 
+class _ClusterCollector(Collector):
+    """Nodes alive and this node's roles, from the cluster's last heartbeat and the chain's leader."""
+
+    def __init__(self, nodes_alive: Callable[[], int], chain_role: Callable[[], str | None]) -> None:
+        self._nodes_alive = nodes_alive
+        self._chain_role = chain_role
+
+    def collect(self) -> Iterator[Metric]:
+        alive = GaugeMetricFamily(f"{NAMESPACE}_cluster_nodes_alive", "Nodes whose heartbeat lease is live")
+        alive.add_metric([], self._nodes_alive())
+        yield alive
+        role = self._chain_role()
+        if role is not None:
+            leader = GaugeMetricFamily(
+                f"{NAMESPACE}_chain_leader", "1 when this node sends its wallet's transactions, 0 on a standby"
+            )
+            leader.add_metric([], 1 if role == "leader" else 0)
+            yield leader
+
+
 class _QueueCollector(Collector):
     """Reads the queue at scrape time, so gauges can never drift from the truth."""
 
@@ -279,6 +299,9 @@ class NodeMetrics:
 
     def watch_queue(self, snapshot: Callable[[], QueueSnapshot]) -> None:
         self.registry.register(_QueueCollector(snapshot))
+
+    def watch_cluster(self, nodes_alive: Callable[[], int], chain_role: Callable[[], str | None]) -> None:
+        self.registry.register(_ClusterCollector(nodes_alive, chain_role))
 
     def watch_connections(self, snapshot: Callable[[], tuple[int, Mapping[str, int]]]) -> None:
         self.registry.register(_ConnectionCollector(snapshot))

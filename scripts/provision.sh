@@ -7,9 +7,10 @@
 #       neither `docker compose` nor `docker-compose` is there; elsewhere says how to get one),
 #   (b) a Python base image (public python:3.12-slim if present or pullable, else a local one
 #       built from Debian packages by build-base-image.sh),
-#   (c) infernet-local/{hello-world,streaming,iris-classifier,llm}:latest, rebuilt only when the
-#       service's sources (or the base) changed. The llm image first needs its llama-cpp-python
-#       wheel (built once per machine, cached) and model staged: scripts/build-llm-wheel.sh.
+#   (c) infernet-local/{hello-world,streaming,iris-classifier,llm,openai-proxy}:latest, rebuilt only
+#       when the service's sources (or the base) changed. The llm image first needs its
+#       llama-cpp-python wheel (built once per machine, cached) and model staged:
+#       scripts/build-llm-wheel.sh; openai-proxy its ecdsa wheels: scripts/build-openai-proxy-wheels.sh.
 #
 # Environment:
 #   PROVISION_SKIP_IMAGES=1   only ensure the daemon (step a)
@@ -20,7 +21,7 @@ set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CONTAINERS_DIR="$REPO_ROOT/containers"
-SERVICES=(hello-world streaming iris-classifier llm)
+SERVICES=(hello-world streaming iris-classifier llm openai-proxy)
 HASH_LABEL=org.infernet-local.source-hash
 DOCKERD_LOG=/var/log/dockerd.log
 
@@ -137,6 +138,8 @@ source_hash() {
 prepare_service() {
     case $1 in
         llm) bash "$REPO_ROOT/scripts/build-llm-wheel.sh" || die "preparing the llm image's wheel and model failed" ;;
+        openai-proxy) bash "$REPO_ROOT/scripts/build-openai-proxy-wheels.sh" \
+            || die "staging the openai-proxy image's wheels failed" ;;
     esac
 }
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from node import API_VERSION, __version__
-from node.api.appkeys import CHAIN_STATUS, CONFIG, DIRECTORY, JOB_DESK, STORE_HEALTH
+from node.api.appkeys import CHAIN_ROLE, CHAIN_STATUS, CLUSTER, CONFIG, DIRECTORY, JOB_DESK, STORE_HEALTH
 from node.api.render import json_response
 
 
@@ -24,6 +24,8 @@ async def info(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
     chain_status = request.app.get(CHAIN_STATUS)
     address, onchain = chain_status() if callable(chain_status) else ("", 0)
+    chain_role = request.app.get(CHAIN_ROLE)
+    cluster = request.app.get(CLUSTER)
     return json_response(
         {
             # The REST contract's version; clients ignore it, tools compare it.
@@ -32,7 +34,11 @@ async def info(request: web.Request) -> web.Response:
             # Ours: configured containers that are not running, and why (an image that cannot be had...).
             "unavailable_containers": request.app[DIRECTORY].unavailable_info(),
             "pending": {"offchain": request.app[JOB_DESK].pending_offchain, "onchain": onchain},
-            "chain": {"enabled": config.chain.enabled, "address": address},
+            "chain": {"enabled": config.chain.enabled, "address": address}
+            # Ours: "leader" sends the wallet's transactions; a "standby" takes over if it dies.
+            | ({"role": chain_role()} if callable(chain_role) else {}),
+            # Ours: the nodes sharing this store (their heartbeats) and who holds which lease.
+            "cluster": cluster.view.as_json() if cluster is not None else None,
             "node": {"implementation": "infernet-node-py", "version": __version__},
         }
     )

@@ -22,13 +22,13 @@ from typing import Any
 from node.chain.contracts import BlockClock, Contracts
 from node.chain.eip712 import recover_signer
 from node.chain.guardian import ChainGuardian
+from node.chain.ports import ChainRepository
 from node.chain.processor import Processor
 from node.chain.records import DelegatedRecord, DelegatedStatus
 from node.chain.signers import SignerCache
 from node.chain.subscription import Subscription
 from node.jobs.desk import DelegatedRequest
 from node.jobs.errors import InvalidRequest, Unavailable
-from node.store.chain_repository import SqlChainRepository
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class DelegatedHandler:
         clock: BlockClock,
         contracts: Contracts,
         signers: SignerCache,
-        repository: SqlChainRepository,
+        repository: ChainRepository,
         processor: Processor,
         chain_id: int,
     ) -> None:

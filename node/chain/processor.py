@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from node.chain.contracts import BlockClock, Contracts
+from node.chain.ports import ChainRepository
 from node.chain.records import (
     DelegatedRecord,
     DelegatedStatus,
@@ -33,7 +34,6 @@ from node.chain.subscription import Subscription
 from node.chain.wallet import SendFailed, SimulationFailed, Wallet
 from node.jobs.errors import Overloaded
 from node.jobs.model import JobStatus, Location, RunResult
-from node.store.chain_repository import SqlChainRepository
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,16 @@ class ChainObserver(Protocol):
     def synced(self, block: int) -> None: ...
 
     def delivered(self, outcome: str) -> None: ...
+
+
+class DeliveryGate(Protocol):
+    """Whether this node may send (node.chain.leader.ChainLeader: the wallet's lease holder)."""
+
+    def may_deliver(self) -> bool: ...
+
+    async def fence(self) -> bool:
+        """Checked right before each transaction: True only if the node still leads, with margin."""
+        ...
 
 
 class ChainJobs(Protocol):
@@ -96,13 +106,15 @@ class Processor:
         wallet: Wallet,
         clock: BlockClock,
         jobs: ChainJobs,
-        repository: SqlChainRepository,
+        repository: ChainRepository,
         *,
         tick: float = 0.1,
         retry_delay: float = 1.0,
         observer: ChainObserver | None = None,
+        gate: DeliveryGate | None = None,
     ) -> None:
         self._contracts = contracts
+        self._gate = gate  # None: a single node that always delivers
         self._observer = observer
         self._wallet = wallet
         self._clock = clock
@@ -179,7 +191,10 @@ class Processor:
                 self._spawn(self._resume(record))
             else:
                 await self._repository.finish_delivery(
-                    record.sub_key, record.interval, DeliveryStatus.FAILED, "node restarted during the delivery"
+                    record.sub_key,
+                    record.interval,
+                    DeliveryStatus.FAILED,
+                    "interrupted: the node delivering it restarted or lost the lease",
                 )
 
     async def _resume(self, record: DeliveryRecord) -> None:
@@ -225,6 +240,8 @@ class Processor:
             await asyncio.sleep(self._tick_seconds if failures == 0 else min(5.0, self._tick_seconds * 2**failures))
 
     def _tick(self, now: int) -> None:
+        if self._gate is not None and not self._gate.may_deliver():
+            return  # a standby tracks subscriptions but starts no delivery
         monotonic = time.monotonic()
         for entry in list(self._tracked.values()):
             if entry.busy or entry.key in self._resuming:
@@ -478,6 +495,17 @@ class Processor:
             gas = await self._wallet.simulate(fn, extra=extra)
         except SimulationFailed as failure:
             await self._on_revert(entry, interval, failure.revert)
+            return
+
+        if self._gate is not None and not await self._gate.fence():
+            # Another node may lead by now: its take-over re-checks this interval (left RUNNING).
+            log.warning(
+                "%s, interval %d: this node no longer holds the wallet's lease; not sending",
+                entry.label,
+                interval,
+                extra=extra,
+            )
+            entry.retry_at[interval] = time.monotonic() + self._retry_delay
             return
 
         async def on_signed(tx_hash: str, nonce: int) -> None:

@@ -109,6 +109,11 @@ def test_secrets_may_come_from_the_environment() -> None:
             "chain: chain is enabled but rpc_url, registry_address, wallet.private_key is not set",
         ),
         ({"jobs": {"workers": 0}}, "jobs.workers: Input should be greater than or equal to 1"),
+        (
+            {"cluster": {"lease_seconds": 2, "renew_seconds": 1.5}},
+            "cluster: renew_seconds must be at most half of lease_seconds",
+        ),
+        ({"cluster": {"node_id": "a b"}}, "cluster.node_id: String should match pattern"),
     ],
 )
 def test_bad_fields_are_named(patch: dict, expected: str) -> None:

@@ -87,9 +87,17 @@ async def test_killed_after_sending_before_mining_then_restarted_sends_nothing_m
     await rpc(anvil_w3, "evm_mine")
     assert len(await deliveries(infernet_consumer)) == len(found) == 1
     assert await node_tx_count(anvil_w3, node_address) == 1
-    messages = [r["message"] for r in node.records()]
-    assert any(m.startswith("resuming: waiting for transaction") for m in messages)
-    assert any("was mined: delivered" in m for m in messages)
+
+    # The killed process's lease on the wallet outlives it (cluster.lease_seconds); the restarted
+    # node takes over, and settles the stored transaction, once it expires.
+    async def settled() -> bool:
+        messages = [r["message"] for r in node.records()]
+        return any(m.startswith("resuming: waiting for transaction") for m in messages) and any(
+            "was mined: delivered" in m for m in messages
+        )
+
+    await wait_until(settled, timeout=15, what="the take-over to settle the stored transaction")
+    assert await node_tx_count(anvil_w3, node_address) == 1
 
 
 async def test_onchain_subscription_killed_before_mining_is_delivered_once(
