@@ -15,8 +15,9 @@ Four loads, each printed as a ratio against a baseline measured in the same run
 The real model runs in Docker (infernet-local/llm:latest, host networking, one thread)
 pinned to core 1. The node runs pinned to core 0. For loads 1 and 2 the bench process
 (client, and the tap below) runs on core 0 next to the node: it is idle while the node
-works, and core 1 is the model's alone. For loads 3 and 4 the client and the chat
-service run on core 1, the node alone on core 0, as in bench/run.py.
+works, and core 1 is the model's alone. For loads 3 and 4 the client runs on core 1 and
+the chat service next to the node on core 0, so that the direct call and the /v1 call cross
+between cores equally often (--service-core load puts the service on the client's core).
 
 Both paths of loads 1 and 2 go through a *tap*: a byte relay in this process, in front
 of the container, that timestamps the request's arrival and every token chunk leaving
