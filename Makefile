@@ -1,6 +1,6 @@
 # One entry point. `make run` starts the node on its embedded default (SQLite, sample
 # services); `make test` runs the whole test suite (installing what it needs).
-.PHONY: run test unit lint check-config bench clean
+.PHONY: run test unit lint check-config bench bench-v1 clean
 
 run:
 	scripts/run-node.sh
@@ -23,6 +23,11 @@ check-config:
 bench:
 	scripts/setup-venv.sh
 	.venv/bin/python bench/run.py
+
+# /v1 against the real llm container (Docker, infernet-local/llm:latest) and the trivial chat service.
+bench-v1:
+	scripts/setup-venv.sh
+	.venv/bin/python bench/v1.py
 
 clean:
 	rm -rf data .pytest_cache

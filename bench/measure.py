@@ -221,6 +221,10 @@ def format_value(value: float | None, unit: str) -> str:
         return f"{value:.1f} MiB"
     if unit == "%":
         return f"{value:.0%}"
+    if unit == "x":
+        return f"{value:.3f} x"
+    if unit == "tok/s":
+        return f"{value:.1f} tok/s"
     return f"{value:,.0f} {unit}"
 
 
