@@ -113,40 +113,23 @@ _ROW_VALUES: dict[str, Any] = {name: bindparam(name) for name in COLUMNS[:15]}
 _INSERT = insert(jobs).values(_ROW_VALUES)
 _INSERT_OWNED = insert(jobs).values({name: bindparam(name) for name in (*COLUMNS[:15], "owner", "lease_until")})
 _MARK_RUNNING = update(jobs).where(_KEY).values(status=bindparam("status"), updated_at=bindparam("now"))
-_FINISH = (
-    update(jobs)
-    .where(_KEY)
-    .values(
-        status=bindparam("status"),
-        result=bindparam("result"),
-        intermediate=bindparam("intermediate"),
-        updated_at=bindparam("now"),
-        finished_at=bindparam("now"),
-        prompt_tokens=bindparam("prompt_tokens"),
-        completion_tokens=bindparam("completion_tokens"),
-    )
-)
+_FINISH_VALUES: dict[str, Any] = {
+    "status": bindparam("status"),
+    "result": bindparam("result"),
+    "intermediate": bindparam("intermediate"),
+    "updated_at": bindparam("now"),
+    "finished_at": bindparam("now"),
+    "prompt_tokens": bindparam("prompt_tokens"),
+    "completion_tokens": bindparam("completion_tokens"),
+}
+_FINISH = update(jobs).where(_KEY).values(_FINISH_VALUES)
 
 
 # Shared stores (several nodes): a node's writes to a pending job hold only while it owns the
 # job, so that a node that lost a job (its lease ran out, another took it) cannot overwrite it.
 _OWNED_BY = and_(_KEY, jobs.c.owner == bindparam("k_owner"))
 _MARK_RUNNING_OWNED = update(jobs).where(_OWNED_BY).values(status=bindparam("status"), updated_at=bindparam("now"))
-_FINISH_OWNED = (
-    update(jobs)
-    .where(_OWNED_BY)
-    .values(
-        status=bindparam("status"),
-        result=bindparam("result"),
-        intermediate=bindparam("intermediate"),
-        updated_at=bindparam("now"),
-        finished_at=bindparam("now"),
-        prompt_tokens=bindparam("prompt_tokens"),
-        completion_tokens=bindparam("completion_tokens"),
-        owner=None,
-        lease_until=None,
-    )
-)
+_FINISH_OWNED = update(jobs).where(_OWNED_BY).values({**_FINISH_VALUES, "owner": None, "lease_until": None})
 
 
 class SqlJobRepository:
