@@ -37,8 +37,8 @@ from node.auth.bech32 import address_of
 from node.auth.keys import ApiKey, hash_secret, new_secret
 from node.auth.quotas import Limits
 from node.config import parse_config
-from node.store.auth_repository import SqlAuthRepository
 from node.store.engine import create_engine, migrate
+from node.store.repositories import auth_repository
 
 NODE = address_of(PrivateKey(bytes.fromhex("33" * 32)).public_key.format())
 USER = PrivateKey(bytes.fromhex("11" * 32))
@@ -73,7 +73,7 @@ async def measure(
     if secret_holder.startswith("Bearer "):
         limits = Limits(rpm=BIG, tpm=BIG, token_budget=BIG) if "limited" in name else Limits()
         key = ApiKey(name, hash_secret(secret_holder[7:]), time.time(), limits=limits)
-        await SqlAuthRepository(engine).add_key(key)
+        await auth_repository(engine).add_key(key)
     await engine.dispose()
     app = build_app(config)
     runner = web.AppRunner(app, access_log=None)

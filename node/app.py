@@ -35,16 +35,18 @@ from node.secrets import SecretScrubber
 from node.services.directory import ContainerDirectory, StaticDirectory
 from node.services.gateway import HttpServiceGateway
 from node.services.http1 import Http1Pool
-from node.store.auth_repository import SqlAuthRepository
-from node.store.batcher import WriteBatcher
+from node.store.auth_sql import AuthStore
 from node.store.chain_repository import SqlChainRepository
 from node.store.engine import StoreUnusable, open_store
+from node.store.jobs_sql import JobStore
 from node.store.leases import SqlLeaseStore
-from node.store.repository import SqlJobRepository
+from node.store.repositories import auth_repository, job_repository
+from node.store.server_jobs import ServerJobRepository
 
 log = logging.getLogger(__name__)
 
-REPOSITORY = web.AppKey("repository", SqlJobRepository)
+REPOSITORY = web.AppKey("repository", JobStore)
+NODE_ID = web.AppKey("node_id", str)
 QUEUE = web.AppKey("job_queue", JobQueue)
 ENGINE = web.AppKey("engine", AsyncEngine)
 
@@ -92,15 +94,13 @@ async def _store(app: web.Application) -> AsyncIterator[None]:
     except StoreUnusable as error:
         raise StartupError(str(error)) from None
     app[ENGINE] = engine
-    batcher = WriteBatcher(engine)
-    batcher.start()
-    # A server store may be shared by several nodes: each pending job is claimed under a lease.
-    owner = (config.cluster.node_id or default_node_id()) if engine.dialect.name != "sqlite" else None
-    app[REPOSITORY] = repository = SqlJobRepository(engine, batcher, owner, config.cluster.lease_seconds)
+    app[NODE_ID] = node_id = config.cluster.node_id or default_node_id()
+    # By store.url: an SQLite file (one node) or a SQL server, where each pending job is claimed under a lease.
+    app[REPOSITORY] = repository = job_repository(engine, node_id, config.cluster.lease_seconds)
     app[STORE_HEALTH] = repository.health
-    app[AUTH] = _auth_service(config.auth, engine)
+    app[AUTH] = _auth_service(config.auth, auth_repository(engine))
     yield
-    await batcher.close()
+    await repository.close()
     await engine.dispose()
 
 
@@ -157,9 +157,10 @@ async def _jobs(app: web.Application) -> AsyncIterator[None]:
     app[JOB_DESK] = desk
     app[QUEUE] = queue
     keeper = None
-    if app[REPOSITORY].owner is not None:
+    repository = app[REPOSITORY]
+    if isinstance(repository, ServerJobRepository):
         keeper = ClaimKeeper(
-            app[REPOSITORY],
+            repository,
             queue,
             config.cluster.lease_seconds,
             config.cluster.renew_seconds,
@@ -186,8 +187,7 @@ async def _cluster(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG].cluster
     cluster = Cluster(
         SqlLeaseStore(app[ENGINE]),
-        # The id its jobs are claimed under, when the store is shared (_store).
-        app[REPOSITORY].owner or config.node_id or default_node_id(),
+        app[NODE_ID],  # the id its jobs are claimed under, when the store is shared (_store)
         config.lease_seconds,
         config.renew_seconds,
     )
@@ -315,7 +315,7 @@ def _auth_settings(config: AuthConfig) -> AuthSettings:
     return AuthSettings(v1=Mode(config.v1), api=Mode(config.api), workspace_header=config.workspace_header)
 
 
-def _auth_service(config: AuthConfig, engine: AsyncEngine) -> AuthService:
+def _auth_service(config: AuthConfig, repository: AuthStore) -> AuthService:
     gonka = config.gonka
     verifier = None
     if gonka.address is not None:
@@ -329,7 +329,7 @@ def _auth_service(config: AuthConfig, engine: AsyncEngine) -> AuthService:
             )
         )
     limits = Limits(rpm=gonka.limits.rpm, tpm=gonka.limits.tpm, token_budget=gonka.limits.token_budget)
-    return AuthService(SqlAuthRepository(engine), verifier, limits)
+    return AuthService(repository, verifier, limits)
 
 
 async def _auth_pruner(app: web.Application) -> AsyncIterator[None]:

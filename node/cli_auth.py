@@ -18,8 +18,9 @@ from typing import TypeVar
 from node.auth.keys import ApiKey, hash_secret, key_caller, new_secret
 from node.auth.quotas import Limits
 from node.config import Config
-from node.store.auth_repository import SqlAuthRepository
+from node.store.auth_sql import AuthStore
 from node.store.engine import open_store
+from node.store.repositories import auth_repository
 
 T = TypeVar("T")
 
@@ -47,10 +48,10 @@ def _limit(value: int | None) -> str:
     return "-" if value is None else str(value)
 
 
-async def _with_repository(config: Config, work: Callable[[SqlAuthRepository], Awaitable[T]]) -> T:
+async def _with_repository(config: Config, work: Callable[[AuthStore], Awaitable[T]]) -> T:
     engine = await open_store(config.store.url)  # migrates; StoreUnusable names what is wrong
     try:
-        return await work(SqlAuthRepository(engine))
+        return await work(auth_repository(engine))
     finally:
         await engine.dispose()
 

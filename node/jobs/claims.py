@@ -52,7 +52,6 @@ class ClaimKeeper:
 
     @property
     def node_id(self) -> str:
-        assert self._claims.owner is not None
         return self._claims.owner
 
     def may_start(self) -> bool:

@@ -56,7 +56,7 @@ class Claimed:
 class JobClaims(Protocol):
     """Several nodes on one store: who owns each pending job, under a lease (the SQL store on PostgreSQL)."""
 
-    owner: str | None
+    owner: str
 
     async def renew(self) -> None:
         """Extend the lease of every pending job this node owns."""
@@ -73,7 +73,7 @@ class JobClaims(Protocol):
     async def claim(
         self, room: int, retryable: frozenset[str], restart_reason: str | None = None, batch: int = 500
     ) -> Claimed:
-        """Take over the pending jobs of dead nodes (see SqlJobRepository.claim)."""
+        """Take over the pending jobs of dead nodes (see node/store/server_jobs.py)."""
         ...
 
 

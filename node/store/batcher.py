@@ -2,8 +2,8 @@
 
 Each caller waits until its own write is committed, so "stored before
 acknowledged" holds, but a burst of N requests costs one commit, not N.
-SQLite files hand each write straight to their writer thread, which does the
-grouping itself (sqlite.py); other databases group here, in a task.
+For SQL servers (server_jobs.py); on SQLite the writer thread does the grouping
+itself (sqlite.py).
 """
 
 from __future__ import annotations
@@ -13,16 +13,12 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.sql import ClauseElement, Executable
-
-from node.store.engine import sqlite_file
+from sqlalchemy.sql import Executable
 
 log = logging.getLogger(__name__)
 
 Write = tuple[Executable, Sequence[dict[str, Any]]]
-_SQLITE_NAMED = sqlite.dialect(paramstyle="named")
 
 
 class WriteBatcher:
@@ -32,9 +28,6 @@ class WriteBatcher:
         self._waiting: list[tuple[Write, asyncio.Future[None]]] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        # SQLite files commit on their writer thread, one hop per batch (sqlite.py).
-        self._sqlite = sqlite_file(engine)
-        self._sql: dict[int, tuple[Executable, str]] = {}
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="store-writer")
@@ -50,9 +43,6 @@ class WriteBatcher:
     async def write(self, statement: Executable, rows: Sequence[dict[str, Any]]) -> None:
         if self._task is None or self._task.done():
             raise RuntimeError("the store writer is not running")
-        if self._sqlite is not None:
-            await self._sqlite.commit([(self._text(statement), list(rows))])
-            return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.append(((statement, rows), future))
         self._wakeup.set()
@@ -83,15 +73,6 @@ class WriteBatcher:
                 await self._commit([item])
             return
         _settle(batch, None)
-
-    def _text(self, statement: Executable) -> str:
-        """The statement's SQL for the sqlite3 module, compiled once (statements are module constants)."""
-        cached = self._sql.get(id(statement))
-        if cached is None or cached[0] is not statement:
-            assert isinstance(statement, ClauseElement)  # every Executable the repositories write is one
-            cached = (statement, str(statement.compile(dialect=_SQLITE_NAMED)))
-            self._sql[id(statement)] = cached
-        return cached[1]
 
 
 def _merge(writes: list[Write]) -> list[Write]:

@@ -15,8 +15,8 @@ import pytest
 
 from node.auth.ports import UsageRecord
 from node.auth.quotas import NO_LIMITS
-from node.store.auth_repository import SqlAuthRepository
 from node.store.engine import create_engine
+from node.store.repositories import auth_repository
 
 CLI = str(Path(sys.executable).parent / "infernet-node")
 
@@ -110,7 +110,7 @@ def test_an_unusable_store_is_named_in_one_line(tmp_path: Path) -> None:
 async def _record(url: str, rows: list[tuple[str, str, str | None, int, int, float]]) -> None:
     engine = create_engine(url)
     try:
-        repository = SqlAuthRepository(engine)
+        repository = auth_repository(engine)
         for job_id, caller, model, prompt, completion, at in rows:
             await repository.settle(caller, 0, NO_LIMITS, 0, UsageRecord(job_id, caller, model, prompt, completion, at))
     finally:

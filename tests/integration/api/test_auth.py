@@ -21,8 +21,8 @@ from node.auth.bech32 import address_of
 from node.auth.keys import ApiKey, hash_secret, new_secret
 from node.auth.quotas import Limits
 from node.config import parse_config
-from node.store.auth_repository import SqlAuthRepository
 from node.store.engine import create_engine, migrate
+from node.store.repositories import auth_repository
 from tests.support.processes import node_config, service_process
 
 NODE_ADDRESS = address_of(PrivateKey(bytes.fromhex("33" * 32)).public_key.format())
@@ -50,7 +50,7 @@ async def make(
     engine = create_engine(config.store.url)
     await migrate(engine)
     for key in (keys or {}).values():
-        assert await SqlAuthRepository(engine).add_key(key)
+        assert await auth_repository(engine).add_key(key)
     await engine.dispose()
     return await aiohttp_client(build_app(config))
 
@@ -169,7 +169,7 @@ async def test_v1_with_signatures(
     assert 'infernet_auth_refusals_total{reason="reused",surface="v1"} 1.0' in metrics
     assert 'infernet_auth_refusals_total{reason="stale",surface="v1"} 1.0' in metrics
     # The admitted call's usage was recorded under its signing address.
-    totals = await SqlAuthRepository(client.app[ENGINE]).usage(None, None)
+    totals = await auth_repository(client.app[ENGINE]).usage(None, None)
     assert [(t.caller, t.model, t.calls, t.prompt_tokens, t.completion_tokens) for t in totals] == [
         (f"gonka:{USER_ADDRESS}", "tiny", 1, 5, 4)
     ]

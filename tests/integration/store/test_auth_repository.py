@@ -19,8 +19,8 @@ from node.auth.keys import ApiKey, hash_secret, new_secret
 from node.auth.quotas import NO_LIMITS, Limits
 from node.auth.service import AuthService, Credentials, Mode
 from node.auth.signatures import NS, SignatureSettings, SignatureVerifier
-from node.store.auth_repository import SqlAuthRepository
 from node.store.engine import create_engine, migrate
+from node.store.repositories import auth_repository
 
 T0 = 1_779_999_980.0  # 20 s into a minute (1_779_999_960 is a multiple of 60)
 NODE_ADDRESS = address_of(PrivateKey(bytes.fromhex("33" * 32)).public_key.format())
@@ -42,7 +42,7 @@ async def node(url: str, clock: Clock, address_limits: Limits = NO_LIMITS) -> As
     await migrate(engine)
     verifier = SignatureVerifier(SignatureSettings(address=NODE_ADDRESS))
     try:
-        yield AuthService(SqlAuthRepository(engine, clock), verifier, address_limits, clock)
+        yield AuthService(auth_repository(engine, clock), verifier, address_limits, clock)
     finally:
         await engine.dispose()
 
@@ -53,7 +53,7 @@ async def add_key(url: str, name: str, limits: Limits = NO_LIMITS, **fields: obj
     await migrate(engine)
     try:
         key = ApiKey(name, hash_secret(secret), created_at=T0 - 100, limits=limits, **fields)  # type: ignore[arg-type]
-        assert await SqlAuthRepository(engine).add_key(key)
+        assert await auth_repository(engine).add_key(key)
     finally:
         await engine.dispose()
     return secret
@@ -91,7 +91,8 @@ async def test_keys_are_found_by_hash_and_revocation_takes_effect_on_every_node(
         unknown = await refusal(lambda: two.admit(bearer(secret + "x"), Mode.KEYS))
         assert isinstance(unknown, Unauthenticated) and unknown.reason is Reason.UNKNOWN_KEY
         assert secret not in unknown.message
-        repository = SqlAuthRepository(create_engine(store_url))
+        engine = create_engine(store_url)
+        repository = auth_repository(engine)
         assert await repository.revoke_key("alice", T0)
         assert not await repository.revoke_key("alice", T0)  # already revoked
         for service in (one, two):  # no cache: the next call on any node sees it
@@ -101,7 +102,7 @@ async def test_keys_are_found_by_hash_and_revocation_takes_effect_on_every_node(
         assert listed.name == "alice" and listed.revoked_at == T0 and used == 0
         assert listed.key_hash == hash_secret(secret)
         assert not await repository.add_key(listed)  # a name is never reused
-        await repository._engine.dispose()
+        await engine.dispose()
 
 
 async def test_expired_keys_and_workspaces(store_url: str) -> None:
@@ -251,7 +252,8 @@ async def test_usage_totals_per_caller_and_model(store_url: str) -> None:
         clock.now += 10
         anonymous = await service.admit(Credentials("127.0.0.1", True), Mode.NONE)
         await service.settle(anonymous, "d", "m1", 2, 2)
-        repository = SqlAuthRepository(create_engine(store_url))
+        engine = create_engine(store_url)
+        repository = auth_repository(engine)
         try:
             rows = await repository.usage(None, None)
             totals = {(t.caller, t.model): (t.calls, t.prompt_tokens, t.completion_tokens) for t in rows}
@@ -265,4 +267,4 @@ async def test_usage_totals_per_caller_and_model(store_url: str) -> None:
             [(_, used)] = await repository.list_keys()
             assert used == 19
         finally:
-            await repository._engine.dispose()
+            await engine.dispose()

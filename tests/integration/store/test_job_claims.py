@@ -9,19 +9,17 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 
 import pytest
 
 from node.jobs.model import ContainerResult, Job, JobOrigin, JobStatus, new_job_id
-from node.store.batcher import WriteBatcher
 from node.store.engine import create_engine, migrate
-from node.store.repository import SqlJobRepository
+from node.store.server_jobs import ServerJobRepository
 from tests.support.postgres import fresh_database
 
 LEASE = 0.5  # the nodes that die
 LONG = 60.0  # the nodes that stay: these tests never renew their leases
-Node = Callable[..., SqlJobRepository]
+Node = Callable[..., ServerJobRepository]
 
 
 @pytest.fixture
@@ -33,16 +31,15 @@ async def node(postgres_server: str) -> AsyncIterator[Node]:
         await migrate(first)
         await first.dispose()
 
-        def make(owner: str, lease: float = LONG) -> SqlJobRepository:
+        def make(owner: str, lease: float = LONG) -> ServerJobRepository:
             engine = create_engine(url)
-            batcher = WriteBatcher(engine)
-            batcher.start()
-            closers.append((batcher, engine))
-            return SqlJobRepository(engine, batcher, owner, lease)
+            repository = ServerJobRepository(engine, owner, lease)
+            closers.append((repository, engine))
+            return repository
 
         yield make
-        for batcher, engine in closers:
-            await batcher.close()
+        for repository, engine in closers:
+            await repository.close()
             await engine.dispose()
 
 
@@ -168,12 +165,3 @@ async def test_recorded_jobs_are_nobody_s_to_claim(node: Node) -> None:
     await recorder.record(recorded)
     await expire()
     assert (await other.claim(room=10, retryable=frozenset())).queued == []
-
-
-async def test_claims_need_a_shared_store(tmp_path: Path) -> None:
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'node.db'}")
-    try:
-        with pytest.raises(ValueError, match="shared store"):
-            SqlJobRepository(engine, WriteBatcher(engine), "node-a", LEASE)
-    finally:
-        await engine.dispose()

@@ -9,9 +9,8 @@ from alembic.config import Config as AlembicConfig
 from sqlalchemy import text
 
 from node.api import wire
-from node.store.batcher import WriteBatcher
 from node.store.engine import MIGRATIONS_DIR, create_engine, migrate
-from node.store.repository import SqlJobRepository
+from node.store.repositories import job_repository
 
 
 def _upgrade_to(revision: str) -> Any:
@@ -35,12 +34,11 @@ async def test_0003_adds_model_call_columns_to_a_store_with_jobs(store_url: str)
                 " '{}', false, '{\"container\": \"a\", \"output\": 1}', 1.0, 2.0, 2.0)"
             ))
         await migrate(engine)
-        batcher = WriteBatcher(engine)
-        batcher.start()
+        repository = job_repository(engine, "node-test", 60.0)
         try:
-            [old] = await SqlJobRepository(engine, batcher).get_many("1.1.1.1", ["old"])
+            [old] = await repository.get_many("1.1.1.1", ["old"])
         finally:
-            await batcher.close()
+            await repository.close()
         assert old.model is None and old.usage is None
         assert wire.job_result(old) == {"id": "old", "status": "success", "result": {"container": "a", "output": 1}}
     finally:

@@ -11,20 +11,21 @@ import pytest
 from node.api import wire
 from node.jobs.errors import UnstorableValue
 from node.jobs.model import ContainerResult, Job, JobOrigin, JobStatus, TokenUsage, new_job_id
-from node.store.batcher import WriteBatcher
 from node.store.engine import create_engine, migrate
-from node.store.repository import SqlJobRepository
+from node.store.jobs_sql import JobStore
+from node.store.repositories import job_repository
+from node.store.server_jobs import ServerJobRepository
+from node.store.sqlite_jobs import SqliteJobRepository
 
 
 @pytest.fixture
-async def repository(store_url: str) -> AsyncIterator[SqlJobRepository]:
+async def repository(store_url: str) -> AsyncIterator[JobStore]:
     engine = create_engine(store_url)
     await migrate(engine)
     await migrate(engine)  # idempotent
-    batcher = WriteBatcher(engine)
-    batcher.start()
-    yield SqlJobRepository(engine, batcher)
-    await batcher.close()
+    repository = job_repository(engine, "node-test", 60.0)
+    yield repository
+    await repository.close()
     await engine.dispose()
 
 
@@ -34,7 +35,7 @@ def job(ip: str = "1.1.1.1", status: JobStatus = JobStatus.QUEUED, origin: JobOr
                created_at=now, updated_at=now, **kw)
 
 
-async def test_round_trip_with_big_integers_and_unicode(repository: SqlJobRepository) -> None:
+async def test_round_trip_with_big_integers_and_unicode(repository: JobStore) -> None:
     stored = job(data={"n": 2**255, "text": "日本語"})
     await repository.add(stored)
     [loaded] = await repository.get_many("1.1.1.1", [stored.id])
@@ -43,7 +44,7 @@ async def test_round_trip_with_big_integers_and_unicode(repository: SqlJobReposi
     assert await repository.get_many("2.2.2.2", [stored.id]) == []
 
 
-async def test_finish_keeps_result_and_intermediate(repository: SqlJobRepository) -> None:
+async def test_finish_keeps_result_and_intermediate(repository: JobStore) -> None:
     stored = job()
     await repository.add(stored)
     await repository.mark_running(stored.key)
@@ -56,7 +57,7 @@ async def test_finish_keeps_result_and_intermediate(repository: SqlJobRepository
     assert loaded.intermediate == [ContainerResult("a", output=0)]
 
 
-async def test_list_ids_pending_first(repository: SqlJobRepository) -> None:
+async def test_list_ids_pending_first(repository: JobStore) -> None:
     done, waiting = job(status=JobStatus.SUCCESS), job()
     await repository.add_many([done, waiting, job(ip="other")])
     assert await repository.list_ids("1.1.1.1", None) == [waiting.id, done.id]
@@ -64,14 +65,14 @@ async def test_list_ids_pending_first(repository: SqlJobRepository) -> None:
     assert await repository.list_ids("1.1.1.1", False) == [done.id]
 
 
-async def test_concurrent_writes_share_commits_and_all_land(repository: SqlJobRepository) -> None:
+async def test_concurrent_writes_share_commits_and_all_land(repository: JobStore) -> None:
     jobs = [job() for _ in range(500)]
     await asyncio.gather(*(repository.add(item) for item in jobs))
     found = await repository.get_many("1.1.1.1", [item.id for item in jobs])
     assert len(found) == 500
 
 
-async def test_a_bad_write_does_not_fail_its_neighbours(repository: SqlJobRepository) -> None:
+async def test_a_bad_write_does_not_fail_its_neighbours(repository: JobStore) -> None:
     first = job()
     await repository.add(first)
     duplicate = Job(first.id, first.client_ip, ["a"], None, created_at=1, updated_at=1)
@@ -84,7 +85,7 @@ async def test_a_bad_write_does_not_fail_its_neighbours(repository: SqlJobReposi
     assert len(await repository.get_many("1.1.1.1", [item.id for item in fresh])) == 5
 
 
-async def test_recover_fails_running_keeps_queued_and_leaves_recorded_alone(repository: SqlJobRepository) -> None:
+async def test_recover_fails_running_keeps_queued_and_leaves_recorded_alone(repository: JobStore) -> None:
     queued, running, stream = (
         job(),
         job(status=JobStatus.RUNNING),
@@ -101,7 +102,7 @@ async def test_recover_fails_running_keeps_queued_and_leaves_recorded_alone(repo
     assert loaded[recorded.id].status is JobStatus.RUNNING
 
 
-async def test_prune_removes_only_old_finished_jobs(repository: SqlJobRepository) -> None:
+async def test_prune_removes_only_old_finished_jobs(repository: JobStore) -> None:
     old, young, pending = job(status=JobStatus.SUCCESS), job(status=JobStatus.FAILED), job()
     old.updated_at = time.time() - 1000
     await repository.add_many([old, young, pending])
@@ -110,7 +111,7 @@ async def test_prune_removes_only_old_finished_jobs(repository: SqlJobRepository
     assert remaining == {young.id, pending.id}
 
 
-async def test_record_upserts(repository: SqlJobRepository) -> None:
+async def test_record_upserts(repository: JobStore) -> None:
     first = job(status=JobStatus.RUNNING, origin=JobOrigin.RECORDED)
     await repository.record(first)
     first.status = JobStatus.SUCCESS
@@ -120,7 +121,7 @@ async def test_record_upserts(repository: SqlJobRepository) -> None:
 
 
 @pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
-async def test_store_uses_wal(tmp_path: Path, repository: SqlJobRepository) -> None:
+async def test_store_uses_wal(tmp_path: Path, repository: JobStore) -> None:
     mode = sqlite3.connect(tmp_path / "store" / "node.db").execute("PRAGMA journal_mode").fetchone()[0]
     assert mode == "wal"
 
@@ -135,7 +136,7 @@ async def test_store_uses_wal(tmp_path: Path, repository: SqlJobRepository) -> N
     ],
 )
 async def test_a_value_the_store_can_never_hold_is_refused_by_name(
-    repository: SqlJobRepository, output: object, reason: str
+    repository: JobStore, output: object, reason: str
 ) -> None:
     stored = job(status=JobStatus.RUNNING)
     await repository.add(stored)
@@ -151,7 +152,7 @@ async def test_a_value_the_store_can_never_hold_is_refused_by_name(
     assert loaded.status is JobStatus.FAILED and loaded.result == ContainerResult("b", error=reason)
 
 
-async def test_model_call_keeps_model_and_token_usage(repository: SqlJobRepository) -> None:
+async def test_model_call_keeps_model_and_token_usage(repository: JobStore) -> None:
     call = job(status=JobStatus.RUNNING, origin=JobOrigin.MODEL, model="tiny", data={"messages": []})
     await repository.add(call)
     [running] = await repository.get_many(call.client_ip, [call.id])
@@ -169,10 +170,18 @@ async def test_model_call_keeps_model_and_token_usage(repository: SqlJobReposito
     assert other.model is None and other.usage is None and "model" not in wire.job_result(other)
 
 
-async def test_recover_fails_model_calls_caught_running(repository: SqlJobRepository) -> None:
+async def test_recover_fails_model_calls_caught_running(repository: JobStore) -> None:
     call = job(status=JobStatus.RUNNING, origin=JobOrigin.MODEL, model="tiny")
     await repository.add(call)
     queued, failed = await repository.recover("restarted")
     assert failed == 1 and queued == []
     [loaded] = await repository.get_many(call.client_ip, [call.id])
     assert loaded.status is JobStatus.FAILED and loaded.model == "tiny"
+
+
+async def test_the_store_picks_the_repository(store_url: str, repository: JobStore) -> None:
+    # One node on an SQLite file; claims under a lease on a server that several nodes may share.
+    if store_url.startswith("sqlite"):
+        assert type(repository) is SqliteJobRepository
+    else:
+        assert type(repository) is ServerJobRepository and repository.owner == "node-test"

@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 
 from node.jobs.model import Job, new_job_id
-from node.store.batcher import WriteBatcher
 from node.store.engine import create_engine, migrate, sqlite_file
-from node.store.repository import SqlJobRepository
 from node.store.sqlite import GroupCommit, SqliteFile, _run_calls, connect
+from node.store.sqlite_jobs import SqliteJobRepository
 
 
 def _job(ip: str = "1.1.1.1") -> Job:
@@ -37,9 +36,7 @@ async def test_file_engines_get_threads_that_close_with_the_engine(tmp_path: Pat
 async def test_concurrent_reads_and_writes_see_every_committed_job(tmp_path: Path) -> None:
     engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'node.db'}")
     await migrate(engine)
-    batcher = WriteBatcher(engine)
-    batcher.start()
-    repository = SqlJobRepository(engine, batcher)
+    repository = SqliteJobRepository(engine)
     try:
         jobs = [_job() for _ in range(300)]
 
@@ -52,7 +49,7 @@ async def test_concurrent_reads_and_writes_see_every_committed_job(tmp_path: Pat
         # Read by many ids at once, past the per-statement chunk.
         assert len(await repository.get_many("1.1.1.1", [job.id for job in jobs] * 3)) == 300
     finally:
-        await batcher.close()
+        await repository.close()
         await engine.dispose()
     # Committed for real: another process (here, a plain connection) sees them.
     count = sqlite3.connect(tmp_path / "node.db").execute("SELECT count(*) FROM jobs").fetchone()[0]

@@ -1,27 +1,24 @@
-"""The auth domain's store (node.auth.ports.AuthRepository) on SQLite and PostgreSQL.
+"""What the two auth repositories (node.auth.ports.AuthRepository) share: the SQL and the rules.
 
 Each rule that must hold across nodes is one statement the database makes atomic:
 a used signature is an INSERT … ON CONFLICT DO NOTHING RETURNING on its primary key;
 a minute's counter and a budget are INSERT … ON CONFLICT DO UPDATE … WHERE <under the
 limit> RETURNING, which PostgreSQL evaluates under the row lock and SQLite under its
-single writer. The SQL is the same text for both (SQLite >= 3.35 has RETURNING). On an
-SQLite file it runs on the store's hot-path threads (node/store/sqlite.py): one hop.
+single writer. The SQL is the same text for both (SQLite >= 3.35 has RETURNING); only the
+connection differs: `SqliteAuthRepository` (sqlite_auth.py) runs it on the SQLite file's
+hot-path threads (node/store/sqlite.py), one hop; `ServerAuthRepository` (server_auth.py)
+on SQLAlchemy's connections to a SQL server.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
-
-from sqlalchemy import Connection, text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from typing import Any, Protocol, TypeVar
 
 from node.auth.keys import ApiKey
 from node.auth.ports import AdmitRequest, UsageRecord, UsageTotal
 from node.auth.quotas import Admission, Limits
-from node.store.engine import sqlite_file
 
 T = TypeVar("T")
 UNLIMITED = 2**62
@@ -67,51 +64,14 @@ PRUNE_SIGNATURES = "DELETE FROM auth_signatures WHERE expires_at < :now"
 PRUNE_MINUTES = "DELETE FROM auth_windows WHERE minute < :minute"
 
 
-class _Db:
-    """One connection seen the same way whether it is stdlib sqlite3 (hot path) or SQLAlchemy's."""
+class Db(Protocol):
+    """One connection of either store, as the rules below use it."""
 
-    def __init__(self, connection: sqlite3.Connection | Connection) -> None:
-        self._connection = connection
+    def execute(self, sql: str, params: dict[str, Any]) -> list[Any]: ...
 
-    def execute(self, sql: str, params: dict[str, Any]) -> list[Any]:
-        connection = self._connection
-        if isinstance(connection, sqlite3.Connection):
-            return connection.execute(sql, params).fetchall()
-        result = connection.execute(text(sql), params)
-        return list(result.all()) if result.returns_rows else []
-
-    def begin(self) -> None:
-        # sqlite3 here runs with isolation_level=None (each statement commits alone);
-        # SQLAlchemy's connection begins on its own at the first statement.
-        if isinstance(self._connection, sqlite3.Connection):
-            self._connection.execute("BEGIN IMMEDIATE")
-
-    def commit(self) -> None:
-        if isinstance(self._connection, sqlite3.Connection):
-            self._connection.execute("COMMIT")
-        else:
-            self._connection.commit()
-
-    def rollback(self) -> None:
-        if isinstance(self._connection, sqlite3.Connection):
-            if self._connection.in_transaction:
-                self._connection.execute("ROLLBACK")
-        else:
-            self._connection.rollback()
-
-    def transaction(self, work: Callable[[_Db], T], statements: int = 2) -> T:
-        """Run `work` all or nothing. One statement is atomic alone: on stdlib sqlite3 it then
-        runs without BEGIN/COMMIT (two fewer round trips on the hot path)."""
-        if statements == 1 and isinstance(self._connection, sqlite3.Connection):
-            return work(self)
-        self.begin()
-        try:
-            result = work(self)
-        except BaseException:
-            self.rollback()
-            raise
-        self.commit()
-        return result
+    def transaction(self, work: Callable[[Db], T], statements: int = 2) -> T:
+        """Run `work` all or nothing; `statements` is how many it runs (one is atomic alone)."""
+        ...
 
 
 class _Refused(Exception):
@@ -123,7 +83,7 @@ def _limit(value: int | None) -> int:
     return UNLIMITED if value is None else value
 
 
-def _take_quota(request: AdmitRequest, db: _Db) -> None:
+def _take_quota(request: AdmitRequest, db: Db) -> None:
     limits = request.limits
     params = {"caller": request.caller, "minute": request.minute, "tokens": request.reserve_tokens}
     if limits.per_minute:
@@ -136,7 +96,7 @@ def _take_quota(request: AdmitRequest, db: _Db) -> None:
         raise _Refused(Admission.TOKEN_BUDGET)
 
 
-def _admit(request: AdmitRequest, db: _Db) -> Admission:
+def _admit(request: AdmitRequest, db: Db) -> Admission:
     if request.signature is not None:
         signature, expires_at = request.signature
         used = db.transaction(
@@ -165,7 +125,7 @@ def _settle_statements(limits: Limits, reserved: int, usage: UsageRecord) -> int
     )
 
 
-def _settle(caller: str, minute: int, limits: Limits, reserved: int, usage: UsageRecord, db: _Db) -> None:
+def _settle(caller: str, minute: int, limits: Limits, reserved: int, usage: UsageRecord, db: Db) -> None:
     delta = usage.prompt_tokens + usage.completion_tokens - reserved
     if delta and limits.per_minute:
         db.execute(SETTLE_MINUTE, {"caller": caller, "minute": minute, "delta": delta})
@@ -212,23 +172,18 @@ def _key_params(key: ApiKey) -> dict[str, Any]:
     }
 
 
-class SqlAuthRepository:
-    def __init__(self, engine: AsyncEngine, clock: Callable[[], float] = time.time) -> None:
-        self._engine = engine
-        self._sqlite = sqlite_file(engine)
+class AuthStore:
+    """The AuthRepository, less where its work runs: a subclass implements `_write` and `_read`."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
 
-    async def _write(self, work: Callable[[_Db], T]) -> T:
-        if self._sqlite is not None:
-            return await self._sqlite.write(lambda connection: work(_Db(connection)))
-        async with self._engine.connect() as connection:
-            return await connection.run_sync(lambda sync: work(_Db(sync)))
+    async def _write(self, work: Callable[[Db], T]) -> T:
+        """Run `work` on a connection that may write (it manages its own transaction)."""
+        raise NotImplementedError
 
-    async def _read(self, work: Callable[[_Db], T]) -> T:
-        if self._sqlite is not None:
-            return await self._sqlite.read(lambda connection: work(_Db(connection)))
-        async with self._engine.connect() as connection:
-            return await connection.run_sync(lambda sync: work(_Db(sync)))
+    async def _read(self, work: Callable[[Db], T]) -> T:
+        raise NotImplementedError
 
     async def find_key(self, key_hash: str) -> ApiKey | None:
         rows = await self._read(lambda db: db.execute(FIND_KEY, {"key_hash": key_hash}))
@@ -272,7 +227,7 @@ class SqlAuthRepository:
         return [UsageTotal(row[0], row[1], int(row[2]), int(row[3]), int(row[4])) for row in rows]
 
     async def prune(self, now: float, before_minute: int) -> int:
-        def work(db: _Db) -> int:
+        def work(db: Db) -> int:
             removed = len(db.execute(PRUNE_SIGNATURES + " RETURNING signature", {"now": now}))
             removed += len(db.execute(PRUNE_MINUTES + " RETURNING minute", {"minute": before_minute}))
             return removed

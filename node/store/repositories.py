@@ -1,0 +1,31 @@
+"""Which repositories serve a store: on an SQLite file the single-node ones with the hot-path
+threads, on a SQL server (PostgreSQL) the ones that several nodes may share."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from node.store.auth_sql import AuthStore
+from node.store.jobs_sql import JobStore
+from node.store.server_auth import ServerAuthRepository
+from node.store.server_jobs import ServerJobRepository
+from node.store.sqlite_auth import SqliteAuthRepository
+from node.store.sqlite_jobs import SqliteJobRepository
+
+
+def on_sqlite(engine: AsyncEngine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def job_repository(engine: AsyncEngine, node_id: str, lease_seconds: float) -> JobStore:
+    """On a server store, every pending job is claimed as `node_id` under a lease of `lease_seconds`."""
+    if on_sqlite(engine):
+        return SqliteJobRepository(engine)
+    return ServerJobRepository(engine, node_id, lease_seconds)
+
+
+def auth_repository(engine: AsyncEngine, clock: Callable[[], float] = time.time) -> AuthStore:
+    return SqliteAuthRepository(engine, clock) if on_sqlite(engine) else ServerAuthRepository(engine, clock)

@@ -1,0 +1,188 @@
+"""The job repository on a SQL server (PostgreSQL), which several nodes may share.
+
+SQLAlchemy async (asyncpg); concurrent writes share one transaction through the group-commit
+batcher (batcher.py). Every pending job this node writes carries its id (`owner`) and a lease
+(`lease_until`), which the node renews while it lives; the jobs of a node whose leases ran
+out are claimed by the others (node/jobs/claims.py). A node's writes to a pending job hold
+only while it owns the job, so that a node that lost a job (its lease ran out, another took
+it) cannot overwrite it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import and_, bindparam, insert, or_, select, update
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from node.jobs.model import Job, JobOrigin, JobStatus
+from node.jobs.ports import Claimed
+from node.store.batcher import WriteBatcher
+from node.store.jobs_sql import (
+    BY_IDS_CHUNK,
+    COLUMNS,
+    FINISH_VALUES,
+    KEY,
+    OWNED,
+    PENDING,
+    JobStore,
+    failed_row,
+    from_row,
+    read_failed,
+    to_row,
+    upsert,
+)
+from node.store.tables import jobs
+
+_INSERT_OWNED = insert(jobs).values({name: bindparam(name) for name in (*COLUMNS[:15], "owner", "lease_until")})
+_OWNED_BY = and_(KEY, jobs.c.owner == bindparam("k_owner"))
+_MARK_RUNNING_OWNED = update(jobs).where(_OWNED_BY).values(status=bindparam("status"), updated_at=bindparam("now"))
+_FINISH_OWNED = update(jobs).where(_OWNED_BY).values({**FINISH_VALUES, "owner": None, "lease_until": None})
+_UPSERT = upsert(postgresql.insert)
+
+
+class ServerJobRepository(JobStore):
+    """`owner` is this node's id: every pending job it writes carries it, under a lease of `lease_seconds`."""
+
+    _insert = _INSERT_OWNED
+    _mark_running = _MARK_RUNNING_OWNED
+    _finish = _FINISH_OWNED
+    _upsert = _UPSERT
+
+    def __init__(self, engine: AsyncEngine, owner: str, lease_seconds: float) -> None:
+        if lease_seconds <= 0:
+            raise ValueError("job claims need a positive lease")
+        super().__init__(engine)
+        self.owner = owner
+        self._lease_seconds = lease_seconds
+        self._batcher = WriteBatcher(engine)
+        self._batcher.start()
+
+    async def close(self) -> None:
+        await self._batcher.close()
+
+    async def _commit(self, statement: Any, rows: list[dict[str, Any]]) -> None:
+        await self._batcher.write(statement, rows)
+
+    def _rows(self, new_jobs: Sequence[Job]) -> list[dict[str, Any]]:
+        rows = [to_row(job) for job in new_jobs]
+        until = time.time() + self._lease_seconds
+        for row, job in zip(rows, new_jobs, strict=True):
+            owned = job.origin.value in OWNED and not job.status.finished
+            row["owner"] = self.owner if owned else None
+            row["lease_until"] = until if owned else None
+        return rows
+
+    def _keyed(self, row: dict[str, Any]) -> dict[str, Any]:
+        row["k_owner"] = self.owner
+        return row
+
+    async def get_many(self, client_ip: str, ids: Sequence[str]) -> list[Job]:
+        query = select(jobs).where(jobs.c.client_ip == client_ip, jobs.c.id.in_(list(ids)))
+        try:
+            async with self._engine.connect() as connection:
+                rows = (await connection.execute(query)).all()
+        except Exception as error:
+            raise read_failed(error) from error
+        return [from_row(row) for row in rows]
+
+    # -- claims (node/jobs/ports.JobClaims) ------------------------------------
+
+    async def renew(self) -> None:
+        """Extend the lease of every pending job this node owns (its heartbeat)."""
+        statement = (
+            update(jobs)
+            .where(jobs.c.owner == self.owner, jobs.c.status.in_(PENDING))
+            .values(lease_until=time.time() + self._lease_seconds)
+        )
+        async with self._engine.begin() as connection:
+            await connection.execute(statement)
+
+    async def owned(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Of `keys`, the pending jobs this node still owns."""
+        found: set[tuple[str, str]] = set()
+        keys = list(keys)
+        for start in range(0, len(keys), BY_IDS_CHUNK):
+            chunk = keys[start : start + BY_IDS_CHUNK]
+            query = select(jobs.c.client_ip, jobs.c.id).where(
+                jobs.c.owner == self.owner,
+                jobs.c.status.in_(PENDING),
+                or_(*(and_(jobs.c.client_ip == ip, jobs.c.id == job_id) for ip, job_id in chunk)),
+            )
+            async with self._engine.connect() as connection:
+                found.update((row.client_ip, row.id) for row in (await connection.execute(query)).all())
+        return found
+
+    async def release_queued(self) -> int:
+        """End the lease of this node's queued jobs now, so that other nodes claim them at once."""
+        statement = (
+            update(jobs)
+            .where(jobs.c.owner == self.owner, jobs.c.status == JobStatus.QUEUED.value)
+            .values(lease_until=0.0)
+        )
+        async with self._engine.begin() as connection:
+            return (await connection.execute(statement)).rowcount or 0
+
+    async def claim(
+        self, room: int, retryable: frozenset[str], restart_reason: str | None = None, batch: int = 500
+    ) -> Claimed:
+        """Take over the pending jobs of dead nodes (their lease ran out), at most `batch` rows.
+
+        Rows are locked with FOR UPDATE SKIP LOCKED, so two nodes claiming at once never
+        take the same job. Queued jobs become this node's, up to `room` of them. Running
+        ones were interrupted: they are failed, or queued again here when every container
+        of their chain is in `retryable`. With `restart_reason` (at start), the jobs this
+        node's id still owns from before a restart are taken too, failed with that reason.
+        """
+        now = time.time()
+        dead = and_(jobs.c.owner != self.owner, jobs.c.lease_until < now)
+        mine = jobs.c.owner == self.owner
+        query = (
+            select(jobs)
+            .where(
+                jobs.c.status.in_(PENDING),
+                jobs.c.origin.in_(OWNED),
+                or_(dead, mine) if restart_reason is not None else dead,
+            )
+            .order_by(jobs.c.created_at)
+            .limit(batch)
+            .with_for_update(skip_locked=True)
+        )
+        until = now + self._lease_seconds
+        taken: list[Job] = []
+        failures: list[dict[str, Any]] = []
+        rerun = 0
+        async with self._engine.begin() as connection:
+            for row in (await connection.execute(query)).all():
+                job = from_row(row)
+                runnable = job.origin is JobOrigin.OFFCHAIN and (
+                    job.status is JobStatus.QUEUED or all(name in retryable for name in job.containers)
+                )
+                if runnable:
+                    if len(taken) >= room:
+                        continue  # stays with the dead node's lease: claimed when there is room
+                    if job.status is JobStatus.RUNNING:
+                        rerun += 1
+                    job.status = JobStatus.QUEUED
+                    taken.append(job)
+                    continue
+                reason = (
+                    restart_reason
+                    if restart_reason is not None and row.owner == self.owner
+                    else f"node {row.owner} died while the job was running"
+                )
+                failure = failed_row(job.client_ip, job.id, job.containers[0], reason, now)
+                failures.append({**failure, "k_owner": row.owner})
+            if taken:
+                await connection.execute(
+                    update(jobs)
+                    .where(KEY)
+                    .values(status=JobStatus.QUEUED.value, owner=self.owner, lease_until=until, updated_at=now),
+                    [{"k_ip": job.client_ip, "k_id": job.id} for job in taken],
+                )
+            if failures:
+                await connection.execute(_FINISH_OWNED, failures)
+        return Claimed(taken, len(failures), rerun)
