@@ -2,7 +2,7 @@
 
 The schema comes from the node's Alembic migrations; the rows are written with the
 stdlib's executemany in one transaction, shaped as the node writes them
-(node/store/repository.py `_row`). Ids are random UUIDs, inserted in key order
+(node/store/jobs_sql.py `to_row`). Ids are random UUIDs, inserted in key order
 (the B-tree is denser than after random inserts; lookups stay random).
 
 Run: python bench/seed.py PATH N [--client-ip 127.0.0.1] [--sample FILE --sample-size K]

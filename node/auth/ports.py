@@ -1,5 +1,5 @@
-"""What the auth domain needs from a store. node/store/auth_repository.py implements it
-on SQLite and PostgreSQL; every check that must hold across nodes is one atomic
+"""What the auth domain needs from a store. node/store/sqlite_auth.py and server_auth.py implement
+it on SQLite and PostgreSQL (over node/store/auth_sql.py); every check that must hold across nodes is one atomic
 statement (or one transaction) there, never read-then-write here."""
 
 from __future__ import annotations
