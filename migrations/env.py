@@ -7,7 +7,8 @@ from alembic import context
 from sqlalchemy import create_engine
 
 import node.store.auth_tables
-import node.store.chain_tables  # noqa: F401  (registers the chain tables on `metadata`)
+import node.store.chain_tables
+import node.store.limit_tables  # noqa: F401  (each registers its tables on `metadata`)
 from node.store.tables import metadata
 
 config = context.config

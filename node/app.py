@@ -96,7 +96,9 @@ async def _store(app: web.Application) -> AsyncIterator[None]:
     app[ENGINE] = engine
     app[NODE_ID] = node_id = config.cluster.node_id or default_node_id()
     # By store.url: an SQLite file (one node) or a SQL server, where each pending job is claimed under a lease.
-    app[REPOSITORY] = repository = job_repository(engine, node_id, config.cluster.lease_seconds)
+    app[REPOSITORY] = repository = job_repository(
+        engine, node_id, config.cluster.lease_seconds, config.jobs.queue_size
+    )
     app[STORE_HEALTH] = repository.health
     app[AUTH] = _auth_service(config.auth, auth_repository(engine))
     yield

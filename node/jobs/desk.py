@@ -15,7 +15,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from node.jobs.errors import InvalidRequest, JobError, Rejected
+from node.jobs.errors import InvalidRequest, JobError, Overloaded, Rejected
 from node.jobs.guardian import Guardian
 from node.jobs.model import ContainerResult, Job, JobOrigin, JobStatus, Location, RunResult, new_job_id
 from node.jobs.model_calls import ModelCall
@@ -164,28 +164,38 @@ class JobDesk:
         status = JobStatus.RUNNING if reserved else JobStatus.QUEUED
         return reserved, self._new_job(client_ip, request, JobOrigin.OFFCHAIN, status)
 
-    async def _store_and_start(self, entries: Sequence[tuple[bool, Job]]) -> None:
-        """Store admitted jobs in one write, then run or queue them; on failure give back their places."""
+    async def _store_and_start(self, entries: Sequence[tuple[bool, Job]]) -> int:
+        """Store admitted jobs in one write, then run or queue them; on failure give back their places.
+
+        Returns how many were stored: the first ones, all unless the store's own bound (several
+        nodes on one store) refused the others, whose places are given back too.
+        """
+        stored = len(entries)
         try:
             if len(entries) == 1:
                 await self._repository.add(entries[0][1])
             elif entries:
-                await self._repository.add_many([job for _, job in entries])
+                stored = await self._repository.add_many([job for _, job in entries])
         except BaseException:
-            for reserved, job in entries:
-                if reserved:
-                    self._queue.unreserve()
-                self._queue.release(job.containers[0])
+            self._give_back(entries)
             raise
-        for reserved, job in entries:
+        self._give_back(entries[stored:])
+        for reserved, job in entries[:stored]:
             if reserved:
                 self._queue.start_reserved(job)
             else:
                 self._queue.put(job)
-        if any(reserved for reserved, _ in entries):
+        if any(reserved for reserved, _ in entries[:stored]):
             # One turn of the loop lets started jobs send their requests to the service
             # before the answer is written: the service works meanwhile.
             await asyncio.sleep(0)
+        return stored
+
+    def _give_back(self, entries: Sequence[tuple[bool, Job]]) -> None:
+        for reserved, job in entries:
+            if reserved:
+                self._queue.unreserve()
+            self._queue.release(job.containers[0])
 
     async def submit_delegated(self, request: DelegatedRequest) -> None:
         if self._delegated is None:
@@ -212,7 +222,14 @@ class JobDesk:
             entry = self._admitted_job(client_ip, item)
             accepted.append(entry)
             answers.append(entry[1].id)
-        await self._store_and_start(accepted)
+        try:
+            stored = await self._store_and_start(accepted)
+        except Overloaded:  # a lone job refused by the store's bound
+            stored = 0
+        if stored < len(accepted):  # the store's bound (several nodes) took only the first ones
+            refused = {job.id for _, job in accepted[stored:]}
+            full = Overloaded("Too many jobs queued, retry later", retry_after=1.0)
+            answers = [full if isinstance(answer, str) and answer in refused else answer for answer in answers]
         return answers
 
     # -- reading ------------------------------------------------------------

@@ -14,9 +14,14 @@ from node.jobs.model import ContainerResult, Job, JobStatus, Location, TokenUsag
 
 
 class JobRepository(Protocol):
-    async def add(self, job: Job) -> None: ...
+    async def add(self, job: Job) -> None:
+        """Store a new job; Overloaded when a bound the store keeps (several nodes) is reached."""
+        ...
 
-    async def add_many(self, jobs: Sequence[Job]) -> None: ...
+    async def add_many(self, jobs: Sequence[Job]) -> int:
+        """Store new jobs in one write; returns how many were stored: the first ones, all of them
+        unless a bound the store keeps (several nodes) is reached."""
+        ...
 
     async def mark_running(self, key: tuple[str, str]) -> None: ...
 

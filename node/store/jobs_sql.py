@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Table, and_, bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from node.jobs.errors import StoreUnavailable
+from node.jobs.errors import Overloaded, StoreUnavailable
 from node.jobs.model import ContainerResult, Job, JobOrigin, JobStatus, TokenUsage
 from node.store.faults import StoreHealth, translate
 from node.store.tables import jobs
@@ -151,8 +151,9 @@ class JobStore:
         self._engine = engine
         self.health = StoreHealth()
 
-    async def _commit(self, statement: Any, rows: list[dict[str, Any]]) -> None:
-        """Commit `statement` with `rows` (possibly together with other callers' writes)."""
+    async def _commit(self, statement: Any, rows: list[dict[str, Any]]) -> int:
+        """Commit `statement` with `rows` (possibly together with other callers' writes); returns
+        how many rows it wrote: all of them, but for new jobs beyond a shared bound (server_jobs.py)."""
         raise NotImplementedError
 
     async def get_many(self, client_ip: str, ids: Sequence[str]) -> list[Job]:
@@ -173,14 +174,15 @@ class JobStore:
     # Each write raises StoreUnavailable or UnstorableValue (node/jobs/errors.py) for the
     # failures the domain handles; a write that works clears the store's degraded state.
 
-    async def _write(self, statement: Any, rows: Callable[..., list[dict[str, Any]]], *args: Any) -> None:
+    async def _write(self, statement: Any, rows: Callable[..., list[dict[str, Any]]], *args: Any) -> int:
         """Commit `statement` with the rows `rows(*args)` builds (building them may fail too: NaN...)."""
         try:
-            await self._commit(statement, rows(*args))
+            written = await self._commit(statement, rows(*args))
         except Exception as error:
             raise self._failed(error) from error
         if self.health.failure is not None:
             self.health.ok()
+        return written
 
     def _failed(self, error: Exception) -> Exception:
         """The domain's error for a failed write (and the store marked degraded when it cannot write)."""
@@ -192,10 +194,15 @@ class JobStore:
         return translated
 
     async def add(self, job: Job) -> None:
-        await self._write(self._insert, self._rows, (job,))
+        if not await self._write(self._insert, self._rows, (job,)):
+            raise self._full()
 
-    async def add_many(self, new_jobs: Sequence[Job]) -> None:
-        await self._write(self._insert, self._rows, new_jobs)
+    async def add_many(self, new_jobs: Sequence[Job]) -> int:
+        return await self._write(self._insert, self._rows, new_jobs)
+
+    def _full(self) -> Overloaded:
+        """Why a new job was not stored: the store's bound on pending jobs is reached (server_jobs.py)."""
+        return Overloaded("Too many jobs queued, retry later", retry_after=1.0)
 
     async def mark_running(self, key: tuple[str, str]) -> None:
         await self._write(self._mark_running, self._running_rows, key)

@@ -14,10 +14,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, bindparam, insert, or_, select, update
+from sqlalchemy import and_, bindparam, insert, literal, or_, select, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from node.jobs.errors import Overloaded
 from node.jobs.model import Job, JobOrigin, JobStatus
 from node.jobs.ports import Claimed
 from node.store.batcher import WriteBatcher
@@ -35,6 +36,7 @@ from node.store.jobs_sql import (
     to_row,
     upsert,
 )
+from node.store.limit_tables import job_slots
 from node.store.tables import jobs
 
 _INSERT_OWNED = insert(jobs).values({name: bindparam(name) for name in (*COLUMNS[:15], "owner", "lease_until")})
@@ -45,27 +47,45 @@ _UPSERT = upsert(postgresql.insert)
 
 
 class ServerJobRepository(JobStore):
-    """`owner` is this node's id: every pending job it writes carries it, under a lease of `lease_seconds`."""
+    """`owner` is this node's id: every pending job it writes carries it, under a lease of `lease_seconds`.
+
+    With `queue_size`, the pending jobs of every node on the store number at most that many: the
+    group commit that stores new jobs first locks the store's count of pending jobs (`job_slots`,
+    kept by a trigger, migration 0007) and stores only as many as fit. One statement per commit,
+    exact under concurrency (the row lock orders the nodes' commits); a job refused is Overloaded.
+    """
 
     _insert = _INSERT_OWNED
     _mark_running = _MARK_RUNNING_OWNED
     _finish = _FINISH_OWNED
     _upsert = _UPSERT
 
-    def __init__(self, engine: AsyncEngine, owner: str, lease_seconds: float) -> None:
+    def __init__(self, engine: AsyncEngine, owner: str, lease_seconds: float, queue_size: int | None = None) -> None:
         if lease_seconds <= 0:
             raise ValueError("job claims need a positive lease")
         super().__init__(engine)
         self.owner = owner
         self._lease_seconds = lease_seconds
+        self._queue_size = queue_size
+        self._room = (
+            None
+            if queue_size is None
+            else select(literal(queue_size) - job_slots.c.used).where(job_slots.c.scope == "*").with_for_update()
+        )
         self._batcher = WriteBatcher(engine)
         self._batcher.start()
 
     async def close(self) -> None:
         await self._batcher.close()
 
-    async def _commit(self, statement: Any, rows: list[dict[str, Any]]) -> None:
+    async def _commit(self, statement: Any, rows: list[dict[str, Any]]) -> int:
+        if statement is _INSERT_OWNED and self._room is not None:  # new jobs: as many as the shared bound admits
+            return await self._batcher.write_within(statement, rows, self._room)
         await self._batcher.write(statement, rows)
+        return len(rows)
+
+    def _full(self) -> Overloaded:
+        return Overloaded("Too many jobs queued, retry later", retry_after=1.0, params={"limit": self._queue_size})
 
     def _rows(self, new_jobs: Sequence[Job]) -> list[dict[str, Any]]:
         rows = [to_row(job) for job in new_jobs]

@@ -68,8 +68,9 @@ class SqliteJobRepository(JobStore):
         self._finish = _sql(FINISH)
         self._upsert = _sql(upsert(sqlite.insert))
 
-    async def _commit(self, statement: str, rows: list[dict[str, Any]]) -> None:
+    async def _commit(self, statement: str, rows: list[dict[str, Any]]) -> int:
         await self._file.commit([(statement, rows)])
+        return len(rows)  # one node: its queue's own bound is exact (node/jobs/queue.py)
 
     async def get_many(self, client_ip: str, ids: Sequence[str]) -> list[Job]:
         try:

@@ -24,12 +24,13 @@ class MemoryRepository:
         self.writes += 1
         self.jobs[job.key] = job
 
-    async def add_many(self, jobs: Sequence[Job]) -> None:
+    async def add_many(self, jobs: Sequence[Job]) -> int:
         if self.fail_writes is not None:
             raise self.fail_writes
         self.writes += 1
         for job in jobs:
             self.jobs[job.key] = job
+        return len(jobs)
 
     async def mark_running(self, key: tuple[str, str]) -> None:
         self.marked_running.append(key)

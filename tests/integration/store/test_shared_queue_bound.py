@@ -1,0 +1,145 @@
+"""The job queue's bound shared by several nodes on one real PostgreSQL server (migration 0007).
+
+Each repository has its own engine (its own connections and group commit), as two node
+processes would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from sqlalchemy import func, select, text
+
+from node.jobs.errors import Overloaded
+from node.jobs.model import ContainerResult, Job, JobOrigin, JobStatus, new_job_id
+from node.store.engine import create_engine, migrate
+from node.store.limit_tables import job_slots
+from node.store.server_jobs import ServerJobRepository
+from node.store.tables import jobs
+from tests.support.postgres import fresh_database
+
+Node = Callable[..., ServerJobRepository]
+BOUND = 20
+
+
+@pytest.fixture
+async def node(postgres_server: str) -> AsyncIterator[Node]:
+    """node(id, queue_size): a repository with an engine of its own, on one fresh database."""
+    closers = []
+    async with fresh_database(postgres_server) as url:
+        first = create_engine(url)
+        await migrate(first)
+        await first.dispose()
+
+        def make(owner: str, queue_size: int | None = BOUND, lease: float = 60.0) -> ServerJobRepository:
+            engine = create_engine(url)
+            repository = ServerJobRepository(engine, owner, lease, queue_size)
+            closers.append((repository, engine))
+            return repository
+
+        yield make
+        for repository, engine in closers:
+            await repository.close()
+            await engine.dispose()
+
+
+def job(status: JobStatus = JobStatus.QUEUED, origin: JobOrigin = JobOrigin.OFFCHAIN) -> Job:
+    now = time.time()
+    return Job(new_job_id(), "1.1.1.1", ["a"], {"n": 1}, origin=origin, status=status, created_at=now, updated_at=now)
+
+
+async def counts(repository: ServerJobRepository) -> tuple[int, int]:
+    """(the slot counter, the pending jobs it stands for, counted the slow way)."""
+    pending = select(func.count()).where(
+        jobs.c.status.in_(["queued", "running"]), jobs.c.origin.in_(["offchain", "stream", "model"])
+    )
+    async with repository._engine.connect() as connection:
+        used = (await connection.execute(select(job_slots.c.used).where(job_slots.c.scope == "*"))).scalar_one()
+        return int(used), int((await connection.execute(pending)).scalar_one())
+
+
+async def test_concurrent_accepts_on_two_nodes_stop_exactly_at_the_bound(node: Node) -> None:
+    a, b = node("node-a"), node("node-b")
+    attempts = [job() for _ in range(3 * BOUND)]
+
+    async def accept(repository: ServerJobRepository, item: Job, delay: float) -> bool:
+        await asyncio.sleep(delay)
+        try:
+            await repository.add(item)
+        except Overloaded as refused:
+            assert refused.retry_after > 0 and refused.params == {"limit": BOUND}
+            return False
+        return True
+
+    # Spread over a few milliseconds: both nodes commit small groups at the same time.
+    accepted = await asyncio.gather(
+        *(accept(a if n % 2 else b, item, n * 0.0005) for n, item in enumerate(attempts))
+    )
+    assert sum(accepted) == BOUND
+    assert any(accepted[0::2]) and any(accepted[1::2]), "one node took every slot: no concurrency"
+    stored = await a.get_many("1.1.1.1", [item.id for item in attempts])
+    assert {item.id for item in stored} == {item.id for ok, item in zip(accepted, attempts, strict=True) if ok}
+    assert await counts(a) == (BOUND, BOUND)
+
+
+async def test_a_finished_job_frees_its_slot_for_any_node(node: Node) -> None:
+    a, b = node("node-a"), node("node-b")
+    first = [job() for _ in range(BOUND)]
+    assert await a.add_many(first) == BOUND
+    with pytest.raises(Overloaded):
+        await b.add(job())
+    await a.mark_running(first[0].key)  # still pending
+    with pytest.raises(Overloaded):
+        await b.add(job())
+    await a.finish(first[0].key, JobStatus.SUCCESS, ContainerResult("a", output=1), [])
+    await b.add(job())
+    with pytest.raises(Overloaded):
+        await a.add(job())
+    assert await counts(a) == (BOUND, BOUND)
+
+
+async def test_a_batch_stores_the_jobs_that_fit(node: Node) -> None:
+    a, b = node("node-a"), node("node-b")
+    assert await a.add_many([job() for _ in range(BOUND - 3)]) == BOUND - 3
+    batch = [job() for _ in range(5)]
+    assert await b.add_many(batch) == 3
+    stored = await b.get_many("1.1.1.1", [item.id for item in batch])
+    assert {item.id for item in stored} == {item.id for item in batch[:3]}
+    assert await counts(a) == (BOUND, BOUND)
+
+
+async def test_every_path_that_ends_a_pending_job_keeps_the_count(node: Node) -> None:
+    dead, alive = node("node-a", lease=0.3), node("node-b")
+    running, queued, other = job(JobStatus.RUNNING), job(), job()
+    await dead.add_many([running, queued])
+    await alive.add(other)
+    # Recorded jobs (PUT /api/status) never count, even pending; replacing a pending job ends it.
+    recorded = job(JobStatus.RUNNING, JobOrigin.RECORDED)
+    await alive.record(recorded)
+    assert await counts(alive) == (3, 3)
+    replaced = job(JobStatus.SUCCESS, JobOrigin.RECORDED)
+    replaced.id = other.id
+    await alive.record(replaced)
+    assert await counts(alive) == (2, 2)
+    # A dead node's jobs: the running one fails (its slot is freed), the queued one moves.
+    await asyncio.sleep(0.4)
+    claimed = await alive.claim(room=10, retryable=frozenset())
+    assert (len(claimed.queued), claimed.failed) == (1, 1)
+    assert await counts(alive) == (1, 1)
+    await alive.finish(queued.key, JobStatus.FAILED, ContainerResult("a", error="x"), [])
+    assert await alive.prune(time.time() + 1) == 3
+    assert await counts(alive) == (0, 0)
+    # Rows deleted or changed behind the node's back (an operator's SQL) are counted as well.
+    await alive.add_many([job(), job()])
+    async with alive._engine.begin() as connection:
+        await connection.execute(text("DELETE FROM jobs WHERE status = 'queued'"))
+    assert await counts(alive) == (0, 0)
+
+
+async def test_without_a_bound_nothing_is_refused(node: Node) -> None:
+    a = node("node-a", queue_size=None)
+    assert await a.add_many([job() for _ in range(BOUND + 5)]) == BOUND + 5
+    assert await counts(a) == (BOUND + 5, BOUND + 5)
