@@ -17,7 +17,7 @@ from node.api.client_ip import CLIENT_IP_TRUSTED
 from node.api.errors import json_errors
 from node.api.metrics import METRICS, http_metrics
 from node.api.openai_routes import MODELS, ModelCatalog
-from node.api.ratelimit import TokenBuckets, rate_limiter
+from node.api.ratelimit import RATE_LIMITS, RateLimits, TokenBuckets, rate_limiter
 from node.api.routes import setup_routes
 from node.auth.quotas import Limits
 from node.auth.service import AuthService, Mode
@@ -40,8 +40,9 @@ from node.store.chain_repository import SqlChainRepository
 from node.store.engine import StoreUnusable, open_store
 from node.store.jobs_sql import JobStore
 from node.store.leases import SqlLeaseStore
-from node.store.repositories import auth_repository, job_repository
+from node.store.repositories import auth_repository, job_repository, on_sqlite
 from node.store.server_jobs import ServerJobRepository
+from node.store.server_rate_limit import ServerRateLimit
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +67,7 @@ def build_app(config: Config) -> web.Application:
     # Outermost first: metrics see the final status, after errors became JSON.
     middlewares: list[Callable[..., object]] = [http_metrics(metrics), json_errors]
     if config.server.rate_limit.num_requests > 0:
-        buckets = TokenBuckets(config.server.rate_limit.num_requests, config.server.rate_limit.period)
-        middlewares.append(rate_limiter(buckets))
+        middlewares.append(rate_limiter())  # its counters come with the store (_store)
     # After the IP rate limit: a flood of bad credentials costs no signature check or store hop.
     middlewares.append(auth_middleware(_auth_settings(config.auth), metrics.auth_refused))
     app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=middlewares)  # type: ignore[arg-type]
@@ -83,6 +83,7 @@ def build_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(_chain)
     app.cleanup_ctx.append(_pruner)
     app.cleanup_ctx.append(_auth_pruner)
+    app.cleanup_ctx.append(_rate_window_pruner)
     app.on_shutdown.append(_stop_taking_jobs)
     return app
 
@@ -101,6 +102,15 @@ async def _store(app: web.Application) -> AsyncIterator[None]:
     )
     app[STORE_HEALTH] = repository.health
     app[AUTH] = _auth_service(config.auth, auth_repository(engine))
+    limit = config.server.rate_limit
+    if limit.num_requests > 0:
+        # One node: its own token buckets. Several nodes on a server store: the store's counters.
+        limits: RateLimits = (
+            TokenBuckets(limit.num_requests, limit.period)
+            if on_sqlite(engine)
+            else ServerRateLimit(engine, limit.num_requests, limit.period)
+        )
+        app[RATE_LIMITS] = limits
     yield
     await repository.close()
     await engine.dispose()
@@ -347,6 +357,27 @@ async def _auth_pruner(app: web.Application) -> AsyncIterator[None]:
                 log.exception("pruning used signatures failed; will retry")
 
     task = asyncio.create_task(prune_forever(), name="auth-pruner")
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def _rate_window_pruner(app: web.Application) -> AsyncIterator[None]:
+    """Delete the rate limit's ended windows from a shared store, once a period (every node may run it)."""
+    limits = app.get(RATE_LIMITS)
+    if not isinstance(limits, ServerRateLimit):
+        yield
+        return
+
+    async def prune_forever() -> None:
+        while True:
+            await asyncio.sleep(max(limits.period, 1.0))
+            try:
+                await limits.prune()
+            except Exception:
+                log.exception("pruning the rate limit's windows failed; will retry")
+
+    task = asyncio.create_task(prune_forever(), name="rate-window-pruner")
     yield
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)

@@ -57,7 +57,7 @@ def upgrade() -> None:
         "rate_windows",
         sa.Column("client_ip", sa.String(64), primary_key=True),
         sa.Column("route", sa.String(256), primary_key=True),
-        sa.Column("window", sa.BigInteger, primary_key=True),
+        sa.Column("window_index", sa.BigInteger, primary_key=True),
         sa.Column("requests", sa.Integer, nullable=False),
     )
     op.execute(f"INSERT INTO job_slots (scope, used) SELECT '*', count(*) FROM jobs WHERE {_PENDING}")

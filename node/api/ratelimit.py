@@ -1,9 +1,15 @@
-"""Per-client, per-route rate limiting (`server.rate_limit`), answered with JSON 429."""
+"""Per-client, per-route rate limiting (`server.rate_limit`), answered with JSON 429.
+
+The middleware asks a `RateLimits` port: on one node the in-process token buckets below; on a
+store shared by several nodes the store's counters (node/store/server_rate_limit.py), so the
+limit holds across them. `app.py` picks one and sets it under RATE_LIMITS.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -17,6 +23,15 @@ EXEMPT = frozenset({"/api/status", "/metrics"})
 # means a fresh burst for that client, and memory stays bounded however many
 # addresses the node sees within one period.
 MAX_BUCKETS = 100_000
+
+
+class RateLimits(Protocol):
+    async def admit(self, client: str, route: str) -> float:
+        """0 if `client` may call `route` now (the call is counted), else the seconds to wait."""
+        ...
+
+
+RATE_LIMITS = web.AppKey("rate_limits", RateLimits)
 
 
 class TokenBuckets:
@@ -51,6 +66,9 @@ class TokenBuckets:
         self._buckets[key] = (tokens, now)
         return (1.0 - tokens) / self._per_second
 
+    async def admit(self, client: str, route: str) -> float:
+        return self.take((client, route))
+
     def __len__(self) -> int:
         return len(self._buckets)
 
@@ -64,13 +82,15 @@ class TokenBuckets:
                 del self._buckets[key]
 
 
-def rate_limiter(buckets: TokenBuckets) -> Callable[..., object]:
+def rate_limiter() -> Callable[..., object]:
+    """The middleware; it asks the app's RATE_LIMITS, set when the store is opened."""
+
     @web.middleware
     async def limit(request: web.Request, handler: Handler) -> web.StreamResponse:
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else request.path
         if route not in EXEMPT:
-            wait = buckets.take((client_ip(request), route))
+            wait = await request.app[RATE_LIMITS].admit(client_ip(request), route)
             if wait > 0:
                 raise Overloaded("Too many requests", retry_after=wait, params={"route": route})
         return await handler(request)

@@ -52,6 +52,12 @@ def translate(error: BaseException) -> StoreUnavailable | UnstorableValue | None
     return None
 
 
+def read_failed(error: Exception) -> Exception:
+    """What a failed read raises: StoreUnavailable for an I/O error (a 503, not a 500), else the error."""
+    translated = translate(error)
+    return translated if isinstance(translated, StoreUnavailable) else error
+
+
 class StoreHealth:
     """Whether the last write worked; /health reports it. Set by every write, read by /health."""
 

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from node.jobs.errors import Overloaded, StoreUnavailable
 from node.jobs.model import ContainerResult, Job, JobOrigin, JobStatus, TokenUsage
-from node.store.faults import StoreHealth, translate
+from node.store.faults import StoreHealth, read_failed, translate
 from node.store.tables import jobs
 
 PENDING = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
@@ -305,9 +305,3 @@ class JobStore:
 
 def _one_row(job: Job) -> list[dict[str, Any]]:
     return [to_row(job)]
-
-
-def read_failed(error: Exception) -> Exception:
-    """What a failed read raises: StoreUnavailable for an I/O error (a 503, not a 500), else the error."""
-    translated = translate(error)
-    return translated if isinstance(translated, StoreUnavailable) else error

@@ -19,12 +19,12 @@ job_slots = Table(
 )
 
 # Requests per client IP and route in one fixed window of `server.rate_limit.period` seconds
-# (window = floor(time / period)); old windows are pruned (server_rate_limit.py).
+# (window_index = floor(time / period)); old windows are pruned (server_rate_limit.py).
 rate_windows = Table(
     "rate_windows",
     metadata,
     Column("client_ip", String(64), primary_key=True),
     Column("route", String(256), primary_key=True),
-    Column("window", BigInteger, primary_key=True),
+    Column("window_index", BigInteger, primary_key=True),
     Column("requests", Integer, nullable=False),
 )

@@ -22,6 +22,7 @@ from node.jobs.errors import Overloaded
 from node.jobs.model import Job, JobOrigin, JobStatus
 from node.jobs.ports import Claimed
 from node.store.batcher import WriteBatcher
+from node.store.faults import read_failed
 from node.store.jobs_sql import (
     BY_IDS_CHUNK,
     COLUMNS,
@@ -32,7 +33,6 @@ from node.store.jobs_sql import (
     JobStore,
     failed_row,
     from_row,
-    read_failed,
     to_row,
     upsert,
 )

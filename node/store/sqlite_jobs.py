@@ -19,6 +19,7 @@ from sqlalchemy.sql import ClauseElement
 
 from node.jobs.model import Job
 from node.store.engine import sqlite_file
+from node.store.faults import read_failed
 from node.store.jobs_sql import (
     BY_IDS_CHUNK,
     COLUMNS,
@@ -27,7 +28,6 @@ from node.store.jobs_sql import (
     MARK_RUNNING,
     JobStore,
     from_row,
-    read_failed,
     upsert,
 )
 
