@@ -74,9 +74,11 @@ async def test_concurrent_accepts_on_two_nodes_stop_exactly_at_the_bound(node: N
             return False
         return True
 
+    for repository in (a, b):  # connected first, so that neither node's first commit waits for it
+        await repository.get_many("1.1.1.1", ["none"])
     # Spread over a few milliseconds: both nodes commit small groups at the same time.
     accepted = await asyncio.gather(
-        *(accept(a if n % 2 else b, item, n * 0.0005) for n, item in enumerate(attempts))
+        *(accept(a if n % 2 else b, item, n * 0.001) for n, item in enumerate(attempts))
     )
     assert sum(accepted) == BOUND
     assert any(accepted[0::2]) and any(accepted[1::2]), "one node took every slot: no concurrency"
