@@ -54,9 +54,21 @@ def to_row(job: Job) -> dict[str, Any]:
 # Rows are read by position, in the table's column order (SQLAlchemy rows and sqlite3 tuples alike).
 COLUMNS = tuple(column.name for column in jobs.columns)
 assert COLUMNS[:15] == (
-    "client_ip", "id", "origin", "status", "containers", "data", "requires_proof",
-    "result", "intermediate", "created_at", "updated_at", "finished_at",
-    "model", "prompt_tokens", "completion_tokens",
+    "client_ip",
+    "id",
+    "origin",
+    "status",
+    "containers",
+    "data",
+    "requires_proof",
+    "result",
+    "intermediate",
+    "created_at",
+    "updated_at",
+    "finished_at",
+    "model",
+    "prompt_tokens",
+    "completion_tokens",
 ), "from_row() reads rows by position: update it with the table"
 _STATUSES = {status.value: status for status in JobStatus}
 _ORIGINS = {origin.value: origin for origin in JobOrigin}
@@ -106,8 +118,17 @@ FINISH_VALUES: dict[str, Any] = {
 FINISH = update(jobs).where(KEY).values(FINISH_VALUES)
 # The columns a recorded job (PUT /api/status) replaces when its key exists.
 UPSERT_COLUMNS = (
-    "origin", "status", "containers", "data", "result", "intermediate", "updated_at", "finished_at",
-    "model", "prompt_tokens", "completion_tokens",
+    "origin",
+    "status",
+    "containers",
+    "data",
+    "result",
+    "intermediate",
+    "updated_at",
+    "finished_at",
+    "model",
+    "prompt_tokens",
+    "completion_tokens",
 )
 
 

@@ -20,9 +20,7 @@ def on_sqlite(engine: AsyncEngine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
-def job_repository(
-    engine: AsyncEngine, node_id: str, lease_seconds: float, queue_size: int | None = None
-) -> JobStore:
+def job_repository(engine: AsyncEngine, node_id: str, lease_seconds: float, queue_size: int | None = None) -> JobStore:
     """On a server store, every pending job is claimed as `node_id` under a lease of `lease_seconds`,
     and `queue_size` bounds the pending jobs of all the nodes together. On SQLite (one node) the
     job queue's own bound is exact."""

@@ -77,9 +77,7 @@ async def test_concurrent_accepts_on_two_nodes_stop_exactly_at_the_bound(node: N
     for repository in (a, b):  # connected first, so that neither node's first commit waits for it
         await repository.get_many("1.1.1.1", ["none"])
     # Spread over a few milliseconds: both nodes commit small groups at the same time.
-    accepted = await asyncio.gather(
-        *(accept(a if n % 2 else b, item, n * 0.001) for n, item in enumerate(attempts))
-    )
+    accepted = await asyncio.gather(*(accept(a if n % 2 else b, item, n * 0.001) for n, item in enumerate(attempts)))
     assert sum(accepted) == BOUND
     assert any(accepted[0::2]) and any(accepted[1::2]), "one node took every slot: no concurrency"
     stored = await a.get_many("1.1.1.1", [item.id for item in attempts])
