@@ -181,10 +181,10 @@ class JobDesk:
                 await self._repository.add(entries[0][1])
             elif entries:
                 stored = await self._repository.add_many([job for _, job in entries])
-        except BaseException:
-            self._give_back(entries)
+        except BaseException as error:
+            self._give_back(entries, refused=isinstance(error, Overloaded))
             raise
-        self._give_back(entries[stored:])
+        self._give_back(entries[stored:], refused=True)
         for reserved, job in entries[:stored]:
             if reserved:
                 self._queue.start_reserved(job)
@@ -196,11 +196,15 @@ class JobDesk:
             await asyncio.sleep(0)
         return stored
 
-    def _give_back(self, entries: Sequence[tuple[bool, Job]]) -> None:
+    def _give_back(self, entries: Sequence[tuple[bool, Job]], refused: bool) -> None:
+        """Give back the places of jobs not stored; `refused`: by the store's bound (counted as such)."""
         for reserved, job in entries:
             if reserved:
                 self._queue.unreserve()
-            self._queue.release(job.containers[0])
+            if refused:
+                self._queue.refuse(job.containers[0])
+            else:
+                self._queue.release(job.containers[0])
 
     async def submit_delegated(self, request: DelegatedRequest) -> None:
         if self._delegated is None:
@@ -296,8 +300,8 @@ class JobDesk:
         )
         try:
             await self._repository.add(job)
-        except BaseException:
-            self._queue.release(containers[0])
+        except BaseException as error:
+            self._give_back([(False, job)], refused=isinstance(error, Overloaded))
             raise
         return StreamJob(self, job)
 
@@ -315,8 +319,8 @@ class JobDesk:
         job.model = model
         try:
             await self._repository.add(job)
-        except BaseException:
-            self._queue.release(container)
+        except BaseException as error:
+            self._give_back([(False, job)], refused=isinstance(error, Overloaded))
             raise
         return ModelCall(job, self._repository, self._gateway, self._queue)
 

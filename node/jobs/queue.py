@@ -219,6 +219,11 @@ class JobQueue:
         if status is not None:
             self._notify("finished", container, status.value)
 
+    def refuse(self, container: str) -> None:
+        """Give back the place of a job the store refused: the bound it keeps across nodes is reached."""
+        self.release(container)
+        self._notify("rejected", container, "queue")
+
     # -- entering -------------------------------------------------------------
 
     def reserve(self) -> bool:

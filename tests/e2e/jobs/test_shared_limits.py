@@ -89,6 +89,11 @@ def test_the_queue_bound_and_the_rate_limit_hold_across_two_nodes(two_nodes: tup
         assert retry_after is not None and float(retry_after) > 0
     status, answers, _ = call(f"{b.url}/api/jobs/batch", "POST", [job, job])
     assert status == 200 and all(answer["error"] == "Too many jobs queued, retry later" for answer in answers)
+    # Counted where they were refused, as the queue's own refusals are.
+    for node, refused in ((a, 1), (b, 3)):
+        with urllib.request.urlopen(f"{node.url}/metrics", timeout=10) as response:
+            metrics = response.read().decode()
+        assert f'infernet_jobs_rejected_total{{bound="queue",container="slow"}} {refused}.0' in metrics
 
     # Rate limit: RATE calls of one route from one client across both nodes, then 429 on either.
     statuses = [call(f"{node.url}/info")[0] for node in [a, b] * (RATE // 2)]
