@@ -6,7 +6,7 @@ transaction as every change to `jobs` (accept, finish, claim, recovery, prune, a
 that replaces a job), so it never drifts, whichever node or path wrote; a node accepting jobs
 locks the row and checks the bound (node/store/server_jobs.py). `rate_windows` holds the
 per-IP request counters (node/store/server_rate_limit.py). SQLite (one node) keeps both limits
-in memory; the tables exist there too, unused.
+in memory; the tables exist there too, empty.
 
 Revision ID: 0007
 Revises: 0006
@@ -60,8 +60,8 @@ def upgrade() -> None:
         sa.Column("window_index", sa.BigInteger, primary_key=True),
         sa.Column("requests", sa.Integer, nullable=False),
     )
-    op.execute(f"INSERT INTO job_slots (scope, used) SELECT '*', count(*) FROM jobs WHERE {_PENDING}")
     if op.get_bind().dialect.name == "postgresql":
+        op.execute(f"INSERT INTO job_slots (scope, used) SELECT '*', count(*) FROM jobs WHERE {_PENDING}")
         op.execute(_COUNT_FUNCTION)
         op.execute(
             "CREATE TRIGGER jobs_count_pending AFTER INSERT OR DELETE OR UPDATE OF status, origin ON jobs "

@@ -44,6 +44,7 @@ _OWNED_BY = and_(KEY, jobs.c.owner == bindparam("k_owner"))
 _MARK_RUNNING_OWNED = update(jobs).where(_OWNED_BY).values(status=bindparam("status"), updated_at=bindparam("now"))
 _FINISH_OWNED = update(jobs).where(_OWNED_BY).values({**FINISH_VALUES, "owner": None, "lease_until": None})
 _UPSERT = upsert(postgresql.insert)
+_LOCK_SLOTS = select(job_slots.c.used).where(job_slots.c.scope == "*").with_for_update()
 
 
 class ServerJobRepository(JobStore):
@@ -176,6 +177,10 @@ class ServerJobRepository(JobStore):
         failures: list[dict[str, Any]] = []
         rerun = 0
         async with self._engine.begin() as connection:
+            # The count of pending jobs first, as every commit of new jobs takes it before their rows:
+            # failing a job updates it (the trigger), and taking it after the rows this locks would
+            # let a node that commits new jobs and writes one of those rows wait on us as we wait on it.
+            await connection.execute(_LOCK_SLOTS)
             for row in (await connection.execute(query)).all():
                 job = from_row(row)
                 runnable = job.origin is JobOrigin.OFFCHAIN and (
