@@ -167,6 +167,7 @@ class JobStore:
     _mark_running: Any
     _finish: Any
     _upsert: Any
+    _queue_size: int | None = None  # the bound the store keeps on pending jobs, if any
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -223,7 +224,7 @@ class JobStore:
 
     def _full(self) -> Overloaded:
         """Why a new job was not stored: the store's bound on pending jobs is reached (server_jobs.py)."""
-        return Overloaded("Too many jobs queued, retry later", retry_after=1.0)
+        return Overloaded("Too many jobs queued, retry later", retry_after=1.0, params={"limit": self._queue_size})
 
     async def mark_running(self, key: tuple[str, str]) -> None:
         await self._write(self._mark_running, self._running_rows, key)

@@ -18,7 +18,6 @@ from sqlalchemy import and_, bindparam, insert, literal, or_, select, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from node.jobs.errors import Overloaded
 from node.jobs.model import Job, JobOrigin, JobStatus
 from node.jobs.ports import Claimed
 from node.store.batcher import WriteBatcher
@@ -84,9 +83,6 @@ class ServerJobRepository(JobStore):
             return await self._batcher.write_within(statement, rows, self._room)
         await self._batcher.write(statement, rows)
         return len(rows)
-
-    def _full(self) -> Overloaded:
-        return Overloaded("Too many jobs queued, retry later", retry_after=1.0, params={"limit": self._queue_size})
 
     def _rows(self, new_jobs: Sequence[Job]) -> list[dict[str, Any]]:
         rows = [to_row(job) for job in new_jobs]
