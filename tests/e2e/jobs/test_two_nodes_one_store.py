@@ -142,6 +142,11 @@ def test_two_nodes_share_jobs_and_a_killed_node_s_jobs_run_once(
                 b.url,
             )
             assert polled["status"] == "success"
+            # B says what it took over from A: on /info and /metrics.
+            assert call(f"{b.url}/info")["cluster"]["claims"] == {"queued": 6, "rerun": 1, "failed": 2}
+            metrics = urllib.request.urlopen(f"{b.url}/metrics", timeout=10).read().decode()
+            for outcome, count in (("queued", 6), ("rerun", 1), ("failed", 2)):
+                assert f'infernet_cluster_jobs_claimed_total{{outcome="{outcome}"}} {count}.0' in metrics
         except BaseException:
             for node in nodes:
                 print(f"--- {node.workdir.name} ---\n{node.log_text()[-3000:]}")
