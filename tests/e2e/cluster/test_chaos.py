@@ -142,11 +142,11 @@ async def _chaos(nodes: ClusterNodes, wallet: str, load: Load, rng: random.Rando
         victims: list[NodeProcess] = []
         if step % 3 == 0 and leader is not None and nodes.by_id(leader) in nodes.alive():
             victims.append(nodes.by_id(leader))
-            leaders_killed.append(leader)
         else:
             victims.append(rng.choice(nodes.nodes))
         if rng.random() < 0.25:
             victims.append(rng.choice([node for node in nodes.nodes if node not in victims]))
+        leaders_killed += [victim.workdir.name for victim in victims if victim.workdir.name == leader]
         for victim in victims:
             role = " (the chain leader)" if victim.workdir.name == leader else ""
             load.log(f"kill -9 {victim.workdir.name}{role}")
@@ -243,6 +243,7 @@ async def test_three_nodes_under_load_with_kill_9_lose_and_double_nothing(
             finally:
                 stop.set()
                 await asyncio.gather(*generators)
+            load.log(f"the chain leader killed {len(leaders_killed)} times: {leaders_killed}")
             assert leaders_killed, "the chain leader was never killed"
             # The last recurring intervals, after the chaos, with every node back.
             while load.intervals < FREQUENCY:
