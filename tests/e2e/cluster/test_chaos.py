@@ -139,13 +139,13 @@ async def _chaos(nodes: ClusterNodes, wallet: str, load: Load, rng: random.Rando
                 load.log(f"restart {node.workdir.name}")
                 await asyncio.to_thread(node.start)
         leader = await asyncio.to_thread(_leader, nodes, wallet)
-        victims: list[NodeProcess] = []
+        # The same draws on every run, whoever leads: the plan depends on the seed alone.
+        pick, two, other = rng.choice(nodes.nodes), rng.random() < 0.25, rng.randrange(2)
+        victims: list[NodeProcess] = [pick]
         if step % 3 == 0 and leader is not None and nodes.by_id(leader) in nodes.alive():
-            victims.append(nodes.by_id(leader))
-        else:
-            victims.append(rng.choice(nodes.nodes))
-        if rng.random() < 0.25:
-            victims.append(rng.choice([node for node in nodes.nodes if node not in victims]))
+            victims = [nodes.by_id(leader)]
+        if two:
+            victims.append([node for node in nodes.nodes if node not in victims][other])
         leaders_killed += [victim.workdir.name for victim in victims if victim.workdir.name == leader]
         for victim in victims:
             role = " (the chain leader)" if victim.workdir.name == leader else ""
