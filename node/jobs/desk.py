@@ -78,6 +78,11 @@ class JobDesk:
         self._clock = clock
 
     @property
+    def grace_over(self) -> bool:
+        """Whether the node is stopping and its running jobs' grace has run out."""
+        return self._queue.grace_over
+
+    @property
     def pending_offchain(self) -> int:
         return self._queue.pending - self._queue.pending_unstored
 
@@ -353,6 +358,10 @@ class StreamJob:
                 received.append(chunk)
                 yield chunk
             error = None
+        except (asyncio.CancelledError, GeneratorExit):
+            if self._desk.grace_over:  # cut by the node's shutdown, not by the client
+                error = "the node shut down before the stream ended"
+            raise
         except JobError as failure:
             error = failure.message
         except Exception as failure:  # the stream is already under way: record, don't raise

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from node.jobs.queue import JobQueue
 
 CLIENT_LEFT = "the client went away before the answer was complete"
+# A request cut by the node's own shutdown (the grace ran out) is not the client's doing.
+NODE_STOPPED = "the node shut down before the answer was complete"
 
 
 class ModelCall:
@@ -97,7 +99,9 @@ class ModelCall:
     ) -> None:
         if self._finished:
             return
-        if error is None or isinstance(error, asyncio.CancelledError):
+        if isinstance(error, asyncio.CancelledError) and self._queue.grace_over:
+            reason = NODE_STOPPED
+        elif error is None or isinstance(error, asyncio.CancelledError):
             reason = CLIENT_LEFT
         elif isinstance(error, JobError):
             reason = error.message

@@ -482,6 +482,12 @@ class JobQueue:
 
     # -- shutdown -----------------------------------------------------------
 
+    @property
+    def grace_over(self) -> bool:
+        """Whether the node is shutting down and the running jobs' grace has run out: a job
+        cut now was cut by the shutdown, not by its client."""
+        return self._deadline is not None and asyncio.get_running_loop().time() >= self._deadline
+
     def close(self, grace_seconds: float) -> None:
         """Start no more jobs, and start the grace period of the running ones.
 

@@ -141,6 +141,8 @@ def test_sigterm_gives_a_running_stream_the_grace_period(tmp_path: Path, grace: 
         else:
             assert body != words and words.startswith(body)
             assert final["status"] == "failed", final
+            # The shutdown cut it, not the client: the record says so.
+            assert final["result"]["error"] == "the node shut down before the stream ended", final
             assert stopped_after < grace + 3, stopped_after  # not the 6 s the stream wanted
     finally:
         streamer.kill()

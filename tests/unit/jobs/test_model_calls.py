@@ -9,7 +9,7 @@ import pytest
 
 from node.jobs.errors import Overloaded, Rejected
 from node.jobs.model import ContainerResult, JobOrigin, JobStatus, TokenUsage
-from node.jobs.model_calls import CLIENT_LEFT
+from node.jobs.model_calls import CLIENT_LEFT, NODE_STOPPED
 from tests.support.rendered import rendered
 from tests.unit.jobs.test_desk import make
 
@@ -41,6 +41,17 @@ async def test_leaving_unfinished_fails_the_job_and_frees_its_place() -> None:
     stored = repository.jobs[("1.1.1.1", call.id)]
     assert stored.status is JobStatus.FAILED and stored.result == ContainerResult("echo", error=CLIENT_LEFT)
     assert queue.pending == 0
+
+
+async def test_a_call_cut_after_the_shutdown_grace_says_the_node_stopped_it() -> None:
+    desk, queue, repository, _ = make()
+    call = await desk.open_model_call("1.1.1.1", "m", "echo", CHAT)
+    queue.close(grace_seconds=0.0)  # the node is stopping and the grace has run out
+    with pytest.raises(asyncio.CancelledError):
+        async with call:
+            raise asyncio.CancelledError
+    stored = repository.jobs[("1.1.1.1", call.id)]
+    assert stored.status is JobStatus.FAILED and stored.result == ContainerResult("echo", error=NODE_STOPPED)
 
 
 async def test_finish_counts_once() -> None:
