@@ -8,6 +8,7 @@ service, not taken from the nodes' word. Clients are the real infernet-client li
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
