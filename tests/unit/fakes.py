@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+from node.jobs.errors import Overloaded
 from node.jobs.model import ContainerResult, Job, JobStatus, Location, TokenUsage
 
 
@@ -17,17 +18,19 @@ class MemoryRepository:
         self.reads = 0  # get_many calls
         self.fail_writes: Exception | None = None  # raised by add/add_many when set
         self.pruned = 0  # finished jobs prune() removes next time
+        self.room: int | None = None  # how many more new jobs a store-kept bound (several nodes) takes
 
     async def add(self, job: Job) -> None:
-        if self.fail_writes is not None:
-            raise self.fail_writes
-        self.writes += 1
-        self.jobs[job.key] = job
+        if not await self.add_many([job]):
+            raise Overloaded("Too many jobs queued, retry later", retry_after=1.0, params={"limit": 0})
 
     async def add_many(self, jobs: Sequence[Job]) -> int:
         if self.fail_writes is not None:
             raise self.fail_writes
         self.writes += 1
+        if self.room is not None:  # the first ones that fit, as the server store does
+            jobs = jobs[: max(0, self.room)]
+            self.room -= len(jobs)
         for job in jobs:
             self.jobs[job.key] = job
         return len(jobs)

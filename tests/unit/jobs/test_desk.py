@@ -117,3 +117,24 @@ async def test_record_status_stores_without_result() -> None:
         {"id": "ext-1", "status": "success", "result": None, "intermediate_results": [], "intermediate": []}
     ]
     assert await desk.ids("ip", pending=False) == ["ext-1"]
+
+
+async def test_jobs_a_store_kept_bound_refuses_give_their_places_back() -> None:
+    # Several nodes on one store: the store stores only what fits its bound (server_jobs.py).
+    desk, queue, repository, _ = make(workers=1)
+    queue.start()
+    repository.room = 2
+    answers = await rendered_batch(desk, "ip", [JobRequest(["echo"], n) for n in range(4)])
+    full = "Too many jobs queued, retry later"
+    assert [answer.get("error") for answer in answers] == [None, None, full, full]
+    assert all("id" in answer for answer in answers[:2])
+    await drain(queue)
+    with pytest.raises(Overloaded):  # a lone job, reserved a free worker: the worker is free again
+        await desk.submit("ip", JobRequest(["echo"], 5))
+    assert queue.pending == 0 and queue.reserve()
+    queue.unreserve()
+    repository.room = 1
+    job_id = await desk.submit("ip", JobRequest(["echo"], 6))
+    await drain(queue)
+    assert repository.jobs[("ip", job_id)].status is JobStatus.SUCCESS
+    await queue.stop(0)
