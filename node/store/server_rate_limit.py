@@ -4,20 +4,26 @@ A fixed window of `period` seconds per (client IP, route): one atomic `INSERT â€
 UPDATE â€¦ WHERE under the limit RETURNING` per request takes a request from the window's count,
 or returns nothing when the window is full, whichever node the client reaches. Like any fixed
 window, a client may make up to twice the rate across the boundary of two windows; within one
-window the limit is exact. Windows that ended are pruned.
+window the limit is exact. Windows that ended are pruned. While the store cannot be reached,
+requests pass (a warning says so).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
 from sqlalchemy import delete, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from node.jobs.errors import StoreUnavailable
 from node.store.faults import read_failed
 from node.store.limit_tables import rate_windows
 
+log = logging.getLogger(__name__)
+
+WARN_EVERY_S = 10.0
 _TAKE = text(
     "INSERT INTO rate_windows (client_ip, route, window_index, requests) VALUES (:client_ip, :route, :window, 1) "
     "ON CONFLICT (client_ip, route, window_index) DO UPDATE SET requests = rate_windows.requests + 1 "
@@ -34,6 +40,7 @@ class ServerRateLimit:
         self._rate = rate
         self._period = period
         self._clock = clock
+        self._warned_at = float("-inf")
 
     @property
     def period(self) -> float:
@@ -47,8 +54,16 @@ class ServerRateLimit:
         try:
             async with self._engine.connect() as connection:
                 taken = (await connection.execute(_TAKE, params)).first()
-        except Exception as error:  # the store is down: a 503, as for any request that needs it
-            raise read_failed(error) from error
+        except Exception as error:
+            failure = read_failed(error)
+            if not isinstance(failure, StoreUnavailable):
+                raise failure from error
+            # The store is down: let the request through (it answers 503 itself if it needs the
+            # store; /health reports it) rather than refuse every route for want of a counter.
+            if now - self._warned_at > WARN_EVERY_S:
+                self._warned_at = now
+                log.warning("the rate limit's store cannot be reached (%s): requests pass unlimited", failure.cause)
+            return 0.0
         if taken is not None:
             return 0.0
         return max((window + 1) * self._period - now, 0.001)

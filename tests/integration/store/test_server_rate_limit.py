@@ -87,3 +87,14 @@ async def test_ended_windows_are_pruned(limits: Limits, clock: Clock) -> None:
     assert await a.prune() == 2
     async with a._engine.connect() as connection:
         assert (await connection.execute(select(func.count()).select_from(rate_windows))).scalar_one() == 1
+
+
+async def test_an_unreachable_store_lets_requests_through(caplog: pytest.LogCaptureFixture) -> None:
+    engine = create_engine("postgresql+asyncpg://postgres@127.0.0.1:1/nowhere")  # nothing listens on port 1
+    try:
+        limits = ServerRateLimit(engine, 1, PERIOD)
+        assert [await limits.admit("10.0.0.1", "/x") for _ in range(3)] == [0.0, 0.0, 0.0]
+    finally:
+        await engine.dispose()
+    warnings = [record for record in caplog.records if "rate limit's store cannot be reached" in record.message]
+    assert len(warnings) == 1  # once, not per request
