@@ -99,7 +99,7 @@ class Harness:
             config["store"] = {"url": store_url}
         (workdir / "config.json").write_text(json.dumps(config, indent=2))
         # --node-src runs another checkout's node (e.g. an earlier revision) with this harness.
-        env = {"PYTHONPATH": str(self.node_src.resolve())} if self.node_src else None
+        env = {"PYTHONPATH": str((self.node_src or ROOT).resolve())}
         node = self.start(
             f"node-{label}",
             [PYTHON, "-m", "node", "run", "--config", str(workdir / "config.json")],
