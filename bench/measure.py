@@ -258,6 +258,8 @@ def format_value(value: float | None, unit: str) -> str:
         return f"{value:.1f} MiB"
     if unit == "%":
         return f"{value:.0%}"
+    if unit == "s":
+        return f"{value:.2f} s"
     if unit == "x":
         return f"{value:.3f} x"
     if unit == "tok/s":
