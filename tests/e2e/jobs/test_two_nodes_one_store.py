@@ -68,7 +68,7 @@ def test_two_nodes_share_jobs_and_a_killed_node_s_jobs_run_once(
 ) -> None:
     calls_file = tmp_path / "calls.jsonl"
     with service_process("slow", env={"CALLS_FILE": str(calls_file)}) as slow_url:
-        containers = [
+        containers: list[dict[str, Any]] = [
             {"id": "slow", "url": slow_url},
             {"id": "again", "url": slow_url, "retry_interrupted": True},
         ]

@@ -27,7 +27,7 @@ class MemoryClaims:
     """Which jobs this node still owns, as another node's claims left them."""
 
     def __init__(self) -> None:
-        self.owner = "node-a"
+        self.owner: str | None = "node-a"
         self.renew_fails = False
         self.taken_by_others: set[tuple[str, str]] = set()
         self.to_claim = Claimed()
