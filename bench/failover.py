@@ -125,7 +125,7 @@ class FailoverBench(Harness):
             database = await asyncio.to_thread(self.postgres.fresh_database)
             wallet = accounts[1]
             a, b = (
-                self.node(name, database, chain.registry_address, wallet.key.to_0x_hex())
+                self.node(name, database, chain.registry_address, "0x" + bytes(wallet.key).hex())
                 for name in ("node-a", "node-b")
             )
             await asyncio.to_thread(a.start)
