@@ -2,8 +2,8 @@
 
 Each caller waits until its own write is committed, so "stored before
 acknowledged" holds, but a burst of N requests costs one commit, not N.
-For SQL servers (server_jobs.py); on SQLite the writer thread does the grouping
-itself (sqlite.py).
+For SQL servers (server_jobs.py): the batches run on asyncpg directly
+(server_writer.py). On SQLite the writer thread does the grouping itself (sqlite.py).
 """
 
 from __future__ import annotations
@@ -11,30 +11,23 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import Executable
+
+from node.store.server_writer import ServerWriter, Write
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(eq=False, slots=True)
-class _Write:
-    statement: Executable
-    rows: Sequence[dict[str, Any]]
-    room: Executable | None  # see write_within
-    done: asyncio.Future[int]  # how many of `rows` were written
-
-
 class WriteBatcher:
     def __init__(self, engine: AsyncEngine, max_batch: int = 1000) -> None:
-        self._engine = engine
         self._max_batch = max_batch
-        self._waiting: list[_Write] = []
+        self._waiting: list[tuple[Write, asyncio.Future[int]]] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._server = ServerWriter(engine)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="store-writer")
@@ -46,9 +39,10 @@ class WriteBatcher:
         if self._task:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        await self._server.close()
 
     async def write(self, statement: Executable, rows: Sequence[dict[str, Any]]) -> None:
-        await self._submit(statement, rows, None)
+        await self._submit(Write(statement, rows))
 
     async def write_within(self, statement: Executable, rows: Sequence[dict[str, Any]], room: Executable) -> int:
         """Write the first of `rows` that fit; returns how many.
@@ -57,13 +51,13 @@ class WriteBatcher:
         many more may be written; it runs once per transaction, and the writes of that
         transaction share what it returned, in order.
         """
-        return await self._submit(statement, rows, room)
+        return await self._submit(Write(statement, rows, room))
 
-    async def _submit(self, statement: Executable, rows: Sequence[dict[str, Any]], room: Executable | None) -> int:
+    async def _submit(self, write: Write) -> int:
         if self._task is None or self._task.done():
             raise RuntimeError("the store writer is not running")
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._waiting.append(_Write(statement, rows, room, done))
+        self._waiting.append((write, done))
         self._wakeup.set()
         return await done
 
@@ -76,10 +70,9 @@ class WriteBatcher:
                 del self._waiting[: self._max_batch]
                 await self._commit(batch)
 
-    async def _commit(self, batch: list[_Write]) -> None:
+    async def _commit(self, batch: list[tuple[Write, asyncio.Future[int]]]) -> None:
         try:
-            async with self._engine.begin() as connection:
-                written = await _execute(connection, batch)
+            written = await self._server.commit([write for write, _ in batch])
         except Exception as error:
             if len(batch) == 1:
                 log.error("a store write failed: %s", error)
@@ -92,40 +85,11 @@ class WriteBatcher:
         _settle(batch, None, written)
 
 
-async def _execute(connection: AsyncConnection, batch: list[_Write]) -> list[int]:
-    """Run the writes in order, consecutive ones of the same statement as one executemany."""
-    written: list[int] = []
-    rooms: dict[int, int] = {}  # id(room query) -> how many more rows it admits
-    merged: list[tuple[Executable, list[dict[str, Any]]]] = []
-    for write in batch:
-        count = len(write.rows)
-        if write.room is not None:
-            key = id(write.room)
-            if key not in rooms:
-                for statement, rows in merged:  # what comes before counts first
-                    await connection.execute(statement, rows)
-                merged = []
-                rooms[key] = int((await connection.execute(write.room)).scalar_one())
-            count = max(0, min(count, rooms[key]))
-            rooms[key] -= count
-        written.append(count)
-        if not count:
-            continue
-        rows = list(write.rows[:count])
-        if merged and merged[-1][0] is write.statement:
-            merged[-1][1].extend(rows)
-        else:
-            merged.append((write.statement, rows))
-    for statement, rows in merged:
-        await connection.execute(statement, rows)
-    return written
-
-
-def _settle(batch: list[_Write], error: Exception | None, written: list[int]) -> None:
-    for index, write in enumerate(batch):
-        if write.done.done():  # its caller was cancelled
+def _settle(batch: list[tuple[Write, asyncio.Future[int]]], error: Exception | None, written: list[int]) -> None:
+    for index, (_, done) in enumerate(batch):
+        if done.done():  # its caller was cancelled
             continue
         if error is not None:
-            write.done.set_exception(error)
+            done.set_exception(error)
         else:
-            write.done.set_result(written[index])
+            done.set_result(written[index])
