@@ -30,6 +30,7 @@ from node.services.http1 import (
     Response,
     _parse_target,
 )
+from tests.support.processes import free_port
 from tests.support.requirements import unavailable
 
 BEARER = "svc-bearer-5be1c0de"
@@ -798,12 +799,6 @@ async def test_close_during_a_request_fails_it() -> None:
 
 
 # -- addresses -----------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def has_ipv6_loopback() -> bool:
