@@ -171,6 +171,18 @@ StartServer = Callable[[Handler], Awaitable[RawServer]]
 MakePool = Callable[..., Http1Pool]
 
 
+def answer_once_then_note_close(closed: asyncio.Event) -> Handler:
+    """A handler that answers one request with "ok", then sets `closed` when the client hangs up."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        if await wait_for_eof(reader):
+            closed.set()
+
+    return handler
+
+
 @pytest.fixture
 async def raw_server() -> AsyncIterator[StartServer]:
     """Start RawServers for the test; all closed after it (after its pools: see make_pool)."""
@@ -442,13 +454,7 @@ async def test_a_close_the_loop_has_not_seen_yet_is_caught_before_writing(monkey
 
 async def test_idle_connections_expire(raw_server: StartServer, make_pool: MakePool) -> None:
     closed = asyncio.Event()
-
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-        if await wait_for_eof(reader):
-            closed.set()
-
+    handler = answer_once_then_note_close(closed)
     server = await raw_server(handler)
     pool = make_pool(idle_seconds=0.2)
     await pool.request("POST", server.url, b"{}", JSON, 5)
@@ -759,13 +765,7 @@ async def test_header_injection_is_refused(pool: Http1Pool) -> None:
 
 async def test_close_closes_idle_connections() -> None:
     closed = asyncio.Event()
-
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-        if await wait_for_eof(reader):
-            closed.set()
-
+    handler = answer_once_then_note_close(closed)
     async with RawServer(handler) as server:
         pool = Http1Pool()
         await pool.request("POST", server.url, b"{}", JSON, 5)
