@@ -207,9 +207,7 @@ def processor(repository: InMemoryChainRepository, gate: Gate) -> tuple[Processo
     return made, wallet, jobs
 
 
-async def tick_with_one_delegated(
-    repository: InMemoryChainRepository, gate: Gate
-) -> tuple[Processor, Wallet, Jobs]:
+async def tick_with_one_delegated(repository: InMemoryChainRepository, gate: Gate) -> tuple[Processor, Wallet, Jobs]:
     """A processor tracking one due delegated subscription, after one tick has run."""
     made, wallet, jobs = processor(repository, gate)
     made.track_delegated(*delegated(), ["echo"])
