@@ -106,10 +106,9 @@ async def _store(app: web.Application) -> AsyncIterator[None]:
         raise StartupError(str(error)) from None
     app[ENGINE] = engine
     app[NODE_ID] = node_id = config.cluster.node_id or default_node_id()
-    # By store.url: an SQLite file (one node) or a SQL server, where each pending job is claimed under a lease.
-    app[REPOSITORY] = repository = job_repository(
-        engine, node_id, config.cluster.lease_seconds, config.jobs.queue_size
-    )
+    # By store.url: an SQLite file (one node) or a SQL server, where each pending job is its
+    # owner's while the owner's heartbeat lives (_cluster).
+    app[REPOSITORY] = repository = job_repository(engine, node_id, config.jobs.queue_size)
     app[STORE_HEALTH] = repository.health
     app[AUTH] = _auth_service(config.auth, auth_repository(engine))
     limit = config.server.rate_limit
@@ -183,8 +182,8 @@ async def _jobs(app: web.Application) -> AsyncIterator[None]:
     if isinstance(repository, ServerJobRepository):
         keeper = ClaimKeeper(
             repository,
+            app[CLUSTER].heartbeat,
             queue,
-            config.cluster.lease_seconds,
             config.cluster.renew_seconds,
             frozenset(container.id for container in config.containers if container.retry_interrupted),
         )

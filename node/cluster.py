@@ -58,6 +58,11 @@ class Cluster:
         return Lease(self.store, name, self.node_id, self.lease_seconds, self.renew_seconds, on_change)
 
     @property
+    def heartbeat(self) -> Lease:
+        """`node:<id>`: on a shared store, the pending jobs this node owns are its own while it lives."""
+        return self._heartbeat
+
+    @property
     def view(self) -> ClusterView:
         return self._view
 

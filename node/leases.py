@@ -74,6 +74,9 @@ class Lease:
         self._on_change = on_change
         self._monotonic = monotonic
         self._valid_until = 0.0  # local monotonic time the lease is surely ours until
+        # Times the lease was taken while not surely ours: first taken, or held again after it
+        # ran out, when another node may have acted as if this holder were gone.
+        self.gained = 0
         self._announced = False  # what on_change was last told
         self._lock = asyncio.Lock()
 
@@ -92,6 +95,10 @@ class Lease:
             started = self._monotonic()
             try:
                 if await self._store.acquire(self.name, self.holder, self.ttl):
+                    # Judged on the answer's arrival: a renewal that lands after the lease ran out
+                    # may have let another node see it expired while it was in flight.
+                    if self._valid_until <= self._monotonic():
+                        self.gained += 1
                     self._valid_until = started + self.ttl
                 else:
                     self._valid_until = 0.0

@@ -58,27 +58,37 @@ class Claimed:
     rerun: int = 0  # of `queued`, interrupted ones run again (their containers are safe to retry)
 
 
+class Heartbeat(Protocol):
+    """This node's heartbeat in the shared store (the lease `node:<id>`, node/leases.py), renewed
+    by its own loop. While it is live, the pending jobs this node owns are its own."""
+
+    gained: int  # times it was taken while not surely held (first, or again after running out)
+
+    def valid_for(self) -> float:
+        """Seconds the heartbeat is surely live (0 when it is not)."""
+        ...
+
+
 class JobClaims(Protocol):
-    """Several nodes on one store: who owns each pending job, under a lease (the SQL store on PostgreSQL)."""
+    """Several nodes on one store: who owns each pending job (the SQL store on PostgreSQL).
+
+    A pending job belongs to its `owner` while the owner's heartbeat is live; one renewal a
+    beat per node, whatever the backlog."""
 
     owner: str
-
-    async def renew(self) -> None:
-        """Extend the lease of every pending job this node owns."""
-        ...
 
     async def owned(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
         """Of `keys`, the pending jobs this node still owns."""
         ...
 
     async def release_queued(self) -> int:
-        """End the lease of this node's queued jobs now (a clean stop); returns how many."""
+        """Give this node's queued jobs up now, to whichever node claims them (a clean stop); returns how many."""
         ...
 
     async def claim(
         self, room: int, retryable: frozenset[str], restart_reason: str | None = None, batch: int = 500
     ) -> Claimed:
-        """Take over the pending jobs of dead nodes (see node/store/server_jobs.py)."""
+        """Take over the pending jobs of dead nodes and released ones (see node/store/server_jobs.py)."""
         ...
 
 

@@ -20,13 +20,13 @@ def on_sqlite(engine: AsyncEngine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
-def job_repository(engine: AsyncEngine, node_id: str, lease_seconds: float, queue_size: int | None = None) -> JobStore:
-    """On a server store, every pending job is claimed as `node_id` under a lease of `lease_seconds`,
+def job_repository(engine: AsyncEngine, node_id: str, queue_size: int | None = None) -> JobStore:
+    """On a server store, every pending job is owned by `node_id` while its heartbeat lives,
     and `queue_size` bounds the pending jobs of all the nodes together. On SQLite (one node) the
     job queue's own bound is exact."""
     if on_sqlite(engine):
         return SqliteJobRepository(engine)
-    return ServerJobRepository(engine, node_id, lease_seconds, queue_size)
+    return ServerJobRepository(engine, node_id, queue_size)
 
 
 def auth_repository(engine: AsyncEngine, clock: Callable[[], float] = time.time) -> AuthStore:

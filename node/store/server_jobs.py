@@ -1,11 +1,11 @@
 """The job repository on a SQL server (PostgreSQL), which several nodes may share.
 
 SQLAlchemy async (asyncpg); concurrent writes share one transaction through the group-commit
-batcher (batcher.py). Every pending job this node writes carries its id (`owner`) and a lease
-(`lease_until`), which the node renews while it lives; the jobs of a node whose leases ran
-out are claimed by the others (node/jobs/claims.py). A node's writes to a pending job hold
-only while it owns the job, so that a node that lost a job (its lease ran out, another took
-it) cannot overwrite it.
+batcher (batcher.py). Every pending job this node writes carries its id (`owner`); it stays the
+node's while the node's heartbeat (the lease `node:<id>`, node/cluster.py) is live, so keeping
+a backlog costs nothing per job. The jobs of a node whose heartbeat ran out are claimed by the
+others (node/jobs/claims.py). A node's writes to a pending job hold only while it owns the job,
+so that a node that lost a job (its heartbeat ran out, another took it) cannot overwrite it.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, bindparam, insert, literal, or_, select, update
+from sqlalchemy import and_, bindparam, insert, literal, or_, select, text, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from node.cluster import NODE_PREFIX
 from node.jobs.model import Job, JobOrigin, JobStatus
 from node.jobs.ports import Claimed
 from node.store.batcher import WriteBatcher
@@ -35,19 +36,47 @@ from node.store.jobs_sql import (
     to_row,
     upsert,
 )
+from node.store.lease_tables import leases
 from node.store.limit_tables import job_slots
 from node.store.tables import jobs
 
-_INSERT_OWNED = insert(jobs).values({name: bindparam(name) for name in (*COLUMNS[:15], "owner", "lease_until")})
+_INSERT_OWNED = insert(jobs).values({name: bindparam(name) for name in (*COLUMNS[:15], "owner")})
 _OWNED_BY = and_(KEY, jobs.c.owner == bindparam("k_owner"))
 _MARK_RUNNING_OWNED = update(jobs).where(_OWNED_BY).values(status=bindparam("status"), updated_at=bindparam("now"))
-_FINISH_OWNED = update(jobs).where(_OWNED_BY).values({**FINISH_VALUES, "owner": None, "lease_until": None})
+_FINISH_OWNED = update(jobs).where(_OWNED_BY).values({**FINISH_VALUES, "owner": None})
 _UPSERT = upsert(postgresql.insert)
 _LOCK_SLOTS = select(job_slots.c.used).where(job_slots.c.scope == "*").with_for_update()
 
 
+def _sql_list(values: Sequence[str]) -> str:
+    return ", ".join(f"'{value}'" for value in values)  # constants of this module: no quoting needed
+
+
+# Who left pending jobs that nobody holds: owners without a live heartbeat, and NULL when
+# released jobs wait (a clean stop). Only jobs in flight have an owner (finishing clears it),
+# and the distinct owners are read by a loose scan of ix_jobs_owner: one index probe per
+# owner, so a beat costs the same with ten pending jobs as with a million.
+_GONE = text(
+    f"""
+WITH RECURSIVE owners(owner) AS (
+    (SELECT owner FROM jobs WHERE owner IS NOT NULL ORDER BY owner LIMIT 1)
+    UNION ALL
+    SELECT (SELECT j.owner FROM jobs j WHERE j.owner > o.owner ORDER BY j.owner LIMIT 1)
+    FROM owners o WHERE o.owner IS NOT NULL
+)
+SELECT owner FROM owners WHERE owner IS NOT NULL AND NOT EXISTS (
+    SELECT 1 FROM leases WHERE leases.name = :prefix || owners.owner AND leases.expires_at >= :now
+)
+UNION ALL
+SELECT NULL WHERE EXISTS (
+    SELECT 1 FROM jobs WHERE owner IS NULL AND status IN ({_sql_list(PENDING)}) AND origin IN ({_sql_list(OWNED)})
+)
+"""
+)
+
+
 class ServerJobRepository(JobStore):
-    """`owner` is this node's id: every pending job it writes carries it, under a lease of `lease_seconds`.
+    """`owner` is this node's id: every pending job it writes carries it.
 
     With `queue_size`, the pending jobs of every node on the store number at most that many: the
     group commit that stores new jobs first locks the store's count of pending jobs (`job_slots`,
@@ -60,12 +89,9 @@ class ServerJobRepository(JobStore):
     _finish = _FINISH_OWNED
     _upsert = _UPSERT
 
-    def __init__(self, engine: AsyncEngine, owner: str, lease_seconds: float, queue_size: int | None = None) -> None:
-        if lease_seconds <= 0:
-            raise ValueError("job claims need a positive lease")
+    def __init__(self, engine: AsyncEngine, owner: str, queue_size: int | None = None) -> None:
         super().__init__(engine)
         self.owner = owner
-        self._lease_seconds = lease_seconds
         self._queue_size = queue_size
         self._room = (
             None
@@ -86,11 +112,9 @@ class ServerJobRepository(JobStore):
 
     def _rows(self, new_jobs: Sequence[Job]) -> list[dict[str, Any]]:
         rows = [to_row(job) for job in new_jobs]
-        until = time.time() + self._lease_seconds
         for row, job in zip(rows, new_jobs, strict=True):
             owned = job.origin.value in OWNED and not job.status.finished
             row["owner"] = self.owner if owned else None
-            row["lease_until"] = until if owned else None
         return rows
 
     def _keyed(self, row: dict[str, Any]) -> dict[str, Any]:
@@ -108,16 +132,6 @@ class ServerJobRepository(JobStore):
 
     # -- claims (node/jobs/ports.JobClaims) ------------------------------------
 
-    async def renew(self) -> None:
-        """Extend the lease of every pending job this node owns (its heartbeat)."""
-        statement = (
-            update(jobs)
-            .where(jobs.c.owner == self.owner, jobs.c.status.in_(PENDING))
-            .values(lease_until=time.time() + self._lease_seconds)
-        )
-        async with self._engine.begin() as connection:
-            await connection.execute(statement)
-
     async def owned(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
         """Of `keys`, the pending jobs this node still owns."""
         found: set[tuple[str, str]] = set()
@@ -134,11 +148,11 @@ class ServerJobRepository(JobStore):
         return found
 
     async def release_queued(self) -> int:
-        """End the lease of this node's queued jobs now, so that other nodes claim them at once."""
+        """Give this node's queued jobs up now (owner NULL), so that other nodes claim them at once."""
         statement = (
             update(jobs)
             .where(jobs.c.owner == self.owner, jobs.c.status == JobStatus.QUEUED.value)
-            .values(lease_until=0.0)
+            .values(owner=None)
         )
         async with self._engine.begin() as connection:
             return (await connection.execute(statement)).rowcount or 0
@@ -146,7 +160,7 @@ class ServerJobRepository(JobStore):
     async def claim(
         self, room: int, retryable: frozenset[str], restart_reason: str | None = None, batch: int = 500
     ) -> Claimed:
-        """Take over the pending jobs of dead nodes (their lease ran out), at most `batch` rows.
+        """Take over the pending jobs of dead nodes (no live heartbeat) and released ones, at most `batch` rows.
 
         Rows are locked with FOR UPDATE SKIP LOCKED, so two nodes claiming at once never
         take the same job. Queued jobs become this node's, up to `room` of them. Running
@@ -155,20 +169,12 @@ class ServerJobRepository(JobStore):
         node's id still owns from before a restart are taken too, failed with that reason.
         """
         now = time.time()
-        dead = and_(jobs.c.owner != self.owner, jobs.c.lease_until < now)
-        mine = jobs.c.owner == self.owner
-        query = (
-            select(jobs)
-            .where(
-                jobs.c.status.in_(PENDING),
-                jobs.c.origin.in_(OWNED),
-                or_(dead, mine) if restart_reason is not None else dead,
-            )
-            .order_by(jobs.c.created_at)
-            .limit(batch)
-            .with_for_update(skip_locked=True)
-        )
-        until = now + self._lease_seconds
+        async with self._engine.connect() as connection:
+            gone = [row.owner for row in await connection.execute(_GONE, {"prefix": NODE_PREFIX, "now": now})]
+        released = None in gone
+        owners = [owner for owner in gone if owner is not None and owner != self.owner]
+        if not owners and not released and restart_reason is None:
+            return Claimed()  # the usual beat: one read, no lock
         taken: list[Job] = []
         failures: list[dict[str, Any]] = []
         rerun = 0
@@ -177,6 +183,22 @@ class ServerJobRepository(JobStore):
             # failing a job updates it (the trigger), and taking it after the rows this locks would
             # let a node that commits new jobs and writes one of those rows wait on us as we wait on it.
             await connection.execute(_LOCK_SLOTS)
+            if owners:
+                owners = await self._still_gone(connection, owners, now)
+            if restart_reason is not None:
+                owners.append(self.owner)
+            whose = [jobs.c.owner.in_(owners)] if owners else []
+            if released:
+                whose.append(jobs.c.owner.is_(None))
+            if not whose:
+                return Claimed()
+            query = (
+                select(jobs)
+                .where(jobs.c.status.in_(PENDING), jobs.c.origin.in_(OWNED), or_(*whose))
+                .order_by(jobs.c.created_at)
+                .limit(batch)
+                .with_for_update(skip_locked=True)
+            )
             for row in (await connection.execute(query)).all():
                 job = from_row(row)
                 runnable = job.origin is JobOrigin.OFFCHAIN and (
@@ -184,26 +206,39 @@ class ServerJobRepository(JobStore):
                 )
                 if runnable:
                     if len(taken) >= room:
-                        continue  # stays with the dead node's lease: claimed when there is room
+                        continue  # stays its dead owner's: claimed when there is room
                     if job.status is JobStatus.RUNNING:
                         rerun += 1
                     job.status = JobStatus.QUEUED
                     taken.append(job)
                     continue
-                reason = (
-                    restart_reason
-                    if restart_reason is not None and row.owner == self.owner
-                    else f"node {row.owner} died while the job was running"
-                )
+                if restart_reason is not None and row.owner == self.owner:
+                    reason = restart_reason
+                elif row.owner is None:
+                    reason = "the node running the job stopped"
+                else:
+                    reason = f"node {row.owner} died while the job was running"
                 failure = failed_row(job.client_ip, job.id, job.containers[0], reason, now)
-                failures.append({**failure, "k_owner": row.owner})
+                failures.append(failure)
             if taken:
                 await connection.execute(
                     update(jobs)
                     .where(KEY)
-                    .values(status=JobStatus.QUEUED.value, owner=self.owner, lease_until=until, updated_at=now),
+                    .values(status=JobStatus.QUEUED.value, owner=self.owner, updated_at=now),
                     [{"k_ip": job.client_ip, "k_id": job.id} for job in taken],
                 )
-            if failures:
-                await connection.execute(_FINISH_OWNED, failures)
+            if failures:  # rows this transaction locked: no owner condition needed
+                await connection.execute(update(jobs).where(KEY).values({**FINISH_VALUES, "owner": None}), failures)
         return Claimed(taken, len(failures), rerun)
+
+    async def _still_gone(self, connection: Any, owners: list[str], now: float) -> list[str]:
+        """Lock the heartbeats of `owners` and keep those still not live.
+
+        A node that comes back renews its heartbeat after this claim commits (the row lock),
+        so its renewal counts as taken again after a lapse and it drops what it lost before
+        starting anything; an owner whose heartbeat came back meanwhile keeps its jobs.
+        """
+        names = [NODE_PREFIX + owner for owner in owners]
+        query = select(leases.c.name, leases.c.expires_at).where(leases.c.name.in_(names)).with_for_update()
+        live = {row.name for row in await connection.execute(query) if row.expires_at >= now}
+        return [owner for owner, name in zip(owners, names, strict=True) if name not in live]

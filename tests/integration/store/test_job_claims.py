@@ -1,6 +1,7 @@
 """Job claims on a real PostgreSQL server: several repositories (nodes) on one database.
 
-Each repository has its own engine (its own connections), as two node processes would.
+Each repository has its own engine (its own connections), as two node processes would, and
+a heartbeat (the lease `node:<id>`) taken once, for `lease` seconds, as its cluster's loop would.
 """
 
 from __future__ import annotations
@@ -8,33 +9,39 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
+from node.cluster import NODE_PREFIX
 from node.jobs.model import ContainerResult, Job, JobOrigin, JobStatus, new_job_id
 from node.store.engine import create_engine, migrate
-from node.store.server_jobs import ServerJobRepository
+from node.store.leases import SqlLeaseStore
+from node.jobs.ports import Claimed
+from node.store.server_jobs import _LOCK_SLOTS, ServerJobRepository
 from tests.support.postgres import fresh_database
 
 LEASE = 0.5  # the nodes that die
-LONG = 60.0  # the nodes that stay: these tests never renew their leases
-Node = Callable[..., ServerJobRepository]
+LONG = 60.0  # the nodes that stay: these tests never renew their heartbeats
+Node = Callable[..., Awaitable[ServerJobRepository]]
 
 
 @pytest.fixture
 async def node(postgres_server: str) -> AsyncIterator[Node]:
-    """node(id, lease): a repository claiming as `id`, with an engine of its own, on one fresh database."""
+    """await node(id, lease): a repository claiming as `id`, with an engine of its own and a heartbeat
+    live for `lease` seconds (None: none), on one fresh database."""
     closers = []
     async with fresh_database(postgres_server) as url:
         first = create_engine(url)
         await migrate(first)
         await first.dispose()
 
-        def make(owner: str, lease: float = LONG) -> ServerJobRepository:
+        async def make(owner: str, lease: float | None = LONG) -> ServerJobRepository:
             engine = create_engine(url)
-            repository = ServerJobRepository(engine, owner, lease)
+            repository = ServerJobRepository(engine, owner)
             closers.append((repository, engine))
+            if lease is not None:
+                assert await SqlLeaseStore(engine).acquire(NODE_PREFIX + owner, owner, lease)
             return repository
 
         yield make
@@ -53,11 +60,11 @@ async def expire() -> None:
 
 
 async def test_concurrent_claims_take_each_job_exactly_once(node: Node) -> None:
-    dead = node("dead", LEASE)
+    dead = await node("dead", LEASE)
     queued = [job(n=n) for n in range(300)]
     await dead.add_many(queued)
     await expire()
-    claimers = [node(f"alive-{index}") for index in range(4)]
+    claimers = [await node(f"alive-{index}") for index in range(4)]
     taken: list[list[Job]] = [[] for _ in claimers]
 
     async def claim_all(index: int) -> None:
@@ -80,11 +87,11 @@ async def test_concurrent_claims_take_each_job_exactly_once(node: Node) -> None:
 
 
 async def test_running_jobs_of_a_dead_node_fail_once_with_the_reason(node: Node) -> None:
-    dead = node("node-a", LEASE)
+    dead = await node("node-a", LEASE)
     running = [job(JobStatus.RUNNING, n=n) for n in range(20)]
     await dead.add_many(running)
     await expire()
-    claimers = [node("node-b"), node("node-c")]
+    claimers = [await node("node-b"), await node("node-c")]
     first, second = await asyncio.gather(*(c.claim(room=100, retryable=frozenset()) for c in claimers))
     assert first.queued == second.queued == []
     assert first.failed + second.failed == 20
@@ -98,12 +105,12 @@ async def test_running_jobs_of_a_dead_node_fail_once_with_the_reason(node: Node)
 
 
 async def test_interrupted_jobs_safe_to_retry_run_again_elsewhere(node: Node) -> None:
-    dead = node("node-a", LEASE)
+    dead = await node("node-a", LEASE)
     safe = job(JobStatus.RUNNING, containers=["safe", "safe2"])
     half = job(JobStatus.RUNNING, containers=["safe", "unsafe"])  # the whole chain must be safe
     await dead.add_many([safe, half])
     await expire()
-    alive = node("node-b")
+    alive = await node("node-b")
     claimed = await alive.claim(room=100, retryable=frozenset({"safe", "safe2"}))
     assert [item.id for item in claimed.queued] == [safe.id]
     assert claimed.queued[0].status is JobStatus.QUEUED
@@ -117,19 +124,47 @@ async def test_interrupted_jobs_safe_to_retry_run_again_elsewhere(node: Node) ->
 
 
 async def test_a_live_node_keeps_its_jobs(node: Node) -> None:
-    owner, other = node("node-a", LEASE), node("node-b")
+    owner, other = await node("node-a", LEASE), await node("node-b")
+    heartbeat = SqlLeaseStore(owner._engine)
     jobs = [job(), job(JobStatus.RUNNING)]
     await owner.add_many(jobs)
-    for _ in range(4):  # twice the lease, renewed every half
+    for _ in range(4):  # twice the lease, renewed every half: one row, whatever the backlog
         await asyncio.sleep(LEASE / 2)
-        await owner.renew()
+        assert await heartbeat.acquire(NODE_PREFIX + "node-a", "node-a", LEASE)
         claimed = await other.claim(room=100, retryable=frozenset())
         assert (claimed.queued, claimed.failed) == ([], 0)
     assert await owner.owned([item.key for item in jobs]) == {item.key for item in jobs}
 
 
+async def test_a_released_heartbeat_hands_every_pending_job_over_at_once(node: Node) -> None:
+    leaving, staying = await node("node-a"), await node("node-b")
+    queued, running = job(), job(JobStatus.RUNNING)
+    await leaving.add_many([queued, running])
+    await SqlLeaseStore(leaving._engine).release(NODE_PREFIX + "node-a", "node-a")  # Cluster.close
+    claimed = await staying.claim(room=10, retryable=frozenset())
+    assert [item.id for item in claimed.queued] == [queued.id] and claimed.failed == 1
+
+
+async def test_jobs_of_an_owner_that_never_had_a_heartbeat_are_claimed(node: Node) -> None:
+    """Pending jobs from before migration 0006 belong to 'before-upgrade', a node that never beat."""
+    ghost, alive = await node("before-upgrade", lease=None), await node("node-b")
+    await ghost.add_many([job()])
+    assert len((await alive.claim(room=10, retryable=frozenset())).queued) == 1
+
+
+async def test_a_claim_waits_for_nothing_while_every_owner_lives(node: Node) -> None:
+    """The usual beat reads who is gone and locks nothing: a commit of new jobs holding the
+    count of pending jobs does not hold it up."""
+    owner, other = await node("node-a"), await node("node-b")
+    await owner.add_many([job(n=n) for n in range(50)])
+    async with owner._engine.begin() as connection:
+        await connection.execute(_LOCK_SLOTS)
+        claimed = await asyncio.wait_for(other.claim(room=100, retryable=frozenset()), timeout=5)
+    assert claimed == Claimed()
+
+
 async def test_room_limits_what_is_claimed_and_the_rest_waits(node: Node) -> None:
-    dead, alive = node("node-a", LEASE), node("node-b")
+    dead, alive = await node("node-a", LEASE), await node("node-b")
     await dead.add_many([job(n=n) for n in range(5)])
     await expire()
     assert len((await alive.claim(room=2, retryable=frozenset())).queued) == 2
@@ -137,7 +172,7 @@ async def test_room_limits_what_is_claimed_and_the_rest_waits(node: Node) -> Non
 
 
 async def test_a_clean_stop_hands_queued_jobs_over_at_once(node: Node) -> None:
-    leaving, staying = node("node-a"), node("node-b")
+    leaving, staying = await node("node-a"), await node("node-b")
     queued, running = job(), job(JobStatus.RUNNING)
     await leaving.add_many([queued, running])
     assert await leaving.release_queued() == 1
@@ -146,10 +181,10 @@ async def test_a_clean_stop_hands_queued_jobs_over_at_once(node: Node) -> None:
 
 
 async def test_a_restart_under_the_same_id_recovers_at_once(node: Node) -> None:
-    before = node("node-a")
+    before = await node("node-a")
     queued, running = job(), job(JobStatus.RUNNING)
     await before.add_many([queued, running])
-    after = node("node-a")  # the same node id, started again: its leases have not run out
+    after = await node("node-a")  # the same node id, started again: its leases have not run out
     claimed = await after.claim(
         room=10, retryable=frozenset(), restart_reason="node restarted while the job was running"
     )
@@ -159,7 +194,7 @@ async def test_a_restart_under_the_same_id_recovers_at_once(node: Node) -> None:
 
 
 async def test_recorded_jobs_are_nobody_s_to_claim(node: Node) -> None:
-    recorder, other = node("node-a"), node("node-b")
+    recorder, other = await node("node-a"), await node("node-b")
     recorded = job()
     recorded.origin = JobOrigin.RECORDED
     await recorder.record(recorded)

@@ -36,7 +36,7 @@ async def test_0003_adds_model_call_columns_to_a_store_with_jobs(store_url: str)
                 " '{}', false, '{\"container\": \"a\", \"output\": 1}', 1.0, 2.0, 2.0)"
             ))
         await migrate(engine)
-        repository = job_repository(engine, "node-test", 60.0)
+        repository = job_repository(engine, "node-test")
         try:
             [old] = await repository.get_many("1.1.1.1", ["old"])
         finally:

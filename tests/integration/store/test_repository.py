@@ -24,7 +24,7 @@ async def repository(store_url: str) -> AsyncIterator[JobStore]:
     engine = create_engine(store_url)
     await migrate(engine)
     await migrate(engine)  # idempotent
-    repository = job_repository(engine, "node-test", 60.0)
+    repository = job_repository(engine, "node-test")
     yield repository
     await repository.close()
     await engine.dispose()
@@ -183,7 +183,7 @@ async def test_recover_fails_model_calls_caught_running(repository: JobStore) ->
 
 
 async def test_the_store_picks_the_repository(store_url: str, repository: JobStore) -> None:
-    # One node on an SQLite file; claims under a lease on a server that several nodes may share.
+    # One node on an SQLite file; on a server that several nodes may share, jobs owned under a heartbeat.
     if store_url.startswith("sqlite"):
         assert type(repository) is SqliteJobRepository
     else:

@@ -30,7 +30,7 @@ async def store(postgres_server: str) -> AsyncIterator[tuple[ServerJobRepository
     async with fresh_database(postgres_server) as url:
         engine = create_engine(url)
         await migrate(engine)
-        repository = ServerJobRepository(engine, "node-a", 60.0)
+        repository = ServerJobRepository(engine, "node-a")
         try:
             yield repository, url
         finally:

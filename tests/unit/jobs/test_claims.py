@@ -1,5 +1,6 @@
-"""The claim keeper on an in-memory claims store: the gate on starting jobs, and what a node
-whose lease ran out gives up (node/jobs/claims.py)."""
+"""The claim keeper on an in-memory claims store and a real heartbeat lease (node/leases.py) on
+an in-memory lease store: the gate on starting jobs, and what a node whose heartbeat ran out
+gives up (node/jobs/claims.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from node.jobs.claims import ClaimKeeper
 from node.jobs.model import Job, JobStatus
 from node.jobs.ports import Claimed
 from node.jobs.queue import JobQueue
+from node.leases import Lease
+from tests.unit.chain.fakes import InMemoryLeaseStore
 from tests.unit.fakes import MemoryRepository, ScriptedGateway
 
 LEASE, RENEW = 4.0, 1.0
@@ -28,15 +31,9 @@ class MemoryClaims:
 
     def __init__(self) -> None:
         self.owner = "node-a"
-        self.renew_fails = False
         self.taken_by_others: set[tuple[str, str]] = set()
         self.to_claim = Claimed()
-        self.renewals = 0
-
-    async def renew(self) -> None:
-        if self.renew_fails:
-            raise ConnectionError("store unreachable")
-        self.renewals += 1
+        self.claims = 0
 
     async def owned(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
         return set(keys) - self.taken_by_others
@@ -47,6 +44,7 @@ class MemoryClaims:
     async def claim(
         self, room: int, retryable: frozenset[str], restart_reason: str | None = None, batch: int = 500
     ) -> Claimed:
+        self.claims += 1
         claimed, self.to_claim = self.to_claim, Claimed()
         return claimed
 
@@ -55,11 +53,25 @@ def job(n: int) -> Job:
     return Job(f"job-{n}", "1.1.1.1", ["a"], {"n": n})
 
 
-def setup(workers: int = 1) -> tuple[JobQueue, ClaimKeeper, MemoryClaims, MemoryRepository, ScriptedGateway, Clock]:
-    repository, gateway, claims, clock = MemoryRepository(), ScriptedGateway(), MemoryClaims(), Clock()
-    queue = JobQueue(repository, gateway, workers, max_pending=10)
-    keeper = ClaimKeeper(claims, queue, LEASE, RENEW, frozenset(), monotonic=clock)
-    return queue, keeper, claims, repository, gateway, clock
+class Node:
+    """One node's queue, keeper and heartbeat, on a hand-driven clock."""
+
+    def __init__(self, workers: int = 1) -> None:
+        self.repository, self.gateway, self.claims, self.clock = (
+            MemoryRepository(),
+            ScriptedGateway(),
+            MemoryClaims(),
+            Clock(),
+        )
+        self.leases = InMemoryLeaseStore(self.clock)
+        self.heartbeat = Lease(self.leases, "node:node-a", "node-a", LEASE, RENEW, monotonic=self.clock)
+        self.queue = JobQueue(self.repository, self.gateway, workers, max_pending=10)
+        self.keeper = ClaimKeeper(self.claims, self.heartbeat, self.queue, RENEW, frozenset())
+
+    async def start(self) -> None:
+        """As app.py: the heartbeat is taken (the cluster's first beat), then the keeper recovers."""
+        assert await self.heartbeat.renew()
+        await self.keeper.recover("restarted")
 
 
 async def enqueue(queue: JobQueue, repository: MemoryRepository, item: Job) -> None:
@@ -68,73 +80,104 @@ async def enqueue(queue: JobQueue, repository: MemoryRepository, item: Job) -> N
     queue.put(item)
 
 
-async def test_no_job_starts_until_the_lease_is_renewed_nor_once_it_is_stale() -> None:
-    queue, keeper, claims, repository, gateway, clock = setup()
+async def test_no_job_starts_until_the_heartbeat_is_live_nor_once_it_is_stale() -> None:
+    node = Node()
+    queue, repository, gateway = node.queue, node.repository, node.gateway
     queue.start()
     await enqueue(queue, repository, job(1))
     await asyncio.sleep(0)
-    assert gateway.calls == [] and queue.depth == 1  # no lease yet
-    await keeper.recover("restarted")
+    assert gateway.calls == [] and queue.depth == 1  # no heartbeat yet
+    await node.start()
     queue.kick()
     await asyncio.sleep(0.01)
     assert [call[1] for call in gateway.calls] == [{"n": 1}]
-    # The store stops answering: once less than half a beat of lease is left, nothing starts.
-    claims.renew_fails = True
-    clock.now += LEASE - RENEW / 2
-    await keeper.beat()
+    # The store stops answering: once less than half a beat of heartbeat is left, nothing starts.
+    node.leases.fail = True
+    node.clock.now += LEASE - RENEW / 2
+    await node.heartbeat.renew()
+    await node.keeper.beat()
     await enqueue(queue, repository, job(2))
     await asyncio.sleep(0.01)
     assert len(gateway.calls) == 1 and queue.depth == 1
-    claims.renew_fails = False
-    await keeper.beat()
+    node.leases.fail = False
+    await node.heartbeat.renew()  # in time: it never ran out, nothing to check
+    await node.keeper.beat()
     await asyncio.sleep(0.01)
     assert len(gateway.calls) == 2
 
 
 async def test_a_lapsed_node_gives_up_the_jobs_others_took_meanwhile() -> None:
-    queue, keeper, claims, repository, gateway, clock = setup(workers=1)
+    node = Node(workers=1)
+    queue, repository, gateway, claims = node.queue, node.repository, node.gateway, node.claims
     gateway.release.clear()  # the running job stays inside its call
-    await keeper.recover("restarted")
+    await node.start()
     queue.start()
-    running, kept, lost = job(1), job(2), job(3)
+    running, kept, lost, later = job(1), job(2), job(3), job(4)
     for item in (running, kept, lost):
         await enqueue(queue, repository, item)
     await asyncio.sleep(0.01)
     assert queue.known(running.key) is not None and queue.depth == 2
-    # Paused past its lease: another node failed the running job and took one queued job.
-    clock.now += LEASE + 1
+    # Paused past its heartbeat: another node failed the running job and took one queued job.
+    node.clock.now += LEASE + 1
     claims.taken_by_others = {running.key, lost.key}
     repository.jobs[running.key].status = JobStatus.FAILED  # what the other node wrote
-    await keeper.beat()
+    await node.keeper.beat()  # the heartbeat has not been renewed: the keeper does nothing yet
+    assert claims.claims == 1 and queue.known(lost.key) is not None
+    assert await node.heartbeat.renew()  # the heartbeat loop takes it again
+    # Between the renewal and the keeper's next beat nothing starts.
+    assert not node.keeper.may_start()
+    await node.keeper.beat()
+    await enqueue(queue, repository, later)
     await asyncio.sleep(0.01)
     assert queue.known(running.key) is None  # the store answers for it now
     assert queue.known(lost.key) is None
     gateway.release.set()
     await asyncio.sleep(0.05)
-    # The lost queued job never ran here; the kept one did; the running one was stopped.
-    assert [call[1] for call in gateway.calls] == [{"n": 1}, {"n": 2}]
+    # The lost queued job never ran here; the kept one did, and the one that came later.
+    assert [call[1] for call in gateway.calls] == [{"n": 1}, {"n": 2}, {"n": 4}]
     assert queue.pending == 0 and queue.depth == 0
-    assert queue.known(running.key) is None
+
+
+async def test_a_renewal_that_lands_after_the_heartbeat_ran_out_counts_as_a_lapse() -> None:
+    node = Node()
+    await node.start()
+    node.queue.start()
+    await enqueue(node.queue, node.repository, job(1))
+    await asyncio.sleep(0.01)
+    node.gateway.release.clear()
+    node.clock.now += LEASE - 1  # sent in time...
+
+    class Slow(InMemoryLeaseStore):
+        async def acquire(self, name: str, holder: str, ttl: float) -> bool:
+            node.clock.now += 2  # ...answered after it ran out: another node may have claimed meanwhile
+            return await super().acquire(name, holder, ttl)
+
+    node.heartbeat._store = Slow(node.clock)
+    assert await node.heartbeat.renew()
+    assert not node.keeper.may_start()  # until the keeper checked what it still owns
+    await node.keeper.beat()
+    assert node.keeper.may_start()
 
 
 async def test_claimed_jobs_join_the_queue() -> None:
-    queue, keeper, claims, repository, gateway, _ = setup(workers=2)
-    await keeper.recover("restarted")
-    queue.start()
+    node = Node(workers=2)
+    await node.start()
+    node.queue.start()
     taken = [job(7), job(8)]
     for item in taken:
-        await repository.add(item)
-    claims.to_claim = Claimed(taken, failed=1, rerun=1)
-    await keeper.beat()
+        await node.repository.add(item)
+    node.claims.to_claim = Claimed(taken, failed=1, rerun=1)
+    await node.keeper.beat()
     await asyncio.sleep(0.01)
-    assert sorted(call[1]["n"] for call in gateway.calls) == [7, 8]
-    assert claims.renewals == 2
+    assert sorted(call[1]["n"] for call in node.gateway.calls) == [7, 8]
+    assert node.claims.claims == 2
 
 
 async def test_the_keeper_counts_what_it_took_over() -> None:
-    _, keeper, claims, _, _, _ = setup(workers=2)
+    node = Node(workers=2)
+    keeper, claims = node.keeper, node.claims
     claims.to_claim = Claimed([job(1)], failed=2, rerun=0)
-    await keeper.recover("restarted")
+    await node.start()
     assert keeper.counts.as_json() == {"queued": 1, "rerun": 0, "failed": 2}
     claims.to_claim = Claimed([job(2), job(3), job(4)], failed=1, rerun=2)
     await keeper.beat()
