@@ -48,16 +48,16 @@ _UPSERT = upsert(postgresql.insert)
 _LOCK_SLOTS = select(job_slots.c.used).where(job_slots.c.scope == "*").with_for_update()
 
 
-def _sql_list(values: Sequence[str]) -> str:
-    return ", ".join(f"'{value}'" for value in values)  # constants of this module: no quoting needed
+# The owner of the queued jobs a clean stop gave up: no node has this id (nor the heartbeat
+# `node:`), so they are claimed as a dead node's are, found by the same scan (a NULL owner would
+# need a scan of its own, among every finished job).
+RELEASED = ""
 
-
-# Who left pending jobs that nobody holds: owners without a live heartbeat, and NULL when
-# released jobs wait (a clean stop). Only jobs in flight have an owner (finishing clears it),
-# and the distinct owners are read by a loose scan of ix_jobs_owner: one index probe per
-# owner, so a beat costs the same with ten pending jobs as with a million.
+# The owners of pending jobs that have no live heartbeat. Only jobs in flight have an owner
+# (finishing clears it), and the distinct owners are read by a loose scan of ix_jobs_owner: one
+# index probe per owner, so a beat costs the same with ten pending jobs as with a million.
 _GONE = text(
-    f"""
+    """
 WITH RECURSIVE owners(owner) AS (
     (SELECT owner FROM jobs WHERE owner IS NOT NULL ORDER BY owner LIMIT 1)
     UNION ALL
@@ -66,10 +66,6 @@ WITH RECURSIVE owners(owner) AS (
 )
 SELECT owner FROM owners WHERE owner IS NOT NULL AND NOT EXISTS (
     SELECT 1 FROM leases WHERE leases.name = :prefix || owners.owner AND leases.expires_at >= :now
-)
-UNION ALL
-SELECT NULL WHERE EXISTS (
-    SELECT 1 FROM jobs WHERE owner IS NULL AND status IN ({_sql_list(PENDING)}) AND origin IN ({_sql_list(OWNED)})
 )
 """
 )
@@ -148,11 +144,11 @@ class ServerJobRepository(JobStore):
         return found
 
     async def release_queued(self) -> int:
-        """Give this node's queued jobs up now (owner NULL), so that other nodes claim them at once."""
+        """Give this node's queued jobs up now (to the owner RELEASED), so that other nodes claim them at once."""
         statement = (
             update(jobs)
             .where(jobs.c.owner == self.owner, jobs.c.status == JobStatus.QUEUED.value)
-            .values(owner=None)
+            .values(owner=RELEASED)
         )
         async with self._engine.begin() as connection:
             return (await connection.execute(statement)).rowcount or 0
@@ -171,9 +167,8 @@ class ServerJobRepository(JobStore):
         now = time.time()
         async with self._engine.connect() as connection:
             gone = [row.owner for row in await connection.execute(_GONE, {"prefix": NODE_PREFIX, "now": now})]
-        released = None in gone
-        owners = [owner for owner in gone if owner is not None and owner != self.owner]
-        if not owners and not released and restart_reason is None:
+        owners = [owner for owner in gone if owner != self.owner]
+        if not owners and restart_reason is None:
             return Claimed()  # the usual beat: one read, no lock
         taken: list[Job] = []
         failures: list[dict[str, Any]] = []
@@ -187,14 +182,11 @@ class ServerJobRepository(JobStore):
                 owners = await self._still_gone(connection, owners, now)
             if restart_reason is not None:
                 owners.append(self.owner)
-            whose = [jobs.c.owner.in_(owners)] if owners else []
-            if released:
-                whose.append(jobs.c.owner.is_(None))
-            if not whose:
+            if not owners:
                 return Claimed()
             query = (
                 select(jobs)
-                .where(jobs.c.status.in_(PENDING), jobs.c.origin.in_(OWNED), or_(*whose))
+                .where(jobs.c.status.in_(PENDING), jobs.c.origin.in_(OWNED), jobs.c.owner.in_(owners))
                 .order_by(jobs.c.created_at)
                 .limit(batch)
                 .with_for_update(skip_locked=True)
@@ -214,7 +206,7 @@ class ServerJobRepository(JobStore):
                     continue
                 if restart_reason is not None and row.owner == self.owner:
                     reason = restart_reason
-                elif row.owner is None:
+                elif row.owner == RELEASED:  # only queued jobs are released: not expected
                     reason = "the node running the job stopped"
                 else:
                     reason = f"node {row.owner} died while the job was running"
@@ -222,9 +214,7 @@ class ServerJobRepository(JobStore):
                 failures.append(failure)
             if taken:
                 await connection.execute(
-                    update(jobs)
-                    .where(KEY)
-                    .values(status=JobStatus.QUEUED.value, owner=self.owner, updated_at=now),
+                    update(jobs).where(KEY).values(status=JobStatus.QUEUED.value, owner=self.owner, updated_at=now),
                     [{"k_ip": job.client_ip, "k_id": job.id} for job in taken],
                 )
             if failures:  # rows this transaction locked: no owner condition needed

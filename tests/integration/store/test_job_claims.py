@@ -15,9 +15,9 @@ import pytest
 
 from node.cluster import NODE_PREFIX
 from node.jobs.model import ContainerResult, Job, JobOrigin, JobStatus, new_job_id
+from node.jobs.ports import Claimed
 from node.store.engine import create_engine, migrate
 from node.store.leases import SqlLeaseStore
-from node.jobs.ports import Claimed
 from node.store.server_jobs import _LOCK_SLOTS, ServerJobRepository
 from tests.support.postgres import fresh_database
 
