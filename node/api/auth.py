@@ -23,6 +23,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from aiohttp import web
@@ -59,6 +60,7 @@ def surface_of(path: str) -> str | None:
     return None
 
 
+@lru_cache(maxsize=4096)  # asked on every /v1 request; the same few addresses repeat
 def is_loopback(ip: str) -> bool:
     try:
         return ipaddress.ip_address(ip).is_loopback
