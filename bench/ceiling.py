@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import json
 import uuid
+from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
@@ -93,7 +94,7 @@ async def health(request: web.Request) -> web.Response:
     return _json({"status": "healthy"})
 
 
-async def _session(app: web.Application):  # type: ignore[no-untyped-def]
+async def _session(app: web.Application) -> AsyncIterator[None]:
     app[SESSION] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30))
     yield
     await app[SESSION].close()

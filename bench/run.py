@@ -301,7 +301,7 @@ class Bench:
                 got = asyncio.run(loads.stream_ttfb(target, self.stream_n, direct=label == "direct"))
                 for key in got:
                     streams[label][key] += got[key]
-        s = {label: {key: percentile(values, 50) if values else None for key, values in got.items()}
+        s = {label: {key: percentile(values, 50) if values else float("nan") for key, values in got.items()}
              for label, got in streams.items()}
         d = s["direct"]["first_byte"]
         gap_ms = STREAM_ID_GAP_SECONDS * 1000

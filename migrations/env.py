@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import create_engine
+from sqlalchemy import Connection, create_engine
 
 import node.store.auth_tables
 import node.store.chain_tables  # noqa: F401  (registers the chain tables on `metadata`)
@@ -13,7 +13,7 @@ from node.store.tables import metadata
 config = context.config
 
 
-def _run(connection) -> None:  # type: ignore[no-untyped-def]
+def _run(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=metadata,
@@ -31,6 +31,8 @@ else:
     url = context.get_x_argument(as_dictionary=True).get("url") or config.get_main_option(
         "sqlalchemy.url"
     )
+    if not url:
+        raise SystemExit("alembic: give the database URL with -x url=... (or sqlalchemy.url in alembic.ini)")
     engine = create_engine(url)
     with engine.begin() as sync_connection:
         _run(sync_connection)

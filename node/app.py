@@ -11,7 +11,17 @@ import aiohttp
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from node.api.appkeys import CHAIN_ROLE, CHAIN_STATUS, CLUSTER, CONFIG, DIRECTORY, JOB_DESK, MAX_BODY, STORE_HEALTH
+from node.api.appkeys import (
+    CHAIN_ROLE,
+    CHAIN_STATUS,
+    CLAIM_COUNTS,
+    CLUSTER,
+    CONFIG,
+    DIRECTORY,
+    JOB_DESK,
+    MAX_BODY,
+    STORE_HEALTH,
+)
 from node.api.auth import AUTH, AuthSettings, auth_middleware
 from node.api.client_ip import CLIENT_IP_TRUSTED
 from node.api.errors import json_errors
@@ -166,6 +176,7 @@ async def _jobs(app: web.Application) -> AsyncIterator[None]:
             frozenset(container.id for container in config.containers if container.retry_interrupted),
         )
         log.info("node %s: claims its jobs in the shared store", keeper.node_id)
+        app[CLAIM_COUNTS] = keeper.counts
         await keeper.recover(RESTART_REASON)
         keeper.start()
     else:
@@ -193,11 +204,16 @@ async def _cluster(app: web.Application) -> AsyncIterator[None]:
     )
     await cluster.beat()
     app[CLUSTER] = cluster
-    app[METRICS].watch_cluster(lambda: len(cluster.view.nodes), lambda: _chain_role(app))
+    app[METRICS].watch_cluster(lambda: len(cluster.view.nodes), lambda: _chain_role(app), lambda: _claims(app))
     log.info("node %s: %d node(s) alive on this store", cluster.node_id, len(cluster.view.nodes))
     cluster.start()
     yield
     await cluster.close()
+
+
+def _claims(app: web.Application) -> dict[str, int] | None:
+    counts = app.get(CLAIM_COUNTS)
+    return counts.as_json() if counts is not None else None
 
 
 def _chain_role(app: web.Application) -> str | None:

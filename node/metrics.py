@@ -63,11 +63,18 @@ class QueueSnapshot(Protocol):
 
 
 class _ClusterCollector(Collector):
-    """Nodes alive and this node's roles, from the cluster's last heartbeat and the chain's leader."""
+    """Nodes alive and this node's roles, from the cluster's last heartbeat and the chain's leader;
+    the jobs this node took over from dead nodes, by outcome (a shared store only)."""
 
-    def __init__(self, nodes_alive: Callable[[], int], chain_role: Callable[[], str | None]) -> None:
+    def __init__(
+        self,
+        nodes_alive: Callable[[], int],
+        chain_role: Callable[[], str | None],
+        claims: Callable[[], Mapping[str, int] | None],
+    ) -> None:
         self._nodes_alive = nodes_alive
         self._chain_role = chain_role
+        self._claims = claims
 
     def collect(self) -> Iterator[Metric]:
         alive = GaugeMetricFamily(f"{NAMESPACE}_cluster_nodes_alive", "Nodes whose heartbeat lease is live")
@@ -80,6 +87,20 @@ class _ClusterCollector(Collector):
             )
             leader.add_metric([], 1 if role == "leader" else 0)
             yield leader
+        claims = self._claims()
+        if claims is not None:
+            claimed = CounterMetricFamily(
+                f"{NAMESPACE}_cluster_jobs_claimed",
+                "Jobs this node took over from dead nodes: queued (run here), rerun (interrupted, safe to retry), "
+                "failed (interrupted, recorded as failed)",
+                labels=["outcome"],
+            )
+            for outcome, count in claims.items():
+                claimed.add_metric([outcome], count)
+            yield claimed
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())  # dynamic: the claims family appears only once the job claims run
 
 
 class _QueueCollector(Collector):
@@ -300,8 +321,13 @@ class NodeMetrics:
     def watch_queue(self, snapshot: Callable[[], QueueSnapshot]) -> None:
         self.registry.register(_QueueCollector(snapshot))
 
-    def watch_cluster(self, nodes_alive: Callable[[], int], chain_role: Callable[[], str | None]) -> None:
-        self.registry.register(_ClusterCollector(nodes_alive, chain_role))
+    def watch_cluster(
+        self,
+        nodes_alive: Callable[[], int],
+        chain_role: Callable[[], str | None],
+        claims: Callable[[], Mapping[str, int] | None] = lambda: None,
+    ) -> None:
+        self.registry.register(_ClusterCollector(nodes_alive, chain_role, claims))
 
     def watch_connections(self, snapshot: Callable[[], tuple[int, Mapping[str, int]]]) -> None:
         self.registry.register(_ConnectionCollector(snapshot))

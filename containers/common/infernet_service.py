@@ -22,7 +22,7 @@ import logging
 import os
 import platform
 import sys
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -242,12 +242,12 @@ async def run_compute(service: Service, job: Job) -> Any:
     return result
 
 
-async def _aiter_pieces(pieces: Iterable[str] | AsyncIterable[str]) -> AsyncIterator[str]:
-    if hasattr(pieces, "__aiter__"):
-        async for piece in pieces:  # type: ignore[union-attr]
+async def _aiter_pieces(pieces: Iterable[str] | AsyncIterable[str]) -> AsyncGenerator[str, None]:
+    if isinstance(pieces, AsyncIterable):
+        async for piece in pieces:
             yield piece
     else:
-        for piece in pieces:  # type: ignore[union-attr]
+        for piece in pieces:
             yield piece
 
 

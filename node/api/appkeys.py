@@ -6,6 +6,7 @@ from aiohttp import web
 
 from node.cluster import Cluster
 from node.config import Config
+from node.jobs.claims import ClaimCounts
 from node.jobs.desk import JobDesk
 from node.services.directory import ContainerDirectory
 from node.store.faults import StoreHealth
@@ -19,5 +20,7 @@ CHAIN_STATUS = web.AppKey("chain_status", object)
 # Filled by the chain module when it runs: () -> "leader", "taking_over" or "standby".
 CHAIN_ROLE = web.AppKey("chain_role", object)
 CLUSTER = web.AppKey("cluster", Cluster)
+# Set when the store is shared: what this node's job claims took over from dead nodes.
+CLAIM_COUNTS = web.AppKey("claim_counts", ClaimCounts)
 # Whether the store can write (GET /health reports it).
 STORE_HEALTH = web.AppKey("store_health", StoreHealth)

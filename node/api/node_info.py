@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from node import API_VERSION, __version__
-from node.api.appkeys import CHAIN_ROLE, CHAIN_STATUS, CLUSTER, CONFIG, DIRECTORY, JOB_DESK, STORE_HEALTH
+from node.api.appkeys import CHAIN_ROLE, CHAIN_STATUS, CLAIM_COUNTS, CLUSTER, CONFIG, DIRECTORY, JOB_DESK, STORE_HEALTH
 from node.api.render import json_response
 
 
@@ -26,6 +26,7 @@ async def info(request: web.Request) -> web.Response:
     address, onchain = chain_status() if callable(chain_status) else ("", 0)
     chain_role = request.app.get(CHAIN_ROLE)
     cluster = request.app.get(CLUSTER)
+    claims = request.app.get(CLAIM_COUNTS)
     return json_response(
         {
             # The REST contract's version; clients ignore it, tools compare it.
@@ -38,7 +39,10 @@ async def info(request: web.Request) -> web.Response:
             # Ours: "leader" sends the wallet's transactions; a "standby" takes over if it dies.
             | ({"role": chain_role()} if callable(chain_role) else {}),
             # Ours: the nodes sharing this store (their heartbeats) and who holds which lease.
-            "cluster": cluster.view.as_json() if cluster is not None else None,
+            # and, on a shared store, the jobs this node took over from dead nodes since it started.
+            "cluster": (cluster.view.as_json() | ({"claims": claims.as_json()} if claims is not None else {}))
+            if cluster is not None
+            else None,
             "node": {"implementation": "infernet-node-py", "version": __version__},
         }
     )

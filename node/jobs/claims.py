@@ -20,12 +20,25 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from node.jobs.model import Job
 from node.jobs.ports import JobClaims
 from node.jobs.queue import JobQueue
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class ClaimCounts:
+    """What this node took over since it started, from dead nodes (and, at start, from its own id)."""
+
+    queued: int = 0  # queued jobs taken over, run here
+    rerun: int = 0  # interrupted jobs safe to retry, run again here
+    failed: int = 0  # interrupted jobs recorded as failed (died / restarted)
+
+    def as_json(self) -> dict[str, int]:
+        return {"queued": self.queued, "rerun": self.rerun, "failed": self.failed}
 
 
 class ClaimKeeper:
@@ -48,6 +61,7 @@ class ClaimKeeper:
         self._monotonic = monotonic
         self._valid_until = 0.0
         self._task: asyncio.Task[None] | None = None
+        self.counts = ClaimCounts()
         queue.gate(self.may_start)
 
     @property
@@ -108,6 +122,9 @@ class ClaimKeeper:
         return True
 
     def _adopt(self, queued: list[Job], failed: int, rerun: int) -> None:
+        self.counts.queued += len(queued) - rerun
+        self.counts.rerun += rerun
+        self.counts.failed += failed
         if failed:
             log.warning("%d jobs were running on a node that died or restarted: marked failed", failed)
         if rerun:

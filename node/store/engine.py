@@ -11,7 +11,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.util.exc import CommandError
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -74,9 +74,20 @@ def _upgrade(sync_connection: Any) -> None:
     command.upgrade(config, "head")
 
 
+# Any constant: the key of the lock that lets one node at a time migrate a server store.
+_MIGRATION_LOCK = 0x1F_E7_0001
+
+
 async def migrate(engine: AsyncEngine) -> None:
-    """Apply every pending migration (idempotent)."""
+    """Apply every pending migration (idempotent).
+
+    Several nodes started at once on one fresh PostgreSQL database would each create the same
+    tables; a transaction-scoped advisory lock makes them take turns (the later ones find the
+    schema up to date). It ends with the transaction, so a pooling proxy in transaction mode
+    keeps it correct."""
     async with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
         await connection.run_sync(_upgrade)
 
 

@@ -47,21 +47,28 @@ def wait_http(url: str, deadline_s: float = 15.0, process: subprocess.Popen[byte
 
 
 @contextmanager
-def service_process(name: str = "hello-world", env: dict[str, str] | None = None) -> Iterator[str]:
-    """Run containers/<name>/app.py (or a test service: "slow", "chat", "hostile") locally; yields its URL."""
+def service_process(
+    name: str = "hello-world",
+    env: dict[str, str] | None = None,
+    log: Path | None = None,
+    drop_env: tuple[str, ...] = (),
+) -> Iterator[str]:
+    """Run containers/<name>/app.py (or a test service: "slow", "chat", "hostile") locally; yields its URL.
+
+    `log` takes its output (else it is dropped); variables of the caller's environment whose
+    names start with one of `drop_env` are not passed on, so a developer's shell cannot leak
+    settings (or secrets) into a test.
+    """
     port = free_port()
-    environment = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), **(env or {})}
+    inherited = {key: value for key, value in os.environ.items() if not (drop_env and key.startswith(drop_env))}
+    environment = {**inherited, "HOST": "127.0.0.1", "PORT": str(port), **(env or {})}
     test_services = {"slow": "slow_service.py", "chat": "chat_service.py", "hostile": "hostile_service.py"}
     if name in test_services:
         script = ROOT / "tests" / "support" / test_services[name]
     else:
         script = ROOT / "containers" / name / "app.py"
-    process = subprocess.Popen(
-        [PYTHON, str(script)],
-        env=environment,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    with log.open("ab") if log is not None else open(os.devnull, "wb") as sink:
+        process = subprocess.Popen([PYTHON, str(script)], env=environment, stdout=sink, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(f"{url}/health", process=process)

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from node.jobs.model import ContainerResult, Job, JobStatus, Location
+from node.jobs.model import ContainerResult, Job, JobStatus, Location, TokenUsage
 
 
 class MemoryRepository:
@@ -35,7 +35,14 @@ class MemoryRepository:
         self.marked_running.append(key)
         self.jobs[key].status = JobStatus.RUNNING
 
-    async def finish(self, key, status, result, intermediate, usage=None) -> None:  # type: ignore[no-untyped-def]
+    async def finish(
+        self,
+        key: tuple[str, str],
+        status: JobStatus,
+        result: ContainerResult | None,
+        intermediate: Sequence[ContainerResult],
+        usage: TokenUsage | None = None,
+    ) -> None:
         job = self.jobs[key]
         job.status, job.result, job.intermediate, job.usage = status, result, list(intermediate), usage
 
@@ -72,7 +79,9 @@ class ScriptedGateway:
         self.release = asyncio.Event()
         self.release.set()
 
-    async def run(self, container_id, data, source, destination, requires_proof) -> ContainerResult:  # type: ignore[no-untyped-def]
+    async def run(
+        self, container_id: str, data: Any, source: Location, destination: Location, requires_proof: bool
+    ) -> ContainerResult:
         self.calls.append((container_id, data, source, destination, requires_proof))
         await self.release.wait()
         if self.delay:

@@ -215,7 +215,7 @@ def test_other_json_errors_show_their_line_and_a_caret(tmp_path: Path) -> None:
     assert _json_error(tmp_path, "\n")[0].endswith("the file is empty (it must hold one JSON object, e.g. {})")
 
 
-def _containers(*containers: dict) -> dict:  # type: ignore[type-arg]
+def _containers(*containers: dict) -> dict:
     return {"containers": [{"url": "http://127.0.0.1:3000", **c} for c in containers]}
 
 
@@ -236,7 +236,7 @@ def test_models_default_to_the_container_id_and_map_to_their_container() -> None
         (({"id": "a", "models": "m"},), "models"),
     ],
 )
-def test_a_model_served_twice_or_malformed_is_a_config_error(containers: tuple, expected: str) -> None:  # type: ignore[type-arg]
+def test_a_model_served_twice_or_malformed_is_a_config_error(containers: tuple, expected: str) -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config(_containers(*containers), environ={})
     assert expected in str(caught.value)

@@ -165,7 +165,11 @@ def test_redaction_and_formatting_happen_once_on_the_writer_thread(
 def test_below_the_level_nothing_is_queued(logfile: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     queued: list[logging.LogRecord] = []
     real = logs._QueueHandler.enqueue
-    monkeypatch.setattr(logs._QueueHandler, "enqueue", lambda self, record: (queued.append(record), real(self, record)))
+    def enqueue(self: logs._QueueHandler, record: logging.LogRecord) -> None:
+        queued.append(record)
+        real(self, record)
+
+    monkeypatch.setattr(logs._QueueHandler, "enqueue", enqueue)
     logging.getLogger("node.test").debug("too detailed")
     logging.getLogger("aiohttp.access").info("GET / 200")
     logging.getLogger("node.test").info("kept")

@@ -12,11 +12,12 @@ import subprocess
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import openai
 import pytest
-from openai import AsyncOpenAI, OpenAI
+from openai import AsyncOpenAI, OpenAI, Stream
+from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 
 from tests.e2e.containers.helpers import docker_unavailable_reason, provision_images
 from tests.e2e.services.support import (
@@ -36,7 +37,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 IMAGE = "infernet-local/llm:latest"
 MODEL = "smollm2"
-QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+QUESTION: list[ChatCompletionMessageParam] = [{"role": "user", "content": "What is the capital of France?"}]
 GREEDY: dict[str, Any] = {"temperature": 0, "max_tokens": 12}
 
 
@@ -147,7 +148,7 @@ def test_typed_errors(client: OpenAI, node: NodeProcess) -> None:
 
 def test_queue_full_is_a_rate_limit_error(client: OpenAI, node: NodeProcess) -> None:
     held = client.chat.completions.with_raw_response.create(model=MODEL, messages=QUESTION, stream=True, max_tokens=200)
-    stream = held.parse()
+    stream = cast(Stream[ChatCompletionChunk], held.parse())  # stream=True: the SDK's overloads lose that here
     try:
         next(iter(stream))
         with pytest.raises(openai.RateLimitError) as caught:
@@ -165,7 +166,7 @@ def test_queue_full_is_a_rate_limit_error(client: OpenAI, node: NodeProcess) -> 
 def test_consistency_v1_api_jobs_and_the_container(client: OpenAI, node: NodeProcess) -> None:
     """Temperature 0: the same text through /v1, through /api/jobs and straight from the container."""
     request = {"model": MODEL, "messages": QUESTION, **GREEDY}
-    through_v1 = client.chat.completions.create(**request).choices[0].message.content  # type: ignore[call-overload]
+    through_v1 = client.chat.completions.create(**request).choices[0].message.content
     job = run_job(node, ["llm"], request)
     assert job["status"] == "success", job
     through_jobs = job["result"]["output"]["choices"][0]["message"]["content"]

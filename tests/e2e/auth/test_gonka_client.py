@@ -7,6 +7,7 @@ import base64
 import hashlib
 import secrets
 from pathlib import Path
+from typing import Any
 
 from coincurve import PrivateKey
 
@@ -30,7 +31,7 @@ print(json.dumps(out))
 def test_the_clients_signatures_verify_and_its_addresses_match_ours(gonka_python: Path) -> None:  # noqa: F811
     node_address = address_of(PrivateKey().public_key.format())
     verifier = SignatureVerifier(SignatureSettings(address=node_address))
-    cases = []
+    cases: list[dict[str, Any]] = []
     for index in range(12):
         key = secrets.token_hex(32)
         body: str | bytes = (

@@ -88,7 +88,8 @@ async def test_recurring_subscription_is_delivered_once_per_interval_for_its_fre
     for interval in (1, 2, 3):
         await increase_time(anvil_w3, PERIOD)
         found = await wait_until(
-            lambda n=interval: _at_least(deliveries(infernet_consumer), n), what=f"interval {interval}"
+            lambda n=interval: _at_least(deliveries(infernet_consumer), n),  # type: ignore[misc]
+            what=f"interval {interval}",
         )
         assert [d.interval for d in found] == list(range(1, interval + 1))
 

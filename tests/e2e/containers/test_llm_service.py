@@ -223,7 +223,7 @@ async def test_openai_shape(llm: str) -> None:
     assert set(body["choices"][0]) >= {"index", "message", "finish_reason"}
     assert set(body["usage"]) >= {"prompt_tokens", "completion_tokens", "total_tokens"}
     try:
-        from openai.types.chat import ChatCompletion, ChatCompletionChunk  # type: ignore[import-not-found]
+        from openai.types.chat import ChatCompletion, ChatCompletionChunk
     except ImportError:
         return
     parsed = ChatCompletion.model_validate(body)

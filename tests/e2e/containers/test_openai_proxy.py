@@ -15,11 +15,10 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +28,9 @@ from coincurve import PrivateKey
 from openai import OpenAI
 
 from node.auth.bech32 import address_of
+from tests.e2e.services import support as services
 from tests.support.gonka import gonka_python, run_snippet  # noqa: F401  (fixture)
-from tests.support.processes import PYTHON, ROOT, NodeProcess, free_port, node_config, service_process, wait_http
+from tests.support.processes import PYTHON, ROOT, NodeProcess, free_port, node_config, service_process
 
 PROXY_APP = ROOT / "containers" / "openai-proxy" / "app.py"
 CLI = str(Path(sys.executable).parent / "infernet-node")
@@ -46,27 +46,12 @@ def calls(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-@contextmanager
-def proxy_process(env: dict[str, str], log: Path) -> Iterator[str]:
-    """The proxy as a process; its stderr goes to `log` (a test reads it for secrets)."""
-    port = free_port()
-    # Nothing from the developer's shell: only what the test gives it.
-    environment = {key: value for key, value in os.environ.items()
-                   if not key.startswith(("UPSTREAM_", "GONKA_", "OPENAI_"))}
-    environment.update({"HOST": "127.0.0.1", "PORT": str(port), "LOG_LEVEL": "DEBUG", **env})
-    with log.open("ab") as sink:
-        process = subprocess.Popen([PYTHON, str(PROXY_APP)], env=environment, stdout=sink, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{url}/health", process=process)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+def proxy_process(env: dict[str, str], log: Path) -> AbstractContextManager[str]:
+    """The proxy as a process; its output goes to `log` (a test reads it for secrets). Nothing
+    from the developer's shell reaches it: only what the test gives it."""
+    return service_process(
+        "openai-proxy", {"LOG_LEVEL": "DEBUG", **env}, log=log, drop_env=("UPSTREAM_", "GONKA_", "OPENAI_")
+    )
 
 
 def post_json(url: str, body: Any, timeout: float = 60) -> tuple[int, Any]:
@@ -79,19 +64,9 @@ def post_json(url: str, body: Any, timeout: float = 60) -> tuple[int, Any]:
         return error.code, error.read()
 
 
-def run_job(node: NodeProcess, container: str, data: Any, deadline_s: float = 60) -> dict[str, Any]:
+def run_job(node: NodeProcess, container: str, data: Any) -> dict[str, Any]:
     """A job through A's /api/jobs, polled until it is done."""
-    status, raw = post_json(f"{node.url}/api/jobs", {"containers": [container], "data": data})
-    assert status == 200, raw
-    job_id = json.loads(raw)["id"]
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        with urllib.request.urlopen(f"{node.url}/api/jobs?id={job_id}", timeout=10) as response:
-            [job] = json.loads(response.read())
-        if job["status"] != "running":
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} still running after {deadline_s}s")
+    return services.run_job(node, [container], data)
 
 
 class World:

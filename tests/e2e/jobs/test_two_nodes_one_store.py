@@ -7,18 +7,15 @@ service, not taken from the nodes' word. Clients are the real infernet-client li
 
 from __future__ import annotations
 
-import json
-import time
-import urllib.request
-from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.support.client import run_library
-from tests.support.postgres import create_database_sync, drop_database_sync, postgres_server  # noqa: F401
+from tests.support.cluster import call, database, get_text, submit, wait_for  # noqa: F401
+from tests.support.cluster import service_calls as calls
+from tests.support.postgres import postgres_server  # noqa: F401
 from tests.support.processes import NodeProcess, node_config, service_process
 
 pytestmark = [pytest.mark.slow, pytest.mark.client]
@@ -28,47 +25,14 @@ DIED = "node node-a died while the job was running"
 CLUSTER = {"lease_seconds": 2.0, "renew_seconds": 0.5}
 
 
-def call(url: str, method: str = "GET", body: Any = None) -> Any:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
-
-
-def submit(node: NodeProcess, container: str, marker: str, sleep: float) -> str:
-    body = {"containers": [container], "data": {"marker": marker, "sleep": sleep}}
-    return str(call(f"{node.url}/api/jobs", "POST", body)["id"])
-
-
-def calls(path: Path) -> Counter[str]:
-    if not path.exists():
-        return Counter()
-    return Counter(json.loads(line)["marker"] for line in path.read_text().splitlines() if line)
-
-
-def wait_for(check: Any, deadline_s: float, what: str) -> None:
-    end = time.monotonic() + deadline_s
-    while not check():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
-@pytest.fixture
-def database(postgres_server: str) -> Iterator[str]:  # noqa: F811
-    url = create_database_sync(postgres_server)
-    try:
-        yield url
-    finally:
-        drop_database_sync(postgres_server, url)
-
-
 def test_two_nodes_share_jobs_and_a_killed_node_s_jobs_run_once(
-    tmp_path: Path, database: str, client_venv: Path
+    tmp_path: Path,
+    database: str,  # noqa: F811
+    client_venv: Path,
 ) -> None:
     calls_file = tmp_path / "calls.jsonl"
     with service_process("slow", env={"CALLS_FILE": str(calls_file)}) as slow_url:
-        containers = [
+        containers: list[dict[str, Any]] = [
             {"id": "slow", "url": slow_url},
             {"id": "again", "url": slow_url, "retry_interrupted": True},
         ]
@@ -142,6 +106,11 @@ def test_two_nodes_share_jobs_and_a_killed_node_s_jobs_run_once(
                 b.url,
             )
             assert polled["status"] == "success"
+            # B says what it took over from A: on /info and /metrics.
+            assert call(f"{b.url}/info")["cluster"]["claims"] == {"queued": 6, "rerun": 1, "failed": 2}
+            metrics = get_text(f"{b.url}/metrics")
+            for outcome, count in (("queued", 6), ("rerun", 1), ("failed", 2)):
+                assert f'infernet_cluster_jobs_claimed_total{{outcome="{outcome}"}} {count}.0' in metrics
         except BaseException:
             for node in nodes:
                 print(f"--- {node.workdir.name} ---\n{node.log_text()[-3000:]}")

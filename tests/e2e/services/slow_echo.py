@@ -10,7 +10,7 @@ import os
 from aiohttp import web
 
 
-async def service_output(request):
+async def service_output(request: web.Request) -> web.Response:
     body = await request.json()
     data = body.get("data")
     if isinstance(data, dict) and isinstance(data.get("sleep"), (int, float)):
@@ -18,7 +18,7 @@ async def service_output(request):
     return web.json_response(data)
 
 
-async def health(request):
+async def health(request: web.Request) -> web.Response:
     return web.json_response({"status": "healthy"})
 
 

@@ -4,6 +4,7 @@ import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -20,7 +21,7 @@ def echo_url() -> Iterator[str]:
 
 
 @pytest.fixture
-async def client(aiohttp_client, tmp_path: Path, echo_url: str) -> TestClient:  # type: ignore[no-untyped-def]
+async def client(aiohttp_client: Any, tmp_path: Path, echo_url: str) -> TestClient:
     config = parse_config(
         node_config(tmp_path, [{"id": "echo", "url": echo_url}], server={"max_body_bytes": 1024}),
         environ={},
@@ -29,7 +30,7 @@ async def client(aiohttp_client, tmp_path: Path, echo_url: str) -> TestClient:  
 
 
 @pytest.fixture
-async def roomy_client(aiohttp_client, tmp_path: Path, echo_url: str) -> TestClient:  # type: ignore[no-untyped-def]
+async def roomy_client(aiohttp_client: Any, tmp_path: Path, echo_url: str) -> TestClient:
     """The same node with room for bodies of a few KB."""
     config = parse_config(node_config(tmp_path, [{"id": "echo", "url": echo_url}]), environ={})
     return await aiohttp_client(build_app(config))

@@ -593,7 +593,8 @@ def test_trap_20_normalise_and_resolve() -> None:
 
     assert resolve("::ffff:127.0.0.1", None, ()) == "127.0.0.1"
     assert resolve("127.0.0.1", "203.0.113.9", ()) == "127.0.0.1"  # no trusted proxies: header ignored
-    trusted = ServerConfig(trusted_proxies=["127.0.0.1/32", "10.0.0.0/8"]).trusted_proxies  # parsed as at load
+    # Parsed as at load.
+    trusted = ServerConfig.model_validate({"trusted_proxies": ["127.0.0.1/32", "10.0.0.0/8"]}).trusted_proxies
     assert resolve("::ffff:127.0.0.1", "203.0.113.9", trusted) == "203.0.113.9"
     assert resolve("127.0.0.1", "198.51.100.1, 203.0.113.9, 10.0.0.2", trusted) == "203.0.113.9"
     assert resolve("127.0.0.1", "::ffff:203.0.113.9", trusted) == "203.0.113.9"

@@ -76,7 +76,7 @@ async def wait_finished(client: TestClient, job_id: str) -> dict[str, Any]:
     for _ in range(200):
         [result] = await (await client.get(f"/api/jobs?id={job_id}")).json()
         if result["status"] != "running":
-            return result  # type: ignore[no-any-return]
+            return result
         await asyncio.sleep(0.05)
     raise AssertionError(f"{job_id} did not finish")
 

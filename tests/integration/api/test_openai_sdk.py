@@ -22,10 +22,11 @@ from typing import Any
 import openai
 import pytest
 from openai import AsyncOpenAI, OpenAI
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.support.processes import NodeProcess, free_port, node_config, running_node, service_process
 
-USER = [{"role": "user", "content": "hello there"}]
+USER: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello there"}]
 
 
 class Service:
@@ -58,7 +59,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
 @pytest.fixture(scope="module")
 def node(service: Service, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
     workdir = tmp_path_factory.mktemp("openai-node")
-    containers = [
+    containers: list[dict[str, Any]] = [
         {"id": "chat", "url": service.url, "models": ["tiny", "org/tiny-2"]},
         {"id": "slow", "url": service.url, "models": ["slow-model"], "timeout": 1},
         {"id": "gone", "url": f"http://127.0.0.1:{free_port()}", "models": ["gone-model"]},
@@ -78,7 +79,7 @@ def job(node: NodeProcess, job_id: str) -> dict[str, Any]:
     with urllib.request.urlopen(f"{node.url}/api/jobs?id={job_id}") as response:
         found = json.loads(response.read())
     assert len(found) == 1, found
-    return found[0]  # type: ignore[no-any-return]
+    return found[0]
 
 
 def wait_job_status(node: NodeProcess, job_id: str, deadline_s: float = 10.0) -> dict[str, Any]:
@@ -224,7 +225,7 @@ def test_invalid_request_is_bad_request_naming_the_field(client: OpenAI) -> None
         client.chat.completions.create(model="tiny", messages=USER, temperature=7)
     assert caught.value.param == "temperature"
     with pytest.raises(openai.BadRequestError) as caught:
-        client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": 5}])  # type: ignore[list-item]
+        client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": 5}])  # type: ignore[misc,list-item]
     assert caught.value.param == "messages[0].content"
 
 

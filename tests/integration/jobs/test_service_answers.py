@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ def hostile_url() -> Iterator[str]:
 
 
 @pytest.fixture
-async def client(aiohttp_client, tmp_path: Path, hostile_url: str) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
+async def client(aiohttp_client: Any, tmp_path: Path, hostile_url: str) -> AsyncIterator[TestClient]:
     config = parse_config(
         node_config(
             tmp_path,
@@ -69,7 +69,7 @@ async def run_job(client: TestClient, data: Any, container: str = "plain", deadl
         text = await response.text()
         [job] = strict_json(text)
         if job["status"] != "running":
-            return job  # type: ignore[no-any-return]
+            return job
         assert asyncio.get_running_loop().time() < end, f"job still running after {deadline_s}s"
         await asyncio.sleep(0.05)
 
@@ -113,7 +113,7 @@ async def final(client: TestClient, job_id: str) -> dict[str, Any]:
     for _ in range(100):
         [job] = await (await client.get("/api/jobs", params={"id": job_id})).json()
         if job["status"] != "running":
-            return job  # type: ignore[no-any-return]
+            return job
         await asyncio.sleep(0.05)
     raise AssertionError("the stream job never finished")
 

@@ -5,6 +5,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,7 +29,9 @@ async def repository(store_url: str) -> AsyncIterator[SqlJobRepository]:
     await engine.dispose()
 
 
-def job(ip: str = "1.1.1.1", status: JobStatus = JobStatus.QUEUED, origin: JobOrigin = JobOrigin.OFFCHAIN, **kw) -> Job:  # type: ignore[no-untyped-def]
+def job(
+    ip: str = "1.1.1.1", status: JobStatus = JobStatus.QUEUED, origin: JobOrigin = JobOrigin.OFFCHAIN, **kw: Any
+) -> Job:
     now = time.time()
     return Job(new_job_id(), ip, ["a", "b"], kw.pop("data", {"n": 2**200}), origin=origin, status=status,
                created_at=now, updated_at=now, **kw)

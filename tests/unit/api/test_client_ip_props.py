@@ -28,7 +28,8 @@ trusted_sets = st.sampled_from([(), ("127.0.0.0/8",), ("10.0.0.0/8", "::1/128"),
 def test_resolve_gives_one_normalised_address(
     peer: str | None, forwarded: str | None, trusted: tuple[str, ...]
 ) -> None:
-    networks = ServerConfig(trusted_proxies=trusted).trusted_proxies  # parsed as the node parses them
+    # Parsed as the node parses them.
+    networks = ServerConfig.model_validate({"trusted_proxies": trusted}).trusted_proxies
     try:
         ip = resolve(peer, forwarded, networks)
     except InvalidRequest:

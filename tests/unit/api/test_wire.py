@@ -15,7 +15,7 @@ def test_job_request_shapes() -> None:
     )
     # requires_proof missing or null means false; data may be any JSON.
     assert parse_job({"containers": ["a"], "data": [1, 2]}) == JobRequest(["a"], [1, 2], False)
-    assert parse_job({"containers": ["a"], "data": "s", "requires_proof": None}).requires_proof is False
+    assert parse_job({"containers": ["a"], "data": "s", "requires_proof": None}) == JobRequest(["a"], "s", False)
     # A client-supplied top-level id is not ours to take.
     assert parse_job({"containers": ["a"], "data": 1, "id": "mine"}) == JobRequest(["a"], 1, False)
 

@@ -1,5 +1,8 @@
+from typing import cast
+
 import pytest
 from web3.exceptions import ContractCustomError, ContractLogicError, Web3RPCError
+from web3.types import RPCResponse
 
 from node.chain.reverts import SELECTORS, RevertAction, as_revert
 
@@ -62,10 +65,14 @@ def test_unknown_and_dataless_reverts() -> None:
     assert bare is not None and bare.selector is None and bare.action is RevertAction.FAILED
 
 
+def _rpc_error(error: dict[str, str]) -> RPCResponse:
+    return cast(RPCResponse, {"error": error})  # a node's JSON-RPC error answer, as web3 hands it on
+
+
 def test_rpc_errors_that_are_not_reverts_are_not_classified() -> None:
-    assert as_revert(Web3RPCError("nonce too low", rpc_response={"error": {"message": "nonce too low"}})) is None
+    assert as_revert(Web3RPCError("nonce too low", rpc_response=_rpc_error({"message": "nonce too low"}))) is None
     assert as_revert(ConnectionError("refused")) is None
     revert = as_revert(
-        Web3RPCError("x", rpc_response={"error": {"message": "execution reverted", "data": "0x0819bdcd"}})
+        Web3RPCError("x", rpc_response=_rpc_error({"message": "execution reverted", "data": "0x0819bdcd"}))
     )
     assert revert is not None and revert.name == "SignatureExpired"

@@ -27,7 +27,7 @@ class MemoryClaims:
     """Which jobs this node still owns, as another node's claims left them."""
 
     def __init__(self) -> None:
-        self.owner = "node-a"
+        self.owner: str | None = "node-a"
         self.renew_fails = False
         self.taken_by_others: set[tuple[str, str]] = set()
         self.to_claim = Claimed()
@@ -129,3 +129,15 @@ async def test_claimed_jobs_join_the_queue() -> None:
     await asyncio.sleep(0.01)
     assert sorted(call[1]["n"] for call in gateway.calls) == [7, 8]
     assert claims.renewals == 2
+
+
+async def test_the_keeper_counts_what_it_took_over() -> None:
+    _, keeper, claims, _, _, _ = setup(workers=2)
+    claims.to_claim = Claimed([job(1)], failed=2, rerun=0)
+    await keeper.recover("restarted")
+    assert keeper.counts.as_json() == {"queued": 1, "rerun": 0, "failed": 2}
+    claims.to_claim = Claimed([job(2), job(3), job(4)], failed=1, rerun=2)
+    await keeper.beat()
+    assert keeper.counts.as_json() == {"queued": 2, "rerun": 2, "failed": 3}
+    await keeper.beat()  # nothing more to claim: the counts stay
+    assert keeper.counts.as_json() == {"queued": 2, "rerun": 2, "failed": 3}

@@ -14,7 +14,9 @@ from tests.unit.fakes import MemoryRepository, ScriptedGateway
 CONTAINERS = [ContainerPolicy("echo"), ContainerPolicy("other")]
 
 
-def make(queue_size: int = 100, per_container: int | None = None, workers: int = 2, gateway=None):  # type: ignore[no-untyped-def]
+def make(
+    queue_size: int = 100, per_container: int | None = None, workers: int = 2, gateway: ScriptedGateway | None = None
+) -> tuple[JobDesk, JobQueue, MemoryRepository, ScriptedGateway]:
     repository = MemoryRepository()
     gateway = gateway or ScriptedGateway()
     queue = JobQueue(repository, gateway, workers, queue_size, per_container)
@@ -102,7 +104,8 @@ async def test_shutdown_waits_for_running_jobs_then_fails_the_late_ones() -> Non
     await asyncio.sleep(0.05)
     await queue.stop(grace_seconds=0.1)
     assert repository.jobs[("ip", quick)].status is JobStatus.FAILED
-    assert "shut down" in repository.jobs[("ip", quick)].result.error
+    result = repository.jobs[("ip", quick)].result
+    assert result is not None and result.error is not None and "shut down" in result.error
     # The job that never started stays queued in the store, to run after a restart.
     assert repository.jobs[("ip", queued)].status is JobStatus.QUEUED
 

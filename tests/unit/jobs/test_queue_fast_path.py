@@ -4,6 +4,7 @@ queue answers for the jobs it runs and has just finished without reading the sto
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 
@@ -19,14 +20,16 @@ from tests.unit.fakes import MemoryRepository, ScriptedGateway
 IP = "10.0.0.1"
 
 
-def make(workers: int = 2, gateway: ScriptedGateway | None = None):  # type: ignore[no-untyped-def]
+def make(
+    workers: int = 2, gateway: ScriptedGateway | None = None
+) -> tuple[JobDesk, JobQueue, MemoryRepository, ScriptedGateway]:
     repository, gateway = MemoryRepository(), gateway or ScriptedGateway()
     queue = JobQueue(repository, gateway, workers, 10_000)
     guardian = Guardian([ContainerPolicy("echo")])
     return JobDesk(repository, gateway, guardian, queue), queue, repository, gateway
 
 
-async def until(condition, seconds: float = 2.0) -> None:  # type: ignore[no-untyped-def]
+async def until(condition: Callable[[], object], seconds: float = 2.0) -> None:
     for _ in range(int(seconds / 0.005)):
         if condition():
             return

@@ -29,7 +29,9 @@ class Recorder:
         self.events.append(("finished", container, status))
 
 
-def make(workers: int, queue_size: int = 10, per_container: int | None = None):  # type: ignore[no-untyped-def]
+def make(
+    workers: int, queue_size: int = 10, per_container: int | None = None
+) -> tuple[JobDesk, JobQueue, MemoryRepository, ScriptedGateway, Recorder]:
     repository, gateway, observer = MemoryRepository(), ScriptedGateway(), Recorder()
     queue = JobQueue(repository, gateway, workers, queue_size, per_container, observer=observer)
     guardian = Guardian([ContainerPolicy("a"), ContainerPolicy("b")])

@@ -8,12 +8,13 @@ tests/integration/store/test_disk_full.py produces the real thing.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 from node.jobs.desk import JobDesk, JobRequest
 from node.jobs.errors import StoreUnavailable, UnstorableValue
 from node.jobs.guardian import Guardian
-from node.jobs.model import JobStatus
+from node.jobs.model import ContainerResult, JobStatus, TokenUsage
 from node.jobs.policy import ContainerPolicy
 from node.jobs.queue import JobQueue
 from tests.support.rendered import rendered
@@ -28,7 +29,14 @@ class FaultyRepository(MemoryRepository):
         self.finish_faults: list[Exception] = []
         self.finish_calls = 0
 
-    async def finish(self, key, status, result, intermediate, usage=None) -> None:  # type: ignore[no-untyped-def]
+    async def finish(
+        self,
+        key: tuple[str, str],
+        status: JobStatus,
+        result: ContainerResult | None,
+        intermediate: Sequence[ContainerResult],
+        usage: TokenUsage | None = None,
+    ) -> None:
         self.finish_calls += 1
         if self.finish_faults:
             raise self.finish_faults.pop(0)

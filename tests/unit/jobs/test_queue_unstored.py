@@ -15,14 +15,16 @@ from node.jobs.queue import JobQueue
 from tests.unit.fakes import MemoryRepository, ScriptedGateway
 
 
-def make(workers: int, queue_size: int = 10, per_container: int | None = None):  # type: ignore[no-untyped-def]
+def make(
+    workers: int, queue_size: int = 10, per_container: int | None = None
+) -> tuple[JobDesk, JobQueue, MemoryRepository, ScriptedGateway]:
     repository, gateway = MemoryRepository(), ScriptedGateway()
     queue = JobQueue(repository, gateway, workers, queue_size, per_container)
     guardian = Guardian([ContainerPolicy("a"), ContainerPolicy("b")])
     return JobDesk(repository, gateway, guardian, queue), queue, repository, gateway
 
 
-def chain_job(desk: JobDesk, container: str = "a", data: object = "0xab") -> asyncio.Future:  # type: ignore[type-arg]
+def chain_job(desk: JobDesk, container: str = "a", data: object = "0xab") -> asyncio.Future:
     return asyncio.ensure_future(
         desk.run_for_chain([container], data, False, Location.ONCHAIN, Location.ONCHAIN)
     )

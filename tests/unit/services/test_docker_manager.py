@@ -274,7 +274,8 @@ async def test_a_call_broken_by_a_dying_container_is_explained() -> None:
     explained = asyncio.create_task(manager.explain_broken_call("hello", wait=2))
     await asyncio.sleep(0.01)  # the broken connection is seen before Docker's event
     manager._on_event(docker.die("infernet-hello", 137))
-    assert (await explained).startswith("container exited with code 137")
+    reason = await explained
+    assert reason is not None and reason.startswith("container exited with code 137")
     await manager.close()
 
 
