@@ -204,7 +204,12 @@ async def test_a_limited_keys_call_takes_three_store_writes_usage_with_the_outco
     assert store is not None
     drains: list[int] = []  # the writer thread's rounds (each is one hand-off and one wake-up)
     poke = store._checkpointer.poke
-    monkeypatch.setattr(store._writer, "_after_batch", lambda calls: drains.append(calls) or poke(calls))
+
+    def counted(calls: int) -> None:
+        drains.append(calls)
+        poke(calls)
+
+    monkeypatch.setattr(store._writer, "_after_batch", counted)
     headers = {"Authorization": f"Bearer {secret}", **REMOTE}
     streamed = BODY[:-1] + b',"stream":true}'
     for calls, body in enumerate((BODY, streamed), start=1):

@@ -9,6 +9,7 @@ import base64
 import hashlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 from coincurve import PrivateKey
@@ -253,9 +254,16 @@ async def test_a_refused_key_takes_nothing_and_a_limited_key_is_admitted_in_one_
         hops: list[str] = []
         sqlite = getattr(repository, "_sqlite", None)
         if sqlite is not None:  # count the hand-offs to the store's threads
+
+            def counted(name: str, real: Any) -> Any:
+                def call(work: Any) -> Any:
+                    hops.append(name)
+                    return real(work)
+
+                return call
+
             for name in ("read", "write", "commit"):
-                real = getattr(sqlite, name)
-                monkeypatch.setattr(sqlite, name, lambda work, real=real, name=name: hops.append(name) or real(work))
+                monkeypatch.setattr(sqlite, name, counted(name, getattr(sqlite, name)))
         ticket = await service.admit(bearer(scoped, "ws-1"), Mode.KEYS)
         assert ticket.caller.id == "key:scoped"
         if sqlite is not None:
