@@ -1,6 +1,6 @@
 # One entry point. `make run` starts the node on its embedded default (SQLite, sample
 # services); `make test` runs the whole test suite (installing what it needs).
-.PHONY: run test unit lint check-config bench bench-v1 clean
+.PHONY: run test unit lint check-config bench bench-v1 bench-stores bench-cluster bench-failover clean
 
 run:
 	scripts/run-node.sh
@@ -28,6 +28,20 @@ bench:
 bench-v1:
 	scripts/setup-venv.sh
 	.venv/bin/python bench/v1.py
+
+# Issue 14: one node on PostgreSQL vs SQLite; two nodes vs one on PostgreSQL; chain failover
+# (PostgreSQL from scripts/postgres.sh, started when needed; failover needs anvil: tools/chain).
+bench-stores:
+	scripts/setup-venv.sh
+	.venv/bin/python bench/stores.py
+
+bench-cluster:
+	scripts/setup-venv.sh
+	.venv/bin/python bench/cluster.py
+
+bench-failover:
+	scripts/setup-venv.sh
+	.venv/bin/python bench/failover.py
 
 clean:
 	rm -rf data .pytest_cache

@@ -81,15 +81,20 @@ async def job_latency(port: int, n: int) -> tuple[list[float], list[str], float]
         await conn.close()
 
 
-async def job_throughput(port: int, seconds: float, concurrency: int, poll_s: float) -> tuple[int, float]:
-    """`concurrency` clients that each submit a job and poll it until done; (jobs completed, seconds)."""
+async def job_throughput(
+    port: int | Sequence[int], seconds: float, concurrency: int, poll_s: float
+) -> tuple[int, float]:
+    """`concurrency` clients that each submit a job and poll it until done; (jobs completed, seconds).
+
+    With several ports (nodes), the clients are spread over them in turn, each keeping to its node."""
+    ports = [port] if isinstance(port, int) else list(port)
     body = json.dumps(HELLO).encode()
     done = 0
     counting = False
     warm_s = 0.5
     stop_at = time.monotonic() + warm_s + seconds
 
-    async def client() -> None:
+    async def client(port: int) -> None:
         nonlocal done
         conn = await Connection("127.0.0.1", port).open()
         try:
@@ -100,7 +105,7 @@ async def job_throughput(port: int, seconds: float, concurrency: int, poll_s: fl
         finally:
             await conn.close()
 
-    tasks = [asyncio.ensure_future(client()) for _ in range(concurrency)]
+    tasks = [asyncio.ensure_future(client(ports[index % len(ports)])) for index in range(concurrency)]
     await asyncio.sleep(warm_s)
     counting = True
     started = time.monotonic()

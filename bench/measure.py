@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import resource
@@ -149,18 +150,36 @@ def _ms(text: str) -> float:
     return {"us": value / 1000, "ms": value, "s": value * 1000, "m": value * 60_000}[unit]
 
 
+def wrk_argv(url: str, script: Path, args: Sequence[str], seconds: int, connections: int) -> list[str]:
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url]
+    return [*command, "--", *args] if args else command
+
+
 def wrk(url: str, script: Path, args: Sequence[str], seconds: int, connections: int,
         server: Proc | None = None, ours: Sequence[Proc] = ()) -> dict[str, Any]:
     """Run wrk (one thread, pinned to the load core) and parse what it prints."""
-    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url]
-    if args:
-        command += ["--", *args]
     with CpuMeter(server, ours) as cpu:
-        output = subprocess.run(command, capture_output=True, text=True, check=True, preexec_fn=pin(LOAD_CPU)).stdout
+        output = subprocess.run(wrk_argv(url, script, args, seconds, connections), capture_output=True, text=True,
+                                check=True, preexec_fn=pin(LOAD_CPU)).stdout
+    return {"cpu": cpu.summary(), **parse_wrk(output)}
+
+
+def wrk_together(urls: Sequence[str], script: Path, args: Sequence[str], seconds: int, connections: int,
+                 cpu: int | None = LOAD_CPU) -> list[dict[str, Any]]:
+    """One wrk per URL, all at once (`connections` each); what each printed."""
+    runs = [subprocess.Popen(wrk_argv(url, script, args, seconds, connections), stdout=subprocess.PIPE, text=True,
+                             preexec_fn=pin(cpu)) for url in urls]
+    outputs = [run.communicate()[0] for run in runs]
+    for run in runs:
+        if run.returncode:
+            raise subprocess.CalledProcessError(run.returncode, run.args)
+    return [parse_wrk(output) for output in outputs]
+
+
+def parse_wrk(output: str) -> dict[str, Any]:
     total = re.search(r"(\d+) requests in ([\d.]+\w+),", output)
     assert total, output
-    result: dict[str, Any] = {"cpu": cpu.summary(), "requests": int(total.group(1)),
-                              "seconds": _ms(total.group(2)) / 1000}
+    result: dict[str, Any] = {"requests": int(total.group(1)), "seconds": _ms(total.group(2)) / 1000}
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     result["non2xx"] = int(non2xx.group(1)) if non2xx else 0
     result["ok"] = result["requests"] - result["non2xx"]
@@ -200,11 +219,29 @@ class Results:
     targets: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     raw: dict[str, Any] = field(default_factory=dict)
+    # What the two columns are called in the table (the ratio is the first over the second).
+    labels: tuple[str, str] = ("node", "ceiling")
 
     def add(self, *figures: Figure) -> None:
         for figure in figures:
             self.figures.append(figure)
-            print("   " + format_figure(figure), flush=True)
+            print("   " + format_figure(figure, self.labels), flush=True)
+
+    def report(self, title: str, json_path: Path | None = None) -> None:
+        """The closing table: every figure, the targets and the notes; all of it also as JSON."""
+        print(f"\n== {title}")
+        for figure in self.figures:
+            print(format_figure(figure, self.labels))
+        print("\ntargets:")
+        for line in self.targets:
+            print("  " + line)
+        print("\nnotes:")
+        for note in self.notes:
+            print("  " + note)
+        if json_path is not None:
+            figures = [{**figure.__dict__, "ratio": figure.ratio} for figure in self.figures]
+            document = {"figures": figures, "targets": self.targets, "notes": self.notes, "raw": self.raw}
+            json_path.write_text(json.dumps(document, indent=2, default=str))
 
     def target(self, met: bool | None, text: str) -> None:
         line = f"[{'MET ' if met else 'MISS' if met is not None else ' -- '}] {text}"
@@ -221,6 +258,8 @@ def format_value(value: float | None, unit: str) -> str:
         return f"{value:.1f} MiB"
     if unit == "%":
         return f"{value:.0%}"
+    if unit == "s":
+        return f"{value:.2f} s"
     if unit == "x":
         return f"{value:.3f} x"
     if unit == "tok/s":
@@ -228,10 +267,10 @@ def format_value(value: float | None, unit: str) -> str:
     return f"{value:,.0f} {unit}"
 
 
-def format_figure(figure: Figure) -> str:
+def format_figure(figure: Figure, labels: tuple[str, str] = ("node", "ceiling")) -> str:
     ratio = f"{figure.ratio:5.2f}" if figure.ratio is not None else "    -"
-    return (f"{figure.name:<52} node {format_value(figure.node, figure.unit):>13}   "
-            f"ceiling {format_value(figure.ceiling, figure.unit):>13}   ratio {ratio}"
+    return (f"{figure.name:<52} {labels[0]} {format_value(figure.node, figure.unit):>13}   "
+            f"{labels[1]} {format_value(figure.ceiling, figure.unit):>13}   ratio {ratio}"
             + (f"   ({figure.note})" if figure.note else ""))
 
 

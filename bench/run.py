@@ -23,7 +23,6 @@ import sqlite3
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,6 +33,7 @@ BENCH = ROOT / "bench"
 sys.path[:0] = [str(ROOT), str(BENCH)]
 
 import loads  # noqa: E402
+from harness import Harness, prepare  # noqa: E402
 from measure import (  # noqa: E402
     LOAD_CPU,
     SERVER_CPU,
@@ -41,14 +41,13 @@ from measure import (  # noqa: E402
     Figure,
     Proc,
     Results,
-    format_figure,
     percentile,
     pin,
     wrk,
 )
 
 from node.api.jobs import STREAM_ID_GAP_SECONDS  # noqa: E402
-from tests.support.processes import free_port, node_config  # noqa: E402
+from tests.support.processes import free_port  # noqa: E402
 
 PYTHON = sys.executable
 
@@ -79,12 +78,11 @@ def _merge_wrk(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-class Bench:
+class Bench(Harness):
     def __init__(self, args: argparse.Namespace) -> None:
+        super().__init__(keep=args.keep, node_src=args.node_src)
         self.args = args
-        self.tmp = Path(tempfile.mkdtemp(prefix="infernet-bench-"))
         self.results = Results()
-        self.procs: list[Proc] = []
         quick = args.quick
         self.rounds = 2 if quick else 4
         self.round_s = 3 if quick else 5  # seconds per round of a throughput load
@@ -97,22 +95,8 @@ class Bench:
 
     # -- processes ---------------------------------------------------------
 
-    def start(self, name: str, argv: Sequence[str], cpu: int | None, health: str,
-              env: dict[str, str] | None = None, cwd: Path | None = None) -> Proc:
-        proc = Proc(name, argv, cpu, self.tmp / f"{name}.log", env, cwd)
-        self.procs.append(proc)
-        proc.wait_ready(health)
-        return proc
-
-    def start_services(self) -> None:
-        self.hello_port = free_port()
-        self.hello = self.start(
-            "hello-world", [PYTHON, str(ROOT / "containers/hello-world/app.py")], LOAD_CPU,
-            f"http://127.0.0.1:{self.hello_port}/health",
-            env={"HOST": "127.0.0.1", "PORT": str(self.hello_port), "LOG_LEVEL": "WARNING"})
-        self.park_port = free_port()
-        self.start("park", [PYTHON, str(BENCH / "park.py"), "--port", str(self.park_port)], LOAD_CPU,
-                   f"http://127.0.0.1:{self.park_port}/health")
+    def start_services(self, cpu: int | None = LOAD_CPU) -> None:
+        super().start_services(cpu)
         self.ceiling_port = free_port()
         self.ceiling = self.start(
             "ceiling",
@@ -120,39 +104,8 @@ class Bench:
              "--service", f"hello-world=http://127.0.0.1:{self.hello_port}"],
             SERVER_CPU, f"http://127.0.0.1:{self.ceiling_port}/health")
 
-    def start_node(self, label: str, db: Path | None = None) -> tuple[Proc, int]:
-        workdir = self.tmp / label
-        workdir.mkdir(exist_ok=True)
-        port = free_port()
-        config = node_config(
-            workdir,
-            [
-                {"id": "hello-world", "url": f"http://127.0.0.1:{self.hello_port}"},
-                {"id": "park", "url": f"http://127.0.0.1:{self.park_port}"},
-            ],
-            port=port,
-            # The POST load parks every job it submits: let the queue hold them all.
-            jobs={"queue_size": 100_000_000, "shutdown_grace_seconds": 0},
-        )
-        if db is not None:
-            config["store"] = {"url": f"sqlite+aiosqlite:///{db}"}
-        (workdir / "config.json").write_text(json.dumps(config, indent=2))
-        # --node-src runs another checkout's node (e.g. an earlier revision) with this harness.
-        env = {"PYTHONPATH": str(self.args.node_src.resolve())} if self.args.node_src else None
-        node = self.start(f"node-{label}", [PYTHON, "-m", "node", "run", "--config", str(workdir / "config.json")],
-                          SERVER_CPU, f"http://127.0.0.1:{port}/health", env=env, cwd=workdir)
-        return node, port
-
-    def stop(self, proc: Proc) -> None:
-        proc.stop()
-        if proc in self.procs:
-            self.procs.remove(proc)
-
-    def close(self) -> None:
-        for proc in reversed(self.procs):
-            proc.stop()
-        if not self.args.keep:
-            shutil.rmtree(self.tmp, ignore_errors=True)
+    def start_sqlite_node(self, label: str, db: Path | None = None) -> tuple[Proc, int]:
+        return self.start_node(label, f"sqlite+aiosqlite:///{db}" if db is not None else None)
 
     # -- helpers -----------------------------------------------------------
 
@@ -218,7 +171,7 @@ class Bench:
         print("   SIGKILL the node, restart it on the same store, look for every accepted id", flush=True)
         node.kill()
         self.procs.remove(node)
-        node, port = self.start_node("post", self.tmp / "post" / "node.db")
+        node, port = self.start_sqlite_node("post", self.tmp / "post" / "node.db")
         found = asyncio.run(loads.stored_count(port, accepted))
         self.stop(node)
         self.results.raw["durability"] = {"accepted": len(accepted), "found": found}
@@ -359,7 +312,7 @@ class Bench:
             subprocess.run([PYTHON, str(BENCH / "seed.py"), str(db), str(count), "--sample", str(sample)],
                            check=True, cwd=ROOT, preexec_fn=pin(LOAD_CPU), capture_output=True)
             print(f"   seeded {count:,} jobs in {time.perf_counter() - started:.1f}s", flush=True)
-            node, port = self.start_node(f"stored-{count}", db)
+            node, port = self.start_sqlite_node(f"stored-{count}", db)
             n, c = self.wrk_rounds(f"GET /api/jobs?id= ({count:,} stored)", script, node, port, [str(sample)],
                                    [str(sample)])
             self.results.add(
@@ -398,18 +351,6 @@ class Bench:
         return self.results
 
 
-def ensure_wrk() -> None:
-    if shutil.which("wrk"):
-        return
-    if os.geteuid() != 0:
-        sys.exit("wrk is not installed, and this is not root: apt-get install -y wrk")
-    print("installing wrk (apt-get install -y wrk)", flush=True)
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    if subprocess.run(["apt-get", "install", "-y", "wrk"], env=env, capture_output=True).returncode != 0:
-        subprocess.run(["apt-get", "update"], env=env, capture_output=True, check=True)
-        subprocess.run(["apt-get", "install", "-y", "wrk"], env=env, capture_output=True, check=True)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="short loads (~2 minutes)")
@@ -425,16 +366,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, stores)")
     args = parser.parse_args()
-    if len(os.sched_getaffinity(0)) < 2 or (os.cpu_count() or 1) < 2:
-        sys.exit("the benchmark needs 2 cores: the server on one, the load on the other")
-    ensure_wrk()
-    os.sched_setaffinity(0, {LOAD_CPU})
-    try:  # the Python load generator runs on the same loop as the servers, to cost the load core less
-        import uvloop
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    except ImportError:
-        pass
+    prepare()
     bench = Bench(args)
     started = time.monotonic()
     load_before = os.getloadavg()[0]
@@ -442,32 +374,8 @@ def main() -> None:
         results = bench.run()
     finally:
         bench.close()
-    print(
-        f"\n== summary ({time.monotonic() - started:.0f} s; ratio = node / ceiling; load average "
-        f"{load_before:.2f} at the start, {os.getloadavg()[0]:.2f} at the end)"
-    )
-    for figure in results.figures:
-        print(format_figure(figure))
-    print("\ntargets:")
-    for line in results.targets:
-        print("  " + line)
-    print("\nnotes:")
-    for note in results.notes:
-        print("  " + note)
-    if args.json:
-        args.json.write_text(
-            json.dumps(
-                {
-                    "figures": [{**figure.__dict__, "ratio": figure.ratio} for figure in results.figures],
-                    "targets": results.targets,
-                    "notes": results.notes,
-                    "raw": results.raw,
-                },
-                indent=2,
-                default=str,
-            )
-        )
-
+    results.report(f"summary ({time.monotonic() - started:.0f} s; ratio = node / ceiling; load average "
+                   f"{load_before:.2f} at the start, {os.getloadavg()[0]:.2f} at the end)", args.json)
 
 if __name__ == "__main__":
     main()

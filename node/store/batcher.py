@@ -3,7 +3,8 @@
 Each caller waits until its own write is committed, so "stored before
 acknowledged" holds, but a burst of N requests costs one commit, not N.
 SQLite files hand each write straight to their writer thread, which does the
-grouping itself (sqlite.py); other databases group here, in a task.
+grouping itself (sqlite.py); other databases group here, in a task, and
+PostgreSQL's batches run on asyncpg directly (server_writer.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import ClauseElement, Executable
 
 from node.store.engine import sqlite_file
+from node.store.server_writer import ServerWriter
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,8 @@ class WriteBatcher:
         # SQLite files commit on their writer thread, one hop per batch (sqlite.py).
         self._sqlite = sqlite_file(engine)
         self._sql: dict[int, tuple[Executable, str]] = {}
+        # PostgreSQL over asyncpg: batches run on asyncpg directly (server_writer.py).
+        self._server = ServerWriter(engine) if engine.dialect.driver == "asyncpg" else None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="store-writer")
@@ -46,6 +50,8 @@ class WriteBatcher:
         if self._task:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        if self._server is not None:
+            await self._server.close()
 
     async def write(self, statement: Executable, rows: Sequence[dict[str, Any]]) -> None:
         if self._task is None or self._task.done():
@@ -70,9 +76,12 @@ class WriteBatcher:
     async def _commit(self, batch: list[tuple[Write, asyncio.Future[None]]]) -> None:
         try:
             writes = _merge([write for write, _ in batch])
-            async with self._engine.begin() as connection:
-                for statement, rows in writes:
-                    await connection.execute(statement, list(rows))
+            if self._server is not None:
+                await self._server.commit(writes)
+            else:
+                async with self._engine.begin() as connection:
+                    for statement, rows in writes:
+                        await connection.execute(statement, list(rows))
         except Exception as error:
             if len(batch) == 1:
                 log.error("a store write failed: %s", error)

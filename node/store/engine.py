@@ -53,7 +53,12 @@ def create_engine(url: str) -> AsyncEngine:
             _SQLITE_FILES[engine.sync_engine] = SqliteFile(str(database))
             event.listen(engine.sync_engine, "engine_disposed", _close_sqlite_file)
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    # No pre-ping: on asyncpg it costs three round trips (BEGIN, a query, ROLLBACK) per checkout,
+    # i.e. per group commit and per read (a third of a job's store CPU, bench/stores.py). A
+    # connection the server dropped fails its one statement instead; SQLAlchemy then recycles the
+    # pool, the batcher retries the batch's writes one by one on fresh connections, and the
+    # domain sees StoreUnavailable only for a write that fails again.
+    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=False)
 
 
 def sqlite_file(engine: AsyncEngine) -> SqliteFile | None:

@@ -1,0 +1,99 @@
+"""PostgreSQL's group commit on asyncpg directly (node/store/server_writer.py), on a real server.
+
+The batcher hands it batches of the repository's own statements; what it writes must read back
+through the repository (SQLAlchemy) exactly, and its failures must reach faults.py as the
+domain errors the SQLAlchemy path gives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from sqlalchemy import exc as sa_exc
+
+from node.jobs.errors import StoreUnavailable
+from node.jobs.model import ContainerResult, Job, JobStatus, new_job_id
+from node.store.batcher import WriteBatcher
+from node.store.engine import create_engine, migrate
+from node.store.faults import translate
+from node.store.repository import _INSERT, SqlJobRepository, _row
+from node.store.server_writer import ServerWriter
+from tests.support.postgres import fresh_database
+
+
+@pytest.fixture
+async def store(postgres_server: str) -> AsyncIterator[tuple[SqlJobRepository, str]]:
+    async with fresh_database(postgres_server) as url:
+        engine = create_engine(url)
+        await migrate(engine)
+        batcher = WriteBatcher(engine)
+        batcher.start()
+        try:
+            yield SqlJobRepository(engine, batcher, "node-a", 60.0), url
+        finally:
+            await batcher.close()
+            await engine.dispose()
+
+
+def job(n: int, status: JobStatus = JobStatus.QUEUED) -> Job:
+    now = time.time()
+    return Job(new_job_id(), "1.1.1.1", ["a"], {"n": n}, status=status, created_at=now, updated_at=now)
+
+
+async def test_a_batch_of_several_statements_reads_back_as_written(store: tuple[SqlJobRepository, str]) -> None:
+    repository, _ = store
+    first, second = job(1), job(2, JobStatus.RUNNING)
+    await repository.add_many([first, second])
+    # Concurrent writes of different statements: one batch, one transaction.
+    await asyncio.gather(
+        repository.mark_running(first.key),
+        repository.finish(second.key, JobStatus.SUCCESS, ContainerResult("a", output={"ok": True}), []),
+        repository.add(job(3)),
+    )
+    found = {item.id: item for item in await repository.get_many("1.1.1.1", [first.id, second.id])}
+    assert found[first.id].status is JobStatus.RUNNING
+    assert found[second.id].status is JobStatus.SUCCESS
+    assert found[second.id].result == ContainerResult("a", output={"ok": True})
+    assert found[second.id].data == {"n": 2} and found[second.id].requires_proof is False
+
+
+async def test_a_bad_write_fails_alone_as_sqlalchemy_reports_it(store: tuple[SqlJobRepository, str]) -> None:
+    repository, _ = store
+    taken = job(1)
+    await repository.add(taken)
+    fresh = job(2)
+    results = await asyncio.gather(repository.add(taken), repository.add(fresh), return_exceptions=True)
+    assert isinstance(results[0], sa_exc.IntegrityError)  # the same key again: a bug, not a store outage
+    assert translate(results[0]) is None
+    assert results[1] is None  # its neighbour in the batch is written on its own
+    assert [item.id for item in await repository.get_many("1.1.1.1", [fresh.id])] == [fresh.id]
+
+
+async def test_a_connection_the_server_dropped_is_store_unavailable_then_replaced(
+    store: tuple[SqlJobRepository, str], postgres_server: str
+) -> None:
+    _, url = store
+    engine = create_engine(url)
+    writer = ServerWriter(engine)
+    try:
+        await writer.commit([(_INSERT, [_row(job(1))])])
+        admin = await asyncpg.connect(postgres_server.replace("postgresql+asyncpg://", "postgresql://"))
+        try:
+            name = url.rsplit("/", 1)[1]
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+                name,
+            )
+        finally:
+            await admin.close()
+        with pytest.raises(sa_exc.OperationalError) as raised:
+            await writer.commit([(_INSERT, [_row(job(2))])])
+        assert isinstance(translate(raised.value), StoreUnavailable)
+        await writer.commit([(_INSERT, [_row(job(3))])])  # a new connection
+    finally:
+        await writer.close()
+        await engine.dispose()
