@@ -137,8 +137,11 @@ async def test_checkpoints_follow_the_wal_growth_or_a_quiet_spell(
     insert = "INSERT INTO t (b) VALUES (:b)"
     try:
         await store.write(lambda connection: connection.execute("CREATE TABLE t (a INTEGER PRIMARY KEY, b BLOB)"))
-        await asyncio.sleep(1.2)  # quiet: the table reaches the file
+        deadline = time.monotonic() + 5
+        while path.stat().st_size < 2 * 4096 and time.monotonic() < deadline:  # quiet: the table reaches the file
+            await asyncio.sleep(0.05)
         empty = path.stat().st_size
+        assert empty >= 2 * 4096
         for _ in range(40):  # steady writes, below the threshold: no checkpoint after each
             await store.commit([(insert, [{"b": b"x" * 4096}])])
             await asyncio.sleep(0.01)
