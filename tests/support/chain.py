@@ -20,7 +20,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -43,6 +42,7 @@ from web3.contract import AsyncContract
 from web3.exceptions import ContractLogicError
 from web3.types import RPCEndpoint, TxReceipt
 
+from tests.support.processes import free_port, stop_process
 from tests.support.requirements import unavailable
 
 # --------------------------------------------------------------------------------------- constants
@@ -123,12 +123,6 @@ def anvil_binary() -> Path:
 def anvil_available() -> bool:
     binary = anvil_binary()
     return binary.is_file() and os.access(binary, os.X_OK)
-
-
-def _free_loopback_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _load_prctl() -> Any:
@@ -214,7 +208,7 @@ class Anvil:
         last_error = ""
         # The free port is probed then released, so another process may grab it first: retry.
         for _ in range(attempts):
-            port = _free_loopback_port()
+            port = free_port()
             ok, last_error = self._spawn_and_wait(port, timeout)
             if ok:
                 self.port = port
@@ -277,12 +271,7 @@ class Anvil:
     def stop(self, timeout: float = 5.0) -> None:
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=timeout)
+            stop_process(proc, timeout)
         self._cleanup()
         self.port = None
 

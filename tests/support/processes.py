@@ -28,6 +28,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def stop_process(process: subprocess.Popen[Any], timeout: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `timeout` seconds; reaps it either way."""
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout)
+
+
 def wait_http(url: str, deadline_s: float = 15.0, process: subprocess.Popen[bytes] | None = None) -> None:
     """Poll `url` until it answers (any status), or fail with a clear message."""
     end = time.monotonic() + deadline_s
@@ -74,12 +84,7 @@ def service_process(
         wait_http(f"{url}/health", process=process)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 def node_config(

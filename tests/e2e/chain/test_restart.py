@@ -30,6 +30,28 @@ async def _delegated_body(anvil_w3: Any, signer: Any, chain: Any, owner: str, **
     )
 
 
+async def _kill_once_sent_then_restart(anvil_w3: Any, node: Any, node_address: str) -> None:
+    """SIGKILL the node once its delivery transaction is in the mempool (not mined), restart it."""
+
+    async def sent() -> bool:
+        return await node_tx_count(anvil_w3, node_address) == 1
+
+    await wait_until(sent, what="the delivery transaction in the mempool")
+    node.kill()
+    node.start()
+    await asyncio.sleep(1.5)  # a node that forgot the transaction would send another by now
+    assert await node_tx_count(anvil_w3, node_address) == 1
+
+
+async def _mine_and_expect_one_delivery(anvil_w3: Any, consumer: Any, node_address: str) -> None:
+    await rpc(anvil_w3, "evm_mine")
+    found = await wait_until(lambda: deliveries(consumer), what="the delivery")
+    await asyncio.sleep(1.0)
+    await rpc(anvil_w3, "evm_mine")  # anything sent again would be mined by now
+    assert len(await deliveries(consumer)) == len(found) == 1
+    assert await node_tx_count(anvil_w3, node_address) == 1
+
+
 async def test_killed_while_the_service_runs_then_restarted_delivers_once(
     anvil_w3: Any, anvil_accounts: list[Any], infernet_chain: Any, infernet_consumer: Any, chain_node: Any
 ) -> None:
@@ -71,22 +93,9 @@ async def test_killed_after_sending_before_mining_then_restarted_sends_nothing_m
     )  # fmt: skip
     assert node.post("/api/jobs", body) == (200, {})
 
-    async def sent() -> bool:
-        return await node_tx_count(anvil_w3, node_address) == 1
-
-    await wait_until(sent, what="the delivery transaction in the mempool")
-    node.kill()
-    node.start()
-    await asyncio.sleep(1.5)  # a node that forgot the transaction would send another by now
-    assert await node_tx_count(anvil_w3, node_address) == 1
+    await _kill_once_sent_then_restart(anvil_w3, node, node_address)
     assert await deliveries(infernet_consumer) == []
-
-    await rpc(anvil_w3, "evm_mine")
-    found = await wait_until(lambda: deliveries(infernet_consumer), what="the delivery")
-    await asyncio.sleep(1.0)
-    await rpc(anvil_w3, "evm_mine")
-    assert len(await deliveries(infernet_consumer)) == len(found) == 1
-    assert await node_tx_count(anvil_w3, node_address) == 1
+    await _mine_and_expect_one_delivery(anvil_w3, infernet_consumer, node_address)
 
     # The killed process's lease on the wallet outlives it (cluster.lease_seconds); the restarted
     # node takes over, and settles the stored transaction, once it expires.
@@ -114,21 +123,8 @@ async def test_onchain_subscription_killed_before_mining_is_delivered_once(
     )
     await rpc(anvil_w3, "evm_mine")
 
-    async def sent() -> bool:
-        return await node_tx_count(anvil_w3, node_address) == 1
-
-    await wait_until(sent, what="the delivery transaction in the mempool")
-    node.kill()
-    node.start()
-    await asyncio.sleep(1.5)
-    assert await node_tx_count(anvil_w3, node_address) == 1
-
-    await rpc(anvil_w3, "evm_mine")
-    found = await wait_until(lambda: deliveries(infernet_consumer), what="the delivery")
-    await asyncio.sleep(1.0)
-    await rpc(anvil_w3, "evm_mine")
-    assert len(await deliveries(infernet_consumer)) == len(found) == 1
-    assert await node_tx_count(anvil_w3, node_address) == 1
+    await _kill_once_sent_then_restart(anvil_w3, node, node_address)
+    await _mine_and_expect_one_delivery(anvil_w3, infernet_consumer, node_address)
 
 
 async def test_graceful_stop_closes_the_chain_connection(chain_node: Any) -> None:

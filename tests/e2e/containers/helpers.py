@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,18 +21,13 @@ from typing import Any
 
 import aiohttp
 
+from tests.support.processes import free_port, stop_process
 from tests.support.requirements import unavailable
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 CONTAINERS_DIR = REPO_ROOT / "containers"
 PROVISION_SCRIPT = REPO_ROOT / "scripts" / "provision.sh"
 IMAGES = {name: f"infernet-local/{name}:latest" for name in ("hello-world", "streaming", "iris-classifier")}
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until_healthy(url: str, why_dead: Callable[[], str | None], deadline_s: float = 30.0) -> None:
@@ -75,20 +69,15 @@ def local_service(name: str, env: dict[str, str] | None = None) -> Iterator[str]
             wait_until_healthy(url, why_dead, deadline_s=15.0)
             yield url
         finally:
-            process.terminate()
-            try:
-                process.wait(5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process)
 
 
-def require_docker_images() -> None:
+def require_docker_images(timeout_s: float = 1800) -> None:
     """A Docker daemon and current service images, or skip (fail in CI)."""
     reason = docker_unavailable_reason()
     if reason is not None:
         unavailable(f"no Docker daemon: {reason}")
-    provision_images()
+    provision_images(timeout_s)
 
 
 def docker_unavailable_reason() -> str | None:
@@ -104,9 +93,9 @@ def docker_unavailable_reason() -> str | None:
     return None
 
 
-def provision_images() -> None:
+def provision_images(timeout_s: float = 1800) -> None:
     """Build or refresh the service images (a no-op taking about a second when they are current)."""
-    result = subprocess.run(["bash", str(PROVISION_SCRIPT)], capture_output=True, text=True, timeout=1800)
+    result = subprocess.run(["bash", str(PROVISION_SCRIPT)], capture_output=True, text=True, timeout=timeout_s)
     if result.returncode != 0:
         raise RuntimeError(f"scripts/provision.sh failed:\n{result.stdout}\n{result.stderr}")
 

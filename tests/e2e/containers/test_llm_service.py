@@ -10,24 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from tests.support.requirements import unavailable
+from tests.e2e.containers.helpers import require_docker_images
+from tests.support.processes import free_port
 
 pytestmark = pytest.mark.docker
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-PROVISION_SCRIPT = REPO_ROOT / "scripts" / "provision.sh"
 IMAGE = "infernet-local/llm:latest"
 N_CTX = 2048
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
@@ -41,27 +38,9 @@ OTHER = [
 # Helpers
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _docker_unavailable_reason() -> str | None:
-    try:
-        result = subprocess.run(["docker", "info"], capture_output=True, text=True, timeout=20)
-    except FileNotFoundError:
-        return "no docker client on PATH"
-    except subprocess.TimeoutExpired:
-        return "'docker info' did not answer within 20 s"
-    if result.returncode != 0:
-        return f"'docker info' failed: {result.stderr.strip()[-300:]} (run scripts/provision.sh)"
-    return None
-
-
 def _start_container(env: dict[str, str]) -> tuple[str, str]:
     """docker run -d the llm image with host networking; returns (name, url)."""
-    port = _free_port()
+    port = free_port()
     name = f"infernet-test-llm-{port}"
     command = ["docker", "run", "-d", "--name", name, "--network", "host",
                "-e", f"PORT={port}", "-e", "HOST=127.0.0.1"]
@@ -137,12 +116,7 @@ def content(completion: dict[str, Any]) -> str:
 
 @pytest.fixture(scope="module")
 def llm_image() -> str:
-    reason = _docker_unavailable_reason()
-    if reason is not None:
-        unavailable(f"no Docker daemon: {reason}")
-    result = subprocess.run(["bash", str(PROVISION_SCRIPT)], capture_output=True, text=True, timeout=2400)
-    if result.returncode != 0:
-        raise RuntimeError(f"scripts/provision.sh failed:\n{result.stdout}\n{result.stderr}")
+    require_docker_images(timeout_s=2400)  # the llm image's first build takes longer
     return IMAGE
 
 

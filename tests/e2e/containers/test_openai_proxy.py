@@ -17,13 +17,14 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, ExitStack
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
+from aiohttp import web
 from coincurve import PrivateKey
 from openai import OpenAI
 
@@ -52,6 +53,23 @@ def proxy_process(env: dict[str, str], log: Path) -> AbstractContextManager[str]
     return service_process(
         "openai-proxy", {"LOG_LEVEL": "DEBUG", **env}, log=log, drop_env=("UPSTREAM_", "GONKA_", "OPENAI_")
     )
+
+
+@asynccontextmanager
+async def scripted_upstream(
+    answer: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> AsyncIterator[str]:
+    """A real HTTP server on 127.0.0.1 answering POST /v1/chat/completions with `answer`; yields its /v1 URL."""
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        await runner.cleanup()
 
 
 def post_json(url: str, body: Any, timeout: float = 60) -> tuple[int, Any]:
@@ -263,8 +281,6 @@ def _job_ids(world: World) -> list[str]:
 
 async def test_an_upstream_that_echoes_the_secret_gets_it_redacted(tmp_path: Path) -> None:
     """A careless upstream repeats the Authorization header in its error: the job error must not."""
-    from aiohttp import web
-
     seen: list[str] = []
 
     async def echo(request: web.Request) -> web.Response:
@@ -272,16 +288,10 @@ async def test_an_upstream_that_echoes_the_secret_gets_it_redacted(tmp_path: Pat
         return web.json_response({"error": {"message": f"key {request.headers['Authorization']} is not valid",
                                             "type": "authentication_error"}}, status=401)
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", echo)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
     secret = "sk-live-" + "e" * 40
     log = tmp_path / "proxy.log"
-    try:
-        with proxy_process({"UPSTREAM_URL": f"http://127.0.0.1:{port}/v1", "UPSTREAM_AUTH": "bearer",
+    async with scripted_upstream(echo) as upstream_url:
+        with proxy_process({"UPSTREAM_URL": upstream_url, "UPSTREAM_AUTH": "bearer",
                             "UPSTREAM_API_KEY": secret, "UPSTREAM_MODEL": "m"}, log) as url:
             import aiohttp
 
@@ -292,8 +302,6 @@ async def test_an_upstream_that_echoes_the_secret_gets_it_redacted(tmp_path: Pat
                         body = await response.json()
                     assert response.status == 502
                     assert body == {"error": "upstream answered HTTP 401: key Bearer [redacted] is not valid"}
-    finally:
-        await runner.cleanup()
     assert seen == [f"Bearer {secret}"] * 2  # the key was sent, and only to the upstream
     assert "[redacted]" in log.read_text() and secret not in log.read_text()
 
@@ -344,7 +352,6 @@ def test_the_docker_image_forwards_a_job_from_a_node_to_b(world: World, tmp_path
 async def test_misbehaving_upstreams_become_clear_errors(tmp_path: Path) -> None:
     """Faults node B cannot produce on demand, from a scripted upstream (a real HTTP server)."""
     import aiohttp
-    from aiohttp import web
 
     received: list[tuple[dict[str, str], dict[str, Any]]] = []
 
@@ -376,19 +383,12 @@ async def test_misbehaving_upstreams_become_clear_errors(tmp_path: Path) -> None
         await response.write_eof()
         return response
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", upstream)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-
     def job(say: str, destination: int = 1) -> dict[str, Any]:
         return {"source": 1, "destination": destination, "data": {"model": "m", "messages": [
             {"role": "user", "content": say}], "stream": destination == 1}}
 
-    try:
-        with proxy_process({"UPSTREAM_URL": f"http://127.0.0.1:{port}/v1"}, tmp_path / "proxy.log") as url:
+    async with scripted_upstream(upstream) as upstream_url:
+        with proxy_process({"UPSTREAM_URL": upstream_url}, tmp_path / "proxy.log") as url:
             async with aiohttp.ClientSession() as session:
                 async def call(say: str, destination: int = 1) -> tuple[int, dict[str, str], bytes]:
                     async with session.post(f"{url}/service_output", json=job(say, destination)) as response:
@@ -412,8 +412,6 @@ async def test_misbehaving_upstreams_become_clear_errors(tmp_path: Path) -> None
                 status, _, body = await call("split", 2)  # CRLF line ends and comments are SSE too
                 assert [json.loads(line)["choices"][0]["delta"]["content"] for line in body.decode().splitlines()
                         ] == ["Hi"]
-    finally:
-        await runner.cleanup()
     # What the upstream got: the job's own stream fields replaced, usage asked for on streams, no auth.
     plain = next(body for _, body in received if body["messages"][0]["content"] == "500")
     assert "stream" not in plain and "stream_options" not in plain

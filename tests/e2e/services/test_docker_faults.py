@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.containers.helpers import free_port
 from tests.e2e.services.support import (
     docker,
     docker_inspect,
@@ -22,6 +21,7 @@ from tests.e2e.services.support import (
     submit,
     wait_for,
 )
+from tests.support.processes import free_port
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

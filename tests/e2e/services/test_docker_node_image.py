@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.containers.helpers import free_port
 from tests.e2e.services.support import docker_inspect, http, info, run_job, service, wait_for
 from tests.support.client import run_cli
-from tests.support.processes import ROOT
+from tests.support.processes import ROOT, free_port
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

@@ -337,32 +337,30 @@ GUARDIAN_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("job", "message", "params"), GUARDIAN_CASES, ids=[case[1] for case in GUARDIAN_CASES])
-async def test_trap_07_guardian_errors_are_405_and_200_per_item_in_a_batch(
-    url: str, job: dict[str, Any], message: str, params: dict[str, Any]
+GUARDIAN_IDS = [case[1] for case in GUARDIAN_CASES]
+
+
+# The reference runs the guardian over the whole message on /api/jobs/stream too (its
+# filter_create_job decorator), and only then streams containers[0].
+@pytest.mark.parametrize("path", ["/api/jobs", "/api/jobs/stream"])
+@pytest.mark.parametrize(("job", "message", "params"), GUARDIAN_CASES, ids=GUARDIAN_IDS)
+async def test_trap_07_guardian_errors_are_405(
+    url: str, path: str, job: dict[str, Any], message: str, params: dict[str, Any]
 ) -> None:
-    answer = await call("POST", f"{url}/api/jobs", job)
+    answer = await call("POST", f"{url}{path}", job)
     assert answer.status == 405, answer
     assert answer.error() == {"error": message, "params": params}
+
+
+@pytest.mark.parametrize(("job", "message", "params"), GUARDIAN_CASES, ids=GUARDIAN_IDS)
+async def test_trap_07_guardian_errors_are_200_per_item_in_a_batch(
+    url: str, job: dict[str, Any], message: str, params: dict[str, Any]
+) -> None:
     answer = await call("POST", f"{url}/api/jobs/batch", [job, {"containers": ["echo"], "data": {}}])
     assert answer.status == 200, answer
     rejected, accepted = answer.json()
     assert rejected == {"error": message, "params": params}
     assert set(accepted) == {"id"}
-
-
-# The reference runs the guardian over the whole message on /api/jobs/stream too (its
-# filter_create_job decorator), and only then streams containers[0].
-STREAM_GUARDIAN_CASES = [pytest.param(*case, id=case[1]) for case in GUARDIAN_CASES]
-
-
-@pytest.mark.parametrize(("job", "message", "params"), STREAM_GUARDIAN_CASES)
-async def test_trap_07_guardian_errors_on_stream_are_405(
-    url: str, job: dict[str, Any], message: str, params: dict[str, Any]
-) -> None:
-    answer = await call("POST", f"{url}/api/jobs/stream", job)
-    assert answer.status == 405, answer
-    assert answer.error() == {"error": message, "params": params}
 
 
 async def test_trap_07_allowed_ips_admit_a_matching_client(url: str) -> None:

@@ -30,6 +30,7 @@ from node.services.http1 import (
     Response,
     _parse_target,
 )
+from tests.support.processes import free_port
 from tests.support.requirements import unavailable
 
 BEARER = "svc-bearer-5be1c0de"
@@ -168,6 +169,18 @@ async def pool() -> AsyncIterator[Http1Pool]:
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 StartServer = Callable[[Handler], Awaitable[RawServer]]
 MakePool = Callable[..., Http1Pool]
+
+
+def answer_once_then_note_close(closed: asyncio.Event) -> Handler:
+    """A handler that answers one request with "ok", then sets `closed` when the client hangs up."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        if await wait_for_eof(reader):
+            closed.set()
+
+    return handler
 
 
 @pytest.fixture
@@ -358,11 +371,21 @@ async def test_sequential_requests_share_one_connection(pool: Http1Pool) -> None
         assert pool.idle_connections() == 1
 
 
-async def test_connection_close_answer_is_not_reused(raw_server: StartServer, make_pool: MakePool) -> None:
+NOT_REUSABLE_ANSWERS = [
+    # Says "Connection: close" but leaves the socket open: the client must not reuse it.
+    pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok", id="connection-close"),
+    # A second answer nobody asked for, glued to the first: the connection is dropped.
+    pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-", id="unrequested-bytes"),
+]
+
+
+@pytest.mark.parametrize("answer", NOT_REUSABLE_ANSWERS)
+async def test_a_connection_whose_answer_forbids_reuse_is_not_reused(
+    raw_server: StartServer, make_pool: MakePool, answer: bytes
+) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        # Says "Connection: close" but leaves the socket open: the client must not reuse it.
         while await read_request(reader) is not None:
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+            writer.write(answer)
 
     server = await raw_server(handler)
     pool = make_pool()
@@ -431,13 +454,7 @@ async def test_a_close_the_loop_has_not_seen_yet_is_caught_before_writing(monkey
 
 async def test_idle_connections_expire(raw_server: StartServer, make_pool: MakePool) -> None:
     closed = asyncio.Event()
-
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-        if await wait_for_eof(reader):
-            closed.set()
-
+    handler = answer_once_then_note_close(closed)
     server = await raw_server(handler)
     pool = make_pool(idle_seconds=0.2)
     await pool.request("POST", server.url, b"{}", JSON, 5)
@@ -446,20 +463,6 @@ async def test_idle_connections_expire(raw_server: StartServer, make_pool: MakeP
     await asyncio.wait_for(closed.wait(), WAIT)
     assert pool.idle_connections() == 0
     await pool.request("POST", server.url, b"{}", JSON, 5)
-    assert server.connections == 2
-
-
-async def test_unrequested_bytes_drop_the_connection(raw_server: StartServer, make_pool: MakePool) -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while await read_request(reader) is not None:
-            # A second answer nobody asked for, glued to the first.
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-")
-
-    server = await raw_server(handler)
-    pool = make_pool()
-    for _ in range(2):
-        response = await pool.request("POST", server.url, b"{}", JSON, 5)
-        assert response.body == b"ok"
     assert server.connections == 2
 
 
@@ -762,13 +765,7 @@ async def test_header_injection_is_refused(pool: Http1Pool) -> None:
 
 async def test_close_closes_idle_connections() -> None:
     closed = asyncio.Event()
-
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-        if await wait_for_eof(reader):
-            closed.set()
-
+    handler = answer_once_then_note_close(closed)
     async with RawServer(handler) as server:
         pool = Http1Pool()
         await pool.request("POST", server.url, b"{}", JSON, 5)
@@ -798,12 +795,6 @@ async def test_close_during_a_request_fails_it() -> None:
 
 
 # -- addresses -----------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def has_ipv6_loopback() -> bool:

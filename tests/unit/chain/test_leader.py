@@ -207,12 +207,18 @@ def processor(repository: InMemoryChainRepository, gate: Gate) -> tuple[Processo
     return made, wallet, jobs
 
 
-async def test_a_standby_tracks_but_starts_no_delivery() -> None:
-    repository = InMemoryChainRepository()
-    made, wallet, jobs = processor(repository, Gate(may=False, fence=True))
+async def tick_with_one_delegated(repository: InMemoryChainRepository, gate: Gate) -> tuple[Processor, Wallet, Jobs]:
+    """A processor tracking one due delegated subscription, after one tick has run."""
+    made, wallet, jobs = processor(repository, gate)
     made.track_delegated(*delegated(), ["echo"])
     made._tick(2000)
     await settle()
+    return made, wallet, jobs
+
+
+async def test_a_standby_tracks_but_starts_no_delivery() -> None:
+    repository = InMemoryChainRepository()
+    made, wallet, jobs = await tick_with_one_delegated(repository, Gate(may=False, fence=True))
     assert made.is_tracked(f"del:{OWNER}:1") and made.pending == 0
     assert jobs.runs == 0 and wallet.sent == [] and repository.rows == {}
 
@@ -220,10 +226,7 @@ async def test_a_standby_tracks_but_starts_no_delivery() -> None:
 async def test_the_leader_delivers_and_records_before_sending() -> None:
     repository = InMemoryChainRepository()
     gate = Gate(may=True, fence=True)
-    made, wallet, jobs = processor(repository, gate)
-    made.track_delegated(*delegated(), ["echo"])
-    made._tick(2000)
-    await settle()
+    made, wallet, jobs = await tick_with_one_delegated(repository, gate)
     await made.close()
     assert jobs.runs == 1 and len(wallet.sent) == 1 and gate.fenced == 1
     row = repository.rows[(f"del:{OWNER}:1", 1)]
@@ -235,10 +238,7 @@ async def test_a_node_that_lost_the_lease_does_not_send() -> None:
     interval is left RUNNING for the new leader's take-over to re-check."""
     repository = InMemoryChainRepository()
     gate = Gate(may=True, fence=False)
-    made, wallet, jobs = processor(repository, gate)
-    made.track_delegated(*delegated(), ["echo"])
-    made._tick(2000)
-    await settle()
+    made, wallet, jobs = await tick_with_one_delegated(repository, gate)
     await made.close()
     assert jobs.runs == 1 and gate.fenced == 1
     assert wallet.sent == []

@@ -8,6 +8,7 @@ from node.jobs.guardian import Guardian
 from node.jobs.model import JobStatus
 from node.jobs.policy import ContainerPolicy
 from node.jobs.queue import JobQueue
+from tests.support.polling import until
 from tests.support.rendered import rendered, rendered_batch
 from tests.unit.fakes import MemoryRepository, ScriptedGateway
 
@@ -25,11 +26,7 @@ def make(
 
 
 async def drain(queue: JobQueue) -> None:
-    for _ in range(200):
-        if queue.pending == 0:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("jobs did not finish")
+    await until(lambda: queue.pending == 0, seconds=2.0, interval=0.01, what="the jobs finishing")
 
 
 async def test_job_is_stored_before_its_id_is_returned_and_then_runs() -> None:

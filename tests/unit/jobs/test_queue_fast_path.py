@@ -3,9 +3,6 @@ queue answers for the jobs it runs and has just finished without reading the sto
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
-
 import pytest
 
 from node.api import wire
@@ -14,6 +11,7 @@ from node.jobs.guardian import Guardian
 from node.jobs.model import JobStatus
 from node.jobs.policy import ContainerPolicy
 from node.jobs.queue import RECENT_JOBS, RECENT_RESULT_BYTES, JobQueue, fits
+from tests.support.polling import until
 from tests.support.rendered import rendered, rendered_batch
 from tests.unit.fakes import MemoryRepository, ScriptedGateway
 
@@ -27,14 +25,6 @@ def make(
     queue = JobQueue(repository, gateway, workers, 10_000)
     guardian = Guardian([ContainerPolicy("echo")])
     return JobDesk(repository, gateway, guardian, queue), queue, repository, gateway
-
-
-async def until(condition: Callable[[], object], seconds: float = 2.0) -> None:
-    for _ in range(int(seconds / 0.005)):
-        if condition():
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError("condition not reached")
 
 
 async def test_a_job_with_a_free_worker_is_stored_as_running_and_never_marked_again() -> None:

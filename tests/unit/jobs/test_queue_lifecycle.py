@@ -12,6 +12,7 @@ from node.jobs.guardian import Guardian
 from node.jobs.model import JobStatus
 from node.jobs.policy import ContainerPolicy
 from node.jobs.queue import SHUTDOWN_REASON, JobQueue
+from tests.support.polling import until
 from tests.unit.fakes import MemoryRepository, ScriptedGateway
 
 
@@ -81,10 +82,7 @@ async def test_observer_sees_admissions_rejections_and_outcomes() -> None:
     with pytest.raises(Overloaded):
         await desk.submit("ip", JobRequest(["b"], {}))  # the global bound
     queue.start()
-    for _ in range(100):
-        if queue.pending == 0:
-            break
-        await asyncio.sleep(0.01)
+    await until(lambda: queue.pending == 0, seconds=1.0, interval=0.01, what="the jobs finishing")
     await queue.stop(0)
     assert observer.events.count(("admitted", "a")) == 2 and observer.events.count(("admitted", "b")) == 1
     assert ("rejected", "a", "container") in observer.events and ("rejected", "b", "queue") in observer.events
@@ -103,9 +101,6 @@ async def test_a_broken_observer_never_breaks_a_job() -> None:
     desk = JobDesk(repository, gateway, Guardian([ContainerPolicy("a")]), queue)
     job_id = await desk.submit("ip", JobRequest(["a"], {"x": 1}))
     queue.start()
-    for _ in range(100):
-        if queue.pending == 0:
-            break
-        await asyncio.sleep(0.01)
+    await until(lambda: queue.pending == 0, seconds=1.0, interval=0.01, what="the jobs finishing")
     await queue.stop(0)
     assert repository.jobs[("ip", job_id)].status is JobStatus.SUCCESS

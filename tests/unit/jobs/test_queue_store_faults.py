@@ -17,6 +17,7 @@ from node.jobs.guardian import Guardian
 from node.jobs.model import ContainerResult, JobStatus, TokenUsage
 from node.jobs.policy import ContainerPolicy
 from node.jobs.queue import JobQueue
+from tests.support.polling import until
 from tests.support.rendered import rendered
 from tests.unit.fakes import MemoryRepository, ScriptedGateway
 
@@ -55,6 +56,10 @@ async def poll(desk: JobDesk, job_id: str) -> dict[str, Any]:
     return job
 
 
+async def finished(desk: JobDesk, job_id: str) -> bool:
+    return (await poll(desk, job_id))["status"] != "running"
+
+
 async def test_a_store_that_cannot_write_is_retried_and_the_job_shows_running_meanwhile() -> None:
     repository = FaultyRepository()
     repository.finish_faults = [StoreUnavailable("database or disk is full")] * 4
@@ -63,10 +68,7 @@ async def test_a_store_that_cannot_write_is_retried_and_the_job_shows_running_me
     await asyncio.sleep(0.1)  # the first retries (0.05 s, 0.1 s) are under way
     assert 1 <= repository.finish_calls <= 4
     assert (await poll(desk, job_id))["status"] == "running"  # not finished, not lost
-    for _ in range(100):
-        if (await poll(desk, job_id))["status"] != "running":
-            break
-        await asyncio.sleep(0.05)
+    await until(lambda: finished(desk, job_id), seconds=5, interval=0.05, what="the job ending")
     job = await poll(desk, job_id)
     assert job["status"] == "success" and job["result"]["output"] == {"n": 1}
     assert repository.finish_calls == 5
@@ -79,10 +81,7 @@ async def test_a_result_the_store_can_never_hold_fails_the_job_with_the_reason()
     repository.finish_faults = [UnstorableValue("The value holds a lone UTF-16 surrogate, which is not valid text")]
     desk, _ = make(repository)
     job_id = await desk.submit("ip", JobRequest(["a"], {"n": 1}))
-    for _ in range(100):
-        if (await poll(desk, job_id))["status"] != "running":
-            break
-        await asyncio.sleep(0.01)
+    await until(lambda: finished(desk, job_id), seconds=1, interval=0.01, what="the job ending")
     job = await poll(desk, job_id)
     assert job["status"] == "failed"
     assert job["result"] == {
@@ -98,10 +97,7 @@ async def test_an_unexpected_store_error_still_ends_the_job() -> None:
     repository.finish_faults = [RuntimeError("a bug")]
     desk, _ = make(repository)
     job_id = await desk.submit("ip", JobRequest(["a"], {}))
-    for _ in range(100):
-        if (await poll(desk, job_id))["status"] != "running":
-            break
-        await asyncio.sleep(0.01)
+    await until(lambda: finished(desk, job_id), seconds=1, interval=0.01, what="the job ending")
     job = await poll(desk, job_id)
     assert job["status"] == "failed"
     assert job["result"]["error"] == "internal error while storing the result: RuntimeError"
