@@ -8,14 +8,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 
 from node.jobs.model import ContainerResult, Job, JobOrigin, JobStatus, new_job_id
-from node.store.engine import create_engine, migrate
 from node.store.server_jobs import ServerJobRepository
-from tests.support.postgres import fresh_database
+from tests.integration.store.conftest import ServerNodes
 
 LEASE = 0.5  # the nodes that die
 LONG = 60.0  # the nodes that stay: these tests never renew their leases
@@ -23,24 +22,9 @@ Node = Callable[..., ServerJobRepository]
 
 
 @pytest.fixture
-async def node(postgres_server: str) -> AsyncIterator[Node]:
+def node(server_nodes: ServerNodes) -> Node:
     """node(id, lease): a repository claiming as `id`, with an engine of its own, on one fresh database."""
-    closers = []
-    async with fresh_database(postgres_server) as url:
-        first = create_engine(url)
-        await migrate(first)
-        await first.dispose()
-
-        def make(owner: str, lease: float = LONG) -> ServerJobRepository:
-            engine = create_engine(url)
-            repository = ServerJobRepository(engine, owner, lease)
-            closers.append((repository, engine))
-            return repository
-
-        yield make
-        for repository, engine in closers:
-            await repository.close()
-            await engine.dispose()
+    return lambda owner, lease=LONG: server_nodes(owner, lease)
 
 
 def job(status: JobStatus = JobStatus.QUEUED, containers: list[str] | None = None, n: int = 0) -> Job:
