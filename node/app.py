@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
@@ -361,20 +362,8 @@ def _auth_service(config: AuthConfig, repository: AuthStore) -> AuthService:
 
 async def _auth_pruner(app: web.Application) -> AsyncIterator[None]:
     """Forget used signatures once stale, and per-minute counters once past (every node may run it)."""
-    interval = app[CONFIG].auth.prune_interval_seconds
-
-    async def prune_forever() -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await app[AUTH].prune()
-            except Exception:
-                log.exception("pruning used signatures failed; will retry")
-
-    task = asyncio.create_task(prune_forever(), name="auth-pruner")
-    yield
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    async with _every(app[CONFIG].auth.prune_interval_seconds, app[AUTH].prune, "auth-pruner", "used signatures"):
+        yield
 
 
 async def _rate_window_pruner(app: web.Application) -> AsyncIterator[None]:
@@ -383,16 +372,25 @@ async def _rate_window_pruner(app: web.Application) -> AsyncIterator[None]:
     if not isinstance(limits, ServerRateLimit):
         yield
         return
+    async with _every(max(limits.period, 1.0), limits.prune, "rate-window-pruner", "the rate limit's windows"):
+        yield
+
+
+@contextlib.asynccontextmanager
+async def _every(interval: float, prune: Callable[[], Awaitable[object]], name: str, what: str) -> AsyncIterator[None]:
+    """Run `prune` every `interval` seconds in a task while the context lasts; a failure is retried."""
 
     async def prune_forever() -> None:
         while True:
-            await asyncio.sleep(max(limits.period, 1.0))
+            await asyncio.sleep(interval)
             try:
-                await limits.prune()
+                await prune()
             except Exception:
-                log.exception("pruning the rate limit's windows failed; will retry")
+                log.exception("pruning %s failed; will retry", what)
 
-    task = asyncio.create_task(prune_forever(), name="rate-window-pruner")
-    yield
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    task = asyncio.create_task(prune_forever(), name=name)
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

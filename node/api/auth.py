@@ -6,7 +6,9 @@ exact body bytes (aiohttp keeps them for the handler), admits the call, and leav
 the admitted `Ticket` on the request. A handler that knows what the call used says so
 with `record_usage(request, job_id, model, prompt_tokens, completion_tokens)`; the
 middleware settles the ticket when the handler returns (streams included), so a
-usage record is written for every admitted call that became a job.
+usage record is written for every admitted call that became a job. A handler that
+stores a job's outcome calls `settle_usage` next to that write, so that both take one
+store hop before the answer goes out.
 
 Refusals are answered here, in OpenAI's error shape on /v1 and /serving and in the
 Infernet shape on /api, and logged with who and why (a key's name or a claimed
@@ -21,6 +23,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from aiohttp import web
@@ -57,6 +60,7 @@ def surface_of(path: str) -> str | None:
     return None
 
 
+@lru_cache(maxsize=4096)  # asked on every /v1 request; the same few addresses repeat
 def is_loopback(ip: str) -> bool:
     try:
         return ipaddress.ip_address(ip).is_loopback
@@ -132,6 +136,22 @@ def record_usage(
     request[_USAGE] = (job_id, model, prompt_tokens, completion_tokens)
 
 
+async def settle_usage(request: web.Request) -> None:
+    """Write the call's usage record now (once), rather than when the handler returns.
+
+    A handler that stores its job's outcome runs this next to that write (started first),
+    so both go to the store in one hop: on SQLite one group commit, the usage record first.
+    Never raises: a failed write is logged, as the middleware does."""
+    ticket = request.get(TICKET)
+    if ticket is None or ticket.settled:
+        return
+    job_id, model, prompt_tokens, completion_tokens = request.get(_USAGE, (None, None, 0, 0))
+    try:
+        await request.app[AUTH].settle(ticket, job_id, model, prompt_tokens, completion_tokens)
+    except Exception:
+        log.exception("auth: could not record the usage of job %s (caller %s)", job_id, ticket.caller.id)
+
+
 def auth_middleware(settings: AuthSettings, on_refused: Callable[[str, str], None] | None = None) -> Any:
     """The service is app[AUTH], set once the store is open (app.py)."""
     modes = {V1: settings.v1, API: settings.api}
@@ -168,11 +188,7 @@ def auth_middleware(settings: AuthSettings, on_refused: Callable[[str, str], Non
         try:
             return await handler(request)
         finally:
-            job_id, model, prompt_tokens, completion_tokens = request.get(_USAGE, (None, None, 0, 0))
-            try:
-                await service.settle(ticket, job_id, model, prompt_tokens, completion_tokens)
-            except Exception:
-                log.exception("auth: could not record the usage of job %s (caller %s)", job_id, ticket.caller.id)
+            await settle_usage(request)  # unless the handler did already
 
     return authenticate
 

@@ -9,14 +9,14 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from aiohttp import web
 
 from node.api.appkeys import DIRECTORY, JOB_DESK
-from node.api.auth import record_usage
+from node.api.auth import record_usage, settle_usage
 from node.api.body import read_body
 from node.api.client_ip import client_ip
 from node.api.metrics import METRICS
@@ -136,7 +136,7 @@ async def _chat(request: web.Request, path_model: str | None) -> web.StreamRespo
         try:
             if chat.stream:
                 return await until_disconnect(request, _stream(request, call, chat, report))
-            return await until_disconnect(request, _complete(call, chat, report))
+            return await until_disconnect(request, _complete(request, call, chat, report))
         except ClientGone:
             report.done("client_gone")
             return web.Response(status=CLIENT_CLOSED)
@@ -177,32 +177,44 @@ class _Report:
         )
 
 
-async def _failed(call: ModelCall, report: _Report, error: OpenAIError, reason: str) -> OpenAIError:
-    await call.fail(reason)
+async def _stored(request: web.Request, outcome: Awaitable[None]) -> None:
+    """Store the job's outcome and the caller's usage record in one store hop, before answering.
+
+    The usage write starts first: on SQLite both land in one group commit, the usage record
+    first, so it is never lost behind a job that reads as finished."""
+    await asyncio.gather(settle_usage(request), outcome)
+
+
+async def _failed(
+    request: web.Request, call: ModelCall, report: _Report, error: OpenAIError, reason: str
+) -> OpenAIError:
     report.done(error.code or error.type)
+    await _stored(request, call.fail(reason))
     return error
 
 
-async def _complete(call: ModelCall, chat: ChatCompletionRequest, report: _Report) -> web.Response:
+async def _complete(
+    request: web.Request, call: ModelCall, chat: ChatCompletionRequest, report: _Report
+) -> web.Response:
     headers = {JOB_HEADER: call.id}
     result = await call.complete()
     if result.failed:
         error = from_failure(result.error, result.failure, headers)
-        await call.finish(result)
         report.done(error.code or error.type)
+        await _stored(request, call.finish(result))
         raise error
     answer = completion_from_output(result.output, chat.model, f"chatcmpl-{call.id}", int(time.time()))
     if answer is None:
         raise await _failed(
-            call, report,
+            request, call, report,
             OpenAIError(
                 502, "The model container's answer is not a chat completion", type="server_error", headers=headers
             ),
             "the container's answer is not a chat completion",
         )
     usage = usage_of(answer.get("usage"))
-    await call.finish(ContainerResult(call.container, output=answer), usage)  # stored before it is answered
     report.done("success", usage)
+    await _stored(request, call.finish(ContainerResult(call.container, output=answer), usage))  # before answering
     return web.Response(body=_encode(answer).encode(), content_type="application/json", headers=headers)
 
 
@@ -214,8 +226,8 @@ async def _stream(
         upstream = await call.open_stream()
     except ContainerFailed as refused:
         error = from_failure(refused.message, refused.failure, headers)
-        await call.fail(refused.message, refused.failure)
         report.done(error.code or error.type)
+        await _stored(request, call.fail(refused.message, refused.failure))
         raise error from None
     include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
     relay = ChunkRelay(chat.model, include_usage, f"chatcmpl-{call.id}", int(time.time()))
@@ -240,13 +252,13 @@ async def _stream(
             failure = broke.message
         failure = failure or relay.error
         if failure is not None:
-            await call.fail(failure)
             report.done("stream_failed")
+            await _stored(request, call.fail(failure))
             await response.write(stream_error_event(failure))
         else:
             usage = relay.usage
-            await call.finish(ContainerResult(call.container, output=relay.completion()), usage)
             report.done("success", usage)
+            await _stored(request, call.finish(ContainerResult(call.container, output=relay.completion()), usage))
             await response.write(DONE)
         await response.write_eof()
     except ConnectionError:  # the client left while we wrote

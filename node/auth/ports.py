@@ -4,7 +4,7 @@ statement (or one transaction) there, never read-then-write here."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -43,6 +43,14 @@ class UsageTotal:
 
 class AuthRepository(Protocol):
     async def find_key(self, key_hash: str) -> ApiKey | None: ...
+
+    async def admit_key(
+        self, key_hash: str, request_for: Callable[[ApiKey], AdmitRequest | None]
+    ) -> tuple[ApiKey | None, Admission | None]:
+        """Find a key and, when `request_for(key)` gives a request, admit it as `admit` does: one
+        store hop for a limited key. `request_for` is pure and quick (it may run on a store thread).
+        Returns (None, None) for an unknown key, (key, None) when nothing was asked."""
+        ...
 
     async def add_key(self, key: ApiKey) -> bool:
         """False when a key of that name exists (revoked keys keep their name)."""

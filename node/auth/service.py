@@ -65,6 +65,34 @@ BEARER = "bearer "
 Reserve = int | Callable[[], int]
 
 
+def _reservation(limits: Limits, reserve: Reserve) -> int:
+    """The tokens to hold for the call; the request is only read when a token limit applies."""
+    if limits.tpm is None and limits.token_budget is None:
+        return 0
+    return max(0, reserve() if callable(reserve) else reserve)
+
+
+def _check_tpm(limits: Limits, reserve_tokens: int) -> None:
+    if limits.tpm is not None and reserve_tokens > limits.tpm:
+        raise OverQuota(
+            Reason.TPM, f"the call may use {reserve_tokens} tokens, over the limit of {limits.tpm} per minute", None
+        )
+
+
+def _key_refusal(key: ApiKey, workspace: str | None, now: float) -> AuthRefused | None:
+    state = key.state(now)
+    if state != "active":
+        reason = Reason.REVOKED_KEY if state == "revoked" else Reason.EXPIRED_KEY
+        return Unauthenticated(reason, f"this API key is {state}", key.caller)
+    if key.workspace is not None and not workspace_matches(key.workspace, workspace):
+        return Forbidden(
+            Reason.WRONG_WORKSPACE,
+            "this API key belongs to another workspace (see the workspace header)",
+            key.caller,
+        )
+    return None
+
+
 class AuthService:
     def __init__(
         self,
@@ -106,8 +134,8 @@ class AuthService:
             authorization = credentials.authorization or ""
             bearer = authorization[: len(BEARER)].lower() == BEARER
             if bearer and mode in (Mode.KEYS, Mode.EITHER):
-                caller = await self._key_caller(authorization[len(BEARER) :].strip(), credentials.workspace, now)
-            elif mode in (Mode.SIGNATURES, Mode.EITHER) and (credentials.requester or not bearer) and authorization:
+                return await self._admit_key(authorization[len(BEARER) :].strip(), credentials.workspace, now, reserve)
+            if mode in (Mode.SIGNATURES, Mode.EITHER) and (credentials.requester or not bearer) and authorization:
                 verified = self._signature_verifier().verify(
                     SignedRequest(
                         authorization,
@@ -127,38 +155,50 @@ class AuthService:
                 }.get(mode, "an API key (Authorization: Bearer <key>) or a Gonka signature")
                 raise Unauthenticated(Reason.NO_CREDENTIALS, f"this surface needs {wanted}")
         limits = caller.limits
-        reserve_tokens = 0
-        if limits.tpm is not None or limits.token_budget is not None:
-            reserve_tokens = max(0, reserve() if callable(reserve) else reserve)
-        if limits.tpm is not None and reserve_tokens > limits.tpm:
-            raise OverQuota(
-                Reason.TPM, f"the call may use {reserve_tokens} tokens, over the limit of {limits.tpm} per minute", None
-            )
+        reserve_tokens = _reservation(limits, reserve)
+        _check_tpm(limits, reserve_tokens)
         minute = minute_of(now)
         if signature is None and not limits.any:
             return Ticket(caller, minute, 0)
         admission = await self._repository.admit(AdmitRequest(caller.id, minute, limits, reserve_tokens, signature))
+        return self._ticket(caller, minute, reserve_tokens, admission, now)
+
+    def _ticket(self, caller: Caller, minute: int, reserved: int, admission: Admission, now: float) -> Ticket:
         if admission is Admission.ADMITTED:
-            return Ticket(caller, minute, reserve_tokens)
-        refusal = self._refusal(admission, limits, now)
+            return Ticket(caller, minute, reserved)
+        refusal = self._refusal(admission, caller.limits, now)
         refusal.who = caller.id
         raise refusal
 
-    async def _key_caller(self, secret: str, workspace: str | None, now: float) -> Caller:
-        key: ApiKey | None = await self._repository.find_key(hash_secret(secret)) if secret else None
+    async def _admit_key(self, secret: str, workspace: str | None, now: float, reserve: Reserve) -> Ticket:
+        """The key's lookup and its quota in one store hop (the store's writer, for a limited key)."""
+        if not secret:
+            raise Unauthenticated(Reason.UNKNOWN_KEY, "Incorrect API key provided")
+        minute = minute_of(now)
+        reserved: list[int] = []
+
+        def request_for(key: ApiKey) -> AdmitRequest | None:  # in the store's hop: pure checks only
+            limits = key.limits
+            if not limits.any or _key_refusal(key, workspace, now) is not None:
+                return None
+            reserved.append(_reservation(limits, reserve))
+            if limits.tpm is not None and reserved[0] > limits.tpm:
+                return None  # refused below, without taking anything
+            return AdmitRequest(key.caller, minute, limits, reserved[0])
+
+        key, admission = await self._repository.admit_key(hash_secret(secret), request_for)
         if key is None:
             raise Unauthenticated(Reason.UNKNOWN_KEY, "Incorrect API key provided")
-        state = key.state(now)
-        if state != "active":
-            reason = Reason.REVOKED_KEY if state == "revoked" else Reason.EXPIRED_KEY
-            raise Unauthenticated(reason, f"this API key is {state}", key.caller)
-        if key.workspace is not None and not workspace_matches(key.workspace, workspace):
-            raise Forbidden(
-                Reason.WRONG_WORKSPACE,
-                "this API key belongs to another workspace (see the workspace header)",
-                key.caller,
-            )
-        return Caller(key.caller, "key", key.limits)
+        refusal = _key_refusal(key, workspace, now)
+        if refusal is not None:
+            raise refusal
+        caller = Caller(key.caller, "key", key.limits)
+        if not key.limits.any:
+            return Ticket(caller, minute, 0)
+        if admission is None:  # only when over the per-minute tokens
+            _check_tpm(key.limits, reserved[0] if reserved else _reservation(key.limits, reserve))
+            raise RuntimeError("the store admitted nothing for a limited key")  # request_for's rule, broken
+        return self._ticket(caller, minute, reserved[0], admission, now)
 
     def _signature_verifier(self) -> SignatureVerifier:
         if self._verifier is None:  # config validation makes this unreachable

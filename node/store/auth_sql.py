@@ -116,34 +116,28 @@ def _admit(request: AdmitRequest, db: Db) -> Admission:
     return Admission.ADMITTED
 
 
-def _settle_statements(limits: Limits, reserved: int, usage: UsageRecord) -> int:
-    delta = usage.prompt_tokens + usage.completion_tokens - reserved
-    return (
-        int(bool(delta) and limits.per_minute)
-        + int(bool(delta) and limits.token_budget is not None)
-        + int(usage.job_id is not None)
-    )
-
-
-def _settle(caller: str, minute: int, limits: Limits, reserved: int, usage: UsageRecord, db: Db) -> None:
+def _settle_writes(
+    caller: str, minute: int, limits: Limits, reserved: int, usage: UsageRecord
+) -> list[tuple[str, list[dict[str, Any]]]]:
+    """The (SQL, rows) writes that settle a call: plain writes, nothing read back, so on
+    SQLite they join the writer's group commit (with the job's outcome written next to them)."""
+    writes: list[tuple[str, list[dict[str, Any]]]] = []
     delta = usage.prompt_tokens + usage.completion_tokens - reserved
     if delta and limits.per_minute:
-        db.execute(SETTLE_MINUTE, {"caller": caller, "minute": minute, "delta": delta})
+        writes.append((SETTLE_MINUTE, [{"caller": caller, "minute": minute, "delta": delta}]))
     if delta and limits.token_budget is not None:
-        db.execute(SETTLE_BUDGET, {"caller": caller, "delta": delta})
-    if usage.job_id is None:
-        return
-    db.execute(
-        RECORD_USAGE,
-        {
+        writes.append((SETTLE_BUDGET, [{"caller": caller, "delta": delta}]))
+    if usage.job_id is not None:
+        row = {
             "job_id": usage.job_id,
             "caller": usage.caller,
             "model": usage.model,
             "prompt_tokens": usage.prompt_tokens,
             "completion_tokens": usage.completion_tokens,
             "created_at": usage.created_at,
-        },
-    )
+        }
+        writes.append((RECORD_USAGE, [row]))
+    return writes
 
 
 def _key(row: Sequence[Any]) -> ApiKey:
@@ -185,9 +179,27 @@ class AuthStore:
     async def _read(self, work: Callable[[Db], T]) -> T:
         raise NotImplementedError
 
+    async def _commit(self, writes: list[tuple[str, list[dict[str, Any]]]]) -> None:
+        """Commit plain (SQL, rows) writes in one transaction."""
+        raise NotImplementedError
+
     async def find_key(self, key_hash: str) -> ApiKey | None:
         rows = await self._read(lambda db: db.execute(FIND_KEY, {"key_hash": key_hash}))
         return _key(rows[0]) if rows else None
+
+    async def admit_key(
+        self, key_hash: str, request_for: Callable[[ApiKey], AdmitRequest | None]
+    ) -> tuple[ApiKey | None, Admission | None]:
+        def work(db: Db) -> tuple[ApiKey | None, Admission | None]:
+            rows = db.execute(FIND_KEY, {"key_hash": key_hash})
+            if not rows:
+                return None, None
+            key = _key(rows[0])
+            request = request_for(key)
+            return key, None if request is None else _admit(request, db)
+
+        # The writer's connection: the lookup and the quota statements in one hop.
+        return await self._write(work)
 
     async def add_key(self, key: ApiKey) -> bool:
         return bool(await self._write(lambda db: db.transaction(lambda db: db.execute(ADD_KEY, _key_params(key)))))
@@ -204,10 +216,9 @@ class AuthStore:
         return await self._write(lambda db: _admit(request, db))
 
     async def settle(self, caller: str, minute: int, limits: Limits, reserved: int, usage: UsageRecord) -> None:
-        statements = _settle_statements(limits, reserved, usage)
-        await self._write(
-            lambda db: db.transaction(lambda db: _settle(caller, minute, limits, reserved, usage, db), statements)
-        )
+        writes = _settle_writes(caller, minute, limits, reserved, usage)
+        if writes:
+            await self._commit(writes)
 
     async def usage(self, caller: str | None, since: float | None) -> list[UsageTotal]:
         where: list[str] = []

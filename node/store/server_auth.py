@@ -48,3 +48,10 @@ class ServerAuthRepository(AuthStore):
     async def _read(self, work: Callable[[Db], T]) -> T:
         async with self._engine.connect() as connection:
             return await connection.run_sync(lambda sync: work(_Connection(sync)))
+
+    async def _commit(self, writes: list[tuple[str, list[dict[str, Any]]]]) -> None:
+        def work(db: Db) -> None:
+            for sql, rows in writes:
+                db.execute(sql, rows[0])
+
+        await self._write(lambda db: db.transaction(work, len(writes)))

@@ -164,10 +164,10 @@ def _as_sqlalchemy(error: Exception, sql: str) -> Exception:
     if isinstance(error, sa_exc.SQLAlchemyError):
         return error
     state = getattr(error, "sqlstate", None) or ""
-    if (
-        isinstance(error, (OSError, asyncio.TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError))
-        or state[:2] in _UNAVAILABLE_CLASSES
-    ):
+    # InternalClientError: the connection's protocol state broke (seen when the server ended the
+    # session mid-use); the connection is dropped, and a new one may well work.
+    unusable = (OSError, asyncio.TimeoutError, asyncpg.InterfaceError, asyncpg.InternalClientError)
+    if isinstance(error, (*unusable, asyncpg.PostgresConnectionError)) or state[:2] in _UNAVAILABLE_CLASSES:
         return sa_exc.OperationalError(sql, None, error, hide_parameters=True)
     if isinstance(error, asyncpg.IntegrityConstraintViolationError):
         return sa_exc.IntegrityError(sql, None, error, hide_parameters=True)

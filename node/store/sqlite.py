@@ -19,6 +19,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -29,10 +30,17 @@ Work = Callable[[sqlite3.Connection], Any]
 _STOP = None
 # Checkpoints (copying the WAL back into the database file, with an fsync) run on a
 # thread of their own, so that no commit waits for one (they took ~20 ms each, every
-# ~100 commits, under load). Should that thread fall behind, the writer checkpoints
-# itself once the WAL holds this many pages (~80 MB).
+# ~100 commits, under load). They run by the WAL's growth, not by the clock: once
+# ~CHECKPOINT_AFTER_WRITES writes have gone in since the last one (under load, about as
+# often as SQLite's own 1,000-page autocheckpoint), or once the writer has been quiet for
+# CHECKPOINT_IDLE_S. A checkpoint a moment after every write made the first commit after
+# a pause slow (bench/README.md: the fsync, then a write to the same file, on a busy disk).
+# Power-cut exposure (synchronous=NORMAL) stays below the kernel's own ~30 s writeback.
+# Should that thread fall behind, the writer checkpoints itself once the WAL holds this
+# many pages (~80 MB).
 WRITER_AUTOCHECKPOINT_PAGES = 20_000
-CHECKPOINT_INTERVAL_S = 0.2
+CHECKPOINT_AFTER_WRITES = 1_000
+CHECKPOINT_IDLE_S = 5.0
 
 
 def connect(path: str, *, read_only: bool = False, autocheckpoint: int | None = None) -> sqlite3.Connection:
@@ -132,7 +140,7 @@ class _Pool:
         threads: int,
         read_only: bool,
         autocheckpoint: int | None = None,
-        after_batch: Callable[[], None] | None = None,
+        after_batch: Callable[[int], None] | None = None,
         drain: bool = False,
     ) -> None:
         self._path = path
@@ -185,6 +193,7 @@ class _Pool:
                     return
                 rounds = [item]
                 stop = False
+                calls_run = 0
                 while self._drain:  # take what was queued meanwhile: one transaction, one wake-up
                     try:
                         more = self._queue.get_nowait()
@@ -198,6 +207,7 @@ class _Pool:
                     else:
                         rounds.append(more)
                 for loop, calls in rounds:
+                    calls_run += len(calls)
                     try:
                         if connection is None:  # at first use: the file may not exist before migrations ran
                             connection = connect(
@@ -209,7 +219,7 @@ class _Pool:
                     with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
                         loop.call_soon_threadsafe(_settle, outcomes)
                 if self._after_batch is not None:
-                    self._after_batch()
+                    self._after_batch(calls_run)
                 if stop:
                     return
         finally:
@@ -218,31 +228,50 @@ class _Pool:
 
 
 class _Checkpointer:
-    """A thread that checkpoints the WAL a moment after writes, without holding up the writer."""
+    """A thread that checkpoints the WAL by its growth or after a quiet spell, never holding up the writer.
+
+    The writer only counts its writes here; it wakes this thread only when enough have
+    gone in, so a lone commit after a pause costs no extra wake-up and meets no fresh
+    checkpoint. Otherwise the thread looks every CHECKPOINT_IDLE_S.
+    """
 
     def __init__(self, path: str) -> None:
         self._path = path
-        self._written = threading.Event()
-        self._stopping = threading.Event()
+        self._pending = 0  # writes since the last checkpoint (approximate: no lock, only a trigger)
+        self._last_write = 0.0
+        self._wake = threading.Event()
+        self._closing = False
         self._thread = threading.Thread(target=self._run, name="store-checkpointer", daemon=True)
         self._thread.start()
 
-    def poke(self) -> None:
-        self._written.set()
+    def poke(self, writes: int) -> None:
+        """Called by the writer after each batch."""
+        self._last_write = time.monotonic()
+        self._pending += writes
+        if self._pending >= CHECKPOINT_AFTER_WRITES:
+            self._wake.set()
 
     def close(self) -> None:
-        self._stopping.set()
-        self._written.set()
+        self._closing = True
+        self._wake.set()
         self._thread.join(timeout=10)
+
+    def _due(self) -> bool:
+        if self._pending >= CHECKPOINT_AFTER_WRITES:
+            return True
+        return self._pending > 0 and time.monotonic() - self._last_write >= CHECKPOINT_IDLE_S
 
     def _run(self) -> None:
         connection: sqlite3.Connection | None = None
         try:
             while True:
-                self._written.wait()
-                if self._stopping.wait(CHECKPOINT_INTERVAL_S):  # let a few commits gather
+                if self._wake.wait(CHECKPOINT_IDLE_S):
+                    self._wake.clear()
+                if self._closing:
                     return
-                self._written.clear()
+                if not self._due():
+                    continue
+                self._pending = 0
                 try:
                     if connection is None:
                         connection = connect(self._path)

@@ -53,3 +53,6 @@ class SqliteAuthRepository(AuthStore):
 
     async def _read(self, work: Callable[[Db], T]) -> T:
         return await self._file.read(lambda connection: work(_Connection(connection)))
+
+    async def _commit(self, writes: list[tuple[str, list[dict[str, Any]]]]) -> None:
+        await self._file.commit(writes)  # joins the writer's group commit

@@ -4,6 +4,7 @@ each surface's error shape, usage records, /metrics."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import logging
@@ -21,7 +22,7 @@ from node.auth.bech32 import address_of
 from node.auth.keys import ApiKey, hash_secret, new_secret
 from node.auth.quotas import Limits
 from node.config import parse_config
-from node.store.engine import create_engine, migrate
+from node.store.engine import create_engine, migrate, sqlite_file
 from node.store.repositories import auth_repository
 from tests.support.processes import node_config, service_process
 
@@ -191,3 +192,38 @@ async def test_v1_with_either_keys_or_signatures(aiohttp_client: Any, tmp_path: 
     error = (await response.json())["error"]
     assert error["type"] == "insufficient_quota" and error["code"] == "token_budget"
     assert "10 tokens" in error["message"]
+
+
+async def test_a_limited_keys_call_takes_three_store_writes_usage_with_the_outcome(
+    aiohttp_client: Any, tmp_path: Path, chat_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret, api_key = key("u", limits=Limits(rpm=100, token_budget=1000))
+    client = await make(aiohttp_client, tmp_path, chat_url, {"u": api_key}, v1="keys")
+    repository = auth_repository(client.app[ENGINE])
+    store = sqlite_file(client.app[ENGINE])
+    assert store is not None
+    drains: list[int] = []  # the writer thread's rounds (each is one hand-off and one wake-up)
+    poke = store._checkpointer.poke
+
+    def counted(calls: int) -> None:
+        drains.append(calls)
+        poke(calls)
+
+    monkeypatch.setattr(store._writer, "_after_batch", counted)
+    headers = {"Authorization": f"Bearer {secret}", **REMOTE}
+    streamed = BODY[:-1] + b',"stream":true}'
+    for calls, body in enumerate((BODY, streamed), start=1):
+        drains.clear()
+        response = await client.post(CHAT, data=body, headers=headers)
+        assert response.status == 200
+        text = await response.text()
+        assert "You said" in text or text.endswith("data: [DONE]\n\n")
+        # Stored before the answer ended: the usage record (streams too) and the job's outcome.
+        [total] = await repository.usage("key:u", None)
+        assert (total.calls, total.prompt_tokens, total.completion_tokens) == (calls, 5 * calls, 4 * calls)
+        job_id = response.headers["X-Infernet-Job-Id"]
+        jobs = await (await client.get(f"/api/jobs?id={job_id}", headers=headers)).json()
+        assert jobs[0]["status"] == "success"
+        await asyncio.sleep(0.3)  # nothing more is written after the answer
+        # The key's lookup with its quota, the job (running), its outcome with the usage record.
+        assert 1 <= len(drains) <= 3, drains

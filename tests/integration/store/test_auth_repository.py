@@ -9,6 +9,7 @@ import base64
 import hashlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 from coincurve import PrivateKey
@@ -239,6 +240,37 @@ async def test_tokens_per_minute(store_url: str) -> None:
         assert isinstance(error, OverQuota) and error.reason is Reason.TPM and error.retry_after == 40
         await service.settle(ticket, "j1", "m", 1, 1)  # 2 of the 6 used: 8 left this minute
         await service.admit(bearer(secret), Mode.KEYS, reserve_tokens=8)
+
+
+async def test_a_refused_key_takes_nothing_and_a_limited_key_is_admitted_in_one_store_hop(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = Clock()
+    scoped = await add_key(store_url, "scoped", Limits(rpm=1), workspace="ws-1")
+    async with node(store_url, clock) as service:
+        for workspace in (None, "ws-2", "ws-2"):  # refused by the key's own rules: the minute's one call stays
+            error = await refusal(lambda workspace=workspace: service.admit(bearer(scoped, workspace), Mode.KEYS))  # type: ignore[misc]
+            assert isinstance(error, Forbidden)
+        repository = service._repository
+        hops: list[str] = []
+        sqlite = getattr(repository, "_sqlite", None)
+        if sqlite is not None:  # count the hand-offs to the store's threads
+
+            def counted(name: str, real: Any) -> Any:
+                def call(work: Any) -> Any:
+                    hops.append(name)
+                    return real(work)
+
+                return call
+
+            for name in ("read", "write", "commit"):
+                monkeypatch.setattr(sqlite, name, counted(name, getattr(sqlite, name)))
+        ticket = await service.admit(bearer(scoped, "ws-1"), Mode.KEYS)
+        assert ticket.caller.id == "key:scoped"
+        if sqlite is not None:
+            assert hops == ["write"]  # the lookup and the quota together
+        error = await refusal(lambda: service.admit(bearer(scoped, "ws-1"), Mode.KEYS))
+        assert isinstance(error, OverQuota) and error.reason is Reason.RPM
 
 
 async def test_usage_totals_per_caller_and_model(store_url: str) -> None:

@@ -9,17 +9,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
 
 from node.cluster import NODE_PREFIX
 from node.jobs.model import ContainerResult, Job, JobOrigin, JobStatus, new_job_id
 from node.jobs.ports import Claimed
-from node.store.engine import create_engine, migrate
 from node.store.leases import SqlLeaseStore
 from node.store.server_jobs import _LOCK_SLOTS, ServerJobRepository
-from tests.support.postgres import fresh_database
+from tests.integration.store.conftest import ServerNodes
 
 LEASE = 0.5  # the nodes that die
 LONG = 60.0  # the nodes that stay: these tests never renew their heartbeats
@@ -27,27 +26,17 @@ Node = Callable[..., Awaitable[ServerJobRepository]]
 
 
 @pytest.fixture
-async def node(postgres_server: str) -> AsyncIterator[Node]:
+def node(server_nodes: ServerNodes) -> Node:
     """await node(id, lease): a repository claiming as `id`, with an engine of its own and a heartbeat
     live for `lease` seconds (None: none), on one fresh database."""
-    closers = []
-    async with fresh_database(postgres_server) as url:
-        first = create_engine(url)
-        await migrate(first)
-        await first.dispose()
 
-        async def make(owner: str, lease: float | None = LONG) -> ServerJobRepository:
-            engine = create_engine(url)
-            repository = ServerJobRepository(engine, owner)
-            closers.append((repository, engine))
-            if lease is not None:
-                assert await SqlLeaseStore(engine).acquire(NODE_PREFIX + owner, owner, lease)
-            return repository
+    async def make(owner: str, lease: float | None = LONG) -> ServerJobRepository:
+        repository = server_nodes(owner)
+        if lease is not None:
+            assert await SqlLeaseStore(repository._engine).acquire(NODE_PREFIX + owner, owner, lease)
+        return repository
 
-        yield make
-        for repository, engine in closers:
-            await repository.close()
-            await engine.dispose()
+    return make
 
 
 def job(status: JobStatus = JobStatus.QUEUED, containers: list[str] | None = None, n: int = 0) -> Job:

@@ -8,42 +8,26 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 from sqlalchemy import func, select, text
 
 from node.jobs.errors import Overloaded
 from node.jobs.model import ContainerResult, Job, JobOrigin, JobStatus, new_job_id
-from node.store.engine import create_engine, migrate
 from node.store.limit_tables import job_slots
 from node.store.server_jobs import ServerJobRepository
 from node.store.tables import jobs
-from tests.support.postgres import fresh_database
+from tests.integration.store.conftest import ServerNodes
 
 Node = Callable[..., ServerJobRepository]
 BOUND = 20
 
 
 @pytest.fixture
-async def node(postgres_server: str) -> AsyncIterator[Node]:
-    """node(id, queue_size): a repository with an engine of its own, on one fresh database."""
-    closers = []
-    async with fresh_database(postgres_server) as url:
-        first = create_engine(url)
-        await migrate(first)
-        await first.dispose()
-
-        def make(owner: str, queue_size: int | None = BOUND) -> ServerJobRepository:
-            engine = create_engine(url)
-            repository = ServerJobRepository(engine, owner, queue_size)
-            closers.append((repository, engine))
-            return repository
-
-        yield make
-        for repository, engine in closers:
-            await repository.close()
-            await engine.dispose()
+def node(server_nodes: ServerNodes) -> Node:
+    """node(id, queue_size): a repository with an engine of its own (and no heartbeat), on one fresh database."""
+    return lambda owner, queue_size=BOUND: server_nodes(owner, queue_size)
 
 
 def job(status: JobStatus = JobStatus.QUEUED, origin: JobOrigin = JobOrigin.OFFCHAIN) -> Job:

@@ -121,3 +121,40 @@ def test_queued_commits_run_as_one_transaction_with_merged_statements(tmp_path: 
     assert statements.count("COMMIT") == 1
     assert connection.execute("SELECT count(*) FROM t").fetchone() == (200,)
     connection.close()
+
+
+async def test_checkpoints_follow_the_wal_growth_or_a_quiet_spell(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The database file grows only when a checkpoint copies the WAL into it.
+    monkeypatch.setattr("node.store.sqlite.CHECKPOINT_AFTER_WRITES", 50)
+    monkeypatch.setattr("node.store.sqlite.CHECKPOINT_IDLE_S", 0.5)
+    path = tmp_path / "node.db"
+    store = SqliteFile(str(path))
+    insert = "INSERT INTO t (b) VALUES (:b)"
+    try:
+        await store.write(lambda connection: connection.execute("CREATE TABLE t (a INTEGER PRIMARY KEY, b BLOB)"))
+        deadline = time.monotonic() + 5
+        while path.stat().st_size < 2 * 4096 and time.monotonic() < deadline:  # quiet: the table reaches the file
+            await asyncio.sleep(0.05)
+        empty = path.stat().st_size
+        assert empty >= 2 * 4096
+        for _ in range(40):  # steady writes, below the threshold: no checkpoint after each
+            await store.commit([(insert, [{"b": b"x" * 4096}])])
+            await asyncio.sleep(0.01)
+        assert path.stat().st_size == empty
+        for _ in range(200):  # past the threshold while still writing: checkpointed without a pause
+            await store.commit([(insert, [{"b": b"x" * 4096}])])
+            await asyncio.sleep(0.01)
+            if path.stat().st_size > empty:
+                break
+        assert path.stat().st_size > empty + 40 * 4096
+        grown = path.stat().st_size
+        for _ in range(5):
+            await store.commit([(insert, [{"b": b"y" * 4096}])])
+        deadline = time.monotonic() + 5
+        while path.stat().st_size == grown and time.monotonic() < deadline:  # a quiet spell checkpoints the rest
+            await asyncio.sleep(0.1)
+        assert path.stat().st_size > grown
+    finally:
+        store.close()
