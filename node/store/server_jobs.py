@@ -19,6 +19,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from node.cluster import NODE_PREFIX
+from node.jobs.errors import StoreUnavailable
 from node.jobs.model import Job, JobOrigin, JobStatus
 from node.jobs.ports import Claimed
 from node.store.batcher import WriteBatcher
@@ -38,6 +39,7 @@ from node.store.jobs_sql import (
 )
 from node.store.lease_tables import leases
 from node.store.limit_tables import job_slots
+from node.store.server_writer import as_sqlalchemy
 from node.store.tables import jobs
 
 _INSERT_OWNED = insert(jobs).values({name: bindparam(name) for name in (*COLUMNS[:15], "owner")})
@@ -45,6 +47,7 @@ _OWNED_BY = and_(KEY, jobs.c.owner == bindparam("k_owner"))
 _MARK_RUNNING_OWNED = update(jobs).where(_OWNED_BY).values(status=bindparam("status"), updated_at=bindparam("now"))
 _FINISH_OWNED = update(jobs).where(_OWNED_BY).values({**FINISH_VALUES, "owner": None})
 _UPSERT = upsert(postgresql.insert)
+_BY_IDS = f"SELECT {', '.join(COLUMNS[:15])} FROM jobs WHERE client_ip = $1 AND id = ANY($2::varchar[])"
 _LOCK_SLOTS = select(job_slots.c.used).where(job_slots.c.scope == "*").with_for_update()
 
 
@@ -118,11 +121,24 @@ class ServerJobRepository(JobStore):
         return row
 
     async def get_many(self, client_ip: str, ids: Sequence[str]) -> list[Job]:
-        query = select(jobs).where(jobs.c.client_ip == client_ip, jobs.c.id.in_(list(ids)))
+        # On asyncpg directly, as the writer writes (server_writer.py): one round trip where
+        # SQLAlchemy's connection makes three (BEGIN, SELECT, ROLLBACK).
         try:
             async with self._engine.connect() as connection:
-                rows = (await connection.execute(query)).all()
-        except Exception as error:
+                try:
+                    driver = (await connection.get_raw_connection()).driver_connection
+                    assert driver is not None
+                    rows = await driver.fetch(_BY_IDS, client_ip, list(ids))
+                except Exception as error:
+                    failure = read_failed(as_sqlalchemy(error, _BY_IDS))
+                    if isinstance(failure, StoreUnavailable):
+                        # SQLAlchemy does not see this error: drop the pool's connections as it would.
+                        await connection.invalidate()
+                        self._engine.sync_engine.pool.dispose()
+                    raise failure from error
+        except StoreUnavailable:
+            raise
+        except Exception as error:  # the checkout itself (the server is down)
             raise read_failed(error) from error
         return [from_row(row) for row in rows]
 

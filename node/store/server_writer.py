@@ -61,7 +61,7 @@ class ServerWriter:
                         await driver.executemany(sql, args)
         except Exception as error:
             await self._drop()  # a connection that failed once is not trusted again
-            raise _as_sqlalchemy(error, self._sql(writes[0].statement) if writes else "") from error
+            raise as_sqlalchemy(error, self._sql(writes[0].statement) if writes else "") from error
         return [len(write.rows) for write in writes]
 
     async def _within(self, driver: Any, writes: Sequence[Write]) -> list[int]:
@@ -157,7 +157,7 @@ def _merge(writes: Sequence[Write]) -> list[Write]:
     return [Write(statement, rows) for statement, rows in merged]
 
 
-def _as_sqlalchemy(error: Exception, sql: str) -> Exception:
+def as_sqlalchemy(error: Exception, sql: str) -> Exception:
     """asyncpg's error as SQLAlchemy would raise it (parameters left out: they may hold job data)."""
     import asyncpg  # only a PostgreSQL store gets here
 

@@ -1,7 +1,7 @@
 """PostgreSQL's group commit on asyncpg directly (node/store/server_writer.py), on a real server.
 
 The batcher hands it batches of the repository's own statements; what it writes must read back
-through the repository (SQLAlchemy) exactly, and its failures must reach faults.py as the
+through the repository exactly, and its failures must reach faults.py as the
 domain errors the SQLAlchemy path gives.
 """
 
@@ -96,3 +96,25 @@ async def test_a_connection_the_server_dropped_is_store_unavailable_then_replace
     finally:
         await writer.close()
         await engine.dispose()
+
+
+async def test_reads_by_id_on_asyncpg_a_dropped_connection_is_store_unavailable(
+    store: tuple[ServerJobRepository, str], postgres_server: str
+) -> None:
+    """get_many runs on asyncpg directly too: the pool's connection the server ended is a 503, once."""
+    repository, url = store
+    stored = job(1)
+    await repository.add(stored)
+    [found] = await repository.get_many("1.1.1.1", [stored.id, "missing"])
+    assert found.id == stored.id and found.data == {"n": 1}
+    admin = await asyncpg.connect(postgres_server.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+            url.rsplit("/", 1)[1],
+        )
+    finally:
+        await admin.close()
+    with pytest.raises(StoreUnavailable):
+        await repository.get_many("1.1.1.1", [stored.id])
+    assert [item.id for item in await repository.get_many("1.1.1.1", [stored.id])] == [stored.id]
