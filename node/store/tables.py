@@ -26,8 +26,9 @@ jobs = Table(
     Column("model", String(256), nullable=True),
     Column("prompt_tokens", Integer, nullable=True),
     Column("completion_tokens", Integer, nullable=True),
-    # Several nodes on one PostgreSQL (migration 0006): the node that owns a pending job and
-    # until when its lease runs (node/jobs/claims.py). Unused (NULL) on SQLite.
+    # Several nodes on one PostgreSQL (migration 0006): the node that owns a pending job, while
+    # that node's heartbeat lives (node/jobs/claims.py). `lease_until`, the per-job lease the
+    # owners renewed before, is no longer written. Both unused (NULL) on SQLite.
     Column("owner", String(128), nullable=True),
     Column("lease_until", Float, nullable=True),
     Index("ix_jobs_status", "status"),
