@@ -129,6 +129,9 @@ UPSERT_COLUMNS = (
     "model",
     "prompt_tokens",
     "completion_tokens",
+    # A recorded job is nobody's to run: a pending job it replaces loses its owner (NULL, as ROW_VALUES
+    # leaves it), or the claims would keep seeing that owner among those of pending jobs.
+    "owner",
 )
 
 

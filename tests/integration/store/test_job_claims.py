@@ -189,3 +189,20 @@ async def test_recorded_jobs_are_nobody_s_to_claim(node: Node) -> None:
     await recorder.record(recorded)
     await expire()
     assert (await other.claim(room=10, retryable=frozenset())).queued == []
+
+
+async def test_a_job_recorded_over_a_pending_one_keeps_no_owner(node: Node) -> None:
+    """PUT /api/status over a gone node's pending job: the job is nobody's now, and the claims
+    (which read the owners of jobs in flight) see no one gone: nothing to lock."""
+    gone, other = await node("node-a", lease=None), await node("node-b")
+    pending = job()
+    await gone.add_many([pending])
+    recorded = job(JobStatus.RUNNING)
+    recorded.id, recorded.origin = pending.id, JobOrigin.RECORDED
+    await other.record(recorded)
+    async with other._engine.begin() as connection:
+        await connection.execute(_LOCK_SLOTS)
+        claimed = await asyncio.wait_for(other.claim(room=10, retryable=frozenset()), timeout=5)
+    assert claimed == Claimed()
+    [stored] = await other.get_many("1.1.1.1", [pending.id])
+    assert stored.origin is JobOrigin.RECORDED and stored.status is JobStatus.RUNNING
