@@ -95,3 +95,14 @@ async def test_release_hands_the_lease_over_without_waiting_for_expiry() -> None
 def test_renewal_must_be_more_frequent_than_expiry() -> None:
     with pytest.raises(ValueError, match="renewed more often"):
         Lease(InMemoryLeaseStore(Clocks()), "x", "A", ttl=1.0, renew_every=1.0)
+
+
+async def test_gained_counts_each_time_the_lease_is_held_again_after_running_out() -> None:
+    clock = Clocks()
+    store = InMemoryLeaseStore(clock)
+    a = lease(store, clock, "A")
+    assert await a.renew() and a.gained == 1  # first taken
+    clock.now += 3.0
+    assert await a.renew() and a.gained == 1  # renewed in time: the same holding
+    clock.now += 6.0  # ran out (nobody took it meanwhile, but someone could have)
+    assert await a.renew() and a.gained == 2
