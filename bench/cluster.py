@@ -32,7 +32,6 @@ import asyncio
 import resource
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +40,16 @@ BENCH = ROOT / "bench"
 sys.path[:0] = [str(ROOT), str(BENCH)]
 
 import loads  # noqa: E402
-from harness import CpuSnapshot, Harness, Postgres, cpu_pressure, load_average, prepare  # noqa: E402
+from harness import (  # noqa: E402
+    CpuSnapshot,
+    Harness,
+    Postgres,
+    add_load_arguments,
+    cpu_pressure,
+    load_average,
+    prepare,
+    run_and_report,
+)
 from measure import CpuMeter, Figure, Proc, Results, wrk_together  # noqa: E402
 
 SIDES = (2, 1)  # the table's columns: the ratio is two nodes / one node
@@ -215,24 +223,10 @@ class ClusterBench(Harness):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="short loads (~1 minute)")
-    parser.add_argument("--connections", type=int, default=64, help="wrk connections in all (default 64)")
-    parser.add_argument("--job-concurrency", type=int, default=32, help="clients of the job load (default 32)")
-    parser.add_argument("--poll-ms", type=float, default=5.0, help="poll interval of the job load (default 5 ms)")
-    parser.add_argument("--json", type=Path, help="also write the figures here")
-    parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, configs)")
+    add_load_arguments(parser)
     args = parser.parse_args()
     prepare(pin_self=None)
-    started, load_before, pressure_before = time.monotonic(), load_average(), cpu_pressure()
-    bench = ClusterBench(args)
-    try:
-        results = bench.run()
-    finally:
-        bench.close()
-    results.report(
-        f"summary ({time.monotonic() - started:.0f} s; ratio = two nodes / one node; load average {load_before} "
-        f"at the start, {load_average()} at the end; CPU pressure {pressure_before} -> {cpu_pressure()})",
-        args.json,
-    )
+    run_and_report(lambda: ClusterBench(args), "two nodes / one node", args.json)
 
 
 if __name__ == "__main__":

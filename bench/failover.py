@@ -31,6 +31,7 @@ import statistics
 import sys
 import threading
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,13 @@ from harness import Harness, Postgres, cpu_pressure, load_average, prepare  # no
 from measure import Figure, Results  # noqa: E402
 
 from node.config import ClusterConfig  # noqa: E402
-from tests.e2e.chain.helpers import ChainNode, deliveries, node_chain_config, node_tx_count  # noqa: E402
+from tests.e2e.chain.helpers import (  # noqa: E402
+    ChainNode,
+    deliveries,
+    node_chain_config,
+    node_tx_count,
+    wait_until,
+)
 from tests.support.chain import (  # noqa: E402
     Anvil,
     anvil_available,
@@ -78,17 +85,6 @@ class Ticker(threading.Thread):
                 self.anvil.rpc("evm_mine")
             except Exception:  # anvil stopped under us at the end
                 return
-
-
-async def wait_for(probe: Any, timeout: float, what: str, interval: float = 0.1) -> Any:
-    end = time.monotonic() + timeout
-    while True:
-        value = await probe()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
-        await asyncio.sleep(interval)
 
 
 class FailoverBench(Harness):
@@ -129,7 +125,7 @@ class FailoverBench(Harness):
                 for name in ("node-a", "node-b")
             )
             await asyncio.to_thread(a.start)
-            await wait_for(lambda: self._is(a, "leader", alone=True), 30, "node-a to lead")
+            await wait_until(lambda: self._is(a, "leader", alone=True), 30, what="node-a to lead")
             await asyncio.to_thread(b.start)
             leader, standby = a, b
             self.ticker = Ticker(self.anvil)
@@ -144,15 +140,19 @@ class FailoverBench(Harness):
             )
             times: list[float] = []
             for kill in range(1, self.kills + 1):
-                await wait_for(lambda s=standby: self._is(s, "standby"), 60, "the standby")
-                await wait_for(lambda ld=leader: self._is(ld, "leader"), 60, "the leader")
+                await wait_until(partial(self._is, standby, "standby"), 60, what="the standby")
+                await wait_until(partial(self._is, leader, "leader"), 60, what="the leader")
                 before = await consumer.functions.deliveryCount().call()
-                await wait_for(lambda n=before: self._count_above(consumer, n), 60, "a delivery by the leader", POLL_S)
+                await wait_until(
+                    partial(self._count_above, consumer, before), 60, POLL_S, what="a delivery by the leader"
+                )
                 sent_before = sent(standby)
                 leader.kill()
                 killed = time.monotonic()
                 count = await consumer.functions.deliveryCount().call()
-                await wait_for(lambda n=count: self._count_above(consumer, n), 60, "the new leader's delivery", POLL_S)
+                await wait_until(
+                    partial(self._count_above, consumer, count), 60, POLL_S, what="the new leader's delivery"
+                )
                 failover = time.monotonic() - killed
                 assert sent(standby) > sent_before, "the delivery after the kill was not the standby's"
                 times.append(failover)

@@ -7,6 +7,7 @@ own support code (tests/support/chain.py) instead, as its nodes need anvil.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -14,11 +15,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from measure import LOAD_CPU, SERVER_CPU, Proc, process_cpu
+from measure import LOAD_CPU, SERVER_CPU, Proc, Results, process_cpu
 
 from tests.support.postgres import create_database_sync, drop_database_sync, start_server
 from tests.support.processes import free_port, node_config
@@ -251,3 +253,28 @@ def cpu_pressure() -> str:
         return "n/a"
     fields = dict(item.split("=") for item in line.split()[1:])
     return f"{float(fields.get('avg60', 0)):.0f}%"
+
+
+def add_load_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of the benches that drive nodes with wrk and the job load (stores.py, cluster.py)."""
+    parser.add_argument("--connections", type=int, default=64, help="wrk connections in all (default 64)")
+    parser.add_argument("--job-concurrency", type=int, default=32, help="clients of the job load (default 32)")
+    parser.add_argument("--poll-ms", type=float, default=5.0, help="poll interval of the job load (default 5 ms)")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, configs, SQLite stores)")
+
+
+def run_and_report(start: Callable[[], Any], ratio: str, json_path: Path | None) -> None:
+    """Start a bench (`start()` builds it; its run() gives the Results), close it whatever happens,
+    and print the summary with how loaded the machine was before and after."""
+    started, load_before, pressure_before = time.monotonic(), load_average(), cpu_pressure()
+    bench = start()
+    try:
+        results: Results = bench.run()
+    finally:
+        bench.close()
+    results.report(
+        f"summary ({time.monotonic() - started:.0f} s; ratio = {ratio}; load average {load_before} "
+        f"at the start, {load_average()} at the end; CPU pressure {pressure_before} -> {cpu_pressure()})",
+        json_path,
+    )

@@ -36,7 +36,7 @@ BENCH = ROOT / "bench"
 sys.path[:0] = [str(ROOT), str(BENCH)]
 
 import loads  # noqa: E402
-from harness import Harness, Postgres, cpu_pressure, load_average, prepare  # noqa: E402
+from harness import Harness, Postgres, add_load_arguments, cpu_pressure, load_average, prepare, run_and_report  # noqa: E402
 from measure import LOAD_CPU, SERVER_CPU, CpuMeter, Figure, Proc, Results, wrk  # noqa: E402
 
 STORES = ("postgresql", "sqlite")  # the table's columns: the ratio is PostgreSQL / SQLite
@@ -237,24 +237,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="short loads (~1.5 minutes)")
     parser.add_argument("--only", action="append", choices=("post", "jobs"), help="run only these loads")
-    parser.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
-    parser.add_argument("--job-concurrency", type=int, default=32, help="clients of the job load (default 32)")
-    parser.add_argument("--poll-ms", type=float, default=5.0, help="poll interval of the job load (default 5 ms)")
-    parser.add_argument("--json", type=Path, help="also write the figures here")
-    parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, SQLite stores)")
+    add_load_arguments(parser)
     args = parser.parse_args()
     prepare()
-    started, load_before, pressure_before = time.monotonic(), load_average(), cpu_pressure()
-    bench = StoresBench(args)
-    try:
-        results = bench.run()
-    finally:
-        bench.close()
-    results.report(
-        f"summary ({time.monotonic() - started:.0f} s; ratio = PostgreSQL / SQLite; load average {load_before} "
-        f"at the start, {load_average()} at the end; CPU pressure {pressure_before} -> {cpu_pressure()})",
-        args.json,
-    )
+    run_and_report(lambda: StoresBench(args), "PostgreSQL / SQLite", args.json)
 
 
 if __name__ == "__main__":
