@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -22,12 +22,14 @@ log = logging.getLogger(__name__)
 
 
 class WriteBatcher:
-    def __init__(self, engine: AsyncEngine, max_batch: int = 1000) -> None:
+    def __init__(
+        self, engine: AsyncEngine, max_batch: int = 1000, joined: Mapping[Executable, tuple[str, ...]] | None = None
+    ) -> None:
         self._max_batch = max_batch
         self._waiting: list[tuple[Write, asyncio.Future[int]]] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._server = ServerWriter(engine)
+        self._server = ServerWriter(engine, joined)  # joined: see ServerWriter
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="store-writer")

@@ -97,7 +97,10 @@ class ServerJobRepository(JobStore):
             if queue_size is None
             else select(literal(queue_size) - job_slots.c.used).where(job_slots.c.scope == "*").with_for_update()
         )
-        self._batcher = WriteBatcher(engine)
+        # Each batch of these four in one statement (server_writer.py), rows named by their key.
+        keyed = ("k_ip", "k_id")
+        joined = {_INSERT_OWNED: ("client_ip", "id"), _UPSERT: ("client_ip", "id"), _MARK_RUNNING_OWNED: keyed}
+        self._batcher = WriteBatcher(engine, joined={**joined, _FINISH_OWNED: keyed})
         self._batcher.start()
 
     async def close(self) -> None:

@@ -8,12 +8,17 @@ for asyncpg, and a batch runs on one connection this writer holds: a batch of on
 as one `executemany` (atomic on its own: asyncpg runs it as one implicit transaction), a batch
 of several in one transaction. Errors come back as SQLAlchemy's, so faults.py reads them as
 it reads every other store error.
+
+Statements the repository names as `joined` go further: a batch made only of them (no row
+written twice) runs as one statement, each statement's rows as arrays (one_statement.py): one
+round trip whatever the batch holds, where write by write it takes one per statement, plus
+BEGIN, the room query and COMMIT.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple, cast
 
 from sqlalchemy import exc as sa_exc
@@ -21,12 +26,24 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import ClauseElement, Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 
+from node.store.one_statement import ArrayForm, array_form, compose
+
 # SQLSTATE classes of a server that cannot take the write now: connection exception,
 # insufficient resources (disk full), operator intervention (shutdown), system error.
 _UNAVAILABLE_CLASSES = ("08", "53", "57", "58")
 # A statement as asyncpg runs it: the statement, its SQL, its parameters' names in order ($1, $2...),
 # the values fixed in the statement, and the bind processors by position (e.g. Boolean's).
 _Compiled = tuple[Executable, str, tuple[str, ...], dict[str, Any], tuple[tuple[int, Any], ...]]
+
+
+# The writer's own connection (never handed back to the pool: _drop discards it). Its statements
+# each write rows named by their key; one plan per statement, made once, that finds each row by
+# its index: the planner, seeing a new (empty) jobs table or not knowing an array's length,
+# would otherwise join a batch's arrays to a scan of the whole table.
+_SESSION = (
+    "SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off; "
+    "SET enable_hashjoin = off; SET enable_mergejoin = off"
+)
 
 
 class Write(NamedTuple):
@@ -37,18 +54,36 @@ class Write(NamedTuple):
     room: Executable | None = None
 
 
+class _Joined(NamedTuple):
+    """A batch as one statement: its SQL, its parameters, and for each write its group and whether it is bounded."""
+
+    sql: str
+    args: list[Any]
+    groups: list[list[int]]  # the writes of each array form, in order
+    bounded: list[bool]  # per group: an insert that takes the room
+
+
 class ServerWriter:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, joined: Mapping[Executable, tuple[str, ...]] | None = None) -> None:
+        """`joined`: the statements whose writes may share one statement, each with the names of
+        the row values that identify the row it writes (a row written twice in a batch keeps the
+        batch write by write, in order)."""
         self._engine = engine
         self._connection: AsyncConnection | None = None
         self._driver: Any = None  # the asyncpg connection under it
         self._compiled: dict[int, _Compiled] = {}  # by id(statement)
+        self._joined = {id(statement): (statement, key) for statement, key in (joined or {}).items()}
+        self._forms: dict[int, ArrayForm | None] = {}  # by id(statement)
+        self._composed: dict[tuple[Any, ...], str] = {}
 
     async def commit(self, writes: Sequence[Write]) -> list[int]:
         """Write them in order, all or none; returns how many rows of each were written (all of
         them, but for a write with a room). Consecutive writes of one statement are one executemany."""
         try:
             driver = await self._connect()
+            joined = self._join(writes)
+            if joined is not None:
+                return _counts(writes, joined, await driver.fetchrow(joined.sql, *joined.args))
             if any(write.room is not None for write in writes):
                 async with driver.transaction():
                     return await self._within(driver, writes)
@@ -89,6 +124,60 @@ class ServerWriter:
             await driver.executemany(*self._args(merged.statement, merged.rows))
         return written
 
+    def _join(self, writes: Sequence[Write]) -> _Joined | None:
+        """The batch as one statement, or None when it must run write by write."""
+        groups: dict[int, list[int]] = {}  # id(statement) -> its writes, in order
+        room: Executable | None = None
+        seen: set[tuple[Any, ...]] = set()
+        for index, write in enumerate(writes):
+            entry = self._joined.get(id(write.statement))
+            if entry is None or entry[0] is not write.statement or self._form(write.statement) is None:
+                return None
+            if write.room is not None:
+                if room is not None and write.room is not room:
+                    return None  # one bound per statement is all this knows
+                room = write.room
+            for row in write.rows:
+                key = tuple(row[name] for name in entry[1])
+                if key in seen:
+                    return None  # one statement would write the row once: keep the writes' order instead
+                seen.add(key)
+            groups.setdefault(id(write.statement), []).append(index)
+        if not seen:
+            return None
+        statements = [writes[indexes[0]].statement for indexes in groups.values()]
+        bounded = []
+        for indexes in groups.values():
+            rooms = {id(writes[index].room) for index in indexes}
+            form = self._form(writes[indexes[0]].statement)
+            assert form is not None
+            if len(rooms) > 1 or (writes[indexes[0]].room is not None and not form.insert):
+                return None  # some writes of a statement bounded, others not; or a bounded update
+            bounded.append(writes[indexes[0]].room is not None)
+        args: list[Any] = []
+        room_sql: tuple[str, int] | None = None
+        if room is not None:
+            sql, values = self._args(room, [{}])
+            args += values[0]
+            room_sql = (sql, len(values[0]))
+        for indexes in groups.values():
+            rows = [row for index in indexes for row in writes[index].rows]
+            _, values = self._args(writes[indexes[0]].statement, rows)
+            args += [list(column) for column in zip(*values, strict=True)]
+        key = (*(id(statement) for statement in statements), id(room) if room is not None else None, *bounded)
+        composed = self._composed.get(key)
+        if composed is None:
+            forms = [self._form(statement) for statement in statements]
+            composed = compose([form for form in forms if form is not None], room_sql, bounded)
+            self._composed[key] = composed
+        return _Joined(composed, args, list(groups.values()), bounded)
+
+    def _form(self, statement: Executable) -> ArrayForm | None:
+        key = id(statement)
+        if key not in self._forms:
+            self._forms[key] = array_form(self._sql(statement))
+        return self._forms[key]
+
     def _sql(self, statement: Executable) -> str:
         return self._args(statement, [])[0]
 
@@ -127,6 +216,7 @@ class ServerWriter:
             try:
                 raw = await connection.get_raw_connection()
                 self._driver = raw.driver_connection
+                await self._driver.execute(_SESSION)
             except BaseException:
                 await connection.close()
                 raise
@@ -144,6 +234,19 @@ class ServerWriter:
             pass
         except asyncio.CancelledError:
             raise
+
+
+def _counts(writes: Sequence[Write], joined: _Joined, counts: Sequence[int]) -> list[int]:
+    """How many rows of each write one statement wrote: all of them, but for bounded inserts
+    the first ones, as many as the room admitted (their group's count), in order."""
+    written = [len(write.rows) for write in writes]
+    for indexes, bounded, count in zip(joined.groups, joined.bounded, counts, strict=True):
+        if not bounded:
+            continue
+        for index in indexes:
+            written[index] = min(written[index], count)
+            count -= written[index]
+    return written
 
 
 def _merge(writes: Sequence[Write]) -> list[Write]:
