@@ -118,3 +118,51 @@ async def test_reads_by_id_on_asyncpg_a_dropped_connection_is_store_unavailable(
     with pytest.raises(StoreUnavailable):
         await repository.get_many("1.1.1.1", [stored.id])
     assert [item.id for item in await repository.get_many("1.1.1.1", [stored.id])] == [stored.id]
+
+
+# -- a batch in one statement (node/store/one_statement.py) ------------------------------
+
+
+def statements_logged(repository: ServerJobRepository) -> list[str]:
+    """The statements the repository's writer sends from now on (asyncpg's query logger)."""
+    sent: list[str] = []
+    driver = repository._batcher._server._driver
+    assert driver is not None, "write once first: the writer connects on its first batch"
+    driver.add_query_logger(lambda query: sent.append(query.query))
+    return sent
+
+
+async def test_a_batch_of_every_kind_of_write_is_one_statement(store: tuple[ServerJobRepository, str]) -> None:
+    repository, _ = store
+    first, second = job(1), job(2, JobStatus.RUNNING)
+    await repository.add_many([first, second])
+    sent = statements_logged(repository)
+    recorded = job(4)
+    await asyncio.gather(
+        repository.add(job(3)),
+        repository.mark_running(first.key),
+        repository.finish(second.key, JobStatus.FAILED, ContainerResult("a", error="boom"), []),
+        repository.record(recorded),
+        repository.add(job(5)),
+    )
+    assert len(sent) == 1 and sent[0].startswith("WITH w0 AS (INSERT"), sent
+    found = {item.id: item for item in await repository.get_many("1.1.1.1", [first.id, second.id, recorded.id])}
+    assert found[first.id].status is JobStatus.RUNNING
+    assert found[second.id].status is JobStatus.FAILED
+    assert found[second.id].result == ContainerResult("a", error="boom")
+    assert found[recorded.id].data == {"n": 4}
+    assert len(await repository.list_ids("1.1.1.1", pending=True)) == 4  # 1, 3, 5 and the recorded 4
+
+
+async def test_a_row_written_twice_in_a_batch_is_written_in_order(store: tuple[ServerJobRepository, str]) -> None:
+    repository, _ = store
+    await repository.add(job(0))
+    sent = statements_logged(repository)
+    first = job(1, JobStatus.RUNNING)
+    last = job(2, JobStatus.SUCCESS)
+    last.id = first.id
+    await asyncio.gather(repository.record(first), repository.record(last))
+    # Write by write (one executemany here): one statement would write the row once, either way.
+    assert sent and not any(query.startswith("WITH") for query in sent), sent
+    [found] = await repository.get_many("1.1.1.1", [first.id])
+    assert found.status is JobStatus.SUCCESS and found.data == {"n": 2}

@@ -128,3 +128,20 @@ async def test_without_a_bound_nothing_is_refused(node: Node) -> None:
     a = node("node-a", queue_size=None)
     assert await a.add_many([job() for _ in range(BOUND + 5)]) == BOUND + 5
     assert await counts(a) == (BOUND + 5, BOUND + 5)
+
+
+async def test_concurrent_accepts_in_one_statement_store_the_first_that_fit(node: Node) -> None:
+    a = node("node-a")
+    running = job(JobStatus.RUNNING)
+    await a.add_many([running, *(job() for _ in range(BOUND - 2))])  # one slot left
+    sent: list[str] = []
+    a._batcher._server._driver.add_query_logger(lambda query: sent.append(query.query))
+    # One batch, one statement: five new jobs, and a finish whose slot frees only as it commits.
+    items = [job() for _ in range(5)]
+    finish = a.finish(running.key, JobStatus.SUCCESS, ContainerResult("a", output=1), [])
+    results = await asyncio.gather(*(a.add(item) for item in items), finish, return_exceptions=True)
+    assert len(sent) == 1 and sent[0].startswith("WITH room(n) AS MATERIALIZED"), sent
+    assert results[0] is None and results[-1] is None, results
+    assert all(isinstance(result, Overloaded) for result in results[1:-1]), results
+    assert await counts(a) == (BOUND - 1, BOUND - 1)
+    assert [item.id for item in await a.get_many("1.1.1.1", [item.id for item in items])] == [items[0].id]
