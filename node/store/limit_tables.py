@@ -8,9 +8,9 @@ from sqlalchemy import BigInteger, Column, Integer, String, Table
 from node.store.tables import metadata
 
 # How many jobs are pending (queued or running, run by a node: offchain, stream, model) in the
-# whole store, under `scope` "*". A trigger on `jobs` keeps it equal to the count of those rows
-# in the transaction that changes them (migration 0007); an insert locks the row and checks it
-# against `jobs.queue_size` (server_jobs.py).
+# whole store, under `scope` "*". Triggers on `jobs` keep it equal to the count of those rows
+# in the transaction that changes them (migration 0007; once per statement since 0008); an
+# insert locks the row and checks it against `jobs.queue_size` (server_jobs.py).
 job_slots = Table(
     "job_slots",
     metadata,

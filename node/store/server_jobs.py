@@ -79,7 +79,7 @@ class ServerJobRepository(JobStore):
 
     With `queue_size`, the pending jobs of every node on the store number at most that many: the
     group commit that stores new jobs first locks the store's count of pending jobs (`job_slots`,
-    kept by a trigger, migration 0007) and stores only as many as fit. One statement per commit,
+    kept by triggers, migrations 0007 and 0008) and stores only as many as fit. One statement per commit,
     exact under concurrency (the row lock orders the nodes' commits); a job refused is Overloaded.
     """
 
@@ -97,7 +97,8 @@ class ServerJobRepository(JobStore):
             if queue_size is None
             else select(literal(queue_size) - job_slots.c.used).where(job_slots.c.scope == "*").with_for_update()
         )
-        # Each batch of these four in one statement (server_writer.py), rows named by their key.
+        # Each batch of these four in one statement (server_writer.py), rows named by their key;
+        # new jobs first, so that the bound is locked before any row.
         keyed = ("k_ip", "k_id")
         joined = {_INSERT_OWNED: ("client_ip", "id"), _UPSERT: ("client_ip", "id"), _MARK_RUNNING_OWNED: keyed}
         self._batcher = WriteBatcher(engine, joined={**joined, _FINISH_OWNED: keyed})

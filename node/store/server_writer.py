@@ -145,6 +145,10 @@ class ServerWriter:
             groups.setdefault(id(write.statement), []).append(index)
         if not seen:
             return None
+        # In the order the statements were given, whatever the batch's: a few statements to prepare
+        # (one per combination), and the bound (new jobs, given first) locked before any row.
+        order = list(self._joined)
+        groups = dict(sorted(groups.items(), key=lambda item: order.index(item[0])))
         statements = [writes[indexes[0]].statement for indexes in groups.values()]
         bounded = []
         for indexes in groups.values():
