@@ -167,11 +167,15 @@ def auth_middleware(settings: AuthSettings, on_refused: Callable[[str, str], Non
         body = await read_body(request) if needs_body and request.can_read_body else b""
         service = request.app[AUTH]
         try:
-            ticket = await service.admit(
-                credentials(request, body, settings.workspace_header),
-                mode,
-                (lambda: max_tokens_of(body)) if surface == V1 else 0,
-            )
+            if mode is Mode.NONE:  # no credentials to read: the peer's address is the whole check
+                ip = client_ip(request)
+                ticket = service.admit_loopback(ip, is_loopback(ip))
+            else:
+                ticket = await service.admit(
+                    credentials(request, body, settings.workspace_header),
+                    mode,
+                    (lambda: max_tokens_of(body)) if surface == V1 else 0,
+                )
         except AuthRefused as refused:
             log.info(
                 "auth: refused %s %s from %s (%s): %s",

@@ -65,8 +65,11 @@ class ClientGone(Exception):
 
 
 async def until_disconnect(request: web.Request, work: Coroutine[Any, Any, T]) -> T:
-    """Run `work`, cancelling it if the client disconnects meanwhile (then raise ClientGone)."""
-    task = asyncio.ensure_future(work)
+    """Run `work` in this task, cancelling it if the client disconnects meanwhile (then raise ClientGone).
+
+    No task of its own: the poll cancels the handler's task and takes its own cancellation back."""
+    task = asyncio.current_task()
+    assert task is not None
     loop = asyncio.get_running_loop()
     gone = False
     handle: asyncio.TimerHandle | None = None
@@ -82,10 +85,9 @@ async def until_disconnect(request: web.Request, work: Coroutine[Any, Any, T]) -
 
     handle = loop.call_later(DISCONNECT_POLL_SECONDS, check)
     try:
-        return await task
+        return await work
     except asyncio.CancelledError:
-        current = asyncio.current_task()
-        if gone and (current is None or not current.cancelling()):
+        if gone and task.uncancel() == 0:  # ours alone: nobody else (the shutdown) cancelled the request
             raise ClientGone from None
         raise
     finally:
@@ -171,7 +173,8 @@ class _Report:
                 tokens, seconds = usage.completion_tokens, ended - self.started
             if tokens > 0 and seconds > 0:
                 speed = tokens / seconds
-        self._metrics.model_call(
+        asyncio.get_running_loop().call_soon(  # counted once the answer is on its way
+            self._metrics.model_call,
             self._model, self._kind, outcome,
             usage.prompt_tokens if usage else None, usage.completion_tokens if usage else None, ttft, speed,
         )

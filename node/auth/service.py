@@ -118,18 +118,23 @@ class AuthService:
                 refused.who = f"claimed gonka:{credentials.requester.strip()[:100]}"  # unverified: say so
             raise
 
+    def admit_loopback(self, client_ip: str, loopback: bool) -> Ticket:
+        """Mode.NONE, where nobody is asked who they are: loopback callers only, no store hop.
+        (`admit` says the same; this skips reading the credentials.)"""
+        if not loopback:
+            raise Forbidden(
+                Reason.NOT_LOOPBACK,
+                "this surface serves loopback callers only (the operator has not configured keys or signatures)",
+            )
+        return Ticket(Caller(f"ip:{client_ip}", "anonymous"), minute_of(self._clock()), 0)
+
     async def _admit(self, credentials: Credentials, mode: Mode, reserve: Reserve) -> Ticket:
         now = self._clock()
         signature: tuple[bytes, float] | None = None
         if mode is Mode.OPEN:
             caller = Caller(f"ip:{credentials.client_ip}", "anonymous")
         elif mode is Mode.NONE:
-            if not credentials.loopback:
-                raise Forbidden(
-                    Reason.NOT_LOOPBACK,
-                    "this surface serves loopback callers only (the operator has not configured keys or signatures)",
-                )
-            caller = Caller(f"ip:{credentials.client_ip}", "anonymous")
+            return self.admit_loopback(credentials.client_ip, credentials.loopback)
         else:
             authorization = credentials.authorization or ""
             bearer = authorization[: len(BEARER)].lower() == BEARER
