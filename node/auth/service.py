@@ -223,9 +223,7 @@ class AuthService:
             return Admitting.admitted(Ticket(caller, minute, 0))
         gate = Gate()
         decision = self._repository.admit(AdmitRequest(caller.id, minute, limits, reserve_tokens, signature), gate)
-        return Admitting(
-            gate, decision, lambda admission: self._ticket(caller, minute, reserve_tokens, admission, now)
-        )
+        return Admitting(gate, decision, lambda admission: self._ticket(caller, minute, reserve_tokens, admission, now))
 
     def _ticket(self, caller: Caller, minute: int, reserved: int, admission: Admission, now: float) -> Ticket:
         if admission is Admission.ADMITTED:
