@@ -2,9 +2,12 @@
 
 One middleware guards both surfaces: `/v1` and `/serving` (auth.v1: none, keys,
 signatures, either) and the Infernet `/api` (auth.api: open or keys). It reads the
-exact body bytes (aiohttp keeps them for the handler), admits the call, and leaves
-the admitted `Ticket` on the request. A handler that knows what the call used says so
-with `record_usage(request, job_id, model, prompt_tokens, completion_tokens)`; the
+exact body bytes (aiohttp keeps them for the handler), starts admitting the call,
+and leaves the admission on the request; it waits for the verdict before calling the
+handler, unless the handler writes its job gated on it (`admission_in_handler`: the
+/v1 chat calls), so that the admission and the job's write take one store round. A
+handler that knows what the call used says so with
+`record_usage(request, job_id, model, prompt_tokens, completion_tokens)`; the
 middleware settles the ticket when the handler returns (streams included), so a
 usage record is written for every admitted call that became a job. A handler that
 stores a job's outcome calls `settle_usage` next to that write, so that both take one
@@ -33,13 +36,15 @@ from node.api.body import read_body
 from node.api.client_ip import client_ip
 from node.api.render import json_response
 from node.auth.errors import AuthRefused, OverQuota, Reason, Unauthenticated
-from node.auth.service import AuthService, Credentials, Mode, Ticket
+from node.auth.ports import Gate
+from node.auth.service import Admitting, AuthService, Credentials, Mode
 
 log = logging.getLogger(__name__)
 
 AUTH = web.AppKey("auth_service", AuthService)
-TICKET = web.RequestKey("auth_ticket", Ticket)
+ADMISSION = web.RequestKey("auth_admission", Admitting)
 _USAGE = web.RequestKey("auth_usage", tuple)
+_IN_HANDLER = "_auth_admission_in_handler"
 
 V1 = "v1"
 API = "api"
@@ -142,14 +147,42 @@ async def settle_usage(request: web.Request) -> None:
     A handler that stores its job's outcome runs this next to that write (started first),
     so both go to the store in one hop: on SQLite one group commit, the usage record first.
     Never raises: a failed write is logged, as the middleware does."""
-    ticket = request.get(TICKET)
-    if ticket is None or ticket.settled:
+    admitting = request.get(ADMISSION)
+    if admitting is None:
+        return
+    try:
+        ticket = await admitting.ticket()  # at once when the handler waited for it already
+    except Exception:
+        return  # refused, or the admission failed: nothing was let in
+    if ticket.settled:
         return
     job_id, model, prompt_tokens, completion_tokens = request.get(_USAGE, (None, None, 0, 0))
     try:
         await request.app[AUTH].settle(ticket, job_id, model, prompt_tokens, completion_tokens)
     except Exception:
         log.exception("auth: could not record the usage of job %s (caller %s)", job_id, ticket.caller.id)
+
+
+def admission_in_handler(handler: Handler) -> Handler:
+    """Mark a handler that writes its job gated on the call's admission (`admission_gate`) and
+    waits for the admission (`admitted`) before it calls anything: the middleware then does not
+    wait for the admission before calling it, so that the admission and the job's write take one
+    store round. Whatever the handler does, a refusal is the answer (before any error of its own)."""
+    setattr(handler, _IN_HANDLER, True)
+    return handler
+
+
+def admission_gate(request: web.Request) -> Gate | None:
+    """What the call's job write is gated on (None: the call needs no store hop, or no auth)."""
+    admitting = request.get(ADMISSION)
+    return admitting.gate if admitting is not None else None
+
+
+async def admitted(request: web.Request) -> None:
+    """Wait for the call's admission; raises its refusal (the middleware answers it)."""
+    admitting = request.get(ADMISSION)
+    if admitting is not None:
+        await admitting.ticket()
 
 
 def auth_middleware(settings: AuthSettings, on_refused: Callable[[str, str], None] | None = None) -> Any:
@@ -162,17 +195,8 @@ def auth_middleware(settings: AuthSettings, on_refused: Callable[[str, str], Non
         mode = modes.get(surface) if surface else None
         if surface is None or mode is None or (mode is Mode.OPEN and surface == API):
             return await handler(request)  # the open /api keeps the client contract's path untouched
-        # Signatures cover the exact bytes sent; aiohttp keeps them for the handler's own read.
-        needs_body = mode in (Mode.SIGNATURES, Mode.EITHER) or (mode is Mode.KEYS and surface == V1)
-        body = await read_body(request) if needs_body and request.can_read_body else b""
-        service = request.app[AUTH]
-        try:
-            ticket = await service.admit(
-                credentials(request, body, settings.workspace_header),
-                mode,
-                (lambda: max_tokens_of(body)) if surface == V1 else 0,
-            )
-        except AuthRefused as refused:
+
+        def refuse(refused: AuthRefused) -> web.Response:
             log.info(
                 "auth: refused %s %s from %s (%s): %s",
                 request.method,
@@ -184,11 +208,38 @@ def auth_middleware(settings: AuthSettings, on_refused: Callable[[str, str], Non
             if on_refused is not None:
                 on_refused(surface, refused.reason.value)
             return openai_refusal(refused) if surface == V1 else infernet_refusal(refused)
-        request[TICKET] = ticket
+
+        # Signatures cover the exact bytes sent; aiohttp keeps them for the handler's own read.
+        needs_body = mode in (Mode.SIGNATURES, Mode.EITHER) or (mode is Mode.KEYS and surface == V1)
+        body = await read_body(request) if needs_body and request.can_read_body else b""
         try:
-            return await handler(request)
+            if mode is Mode.NONE:  # no credentials to read: the peer's address is the whole check
+                ip = client_ip(request)
+                admitting = request.app[AUTH].admit_loopback(ip, is_loopback(ip))
+            else:
+                admitting = request.app[AUTH].begin(
+                    credentials(request, body, settings.workspace_header),
+                    mode,
+                    (lambda: max_tokens_of(body)) if surface == V1 else 0,
+                )
+            if not getattr(request.match_info.handler, _IN_HANDLER, False):
+                await admitting.ticket()
+        except AuthRefused as refused:
+            return refuse(refused)
+        request[ADMISSION] = admitting
+        try:
+            response = await handler(request)
+            await admitting.ticket()  # nothing goes out unless admitted (the handler waited already)
+            return response
+        except AuthRefused as refused:
+            return refuse(refused)
+        except Exception:
+            try:  # a refusal comes before the handler's own error (bad input, unknown model...)
+                await admitting.ticket()
+            except AuthRefused as refused:
+                return refuse(refused)
+            raise
         finally:
             await settle_usage(request)  # unless the handler did already
 
     return authenticate
-

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from node.api.appkeys import DIRECTORY, JOB_DESK
-from node.api.auth import record_usage, settle_usage
+from node.api.auth import admission_gate, admission_in_handler, admitted, record_usage, settle_usage
 from node.api.body import read_body
 from node.api.client_ip import client_ip
 from node.api.metrics import METRICS
@@ -34,7 +34,7 @@ from node.api.openai_wire import (
     stream_error_event,
     usage_of,
 )
-from node.jobs.errors import ContainerFailed, JobError
+from node.jobs.errors import ContainerFailed, JobError, NotAdmitted
 from node.jobs.model import ContainerResult, TokenUsage
 from node.jobs.model_calls import CLIENT_LEFT, ModelCall
 
@@ -65,8 +65,11 @@ class ClientGone(Exception):
 
 
 async def until_disconnect(request: web.Request, work: Coroutine[Any, Any, T]) -> T:
-    """Run `work`, cancelling it if the client disconnects meanwhile (then raise ClientGone)."""
-    task = asyncio.ensure_future(work)
+    """Run `work` in this task, cancelling it if the client disconnects meanwhile (then raise ClientGone).
+
+    No task of its own: the poll cancels the handler's task and takes its own cancellation back."""
+    task = asyncio.current_task()
+    assert task is not None
     loop = asyncio.get_running_loop()
     gone = False
     handle: asyncio.TimerHandle | None = None
@@ -82,10 +85,9 @@ async def until_disconnect(request: web.Request, work: Coroutine[Any, Any, T]) -
 
     handle = loop.call_later(DISCONNECT_POLL_SECONDS, check)
     try:
-        return await task
+        return await work
     except asyncio.CancelledError:
-        current = asyncio.current_task()
-        if gone and (current is None or not current.cancelling()):
+        if gone and task.uncancel() == 0:  # ours alone: nobody else (the shutdown) cancelled the request
             raise ClientGone from None
         raise
     finally:
@@ -93,10 +95,12 @@ async def until_disconnect(request: web.Request, work: Coroutine[Any, Any, T]) -
             handle.cancel()
 
 
+@admission_in_handler
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     return await _chat(request, None)
 
 
+@admission_in_handler
 async def serving_chat_completions(request: web.Request) -> web.StreamResponse:
     """The per-model route: clients set base_url to http://host/serving/llm/<model>."""
     return await _chat(request, request.match_info["model"])
@@ -124,8 +128,15 @@ async def _chat(request: web.Request, path_model: str | None) -> web.StreamRespo
             404, f"The model '{chat.model}' does not exist. GET /v1/models lists the models this node serves.",
             param="model", code="model_not_found",
         )
+    # The job's write is gated on the caller's admission (node/api/auth.py), started by the auth
+    # middleware: on SQLite both take one store round, and a refused call writes no job.
     try:
-        call = await request.app[JOB_DESK].open_model_call(client_ip(request), chat.model, container, data)
+        call = await request.app[JOB_DESK].open_model_call(
+            client_ip(request), chat.model, container, data, admission_gate(request)
+        )
+    except NotAdmitted:
+        await admitted(request)  # raises the refusal, or the admission's failure
+        raise RuntimeError("the call's job was not written, yet its admission let it in") from None
     except JobError as error:
         raise from_job_error(error) from None
     # The caller's usage record (node/api/auth.py): written when this handler returns, with
@@ -133,6 +144,7 @@ async def _chat(request: web.Request, path_model: str | None) -> web.StreamRespo
     record_usage(request, call.id, chat.model, 0, 0)
     report = _Report(request, call.id, chat.model, "stream" if chat.stream else "complete", started)
     async with call:
+        await admitted(request)  # decided in the job's round already; never call a model unadmitted
         try:
             if chat.stream:
                 return await until_disconnect(request, _stream(request, call, chat, report))
@@ -171,7 +183,8 @@ class _Report:
                 tokens, seconds = usage.completion_tokens, ended - self.started
             if tokens > 0 and seconds > 0:
                 speed = tokens / seconds
-        self._metrics.model_call(
+        asyncio.get_running_loop().call_soon(  # counted once the answer is on its way
+            self._metrics.model_call,
             self._model, self._kind, outcome,
             usage.prompt_tokens if usage else None, usage.completion_tokens if usage else None, ttft, speed,
         )

@@ -4,9 +4,11 @@ statement (or one transaction) there, never read-then-write here."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from node.auth.keys import ApiKey
 from node.auth.quotas import Admission, Limits
@@ -20,6 +22,30 @@ class AdmitRequest:
     reserve_tokens: int = 0
     # (r‖s, expires_at): consumed first, once; a second use answers REUSED.
     signature: tuple[bytes, float] | None = None
+
+
+class Gate:
+    """Whether an admission let its call in, as the store decides it in the admission's own hop.
+
+    Writes gated on it (the call's job: node/jobs/ports.Gate) are made only when it is open.
+    The store opens it; it stays closed when the call is refused or the admission fails. A
+    store with one writer running writes in submission order (SQLite) reads it there, so the
+    admission and the job's write take one round; another store waits for `decided()`."""
+
+    __slots__ = ("_decision", "open")
+
+    def __init__(self) -> None:
+        self.open = False
+        self._decision: Awaitable[Any] | None = None
+
+    def deciding(self, decision: Awaitable[Any]) -> None:
+        """The store's hop that decides it (set as soon as it is submitted)."""
+        self._decision = decision
+
+    async def decided(self) -> None:
+        if self._decision is not None:
+            with contextlib.suppress(Exception):  # a failed admission leaves it closed
+                await asyncio.shield(self._decision)
 
 
 @dataclass(frozen=True)
@@ -44,11 +70,13 @@ class UsageTotal:
 class AuthRepository(Protocol):
     async def find_key(self, key_hash: str) -> ApiKey | None: ...
 
-    async def admit_key(
-        self, key_hash: str, request_for: Callable[[ApiKey], AdmitRequest | None]
-    ) -> tuple[ApiKey | None, Admission | None]:
+    def admit_key(
+        self, key_hash: str, request_for: Callable[[ApiKey], AdmitRequest | bool], gate: Gate | None = None
+    ) -> Awaitable[tuple[ApiKey | None, Admission | None]]:
         """Find a key and, when `request_for(key)` gives a request, admit it as `admit` does: one
-        store hop for a limited key. `request_for` is pure and quick (it may run on a store thread).
+        store hop. `request_for` is pure and quick (it runs in the store's hop, maybe on its thread);
+        True: the key is let in with nothing to take, False: it is not, nothing taken. `gate` opens
+        in that hop when the key is let in. Submitted when called, as `admit` is.
         Returns (None, None) for an unknown key, (key, None) when nothing was asked."""
         ...
 
@@ -64,9 +92,12 @@ class AuthRepository(Protocol):
         """False when no active key has that name."""
         ...
 
-    async def admit(self, request: AdmitRequest) -> Admission:
+    def admit(self, request: AdmitRequest, gate: Gate | None = None) -> Awaitable[Admission]:
         """Consume the signature (if any), then take one request and the reserved tokens
-        from the caller's minute and budget, all or nothing."""
+        from the caller's minute and budget, all or nothing; `gate` opens when admitted.
+
+        Submitted when called (not when awaited): on a store with one writer, a write gated on
+        `gate` and submitted after it in the same turn of the loop goes in the same round."""
         ...
 
     async def settle(self, caller: str, minute: int, limits: Limits, reserved: int, usage: UsageRecord) -> None:

@@ -1,21 +1,25 @@
 """Who is calling, may they, and how much: the one call the HTTP side makes per request.
 
-`AuthService.admit` identifies the caller by the surface's mode (a loopback peer, an
+`AuthService.begin` identifies the caller by the surface's mode (a loopback peer, an
 API key, a Gonka signature), then asks the store, in one hop, to consume the signature
-and take the caller's quota. The call it admits ends with `settle`, which records the
-tokens really used (never lost: the usage row is written even when no limit applies).
+and take the caller's quota. The hop is submitted at once and its verdict awaited later,
+so that the call's job, written gated on the admission, can take the same store round.
+The call it admits ends with `settle`, which records the tokens really used (never lost:
+the usage row is written even when no limit applies).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 from node.auth.errors import AuthRefused, Forbidden, OverQuota, Reason, Unauthenticated
 from node.auth.keys import ApiKey, hash_secret, workspace_matches
-from node.auth.ports import AdmitRequest, AuthRepository, UsageRecord
+from node.auth.ports import AdmitRequest, AuthRepository, Gate, UsageRecord
 from node.auth.quotas import NO_LIMITS, Admission, Limits, minute_of, seconds_to_next_minute
 from node.auth.signatures import NS, SignatureVerifier, SignedRequest
 
@@ -59,6 +63,57 @@ class Ticket:
     minute: int
     reserved: int
     settled: bool = field(default=False)
+
+
+class Admitting:
+    """An admission under way: its store hop, if it needs one, was submitted when this was made.
+
+    `gate` (None when no store hop was needed) opens in that hop when the call is let in: the
+    call's job may be written gated on it. `ticket()` waits for the verdict: the Ticket, or the
+    refusal raised (the same one each time)."""
+
+    __slots__ = ("_decision", "_error", "_ticket", "_verdict", "gate")
+
+    def __init__(
+        self,
+        gate: Gate | None,
+        decision: Awaitable[Any] | None = None,
+        verdict: Callable[[Any], Ticket] | None = None,
+        ticket: Ticket | None = None,
+    ) -> None:
+        self.gate = gate
+        self._decision = decision
+        self._verdict = verdict
+        self._ticket = ticket
+        self._error: Exception | None = None
+        if gate is not None and decision is not None:
+            gate.deciding(decision)
+
+    @classmethod
+    def admitted(cls, ticket: Ticket) -> Admitting:
+        """Let in without asking the store."""
+        return cls(None, ticket=ticket)
+
+    async def ticket(self) -> Ticket:
+        if self._ticket is not None:
+            return self._ticket
+        if self._error is not None:
+            raise self._error
+        assert self._decision is not None and self._verdict is not None
+        try:
+            # Shielded: a waiter that is cancelled leaves the hop to finish (and the verdict to read).
+            self._ticket = self._verdict(await asyncio.shield(self._decision))
+        except Exception as error:
+            self._error = error
+            raise
+        return self._ticket
+
+
+def _claimed(refused: AuthRefused, credentials: Credentials) -> AuthRefused:
+    """Name an unidentified refused caller by the address it claimed (unverified: it says so)."""
+    if refused.who is None and credentials.requester:
+        refused.who = f"claimed gonka:{credentials.requester.strip()[:100]}"
+    return refused
 
 
 BEARER = "bearer "
@@ -106,35 +161,46 @@ class AuthService:
         self._address_limits = address_limits
         self._clock = clock
 
-    async def admit(self, credentials: Credentials, mode: Mode, reserve_tokens: Reserve = 0) -> Ticket:
-        """Admit the call or raise Unauthenticated (401), Forbidden (403) or OverQuota (429).
+    def begin(self, credentials: Credentials, mode: Mode, reserve_tokens: Reserve = 0) -> Admitting:
+        """Start admitting the call: what needs no store is checked now (raising Unauthenticated
+        (401), Forbidden (403) or OverQuota (429)), and the store's hop, if any, is submitted now;
+        `Admitting.ticket()` gives the verdict. A job written gated on `Admitting.gate` in the same
+        turn of the loop goes in the same store round (on SQLite).
 
         reserve_tokens: tokens to hold for the call until it settles (e.g. its max_tokens);
         a function is only called when the caller has a token limit."""
         try:
-            return await self._admit(credentials, mode, reserve_tokens)
+            return self._begin(credentials, mode, reserve_tokens)
         except AuthRefused as refused:
-            if refused.who is None and credentials.requester:
-                refused.who = f"claimed gonka:{credentials.requester.strip()[:100]}"  # unverified: say so
-            raise
+            raise _claimed(refused, credentials) from None
 
-    async def _admit(self, credentials: Credentials, mode: Mode, reserve: Reserve) -> Ticket:
+    async def admit(self, credentials: Credentials, mode: Mode, reserve_tokens: Reserve = 0) -> Ticket:
+        """`begin`, and wait for the verdict: the Ticket, or the refusal raised."""
+        return await self.begin(credentials, mode, reserve_tokens).ticket()
+
+    def admit_loopback(self, client_ip: str, loopback: bool) -> Admitting:
+        """Mode.NONE, where nobody is asked who they are: loopback callers only, no store hop
+        (as `begin` does, without reading the other credentials)."""
+        if not loopback:
+            raise Forbidden(
+                Reason.NOT_LOOPBACK,
+                "this surface serves loopback callers only (the operator has not configured keys or signatures)",
+            )
+        return Admitting.admitted(Ticket(Caller(f"ip:{client_ip}", "anonymous"), minute_of(self._clock()), 0))
+
+    def _begin(self, credentials: Credentials, mode: Mode, reserve: Reserve) -> Admitting:
         now = self._clock()
         signature: tuple[bytes, float] | None = None
         if mode is Mode.OPEN:
             caller = Caller(f"ip:{credentials.client_ip}", "anonymous")
         elif mode is Mode.NONE:
-            if not credentials.loopback:
-                raise Forbidden(
-                    Reason.NOT_LOOPBACK,
-                    "this surface serves loopback callers only (the operator has not configured keys or signatures)",
-                )
-            caller = Caller(f"ip:{credentials.client_ip}", "anonymous")
+            return self.admit_loopback(credentials.client_ip, credentials.loopback)
         else:
             authorization = credentials.authorization or ""
             bearer = authorization[: len(BEARER)].lower() == BEARER
             if bearer and mode in (Mode.KEYS, Mode.EITHER):
-                return await self._admit_key(authorization[len(BEARER) :].strip(), credentials.workspace, now, reserve)
+                secret = authorization[len(BEARER) :].strip()
+                return self._begin_key(secret, credentials, now, reserve)
             if mode in (Mode.SIGNATURES, Mode.EITHER) and (credentials.requester or not bearer) and authorization:
                 verified = self._signature_verifier().verify(
                     SignedRequest(
@@ -159,9 +225,10 @@ class AuthService:
         _check_tpm(limits, reserve_tokens)
         minute = minute_of(now)
         if signature is None and not limits.any:
-            return Ticket(caller, minute, 0)
-        admission = await self._repository.admit(AdmitRequest(caller.id, minute, limits, reserve_tokens, signature))
-        return self._ticket(caller, minute, reserve_tokens, admission, now)
+            return Admitting.admitted(Ticket(caller, minute, 0))
+        gate = Gate()
+        decision = self._repository.admit(AdmitRequest(caller.id, minute, limits, reserve_tokens, signature), gate)
+        return Admitting(gate, decision, lambda admission: self._ticket(caller, minute, reserve_tokens, admission, now))
 
     def _ticket(self, caller: Caller, minute: int, reserved: int, admission: Admission, now: float) -> Ticket:
         if admission is Admission.ADMITTED:
@@ -170,35 +237,44 @@ class AuthService:
         refusal.who = caller.id
         raise refusal
 
-    async def _admit_key(self, secret: str, workspace: str | None, now: float, reserve: Reserve) -> Ticket:
-        """The key's lookup and its quota in one store hop (the store's writer, for a limited key)."""
+    def _begin_key(self, secret: str, credentials: Credentials, now: float, reserve: Reserve) -> Admitting:
+        """The key's lookup and its quota in one store hop, on the store's writer (so that the
+        call's job, gated on the admission, goes in the same round on SQLite). No cache: a key
+        revoked on any node is refused from the next request on."""
         if not secret:
             raise Unauthenticated(Reason.UNKNOWN_KEY, "Incorrect API key provided")
+        workspace = credentials.workspace
         minute = minute_of(now)
         reserved: list[int] = []
 
-        def request_for(key: ApiKey) -> AdmitRequest | None:  # in the store's hop: pure checks only
+        def request_for(key: ApiKey) -> AdmitRequest | bool:  # in the store's hop: pure checks only
+            if _key_refusal(key, workspace, now) is not None:
+                return False
             limits = key.limits
-            if not limits.any or _key_refusal(key, workspace, now) is not None:
-                return None
+            if not limits.any:
+                return True
             reserved.append(_reservation(limits, reserve))
             if limits.tpm is not None and reserved[0] > limits.tpm:
-                return None  # refused below, without taking anything
+                return False  # refused below, without taking anything
             return AdmitRequest(key.caller, minute, limits, reserved[0])
 
-        key, admission = await self._repository.admit_key(hash_secret(secret), request_for)
-        if key is None:
-            raise Unauthenticated(Reason.UNKNOWN_KEY, "Incorrect API key provided")
-        refusal = _key_refusal(key, workspace, now)
-        if refusal is not None:
-            raise refusal
-        caller = Caller(key.caller, "key", key.limits)
-        if not key.limits.any:
-            return Ticket(caller, minute, 0)
-        if admission is None:  # only when over the per-minute tokens
-            _check_tpm(key.limits, reserved[0] if reserved else _reservation(key.limits, reserve))
-            raise RuntimeError("the store admitted nothing for a limited key")  # request_for's rule, broken
-        return self._ticket(caller, minute, reserved[0], admission, now)
+        def verdict(found: tuple[ApiKey | None, Admission | None]) -> Ticket:
+            key, admission = found
+            if key is None:
+                raise _claimed(Unauthenticated(Reason.UNKNOWN_KEY, "Incorrect API key provided"), credentials)
+            refusal = _key_refusal(key, workspace, now)
+            if refusal is not None:
+                raise refusal
+            caller = Caller(key.caller, "key", key.limits)
+            if not key.limits.any:
+                return Ticket(caller, minute, 0)
+            if admission is None:  # only when over the per-minute tokens
+                _check_tpm(key.limits, reserved[0] if reserved else _reservation(key.limits, reserve))
+                raise RuntimeError("the store admitted nothing for a limited key")  # request_for's rule, broken
+            return self._ticket(caller, minute, reserved[0], admission, now)
+
+        gate = Gate()
+        return Admitting(gate, self._repository.admit_key(hash_secret(secret), request_for, gate), verdict)
 
     def _signature_verifier(self) -> SignatureVerifier:
         if self._verifier is None:  # config validation makes this unreachable

@@ -19,7 +19,7 @@ from node.jobs.errors import InvalidRequest, JobError, Overloaded, Rejected
 from node.jobs.guardian import Guardian
 from node.jobs.model import ContainerResult, Job, JobOrigin, JobStatus, Location, RunResult, new_job_id
 from node.jobs.model_calls import ModelCall
-from node.jobs.ports import JobRepository, ServiceGateway
+from node.jobs.ports import Gate, JobRepository, ServiceGateway
 from node.jobs.queue import JobQueue, log_outcome
 
 log = logging.getLogger(__name__)
@@ -307,18 +307,21 @@ class JobDesk:
 
     # -- model calls (/v1) ----------------------------------------------------
 
-    async def open_model_call(self, client_ip: str, model: str, container: str, data: Any) -> ModelCall:
+    async def open_model_call(
+        self, client_ip: str, model: str, container: str, data: Any, gate: Gate | None = None
+    ) -> ModelCall:
         """Admit and store (as running) a call to `model` served by `container`; the caller runs it.
 
-        Raises Rejected (guardian), Overloaded (bounds) or the store's error; once this
-        returns, the job exists and the caller must finish it (`async with` does).
+        Raises Rejected (guardian), Overloaded (bounds) or the store's error, and NotAdmitted
+        (nothing stored) when `gate`, the caller's admission, is closed; once this returns, the
+        job exists and the caller must finish it (`async with` does).
         """
         self._guardian.check_offchain([container], False, client_ip)
         self._queue.admit(container)
         job = self._new_job(client_ip, JobRequest([container], data), JobOrigin.MODEL, JobStatus.RUNNING)
         job.model = model
         try:
-            await self._repository.add(job)
+            await self._repository.add(job, gate)
         except BaseException as error:
             self._give_back([(False, job)], refused=isinstance(error, Overloaded))
             raise

@@ -81,3 +81,9 @@ class UnstorableValue(InvalidRequest):
 
     Its message never quotes the value, so it can always be stored itself.
     """
+
+
+class NotAdmitted(Exception):
+    """A new job was not written: the admission it was gated on (ports.Gate) let its call in not.
+
+    Not a JobError: the caller answers with the admission's own refusal."""

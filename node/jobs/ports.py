@@ -13,9 +13,24 @@ from typing import Any, Protocol
 from node.jobs.model import ContainerResult, Job, JobStatus, Location, TokenUsage
 
 
+class Gate(Protocol):
+    """What a new job's write waits for: the admission of the call it is for (node/auth), started
+    just before it. A store with one writer that runs writes in the order they were submitted
+    (SQLite) reads `open` there, right before the job's write, in the same round as the admission;
+    another store waits for `decided()` first. The job is written only when the gate is open."""
+
+    @property
+    def open(self) -> bool: ...
+
+    async def decided(self) -> None:
+        """Return once `open` holds its final value (never raises)."""
+        ...
+
+
 class JobRepository(Protocol):
-    async def add(self, job: Job) -> None:
-        """Store a new job; Overloaded when a bound the store keeps (several nodes) is reached."""
+    async def add(self, job: Job, gate: Gate | None = None) -> None:
+        """Store a new job; Overloaded when a bound the store keeps (several nodes) is reached;
+        NotAdmitted, with nothing written, when `gate` is closed."""
         ...
 
     async def add_many(self, jobs: Sequence[Job]) -> int:

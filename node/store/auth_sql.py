@@ -12,12 +12,13 @@ on SQLAlchemy's connections to a SQL server.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from node.auth.keys import ApiKey
-from node.auth.ports import AdmitRequest, UsageRecord, UsageTotal
+from node.auth.ports import AdmitRequest, Gate, UsageRecord, UsageTotal
 from node.auth.quotas import Admission, Limits
 
 T = TypeVar("T")
@@ -176,6 +177,10 @@ class AuthStore:
         """Run `work` on a connection that may write (it manages its own transaction)."""
         raise NotImplementedError
 
+    def _submit_write(self, work: Callable[[Db], T]) -> Awaitable[T]:
+        """`_write`, submitted now; where the store has no writer that runs writes in order, a task."""
+        return asyncio.ensure_future(self._write(work))
+
     async def _read(self, work: Callable[[Db], T]) -> T:
         raise NotImplementedError
 
@@ -187,19 +192,28 @@ class AuthStore:
         rows = await self._read(lambda db: db.execute(FIND_KEY, {"key_hash": key_hash}))
         return _key(rows[0]) if rows else None
 
-    async def admit_key(
-        self, key_hash: str, request_for: Callable[[ApiKey], AdmitRequest | None]
-    ) -> tuple[ApiKey | None, Admission | None]:
+    def admit_key(
+        self, key_hash: str, request_for: Callable[[ApiKey], AdmitRequest | bool], gate: Gate | None = None
+    ) -> Awaitable[tuple[ApiKey | None, Admission | None]]:
         def work(db: Db) -> tuple[ApiKey | None, Admission | None]:
             rows = db.execute(FIND_KEY, {"key_hash": key_hash})
             if not rows:
                 return None, None
             key = _key(rows[0])
             request = request_for(key)
-            return key, None if request is None else _admit(request, db)
+            if isinstance(request, bool):
+                admission = None
+                admitted = request
+            else:
+                admission = _admit(request, db)
+                admitted = admission is Admission.ADMITTED
+            if gate is not None:
+                gate.open = admitted
+            return key, admission
 
-        # The writer's connection: the lookup and the quota statements in one hop.
-        return await self._write(work)
+        # The writer's connection: the lookup and the quota statements in one hop (with the call's
+        # job, on SQLite, when its write is gated on `gate`).
+        return self._submit_write(work)
 
     async def add_key(self, key: ApiKey) -> bool:
         return bool(await self._write(lambda db: db.transaction(lambda db: db.execute(ADD_KEY, _key_params(key)))))
@@ -212,8 +226,14 @@ class AuthStore:
         params = {"name": name, "at": at}
         return bool(await self._write(lambda db: db.transaction(lambda db: db.execute(REVOKE_KEY, params))))
 
-    async def admit(self, request: AdmitRequest) -> Admission:
-        return await self._write(lambda db: _admit(request, db))
+    def admit(self, request: AdmitRequest, gate: Gate | None = None) -> Awaitable[Admission]:
+        def work(db: Db) -> Admission:
+            admission = _admit(request, db)
+            if gate is not None:
+                gate.open = admission is Admission.ADMITTED
+            return admission
+
+        return self._submit_write(work)
 
     async def settle(self, caller: str, minute: int, limits: Limits, reserved: int, usage: UsageRecord) -> None:
         writes = _settle_writes(caller, minute, limits, reserved, usage)

@@ -17,8 +17,9 @@ from typing import Any
 from sqlalchemy import Table, and_, bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from node.jobs.errors import Overloaded, StoreUnavailable
+from node.jobs.errors import NotAdmitted, Overloaded, StoreUnavailable
 from node.jobs.model import ContainerResult, Job, JobOrigin, JobStatus, TokenUsage
+from node.jobs.ports import Gate
 from node.store.faults import StoreHealth, read_failed, translate
 from node.store.tables import jobs
 
@@ -171,14 +172,19 @@ class JobStore:
     _finish: Any
     _upsert: Any
     _queue_size: int | None = None  # the bound the store keeps on pending jobs, if any
+    # Whether `_commit` takes a gate itself: one writer that runs writes in the order they were
+    # submitted (SQLite), so a job's write joins the round of the admission it is gated on.
+    # Otherwise `add` waits for the admission first.
+    _gates_in_order = False
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self.health = StoreHealth()
 
-    async def _commit(self, statement: Any, rows: list[dict[str, Any]]) -> int:
+    async def _commit(self, statement: Any, rows: list[dict[str, Any]], gate: Gate | None = None) -> int:
         """Commit `statement` with `rows` (possibly together with other callers' writes); returns
-        how many rows it wrote: all of them, but for new jobs beyond a shared bound (server_jobs.py)."""
+        how many rows it wrote: all of them, but for new jobs beyond a shared bound (server_jobs.py).
+        `gate` only where `_gates_in_order`: NotAdmitted, nothing written, when it is closed."""
         raise NotImplementedError
 
     async def get_many(self, client_ip: str, ids: Sequence[str]) -> list[Job]:
@@ -199,10 +205,14 @@ class JobStore:
     # Each write raises StoreUnavailable or UnstorableValue (node/jobs/errors.py) for the
     # failures the domain handles; a write that works clears the store's degraded state.
 
-    async def _write(self, statement: Any, rows: Callable[..., list[dict[str, Any]]], *args: Any) -> int:
+    async def _write(
+        self, statement: Any, rows: Callable[..., list[dict[str, Any]]], *args: Any, gate: Gate | None = None
+    ) -> int:
         """Commit `statement` with the rows `rows(*args)` builds (building them may fail too: NaN...)."""
         try:
-            written = await self._commit(statement, rows(*args))
+            written = await self._commit(statement, rows(*args), gate)
+        except NotAdmitted:
+            raise
         except Exception as error:
             raise self._failed(error) from error
         if self.health.failure is not None:
@@ -218,8 +228,13 @@ class JobStore:
             self.health.failed(translated.cause)
         return translated
 
-    async def add(self, job: Job) -> None:
-        if not await self._write(self._insert, self._rows, (job,)):
+    async def add(self, job: Job, gate: Gate | None = None) -> None:
+        if gate is not None and not self._gates_in_order:
+            await gate.decided()  # the admission's own round first
+            if not gate.open:
+                raise NotAdmitted
+            gate = None
+        if not await self._write(self._insert, self._rows, (job,), gate=gate):
             raise self._full()
 
     async def add_many(self, new_jobs: Sequence[Job]) -> int:

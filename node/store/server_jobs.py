@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from node.cluster import NODE_PREFIX
 from node.jobs.errors import StoreUnavailable
 from node.jobs.model import Job, JobOrigin, JobStatus
-from node.jobs.ports import Claimed
+from node.jobs.ports import Claimed, Gate
 from node.store.batcher import WriteBatcher
 from node.store.faults import read_failed
 from node.store.jobs_sql import (
@@ -107,7 +107,8 @@ class ServerJobRepository(JobStore):
     async def close(self) -> None:
         await self._batcher.close()
 
-    async def _commit(self, statement: Any, rows: list[dict[str, Any]]) -> int:
+    async def _commit(self, statement: Any, rows: list[dict[str, Any]], gate: Gate | None = None) -> int:
+        assert gate is None, "JobStore.add waits for the gate here (_gates_in_order is False)"
         if statement is _INSERT_OWNED and self._room is not None:  # new jobs: as many as the shared bound admits
             return await self._batcher.write_within(statement, rows, self._room)
         await self._batcher.write(statement, rows)

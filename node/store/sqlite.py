@@ -21,7 +21,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -71,15 +71,37 @@ def _settle(done: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -
 Writes = list[tuple[str, list[dict[str, Any]]]]
 
 
+class Gate(Protocol):
+    """What a gated write waits for: set by a call run before it on the writer (e.g. the admission
+    of the request the write belongs to), read on the writer right before the write."""
+
+    @property
+    def open(self) -> bool: ...
+
+
+class GateClosed(Exception):
+    """A gated write was not made: its gate was closed when the writer came to it."""
+
+
 class GroupCommit:
-    """Writes (SQL, rows) that must land together; the writer joins queued ones into one transaction."""
+    """Writes (SQL, rows) that must land together; the writer joins queued ones into one transaction.
 
-    __slots__ = ("writes",)
+    With a gate, the writes are made only if the gate is open when the writer comes to them
+    (GateClosed otherwise): the call that decides it runs first, in the same round."""
 
-    def __init__(self, writes: Writes) -> None:
+    __slots__ = ("gate", "writes")
+
+    def __init__(self, writes: Writes, gate: Gate | None = None) -> None:
         self.writes = writes
+        self.gate = gate
+
+    @property
+    def shut(self) -> bool:
+        return self.gate is not None and not self.gate.open
 
     def __call__(self, connection: sqlite3.Connection) -> None:
+        if self.shut:
+            raise GateClosed
         commit(connection, self.writes)
 
 
@@ -108,14 +130,19 @@ def _run_calls(connection: sqlite3.Connection, calls: list[Call]) -> list[CallRe
         while end < len(calls) and isinstance(calls[end][1], GroupCommit):
             end += 1
         if end - index > 1:
-            group = calls[index:end]
+            group: list[tuple[asyncio.Future[Any], GroupCommit]] = calls[index:end]  # type: ignore[assignment]
+            # Gates are read now: what decides them ran before (calls run in submission order).
+            shut = [work.shut for _, work in group]
+            landing = [work.writes for (_, work), closed in zip(group, shut, strict=True) if not closed]
             try:
-                commit(connection, _merged(work.writes for _, work in group))  # type: ignore[attr-defined]
-                outcomes += [(future, None, None) for future, _ in group]
+                if landing:
+                    commit(connection, _merged(landing))
+                for (future, _), closed in zip(group, shut, strict=True):
+                    outcomes.append((future, None, GateClosed() if closed else None))
                 index = end
                 continue
             except Exception:
-                pass
+                pass  # one by one below: one bad write must not fail its neighbours
         end = max(end, index + 1)
         for future, work in calls[index:end]:
             try:
@@ -306,9 +333,15 @@ class SqliteFile:
         """Run `work` on the writer's connection (it manages its own transaction)."""
         return await self._writer.submit(work)
 
-    async def commit(self, writes: Writes) -> None:
-        """Commit (SQL, rows) writes in one transaction, possibly together with other callers' commits."""
-        await self._writer.submit(GroupCommit(writes))
+    def submit_write(self, work: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """`write`, submitted now: it runs before any write submitted after it (one writer, in order),
+        in the same round when submitted in the same turn of the loop."""
+        return self._writer.submit(work)
+
+    async def commit(self, writes: Writes, gate: Gate | None = None) -> None:
+        """Commit (SQL, rows) writes in one transaction, possibly together with other callers' commits;
+        with `gate`, only if it is open when the writer comes to them (else GateClosed)."""
+        await self._writer.submit(GroupCommit(writes, gate))
 
     async def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
         return await self._readers.submit(work)

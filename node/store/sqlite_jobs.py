@@ -17,7 +17,9 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import ClauseElement
 
+from node.jobs.errors import NotAdmitted
 from node.jobs.model import Job
+from node.jobs.ports import Gate
 from node.store.engine import sqlite_file
 from node.store.faults import read_failed
 from node.store.jobs_sql import (
@@ -30,6 +32,7 @@ from node.store.jobs_sql import (
     from_row,
     upsert,
 )
+from node.store.sqlite import GateClosed
 
 _NAMED = sqlite.dialect(paramstyle="named")
 
@@ -68,8 +71,13 @@ class SqliteJobRepository(JobStore):
         self._finish = _sql(FINISH)
         self._upsert = _sql(upsert(sqlite.insert))
 
-    async def _commit(self, statement: str, rows: list[dict[str, Any]]) -> int:
-        await self._file.commit([(statement, rows)])
+    _gates_in_order = True  # one writer thread, running what it is given in order (sqlite.py)
+
+    async def _commit(self, statement: str, rows: list[dict[str, Any]], gate: Gate | None = None) -> int:
+        try:
+            await self._file.commit([(statement, rows)], gate)
+        except GateClosed:
+            raise NotAdmitted from None
         return len(rows)  # one node: its queue's own bound is exact (node/jobs/queue.py)
 
     async def get_many(self, client_ip: str, ids: Sequence[str]) -> list[Job]:

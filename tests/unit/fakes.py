@@ -6,8 +6,9 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from node.jobs.errors import Overloaded
+from node.jobs.errors import NotAdmitted, Overloaded
 from node.jobs.model import ContainerResult, Job, JobStatus, Location, TokenUsage
+from node.jobs.ports import Gate
 
 
 class MemoryRepository:
@@ -20,7 +21,11 @@ class MemoryRepository:
         self.pruned = 0  # finished jobs prune() removes next time
         self.room: int | None = None  # how many more new jobs a store-kept bound (several nodes) takes
 
-    async def add(self, job: Job) -> None:
+    async def add(self, job: Job, gate: Gate | None = None) -> None:
+        if gate is not None:  # as a store with no ordered writer does: the admission first
+            await gate.decided()
+            if not gate.open:
+                raise NotAdmitted
         if not await self.add_many([job]):
             raise Overloaded("Too many jobs queued, retry later", retry_after=1.0, params={"limit": 0})
 

@@ -253,7 +253,7 @@ async def test_a_refused_key_takes_nothing_and_a_limited_key_is_admitted_in_one_
             assert isinstance(error, Forbidden)
         repository = service._repository
         hops: list[str] = []
-        sqlite = getattr(repository, "_sqlite", None)
+        sqlite = getattr(repository, "_file", None)  # the SQLite file's threads (sqlite_auth.py)
         if sqlite is not None:  # count the hand-offs to the store's threads
 
             def counted(name: str, real: Any) -> Any:
@@ -263,12 +263,12 @@ async def test_a_refused_key_takes_nothing_and_a_limited_key_is_admitted_in_one_
 
                 return call
 
-            for name in ("read", "write", "commit"):
+            for name in ("read", "write", "submit_write", "commit"):
                 monkeypatch.setattr(sqlite, name, counted(name, getattr(sqlite, name)))
         ticket = await service.admit(bearer(scoped, "ws-1"), Mode.KEYS)
         assert ticket.caller.id == "key:scoped"
         if sqlite is not None:
-            assert hops == ["write"]  # the lookup and the quota together
+            assert hops == ["submit_write"]  # the lookup and the quota together, on the writer
         error = await refusal(lambda: service.admit(bearer(scoped, "ws-1"), Mode.KEYS))
         assert isinstance(error, OverQuota) and error.reason is Reason.RPM
 

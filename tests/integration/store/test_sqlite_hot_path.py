@@ -123,6 +123,41 @@ def test_queued_commits_run_as_one_transaction_with_merged_statements(tmp_path: 
     connection.close()
 
 
+class _Gate:
+    def __init__(self) -> None:
+        self.open = False
+
+
+def test_gated_commits_land_only_when_their_gate_is_open_when_the_writer_comes_to_them(tmp_path: Path) -> None:
+    connection = connect(str(tmp_path / "plain.db"))
+    connection.execute("CREATE TABLE t (x INTEGER PRIMARY KEY)")
+    statements: list[str] = []
+    connection.set_trace_callback(statements.append)
+    opened, shut, later = _Gate(), _Gate(), _Gate()
+
+    def decide(_: sqlite3.Connection) -> None:  # e.g. an admission: runs first, sets its gate
+        opened.open = True
+
+    loop = asyncio.new_event_loop()
+    try:
+        insert = "INSERT INTO t VALUES (:x)"
+
+        def write(x: int, gate: _Gate | None = None) -> tuple[asyncio.Future[object], GroupCommit]:
+            return loop.create_future(), GroupCommit([(insert, [{"x": x}])], gate)
+
+        calls = [(loop.create_future(), decide), write(1, opened), write(2), write(3, shut), write(4)]
+        outcomes = _run_calls(connection, calls)  # type: ignore[arg-type]
+        later.open = True  # decided in an earlier round (or outside the writer): read when the writer comes to it
+        after = _run_calls(connection, [write(5, shut), write(6, later)])
+    finally:
+        loop.close()
+    errors = [type(error).__name__ if error else None for _, _, error in outcomes + after]
+    assert errors == [None, None, None, "GateClosed", None, "GateClosed", None]
+    assert [row[0] for row in connection.execute("SELECT x FROM t ORDER BY x")] == [1, 2, 4, 6]
+    assert statements.count("COMMIT") == 1  # 1, 2 and 4 in one transaction (6 alone: autocommit)
+    connection.close()
+
+
 async def test_checkpoints_follow_the_wal_growth_or_a_quiet_spell(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
