@@ -65,3 +65,63 @@ async def _migrate_at_once(url: str) -> None:
     finally:
         for engine in engines:
             await engine.dispose()
+
+
+def _downgrade_to(revision: str) -> Any:
+    def downgrade(sync_connection: Any) -> None:
+        config = AlembicConfig()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        config.attributes["connection"] = sync_connection
+        command.downgrade(config, revision)
+
+    return downgrade
+
+
+_KINDS = [("offchain", "queued"), ("model", "running"), ("chain", "queued"), ("stream", "success")] * 2
+# One statement for all of them: a statement trigger sees them together.
+_JOBS = (
+    "INSERT INTO jobs (client_ip, id, origin, status, containers, data, requires_proof, created_at, updated_at) "
+    "VALUES "
+    + ", ".join(f"('1.1.1.1', :prefix || '{n}', '{origin}', '{status}', '[\"a\"]', '{{}}', false, 1.0, 1.0)"
+              for n, (origin, status) in enumerate(_KINDS))
+)
+_PENDING = (
+    "SELECT count(*) FROM jobs WHERE status IN ('queued', 'running') AND origin IN ('offchain', 'stream', 'model')"
+)
+
+
+async def _slots_agree(connection: Any) -> None:
+    used = (await connection.execute(text("SELECT used FROM job_slots WHERE scope = '*'"))).scalar_one()
+    assert used == (await connection.execute(text(_PENDING))).scalar_one()
+
+
+async def test_0008_counts_pending_jobs_per_statement_and_goes_back_to_0007(postgres_server: str) -> None:
+    # 0008 swaps 0007's row trigger for statement triggers: the shared queue bound reads this count,
+    # so it must agree with the jobs table whichever way the schema went.
+    async with fresh_database(postgres_server) as url:
+        engine = create_engine(url)
+        try:
+            await migrate(engine)
+            for turn, step in enumerate(("0008", "0007", "0008")):
+                prefix = {"prefix": f"{turn}-"}
+                async with engine.begin() as connection:
+                    if step == "0007":
+                        await connection.run_sync(_downgrade_to("0007"))
+                    elif turn:
+                        await connection.run_sync(_upgrade_to("0008"))
+                    await connection.execute(text(_JOBS), prefix)
+                    await _slots_agree(connection)
+                    # One of the two queued offchain jobs ends, one of the two running model calls goes.
+                    ended = "UPDATE jobs SET status = 'success' WHERE id = :prefix || '0'"
+                    await connection.execute(text(ended), prefix)
+                    await _slots_agree(connection)
+                    await connection.execute(
+                        text("DELETE FROM jobs WHERE id = :prefix || '1'"), prefix
+                    )
+                    await _slots_agree(connection)
+            async with engine.connect() as connection:
+                # Two a turn: chain jobs are not counted.
+                assert (await connection.execute(text(_PENDING))).scalar_one() == 6
+                await _slots_agree(connection)
+        finally:
+            await engine.dispose()
