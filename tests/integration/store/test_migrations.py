@@ -15,21 +15,23 @@ from node.store.repositories import job_repository
 from tests.support.postgres import fresh_database
 
 
-def _upgrade_to(revision: str) -> Any:
-    def upgrade(sync_connection: Any) -> None:
+def _migrate_to(revision: str, down: bool = False) -> Any:
+    """For `connection.run_sync`: Alembic up (or down) to `revision` on that connection."""
+
+    def migrate_to(sync_connection: Any) -> None:
         config = AlembicConfig()
         config.set_main_option("script_location", str(MIGRATIONS_DIR))
         config.attributes["connection"] = sync_connection
-        command.upgrade(config, revision)
+        (command.downgrade if down else command.upgrade)(config, revision)
 
-    return upgrade
+    return migrate_to
 
 
 async def test_0003_adds_model_call_columns_to_a_store_with_jobs(store_url: str) -> None:
     engine = create_engine(store_url)
     try:
         async with engine.begin() as connection:
-            await connection.run_sync(_upgrade_to("0002"))
+            await connection.run_sync(_migrate_to("0002"))
             await connection.execute(text(
                 "INSERT INTO jobs (client_ip, id, origin, status, containers, data, requires_proof, result,"
                 " created_at, updated_at, finished_at) VALUES ('1.1.1.1', 'old', 'offchain', 'success', '[\"a\"]',"
@@ -67,16 +69,6 @@ async def _migrate_at_once(url: str) -> None:
             await engine.dispose()
 
 
-def _downgrade_to(revision: str) -> Any:
-    def downgrade(sync_connection: Any) -> None:
-        config = AlembicConfig()
-        config.set_main_option("script_location", str(MIGRATIONS_DIR))
-        config.attributes["connection"] = sync_connection
-        command.downgrade(config, revision)
-
-    return downgrade
-
-
 _KINDS = [("offchain", "queued"), ("model", "running"), ("chain", "queued"), ("stream", "success")] * 2
 # One statement for all of them: a statement trigger sees them together.
 _JOBS = (
@@ -106,9 +98,9 @@ async def test_0008_counts_pending_jobs_per_statement_and_goes_back_to_0007(post
                 prefix = {"prefix": f"{turn}-"}
                 async with engine.begin() as connection:
                     if step == "0007":
-                        await connection.run_sync(_downgrade_to("0007"))
+                        await connection.run_sync(_migrate_to("0007", down=True))
                     elif turn:
-                        await connection.run_sync(_upgrade_to("0008"))
+                        await connection.run_sync(_migrate_to("0008"))
                     await connection.execute(text(_JOBS), prefix)
                     await _slots_agree(connection)
                     # One of the two queued offchain jobs ends, one of the two running model calls goes.
