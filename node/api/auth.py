@@ -10,7 +10,7 @@ handler that knows what the call used says so with
 `record_usage(request, job_id, model, prompt_tokens, completion_tokens)`; the
 middleware settles the ticket when the handler returns (streams included), so a
 usage record is written for every admitted call that became a job. A handler that
-stores a job's outcome calls `settle_usage` next to that write, so that both take one
+stores a job's outcome calls `start_settling` before that write, so that both take one
 store hop before the answer goes out.
 
 Refusals are answered here, in OpenAI's error shape on /v1 and /serving and in the
@@ -24,7 +24,7 @@ import ipaddress
 import json
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -37,7 +37,7 @@ from node.api.client_ip import client_ip
 from node.api.render import json_response
 from node.auth.errors import AuthRefused, OverQuota, Reason, Unauthenticated
 from node.auth.ports import Gate
-from node.auth.service import Admitting, AuthService, Credentials, Mode
+from node.auth.service import Admitting, AuthService, Credentials, Mode, Ticket
 
 log = logging.getLogger(__name__)
 
@@ -141,12 +141,21 @@ def record_usage(
     request[_USAGE] = (job_id, model, prompt_tokens, completion_tokens)
 
 
-async def settle_usage(request: web.Request) -> None:
-    """Write the call's usage record now (once), rather than when the handler returns.
+def _settle(request: web.Request, ticket: Ticket) -> tuple[Awaitable[None], str | None]:
+    job_id, model, prompt_tokens, completion_tokens = request.get(_USAGE, (None, None, 0, 0))
+    return request.app[AUTH].settle(ticket, job_id, model, prompt_tokens, completion_tokens), job_id
 
-    A handler that stores its job's outcome runs this next to that write (started first),
-    so both go to the store in one hop: on SQLite one group commit, the usage record first.
-    Never raises: a failed write is logged, as the middleware does."""
+
+async def _logged(pending: Awaitable[None], job_id: str | None, ticket: Ticket) -> None:
+    try:
+        await pending
+    except Exception:
+        log.exception("auth: could not record the usage of job %s (caller %s)", job_id, ticket.caller.id)
+
+
+async def settle_usage(request: web.Request) -> None:
+    """Write the call's usage record (once), if the call was let in and has not settled yet.
+    Never raises: a failed write is logged."""
     admitting = request.get(ADMISSION)
     if admitting is None:
         return
@@ -154,13 +163,22 @@ async def settle_usage(request: web.Request) -> None:
         ticket = await admitting.ticket()  # at once when the handler waited for it already
     except Exception:
         return  # refused, or the admission failed: nothing was let in
-    if ticket.settled:
-        return
-    job_id, model, prompt_tokens, completion_tokens = request.get(_USAGE, (None, None, 0, 0))
-    try:
-        await request.app[AUTH].settle(ticket, job_id, model, prompt_tokens, completion_tokens)
-    except Exception:
-        log.exception("auth: could not record the usage of job %s (caller %s)", job_id, ticket.caller.id)
+    if not ticket.settled:
+        await _logged(*_settle(request, ticket), ticket)
+
+
+def start_settling(request: web.Request) -> Awaitable[None] | None:
+    """Submit the call's usage record now, rather than when the handler returns: a handler that
+    stores its job's outcome calls this first, then submits that write, so that both go to the
+    store in one round (on SQLite one group commit). Await what it returns (it never raises: a
+    failed write is logged). None: nothing to write here (not let in yet, or settled already;
+    the middleware settles what is left when the handler returns)."""
+    admitting = request.get(ADMISSION)
+    ticket = admitting.decided() if admitting is not None else None
+    if ticket is None or ticket.settled:
+        return None
+    pending, job_id = _settle(request, ticket)
+    return _logged(pending, job_id, ticket)
 
 
 def admission_in_handler(handler: Handler) -> Handler:

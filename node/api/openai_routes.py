@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from node.api.appkeys import DIRECTORY, JOB_DESK
-from node.api.auth import admission_gate, admission_in_handler, admitted, record_usage, settle_usage
+from node.api.auth import admission_gate, admission_in_handler, admitted, record_usage, start_settling
 from node.api.body import read_body
 from node.api.client_ip import client_ip
 from node.api.metrics import METRICS
@@ -195,7 +195,12 @@ async def _stored(request: web.Request, outcome: Awaitable[None]) -> None:
 
     The usage write starts first: on SQLite both land in one group commit, the usage record
     first, so it is never lost behind a job that reads as finished."""
-    await asyncio.gather(settle_usage(request), outcome)
+    usage = start_settling(request)  # submitted first: the same store round as the outcome
+    try:
+        await outcome
+    finally:
+        if usage is not None:
+            await usage
 
 
 async def _failed(

@@ -100,8 +100,11 @@ class AuthRepository(Protocol):
         `gate` and submitted after it in the same turn of the loop goes in the same round."""
         ...
 
-    async def settle(self, caller: str, minute: int, limits: Limits, reserved: int, usage: UsageRecord) -> None:
-        """Replace the reservation by the tokens really used, and keep the usage record."""
+    def settle(self, caller: str, minute: int, limits: Limits, reserved: int, usage: UsageRecord) -> Awaitable[None]:
+        """Replace the reservation by the tokens really used, and keep the usage record.
+
+        Submitted when called (not when awaited), as `admit` is: a write submitted after it in the
+        same turn of the loop (the job's outcome) goes in the same round, after it."""
         ...
 
     async def usage(self, caller: str | None, since: float | None) -> Sequence[UsageTotal]: ...

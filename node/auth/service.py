@@ -94,6 +94,10 @@ class Admitting:
         """Let in without asking the store."""
         return cls(None, ticket=ticket)
 
+    def decided(self) -> Ticket | None:
+        """The Ticket once the call is let in (None while undecided, or when refused)."""
+        return self._ticket
+
     async def ticket(self) -> Ticket:
         if self._ticket is not None:
             return self._ticket
@@ -114,6 +118,12 @@ def _claimed(refused: AuthRefused, credentials: Credentials) -> AuthRefused:
     if refused.who is None and credentials.requester:
         refused.who = f"claimed gonka:{credentials.requester.strip()[:100]}"
     return refused
+
+
+def _done() -> asyncio.Future[None]:
+    done = asyncio.get_running_loop().create_future()
+    done.set_result(None)
+    return done
 
 
 BEARER = "bearer "
@@ -301,23 +311,25 @@ class AuthService:
             None,
         )
 
-    async def settle(
+    def settle(
         self,
         ticket: Ticket,
         job_id: str | None,
         model: str | None = None,
         prompt_tokens: int = 0,
         completion_tokens: int = 0,
-    ) -> None:
+    ) -> Awaitable[None]:
         """Record what an admitted call used (once), and return what it reserved but did not use.
-        job_id None: the call never became a job (refused later); only the reservation is returned."""
-        if ticket.settled:
-            return
+        job_id None: the call never became a job (refused later); only the reservation is returned.
+
+        The write is submitted now (a write submitted after it in this turn of the loop goes in
+        the same store round); await what is returned."""
+        if ticket.settled or (job_id is None and ticket.reserved == 0):
+            ticket.settled = True
+            return _done()
         ticket.settled = True
-        if job_id is None and ticket.reserved == 0:
-            return
         usage = UsageRecord(job_id, ticket.caller.id, model, prompt_tokens, completion_tokens, self._clock())
-        await self._repository.settle(ticket.caller.id, ticket.minute, ticket.caller.limits, ticket.reserved, usage)
+        return self._repository.settle(ticket.caller.id, ticket.minute, ticket.caller.limits, ticket.reserved, usage)
 
     async def prune(self) -> int:
         now = self._clock()

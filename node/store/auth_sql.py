@@ -188,6 +188,10 @@ class AuthStore:
         """Commit plain (SQL, rows) writes in one transaction."""
         raise NotImplementedError
 
+    def _submit_commit(self, writes: list[tuple[str, list[dict[str, Any]]]]) -> Awaitable[None]:
+        """`_commit`, submitted now; where the store has no writer that runs writes in order, a task."""
+        return asyncio.ensure_future(self._commit(writes))
+
     async def find_key(self, key_hash: str) -> ApiKey | None:
         rows = await self._read(lambda db: db.execute(FIND_KEY, {"key_hash": key_hash}))
         return _key(rows[0]) if rows else None
@@ -235,10 +239,13 @@ class AuthStore:
 
         return self._submit_write(work)
 
-    async def settle(self, caller: str, minute: int, limits: Limits, reserved: int, usage: UsageRecord) -> None:
+    def settle(self, caller: str, minute: int, limits: Limits, reserved: int, usage: UsageRecord) -> Awaitable[None]:
         writes = _settle_writes(caller, minute, limits, reserved, usage)
         if writes:
-            await self._commit(writes)
+            return self._submit_commit(writes)
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
 
     async def usage(self, caller: str | None, since: float | None) -> list[UsageTotal]:
         where: list[str] = []

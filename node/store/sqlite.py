@@ -341,7 +341,11 @@ class SqliteFile:
     async def commit(self, writes: Writes, gate: Gate | None = None) -> None:
         """Commit (SQL, rows) writes in one transaction, possibly together with other callers' commits;
         with `gate`, only if it is open when the writer comes to them (else GateClosed)."""
-        await self._writer.submit(GroupCommit(writes, gate))
+        await self.submit_commit(writes, gate)
+
+    def submit_commit(self, writes: Writes, gate: Gate | None = None) -> asyncio.Future[None]:
+        """`commit`, submitted now (in the same round as the writes submitted in this turn of the loop)."""
+        return self._writer.submit(GroupCommit(writes, gate))
 
     async def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
         return await self._readers.submit(work)

@@ -61,3 +61,6 @@ class SqliteAuthRepository(AuthStore):
 
     async def _commit(self, writes: list[tuple[str, list[dict[str, Any]]]]) -> None:
         await self._file.commit(writes)  # joins the writer's group commit
+
+    def _submit_commit(self, writes: list[tuple[str, list[dict[str, Any]]]]) -> Awaitable[None]:
+        return self._file.submit_commit(writes)
