@@ -1,4 +1,7 @@
-"""Tables of the auth domain (migration 0004), on the same MetaData as the jobs table."""
+"""Tables of the auth domain (migration 0004), on the same MetaData as the jobs table.
+
+On SQLite all but `auth_keys` are WITHOUT ROWID (migration 0009): keyed by text, each is its
+primary key's b-tree alone, so a row written is one b-tree written, not two."""
 
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ auth_signatures = Table(
     Column("signature", String(128), primary_key=True),  # hex of r‖s
     Column("expires_at", Float, nullable=False),
     Index("ix_auth_signatures_expires_at", "expires_at"),
+    sqlite_with_rowid=False,
 )
 
 # Fixed one-minute windows per caller: requests and tokens counted in that minute.
@@ -39,6 +43,7 @@ auth_windows = Table(
     Column("requests", BigInteger, nullable=False),
     Column("tokens", BigInteger, nullable=False),
     Index("ix_auth_windows_minute", "minute"),
+    sqlite_with_rowid=False,
 )
 
 # Tokens used in total by callers that have a token budget.
@@ -47,6 +52,7 @@ auth_budgets = Table(
     metadata,
     Column("caller", String(320), primary_key=True),
     Column("used", BigInteger, nullable=False),
+    sqlite_with_rowid=False,
 )
 
 # One row per call: who made it, which model, how many tokens. Kept forever.
@@ -61,4 +67,5 @@ auth_usage = Table(
     Column("created_at", Float, nullable=False),
     Index("ix_auth_usage_caller_created", "caller", "created_at"),
     Index("ix_auth_usage_created", "created_at"),
+    sqlite_with_rowid=False,
 )
