@@ -7,7 +7,6 @@ stored before the container is asked), relay the container's answer, render.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from node import json_codec
 from node.api.appkeys import DIRECTORY, JOB_DESK
 from node.api.auth import admission_gate, admission_in_handler, admitted, record_usage, start_settling
 from node.api.body import read_body
@@ -46,7 +46,6 @@ DISCONNECT_POLL_SECONDS = 0.1
 # nginx's "client closed request": nobody reads it, /metrics counts it.
 CLIENT_CLOSED = 499
 SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
-_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 @dataclass(frozen=True)
@@ -233,7 +232,7 @@ async def _complete(
     usage = usage_of(answer.get("usage"))
     report.done("success", usage)
     await _stored(request, call.finish(ContainerResult(call.container, output=answer), usage))  # before answering
-    return web.Response(body=_encode(answer).encode(), content_type="application/json", headers=headers)
+    return web.Response(body=json_codec.dumps_bytes(answer), content_type="application/json", headers=headers)
 
 
 async def _stream(

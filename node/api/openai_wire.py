@@ -8,17 +8,16 @@ container's NDJSON chunks relayed one SSE event per line.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError
 
+from node import json_codec
 from node.api.wire import decode_json
 from node.jobs.errors import InvalidRequest
 from node.jobs.model import TokenUsage
 
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 Number = Annotated[float, Field(strict=True)]  # strict: 0.5 and 1 pass, "0.5" does not
 
 # Fields the node acts on itself; everything else of the request goes to the container as sent.
@@ -164,15 +163,15 @@ class OpenAIError(Exception):
         self.headers = dict(headers or {})
 
     def body(self) -> bytes:
-        return _dumps(
+        return json_codec.dumps_bytes(
             {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
-        ).encode()
+        )
 
 
 def stream_error_event(message: str) -> bytes:
     """An error after the stream started (the 200 is sent): the SDKs raise APIError on it."""
     body = {"error": {"message": message, "type": "server_error", "param": None, "code": None}}
-    return b"data: " + _dumps(body).encode() + b"\n\n"
+    return b"data: " + json_codec.dumps_bytes(body) + b"\n\n"
 
 
 def _param(loc: tuple[int | str, ...]) -> str:
@@ -298,7 +297,7 @@ class ChunkRelay:
         if not line or self.error is not None:
             return None
         try:
-            chunk = json.loads(line)
+            chunk = json_codec.loads(line)
         except ValueError:
             self.error = "the model container sent a line that is not JSON"
             return None
@@ -351,7 +350,7 @@ class ChunkRelay:
                 chunk[key] = value
                 line = None
         if line is None:
-            line = _dumps(chunk).encode()
+            line = json_codec.dumps_bytes(chunk)
         return b"data: " + line + b"\n\n"
 
     def completion(self) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
+from node import json_codec
 from node.jobs.desk import BatchAnswer, DelegatedRequest, JobRequest
 from node.jobs.errors import InvalidRequest, JobError
 from node.jobs.model import ContainerResult, Job, JobStatus
@@ -277,6 +278,11 @@ def decode_json(raw: bytes, *, check_text: bool = True) -> Any:
         raise InvalidRequest("Request body is empty; expected JSON")
     if _too_deep(raw):
         raise InvalidRequest(f"Malformed JSON body: nested too deeply (more than {MAX_JSON_DEPTH} levels)")
+    # orjson takes only UTF-8 standard JSON without lone surrogates or out-of-range numbers: what
+    # it takes needs none of the checks below; what it refuses is decoded (and named) by the stdlib.
+    done, value = json_codec.fast_loads(raw)
+    if done:
+        return value
     try:
         # As json.loads does: UTF-8, -16 or -32, and surrogates let through to be named below.
         text = raw.decode(json.detect_encoding(raw), "surrogatepass")

@@ -18,6 +18,7 @@ from typing import Any
 
 import aiohttp
 
+from node import json_codec
 from node.jobs.errors import ContainerFailed
 from node.jobs.model import ContainerResult, Failure, Location
 from node.logs import redact
@@ -30,7 +31,6 @@ log = logging.getLogger(__name__)
 MAX_ERROR_TEXT = 500
 # Of an error answer (HTTP >= 400) on the aiohttp paths, only this much is read.
 MAX_ERROR_BYTES = 64 * 1024
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 class NotStandardJson(ValueError):
@@ -53,13 +53,16 @@ def parse_output(body: bytes) -> Any:
     (`"\\ud800"`, which no UTF-8 text can hold), ValueError for anything else
     that is not JSON.
     """
+    done, output = json_codec.fast_loads(body)
+    if done:  # orjson refuses NaN, Infinity and lone surrogates: what it takes needs no more checks
+        return output
     if body[:3] == b"\xef\xbb\xbf":  # a UTF-8 byte order mark, which json.loads also skips
         body = body[3:]
     output = _decode(body.decode("utf-8"))
     # Surrogates come only from \uD8xx-\uDFxx escapes: look closer only when one is there.
     if b"\\ud" in body or b"\\uD" in body:
         try:
-            _dumps(output).encode("utf-8")
+            json_codec.dumps_bytes(output)
         except UnicodeEncodeError:
             raise NotStandardJson("a lone UTF-16 surrogate") from None
     return output
@@ -197,7 +200,7 @@ class HttpServiceGateway:
         started = time.perf_counter()
         try:
             response = await self._calls.request(
-                "POST", f"{endpoint.base_url}/service_output", _dumps(payload).encode(), _headers(endpoint),
+                "POST", f"{endpoint.base_url}/service_output", json_codec.dumps_bytes(payload), _headers(endpoint),
                 endpoint.timeout,
             )
         except asyncio.CancelledError:
@@ -284,7 +287,7 @@ class HttpServiceGateway:
         try:
             response = await self._session.post(
                 f"{endpoint.base_url}/service_output",
-                data=_dumps(payload),
+                data=json_codec.dumps(payload),
                 headers=_headers(endpoint),
                 timeout=timeout,
             )

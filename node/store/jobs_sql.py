@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import Table, and_, bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from node import json_codec
 from node.jobs.errors import NotAdmitted, Overloaded, StoreUnavailable
 from node.jobs.model import ContainerResult, Job, JobOrigin, JobStatus, TokenUsage
 from node.jobs.ports import Gate
@@ -28,8 +29,10 @@ FINISHED = (JobStatus.SUCCESS.value, JobStatus.FAILED.value)
 # Jobs the node itself runs; recorded ones belong to whoever recorded them.
 OWNED = (JobOrigin.OFFCHAIN.value, JobOrigin.STREAM.value, JobOrigin.MODEL.value)
 
-# allow_nan=False: every JSON the node writes is standard JSON (NaN is refused, see faults.py).
-dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+def dumps(value: Any) -> str:
+    """Every JSON the node writes is standard JSON: NaN and Infinity are refused (ValueError, see faults.py)."""
+    return json_codec.dumps(value, allow_nan=False)
 
 
 def to_row(job: Job) -> dict[str, Any]:
@@ -73,7 +76,7 @@ assert COLUMNS[:15] == (
 ), "from_row() reads rows by position: update it with the table"
 _STATUSES = {status.value: status for status in JobStatus}
 _ORIGINS = {origin.value: origin for origin in JobOrigin}
-_loads = json.loads
+_loads = json_codec.loads
 
 
 def from_row(row: Sequence[Any]) -> Job:

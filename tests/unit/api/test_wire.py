@@ -118,6 +118,13 @@ def test_numbers_and_text_that_are_fine_stay_exact() -> None:
     assert decode_json(b'[{"data": "\\ud800"}]', check_text=False) == [{"data": "\ud800"}]
 
 
+def test_integers_at_and_beyond_64_bits_stay_exact_integers() -> None:
+    # orjson (the fast path) would decode those beyond 64 bits as floats.
+    values = [2**63 - 1, 2**64 - 1, 2**64, -(2**63), -(2**63) - 1, 10**19, 2**256 - 1, 1.0, 1e19, 123456789012345678]
+    decoded = decode_json(__import__("json").dumps({"data": values}).encode())["data"]
+    assert [(type(value), value) for value in decoded] == [(type(value), value) for value in values]
+
+
 def test_a_batch_answers_unstorable_text_per_item() -> None:
     good = {"containers": ["a"], "data": 1}
     items = parse_batch([good, {"containers": ["a"], "data": {"t": "\ud800"}}, good])
