@@ -1,4 +1,4 @@
-"""Prometheus metrics: the one module that imports prometheus-client.
+"""Prometheus metrics: with plain_metrics.py, the only module that imports prometheus-client.
 
 The domain never sees these objects. `app.py` hands the job queue and the
 service gateway plain observer methods (`NodeMetrics.admitted`,
@@ -12,23 +12,22 @@ never clash, and /metrics shows exactly one node.
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Protocol
+from typing import Protocol
 
 from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
     GCCollector,
-    Histogram,
     PlatformCollector,
     ProcessCollector,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
+
+from node.plain_metrics import PlainCounter, PlainHistogram
 
 NAMESPACE = "infernet"
 
@@ -160,52 +159,6 @@ class _ConnectionCollector(Collector):
         return iter(())
 
 
-class _HttpCollector(Collector):
-    """Requests by route, method and status, and their durations: plain counts, exported
-    at scrape time. prometheus-client's Counter and Histogram take a lock and walk the
-    buckets in Python on every request (~10 µs, 5-8% of a request here); these are
-    touched only on the event loop thread (the middleware, and /metrics' handler)."""
-
-    def __init__(self) -> None:
-        self._requests: dict[tuple[str, str, str], int] = {}
-        # (route, method) -> observations per bucket (the last is +Inf), then their sum
-        self._latency: dict[tuple[str, str], list[float]] = {}
-        self._le = [floatToGoString(bound) for bound in HTTP_BUCKETS] + ["+Inf"]
-
-    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
-        key = (route, method, str(status))
-        self._requests[key] = self._requests.get(key, 0) + 1
-        counts = self._latency.get((route, method))
-        if counts is None:
-            counts = self._latency[(route, method)] = [0] * (len(HTTP_BUCKETS) + 1) + [0.0]
-        counts[bisect_left(HTTP_BUCKETS, seconds)] += 1  # le is inclusive: the first bound >= seconds
-        counts[-1] += seconds
-
-    def collect(self) -> Iterator[Metric]:
-        requests = CounterMetricFamily(
-            f"{NAMESPACE}_http_requests",
-            "HTTP requests by route template, method and status",
-            labels=["route", "method", "status"],
-        )
-        for request_labels, count in sorted(self._requests.items()):
-            requests.add_metric(list(request_labels), count)
-        latency = HistogramMetricFamily(
-            f"{NAMESPACE}_http_request_duration_seconds",
-            "Time to answer an HTTP request (streams: until the end)",
-            labels=["route", "method"],
-        )
-        for latency_labels, counts in sorted(self._latency.items()):
-            cumulative, buckets = 0, []
-            for le, observed in zip(self._le, counts[:-1], strict=True):
-                cumulative += int(observed)
-                buckets.append((le, cumulative))
-            latency.add_metric(list(latency_labels), buckets, counts[-1])
-        yield from (requests, latency)
-
-    def describe(self) -> Iterator[Metric]:
-        return iter(())
-
-
 class ChainMetrics:
     """The hook for the chain module: call these; nothing is exported until it does.
 
@@ -247,74 +200,63 @@ class NodeMetrics:
             ProcessCollector(registry=r)
             PlatformCollector(registry=r)
             GCCollector(registry=r)
-        self._http = _HttpCollector()
-        r.register(self._http)
-        self._admitted = Counter(
-            f"{NAMESPACE}_jobs_admitted",
-            "Jobs admitted into the queue bounds, by first container",
-            ["container"],
-            registry=r,
+        # The per-request families count in plain numbers (plain_metrics.py): prometheus-client's
+        # own took a lock per increment, a dozen times per /v1 call.
+        def counter(name: str, documentation: str, *labels: str) -> PlainCounter:
+            family = PlainCounter(f"{NAMESPACE}_{name}", documentation, labels)
+            r.register(family)
+            return family
+
+        def histogram(name: str, documentation: str, buckets: tuple[float, ...], *labels: str) -> PlainHistogram:
+            family = PlainHistogram(f"{NAMESPACE}_{name}", documentation, labels, buckets)
+            r.register(family)
+            return family
+
+        self._http_requests = counter(
+            "http_requests", "HTTP requests by route template, method and status", "route", "method", "status"
         )
-        self._rejected = Counter(
-            f"{NAMESPACE}_jobs_rejected",
-            "Jobs refused with 429 because a bound was reached",
-            ["container", "bound"],
-            registry=r,
+        self._http_latency = histogram(
+            "http_request_duration_seconds",
+            "Time to answer an HTTP request (streams: until the end)", HTTP_BUCKETS, "route", "method",
         )
-        self._finished = Counter(
-            f"{NAMESPACE}_jobs_finished",
-            "Jobs that reached a final state, by first container",
-            ["container", "status"],
-            registry=r,
+        self._admitted = counter(
+            "jobs_admitted", "Jobs admitted into the queue bounds, by first container", "container"
         )
-        self._container_calls = Histogram(
-            f"{NAMESPACE}_container_call_duration_seconds",
-            "Calls to inference containers, by outcome",
-            ["container", "kind", "outcome"],
-            buckets=CONTAINER_BUCKETS,
-            registry=r,
+        self._rejected = counter(
+            "jobs_rejected", "Jobs refused with 429 because a bound was reached", "container", "bound"
         )
-        self._auth_refusals = Counter(
-            f"{NAMESPACE}_auth_refusals",
-            "Calls refused by authentication or quotas, by surface (v1, api) and reason",
-            ["surface", "reason"],
-            registry=r,
+        self._finished = counter(
+            "jobs_finished", "Jobs that reached a final state, by first container", "container", "status"
+        )
+        self._container_calls = histogram(
+            "container_call_duration_seconds", "Calls to inference containers, by outcome",
+            CONTAINER_BUCKETS, "container", "kind", "outcome",
+        )
+        self._auth_refusals = counter(
+            "auth_refusals",
+            "Calls refused by authentication or quotas, by surface (v1, api) and reason", "surface", "reason",
         )
         # Per model (/v1). The label is a configured model name, never client input:
         # an unknown model is answered 404 before anything is counted.
-        self._model_requests = Counter(
-            f"{NAMESPACE}_model_requests", "Calls to a model (/v1), by model, kind (complete, stream) and outcome",
-            ["model", "kind", "outcome"], registry=r,
+        self._model_requests = counter(
+            "model_requests", "Calls to a model (/v1), by model, kind (complete, stream) and outcome",
+            "model", "kind", "outcome",
         )
-        self._model_prompt_tokens = Counter(
-            f"{NAMESPACE}_model_prompt_tokens", "Tokens in: prompt tokens of finished model calls",
-            ["model"], registry=r,
+        self._model_prompt_tokens = counter(
+            "model_prompt_tokens", "Tokens in: prompt tokens of finished model calls", "model"
         )
-        self._model_completion_tokens = Counter(
-            f"{NAMESPACE}_model_completion_tokens", "Tokens out: completion tokens of finished model calls",
-            ["model"], registry=r,
+        self._model_completion_tokens = counter(
+            "model_completion_tokens", "Tokens out: completion tokens of finished model calls", "model"
         )
-        self._model_ttft = Histogram(
-            f"{NAMESPACE}_model_time_to_first_token_seconds",
-            "Streamed model calls: from the request to the first content relayed", ["model"],
-            buckets=TTFT_BUCKETS, registry=r,
+        self._model_ttft = histogram(
+            "model_time_to_first_token_seconds",
+            "Streamed model calls: from the request to the first content relayed", TTFT_BUCKETS, "model",
         )
-        self._model_speed = Histogram(
-            f"{NAMESPACE}_model_tokens_per_second",
-            "Completion tokens per second of generation (streams: after the first token)", ["model"],
-            buckets=SPEED_BUCKETS, registry=r,
+        self._model_speed = histogram(
+            "model_tokens_per_second",
+            "Completion tokens per second of generation (streams: after the first token)", SPEED_BUCKETS, "model",
         )
         self._chain: ChainMetrics | None = None
-        # labels() validates and locks on every call; the label sets are few, so
-        # each child is looked up once.
-        self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
-
-    def _child(self, family: Any, *labels: str) -> Any:
-        key = (family, labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = family.labels(*labels)
-        return child
 
     # -- wiring ---------------------------------------------------------------
 
@@ -342,29 +284,30 @@ class NodeMetrics:
 
     def http_request(self, route: str, method: str, status: int, seconds: float) -> None:
         method = method if method in _METHODS else "other"  # client input: keep the key set closed
-        self._http.observe(route, method, status, seconds)
+        self._http_requests.inc((route, method, str(status)))
+        self._http_latency.observe((route, method), seconds)
 
     # -- the job queue's observer (node.jobs.queue.QueueObserver) ---------------
 
     def admitted(self, container: str) -> None:
-        self._child(self._admitted, container).inc()
+        self._admitted.inc((container,))
 
     def rejected(self, container: str, bound: str) -> None:
-        self._child(self._rejected, container, bound).inc()
+        self._rejected.inc((container, bound))
 
     def finished(self, container: str, status: str) -> None:
-        self._child(self._finished, container, status).inc()
+        self._finished.inc((container, status))
 
     # -- the service gateway's observer -----------------------------------------
 
     def container_call(self, container: str, kind: str, outcome: str, seconds: float) -> None:
-        self._child(self._container_calls, container, kind, outcome).observe(seconds)
+        self._container_calls.observe((container, kind, outcome), seconds)
 
     # -- auth (node/api/auth.py) ----------------------------------------------
 
     def auth_refused(self, surface: str, reason: str) -> None:
         """reason: one of node.auth.errors.Reason (a closed set)."""
-        self._child(self._auth_refusals, surface, reason).inc()
+        self._auth_refusals.inc((surface, reason))
 
     # -- model calls (/v1) --------------------------------------------------------
 
@@ -379,15 +322,15 @@ class NodeMetrics:
         tokens_per_second: float | None = None,
     ) -> None:
         """One finished model call. outcome: "success", or the error kind (a small closed set)."""
-        self._child(self._model_requests, model, kind, outcome).inc()
+        self._model_requests.inc((model, kind, outcome))
         if prompt_tokens:
-            self._child(self._model_prompt_tokens, model).inc(prompt_tokens)
+            self._model_prompt_tokens.inc((model,), prompt_tokens)
         if completion_tokens:
-            self._child(self._model_completion_tokens, model).inc(completion_tokens)
+            self._model_completion_tokens.inc((model,), completion_tokens)
         if first_token_seconds is not None:
-            self._child(self._model_ttft, model).observe(first_token_seconds)
+            self._model_ttft.observe((model,), first_token_seconds)
         if tokens_per_second is not None:
-            self._child(self._model_speed, model).observe(tokens_per_second)
+            self._model_speed.observe((model,), tokens_per_second)
 
     # -- exposition -------------------------------------------------------------
 
