@@ -21,7 +21,6 @@ address, never a secret or a signature).
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 import math
 from collections.abc import Awaitable, Callable
@@ -38,6 +37,7 @@ from node.api.render import json_response
 from node.auth.errors import AuthRefused, OverQuota, Reason, Unauthenticated
 from node.auth.ports import Gate
 from node.auth.service import Admitting, AuthService, Credentials, Mode, Ticket
+from node.json_codec import loads
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def credentials(request: web.Request, body: bytes, workspace_header: str) -> Cre
 def max_tokens_of(body: bytes) -> int:
     """The most completion tokens a chat request may use (its reservation); 0 when it does not say."""
     try:
-        payload = json.loads(body)
+        payload = loads(body)
     except ValueError:
         return 0
     if not isinstance(payload, dict):
