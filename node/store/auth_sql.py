@@ -98,23 +98,26 @@ def _take_quota(request: AdmitRequest, db: Db) -> None:
 
 
 def _admit(request: AdmitRequest, db: Db) -> Admission:
-    if request.signature is not None:
-        signature, expires_at = request.signature
-        used = db.transaction(
-            lambda db: db.execute(USE_SIGNATURE, {"signature": signature.hex(), "expires_at": expires_at}),
-            statements=1,
-        )
-        if not used:
-            return Admission.REUSED
-    if not request.limits.any:
-        return Admission.ADMITTED
+    """One transaction: a call refused over its quota leaves its signature unused (it may be sent
+    again once the quota allows; it was never served), and one commit costs less than two."""
     limits = request.limits
-    statements = int(limits.per_minute) + int(limits.token_budget is not None)
+    statements = int(request.signature is not None) + int(limits.per_minute) + int(limits.token_budget is not None)
+    if statements == 0:
+        return Admission.ADMITTED
     try:
-        db.transaction(lambda db: _take_quota(request, db), statements)
+        db.transaction(lambda db: _take(request, db), statements)
     except _Refused as refused:
         return refused.admission
     return Admission.ADMITTED
+
+
+def _take(request: AdmitRequest, db: Db) -> None:
+    if request.signature is not None:
+        signature, expires_at = request.signature
+        if not db.execute(USE_SIGNATURE, {"signature": signature.hex(), "expires_at": expires_at}):
+            raise _Refused(Admission.REUSED)
+    if request.limits.any:
+        _take_quota(request, db)
 
 
 def _settle_writes(

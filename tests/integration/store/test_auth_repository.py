@@ -158,6 +158,20 @@ async def test_concurrent_replays_on_two_nodes_admit_exactly_one(store_url: str)
     assert len(admitted) == 1 and reasons == {Reason.REUSED}
 
 
+async def test_a_signed_call_refused_over_its_quota_leaves_its_signature_unused(store_url: str) -> None:
+    """The signature and the quota are taken in one transaction: a call that was never let in
+    may be sent again as it was once the quota allows, and is then accepted once."""
+    clock = Clock()
+    async with node(store_url, clock, Limits(rpm=1)) as service:
+        await service.admit(signed(b'{"first":1}'), Mode.SIGNATURES)
+        clock.now = T0 + 1
+        later = signed(b'{"second":2}', at=T0 + 1)
+        assert (await refusal(lambda: service.admit(later, Mode.SIGNATURES))).reason is Reason.RPM
+        clock.now = T0 + 45  # the next minute (T0 is 20 s into one), within the signature's window
+        await service.admit(later, Mode.SIGNATURES)
+        assert (await refusal(lambda: service.admit(later, Mode.SIGNATURES))).reason is Reason.REUSED
+
+
 async def test_pruning_forgets_signatures_only_once_they_are_stale(store_url: str) -> None:
     clock = Clock()
     request = signed()
