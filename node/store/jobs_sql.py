@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, delete, insert, select, update
+from sqlalchemy import ColumnElement, Table, and_, bindparam, delete, insert, literal_column, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from node import json_codec
@@ -28,6 +28,12 @@ PENDING = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
 FINISHED = (JobStatus.SUCCESS.value, JobStatus.FAILED.value)
 # Jobs the node itself runs; recorded ones belong to whoever recorded them.
 OWNED = (JobOrigin.OFFCHAIN.value, JobOrigin.STREAM.value, JobOrigin.MODEL.value)
+
+
+def status_is(status: JobStatus) -> ColumnElement[bool]:
+    """`status = '<literal>'`, not a bound parameter: SQLite searches its partial ix_jobs_status
+    (pending jobs only, migration 0010) only for a literal term that the index's WHERE names."""
+    return jobs.c.status == literal_column(f"'{status.value}'")
 
 
 def dumps(value: Any) -> str:
@@ -309,11 +315,11 @@ class JobStore:
     async def recover(self, reason: str) -> tuple[list[Job], int]:
         now = time.time()
         interrupted = select(jobs.c.client_ip, jobs.c.id, jobs.c.containers).where(
-            jobs.c.status == JobStatus.RUNNING.value, jobs.c.origin.in_(OWNED)
+            status_is(JobStatus.RUNNING), jobs.c.origin.in_(OWNED)
         )
         queued = (
             select(jobs)
-            .where(jobs.c.status == JobStatus.QUEUED.value, jobs.c.origin == JobOrigin.OFFCHAIN.value)
+            .where(status_is(JobStatus.QUEUED), jobs.c.origin == JobOrigin.OFFCHAIN.value)
             .order_by(jobs.c.created_at)
         )
         async with self._engine.begin() as connection:

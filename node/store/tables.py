@@ -31,8 +31,13 @@ jobs = Table(
     # owners renewed before, is no longer written. Both unused (NULL) on SQLite.
     Column("owner", String(128), nullable=True),
     Column("lease_until", Float, nullable=True),
-    Index("ix_jobs_status", "status"),
-    Index("ix_jobs_client_status", "client_ip", "status", "created_at"),
+    # On SQLite (migration 0010) partial, pending jobs only: a FINISH deletes its entry. Its readers
+    # compare `status` to these literals (a bound status would not match the partial index).
+    Index("ix_jobs_status", "status", sqlite_where=text("status = 'queued' OR status = 'running'")),
+    # A client's jobs in creation order (list_ids). On SQLite (migration 0010) without `status`, so
+    # a FINISH does not rewrite it; PostgreSQL's migrations keep 0001's (client_ip, status, created_at).
+    Index("ix_jobs_client_created", "client_ip", "created_at").ddl_if(dialect="sqlite"),
+    Index("ix_jobs_client_status", "client_ip", "status", "created_at").ddl_if(dialect="postgresql"),
     # On SQLite (migration 0009) partial: a job enters it when it finishes (the prune's only use).
     Index("ix_jobs_finished_at", "finished_at", sqlite_where=text("finished_at IS NOT NULL")),
     # On SQLite (migration 0009) partial: `owner` is NULL there, so this index is never written.
