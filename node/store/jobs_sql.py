@@ -31,8 +31,9 @@ OWNED = (JobOrigin.OFFCHAIN.value, JobOrigin.STREAM.value, JobOrigin.MODEL.value
 
 
 def status_is(status: JobStatus) -> ColumnElement[bool]:
-    """`status = '<literal>'`, not a bound parameter: SQLite searches its partial ix_jobs_status
-    (pending jobs only, migration 0010) only for a literal term that the index's WHERE names."""
+    """`status = '<literal>'`, not a bound parameter: SQLite matches it to its partial ix_jobs_status
+    (pending jobs only, migration 0010) when it prepares the statement; a bound status only by
+    preparing the statement again with each value bound."""
     return jobs.c.status == literal_column(f"'{status.value}'")
 
 

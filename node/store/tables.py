@@ -32,7 +32,7 @@ jobs = Table(
     Column("owner", String(128), nullable=True),
     Column("lease_until", Float, nullable=True),
     # On SQLite (migration 0010) partial, pending jobs only: a FINISH deletes its entry. Its readers
-    # compare `status` to these literals (a bound status would not match the partial index).
+    # compare `status` to literals, which SQLite matches to the index's WHERE (jobs_sql.status_is).
     Index("ix_jobs_status", "status", sqlite_where=text("status = 'queued' OR status = 'running'")),
     # A client's jobs in creation order (list_ids). On SQLite (migration 0010) without `status`, so
     # a FINISH does not rewrite it; PostgreSQL's migrations keep 0001's (client_ip, status, created_at).

@@ -12,11 +12,15 @@ from typing import Any
 from sqlalchemy import Select, select, text
 from sqlalchemy.dialects import sqlite
 
+import node.store.auth_tables
+import node.store.chain_tables
+import node.store.lease_tables
+import node.store.limit_tables  # noqa: F401  (each registers its tables on `metadata`)
 from node.jobs.model import Job, JobOrigin, JobStatus, new_job_id
 from node.store.engine import create_engine, migrate
 from node.store.jobs_sql import FINISHED, OWNED, PENDING, status_is
 from node.store.repositories import job_repository
-from node.store.tables import jobs
+from node.store.tables import jobs, metadata
 from tests.integration.store.test_migrations import _migrate_to
 from tests.integration.store.test_sqlite_lean_writes import _migrate, _rows, _shape, _version
 from tests.support.postgres import fresh_database
@@ -86,9 +90,10 @@ async def test_0010_keeps_the_rows_and_goes_back_to_0009s_exact_shape(tmp_path: 
         connection.close()
 
 
-def _plan(connection: sqlite3.Connection, query: Select[Any]) -> list[str]:
+def _plan(connection: sqlite3.Connection, query: Select[Any], bound: bool = True) -> list[str]:
+    """SQLite's plan for `query` as SQLAlchemy sends it, its parameters bound (or all NULL)."""
     compiled = query.compile(dialect=sqlite.dialect(), compile_kwargs={"render_postcompile": True})
-    params = [compiled.params[name] for name in compiled.positiontup or ()]
+    params = [compiled.params[name] if bound else None for name in compiled.positiontup or ()]
     return [row[3] for row in connection.execute("EXPLAIN QUERY PLAN " + str(compiled), params)]
 
 
@@ -119,19 +124,20 @@ async def test_the_readers_of_both_indexes_search_them(tmp_path: Path) -> None:
             assert _plan(connection, query.order_by(jobs.c.created_at)) == [
                 "SEARCH jobs USING INDEX ix_jobs_client_created (client_ip=?)"
             ]
-        assert _plan(connection, interrupted) == ["SEARCH jobs USING INDEX ix_jobs_status (status=?)"]
-        # The few queued jobs at a start are sorted, as they were with the full index.
-        assert _plan(connection, queued) == [
-            "SEARCH jobs USING INDEX ix_jobs_status (status=?)",
-            "USE TEMP B-TREE FOR ORDER BY",
-        ]
+        # Recovery's plans come from its literal statuses, whatever is bound: SQLite matches a bound
+        # status to the partial index only by re-preparing the statement with that value.
+        for bound in (True, False):
+            assert _plan(connection, interrupted, bound) == ["SEARCH jobs USING INDEX ix_jobs_status (status=?)"]
+            # The few queued jobs at a start are sorted, as they were with the full index.
+            assert _plan(connection, queued, bound) == [
+                "SEARCH jobs USING INDEX ix_jobs_status (status=?)",
+                "USE TEMP B-TREE FOR ORDER BY",
+            ]
         assert _plan(connection, prune.limit(5000)) == [
             "SEARCH jobs USING INDEX ix_jobs_finished_at (finished_at>? AND finished_at<?)"
         ]
-        # A bound status matches the partial index only once SQLite re-prepares the statement with
-        # the value bound (and again for each new value): recover's literals need no value at all.
-        bound = "SELECT id FROM jobs WHERE status = ?"
-        assert [row[3] for row in connection.execute("EXPLAIN QUERY PLAN " + bound, (None,))] == ["SCAN jobs"]
+        # What the literals spare: a bound status without its value scans the table.
+        assert _plan(connection, select(jobs.c.id).where(jobs.c.status == "running"), bound=False) == ["SCAN jobs"]
     finally:
         connection.close()
 
@@ -168,11 +174,36 @@ async def test_recover_and_list_ids_find_their_jobs_after_0010(store_url: str) -
         await engine.dispose()
 
 
+_PG_INDEXES = (
+    "SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' "
+    "AND tablename <> 'alembic_version' ORDER BY indexname"
+)
+
+
+async def test_the_table_definitions_match_the_migrated_postgresql_indexes(postgres_server: str) -> None:
+    # The jobs indexes differ between the dialects (tables.py: ddl_if, sqlite_where): the Table
+    # definitions must build PostgreSQL's as its migrations do, as the SQLite test checks for SQLite.
+    found = []
+    for build in ("migrations", "metadata"):
+        async with fresh_database(postgres_server) as url:
+            engine = create_engine(url)
+            try:
+                if build == "migrations":
+                    await migrate(engine)
+                else:
+                    async with engine.begin() as connection:
+                        await connection.run_sync(metadata.create_all)
+                async with engine.connect() as connection:
+                    found.append((await connection.execute(text(_PG_INDEXES))).all())
+            finally:
+                await engine.dispose()
+    migrated, declared = found
+    assert declared == migrated
+    assert {row.indexname for row in migrated} >= {"ix_jobs_client_status", "ix_jobs_status"}
+
+
 async def test_0010_changes_nothing_on_postgresql(postgres_server: str) -> None:
-    schema = (
-        "SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' "
-        "AND tablename <> 'alembic_version' ORDER BY indexname"
-    )
+    schema = _PG_INDEXES
     async with fresh_database(postgres_server) as url:
         engine = create_engine(url)
         try:
