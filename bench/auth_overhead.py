@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/auth_overhead.py [--requests 2000] [--store sqlite|URL]
 
-The real app (build_app: every middleware, the real store on a temporary SQLite file) serves
+The real app (build_app: every middleware, the real store on a temporary SQLite file), on the
+node's own runtime (uvloop, and the garbage collector tuned as `infernet-node run` tunes it), serves
 the real POST /v1/chat/completions, in front of the trivial chat service
 (tests/support/chat_service.py) as a process: every call is a stored job with its usage record.
 One app per mode runs side by side, each on its own store; the difference between modes is the
@@ -87,6 +88,7 @@ async def main() -> None:
     parser.add_argument("--requests", type=int, default=2000, help="per mode")
     parser.add_argument("--store", default="sqlite", help="sqlite (a file per mode), or a URL the modes share")
     options = parser.parse_args()
+    from node.cli import tune_gc
     from tests.support.processes import free_port, service_process
 
     count = options.requests
@@ -114,6 +116,7 @@ async def main() -> None:
                 runners.append(await start_node(name, auth, key_secret, store, port, chat))
                 urls[name] = f"http://127.0.0.1:{port}/v1/chat/completions"
             headers = {name: make() for name, _, make in modes}  # signed before the clock starts
+            tune_gc()  # once the apps are built, as `infernet-node run` does
             order = [name for name, _, _ in modes]
             async with ClientSession() as session:
                 for index in range(count):
@@ -142,4 +145,7 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    from node.cli import loop_factory
+
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        runner.run(main())

@@ -50,7 +50,7 @@ def _run(args: argparse.Namespace) -> int:
     else:
         log.info("infernet-node %s starting with %s", __version__, args.config or default_config_path())
     app = build_app(config)
-    _tune_gc()
+    tune_gc()
     signals = StopSignals(lambda elapsed: shutdown_progress(app, elapsed))
 
     def listening() -> None:
@@ -89,7 +89,7 @@ def _run(args: argparse.Namespace) -> int:
         await serving
 
     try:
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
             runner.run(serve_until_stopped())
     except StartupError as error:
         print(f"infernet-node: cannot start: {error}", file=sys.stderr)
@@ -139,7 +139,7 @@ class StopSignals:
         return "" if self._since is None else f": shutdown took {time.monotonic() - self._since:.1f}s"
 
 
-def _tune_gc() -> None:
+def tune_gc() -> None:
     """The startup heap (~100k objects: pydantic, web3, SQLAlchemy) never becomes garbage,
     so keep it out of every full collection; and collect young objects less often. Under
     a load that queues jobs (the heap grows), this took the collector from ~8% of the
@@ -149,7 +149,7 @@ def _tune_gc() -> None:
     gc.set_threshold(20_000, 10, 10)
 
 
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
     """uvloop where it is installed (a dependency on Linux and macOS): less CPU per request."""
     try:
         import uvloop
