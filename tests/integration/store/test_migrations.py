@@ -27,6 +27,32 @@ def _migrate_to(revision: str, down: bool = False) -> Any:
     return migrate_to
 
 
+PG_INDEXES = (
+    "SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' "
+    "AND tablename <> 'alembic_version' ORDER BY indexname"
+)
+
+
+async def pg_indexes_unchanged(server: str, before: str, after: str) -> list[Any]:
+    """Migrate a fresh PostgreSQL database to `before`, up to `after` and back, asserting that its
+    indexes stay as they were (a SQLite-only migration); returns them."""
+    async with fresh_database(server) as url:
+        engine = create_engine(url)
+        try:
+            async with engine.begin() as connection:
+                await connection.run_sync(_migrate_to(before))
+                indexes = (await connection.execute(text(PG_INDEXES))).all()
+                await connection.run_sync(_migrate_to(after))
+                assert (await connection.execute(text(PG_INDEXES))).all() == indexes
+                await connection.run_sync(_migrate_to(before, down=True))
+                assert (await connection.execute(text(PG_INDEXES))).all() == indexes
+                version = await connection.execute(text("SELECT version_num FROM alembic_version"))
+                assert version.scalar_one() == before
+        finally:
+            await engine.dispose()
+    return list(indexes)
+
+
 async def test_0003_adds_model_call_columns_to_a_store_with_jobs(store_url: str) -> None:
     engine = create_engine(store_url)
     try:

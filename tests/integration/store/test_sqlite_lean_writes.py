@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import create_engine as create_sync_engine
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import OperationalError
 
@@ -21,8 +21,7 @@ import node.store.limit_tables  # noqa: F401  (each registers its tables on `met
 from node.store import auth_sql
 from node.store.engine import create_engine
 from node.store.tables import jobs, metadata
-from tests.integration.store.test_migrations import _migrate_to
-from tests.support.postgres import fresh_database
+from tests.integration.store.test_migrations import _migrate_to, pg_indexes_unchanged
 
 REBUILT = ("auth_signatures", "auth_windows", "auth_budgets", "auth_usage")
 
@@ -228,22 +227,5 @@ async def test_the_table_definitions_match_the_migrated_sqlite_schema(tmp_path: 
 
 
 async def test_0009_changes_nothing_on_postgresql(postgres_server: str) -> None:
-    schema = (
-        "SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' "
-        "AND tablename <> 'alembic_version' ORDER BY indexname"
-    )
-    async with fresh_database(postgres_server) as url:
-        engine = create_engine(url)
-        try:
-            async with engine.begin() as connection:
-                await connection.run_sync(_migrate_to("0008"))
-                before = (await connection.execute(text(schema))).all()
-                await connection.run_sync(_migrate_to("0009"))
-                assert (await connection.execute(text(schema))).all() == before
-                await connection.run_sync(_migrate_to("0008", down=True))
-                assert (await connection.execute(text(schema))).all() == before
-                version = await connection.execute(text("SELECT version_num FROM alembic_version"))
-                assert version.scalar_one() == "0008"
-        finally:
-            await engine.dispose()
+    before = await pg_indexes_unchanged(postgres_server, "0008", "0009")
     assert any("WHERE" not in row.indexdef and row.indexname == "ix_jobs_owner" for row in before)

@@ -21,7 +21,7 @@ from node.store.engine import create_engine, migrate
 from node.store.jobs_sql import FINISHED, OWNED, PENDING, status_is
 from node.store.repositories import job_repository
 from node.store.tables import jobs, metadata
-from tests.integration.store.test_migrations import _migrate_to
+from tests.integration.store.test_migrations import PG_INDEXES, pg_indexes_unchanged
 from tests.integration.store.test_sqlite_lean_writes import _migrate, _rows, _shape, _version
 from tests.support.postgres import fresh_database
 
@@ -174,12 +174,6 @@ async def test_recover_and_list_ids_find_their_jobs_after_0010(store_url: str) -
         await engine.dispose()
 
 
-_PG_INDEXES = (
-    "SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' "
-    "AND tablename <> 'alembic_version' ORDER BY indexname"
-)
-
-
 async def test_the_table_definitions_match_the_migrated_postgresql_indexes(postgres_server: str) -> None:
     # The jobs indexes differ between the dialects (tables.py: ddl_if, sqlite_where): the Table
     # definitions must build PostgreSQL's as its migrations do, as the SQLite test checks for SQLite.
@@ -194,7 +188,7 @@ async def test_the_table_definitions_match_the_migrated_postgresql_indexes(postg
                     async with engine.begin() as connection:
                         await connection.run_sync(metadata.create_all)
                 async with engine.connect() as connection:
-                    found.append((await connection.execute(text(_PG_INDEXES))).all())
+                    found.append((await connection.execute(text(PG_INDEXES))).all())
             finally:
                 await engine.dispose()
     migrated, declared = found
@@ -203,21 +197,7 @@ async def test_the_table_definitions_match_the_migrated_postgresql_indexes(postg
 
 
 async def test_0010_changes_nothing_on_postgresql(postgres_server: str) -> None:
-    schema = _PG_INDEXES
-    async with fresh_database(postgres_server) as url:
-        engine = create_engine(url)
-        try:
-            async with engine.begin() as connection:
-                await connection.run_sync(_migrate_to("0009"))
-                before = (await connection.execute(text(schema))).all()
-                await connection.run_sync(_migrate_to("0010"))
-                assert (await connection.execute(text(schema))).all() == before
-                await connection.run_sync(_migrate_to("0009", down=True))
-                assert (await connection.execute(text(schema))).all() == before
-                version = await connection.execute(text("SELECT version_num FROM alembic_version"))
-                assert version.scalar_one() == "0009"
-        finally:
-            await engine.dispose()
+    before = await pg_indexes_unchanged(postgres_server, "0009", "0010")
     names = {row.indexname: row.indexdef for row in before}
     assert "ix_jobs_client_created" not in names and "WHERE" not in names["ix_jobs_status"]
     assert "ix_jobs_client_status" in names
