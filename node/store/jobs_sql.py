@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, and_, bindparam, delete, insert, literal_column, select, update
+from sqlalchemy import ColumnElement, Select, Table, and_, bindparam, delete, insert, literal_column, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from node import json_codec
@@ -35,6 +35,35 @@ def status_is(status: JobStatus) -> ColumnElement[bool]:
     (pending jobs only, migration 0010) when it prepares the statement; a bound status only by
     preparing the statement again with each value bound."""
     return jobs.c.status == literal_column(f"'{status.value}'")
+
+
+def list_query(client_ip: str, pending: bool | None) -> Select[Any]:
+    """A client's job ids and statuses in creation order (pending only, finished only, or all)."""
+    query = select(jobs.c.id, jobs.c.status).where(jobs.c.client_ip == client_ip)
+    if pending is True:
+        query = query.where(jobs.c.status.in_(PENDING))
+    elif pending is False:
+        query = query.where(jobs.c.status.in_(FINISHED))
+    return query.order_by(jobs.c.created_at)
+
+
+# At a start: the jobs this node's predecessor was running (failed now), and the queued ones to run.
+INTERRUPTED = select(jobs.c.client_ip, jobs.c.id, jobs.c.containers).where(
+    status_is(JobStatus.RUNNING), jobs.c.origin.in_(OWNED)
+)
+QUEUED_AT_START = (
+    select(jobs)
+    .where(status_is(JobStatus.QUEUED), jobs.c.origin == JobOrigin.OFFCHAIN.value)
+    .order_by(jobs.c.created_at)
+)
+
+
+def prune_victims(finished_before: float, batch: int) -> Select[Any]:
+    return (
+        select(jobs.c.client_ip, jobs.c.id)
+        .where(jobs.c.finished_at.is_not(None), jobs.c.finished_at < finished_before)
+        .limit(batch)
+    )
 
 
 def dumps(value: Any) -> str:
@@ -297,12 +326,7 @@ class JobStore:
     # -- reads --------------------------------------------------------------
 
     async def list_ids(self, client_ip: str, pending: bool | None) -> list[str]:
-        query = select(jobs.c.id, jobs.c.status).where(jobs.c.client_ip == client_ip)
-        if pending is True:
-            query = query.where(jobs.c.status.in_(PENDING))
-        elif pending is False:
-            query = query.where(jobs.c.status.in_(FINISHED))
-        query = query.order_by(jobs.c.created_at)
+        query = list_query(client_ip, pending)
         try:
             async with self._engine.connect() as connection:
                 rows = (await connection.execute(query)).all()
@@ -315,33 +339,21 @@ class JobStore:
 
     async def recover(self, reason: str) -> tuple[list[Job], int]:
         now = time.time()
-        interrupted = select(jobs.c.client_ip, jobs.c.id, jobs.c.containers).where(
-            status_is(JobStatus.RUNNING), jobs.c.origin.in_(OWNED)
-        )
-        queued = (
-            select(jobs)
-            .where(status_is(JobStatus.QUEUED), jobs.c.origin == JobOrigin.OFFCHAIN.value)
-            .order_by(jobs.c.created_at)
-        )
         async with self._engine.begin() as connection:
-            stuck = (await connection.execute(interrupted)).all()
+            stuck = (await connection.execute(INTERRUPTED)).all()
             if stuck:
                 await connection.execute(
                     FINISH,
                     [failed_row(row.client_ip, row.id, json.loads(row.containers)[0], reason, now) for row in stuck],
                 )
-            waiting = [from_row(row) for row in (await connection.execute(queued)).all()]
+            waiting = [from_row(row) for row in (await connection.execute(QUEUED_AT_START)).all()]
         return waiting, len(stuck)
 
     async def prune(self, finished_before: float, batch: int = 5000) -> int:
         """Delete finished jobs older than the retention, in small transactions."""
         removed = 0
         while True:
-            victims = (
-                select(jobs.c.client_ip, jobs.c.id)
-                .where(jobs.c.finished_at.is_not(None), jobs.c.finished_at < finished_before)
-                .limit(batch)
-            )
+            victims = prune_victims(finished_before, batch)
             async with self._engine.begin() as connection:
                 keys = (await connection.execute(victims)).all()
                 if not keys:

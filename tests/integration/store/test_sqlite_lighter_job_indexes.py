@@ -18,7 +18,7 @@ import node.store.lease_tables
 import node.store.limit_tables  # noqa: F401  (each registers its tables on `metadata`)
 from node.jobs.model import Job, JobOrigin, JobStatus, new_job_id
 from node.store.engine import create_engine, migrate
-from node.store.jobs_sql import FINISHED, OWNED, PENDING, status_is
+from node.store.jobs_sql import INTERRUPTED, OWNED, PENDING, QUEUED_AT_START, list_query, prune_victims
 from node.store.repositories import job_repository
 from node.store.tables import jobs, metadata
 from tests.integration.store.test_migrations import PG_INDEXES, pg_indexes_unchanged
@@ -101,39 +101,25 @@ async def test_the_readers_of_both_indexes_search_them(tmp_path: Path) -> None:
     store = tmp_path / "node.db"
     await _migrate(store, "head")
     _write_jobs(store, 0)
-    # As node/store/jobs_sql.py builds them (list_ids for pending True, False and None; recover).
-    by_client = select(jobs.c.id, jobs.c.status).where(jobs.c.client_ip == "1.1.1.1")
-    lists = [
-        by_client.where(jobs.c.status.in_(PENDING)),
-        by_client.where(jobs.c.status.in_(FINISHED)),
-        by_client,
-    ]
-    interrupted = select(jobs.c.client_ip, jobs.c.id, jobs.c.containers).where(
-        status_is(JobStatus.RUNNING), jobs.c.origin.in_(OWNED)
-    )
-    queued = (
-        select(jobs)
-        .where(status_is(JobStatus.QUEUED), jobs.c.origin == JobOrigin.OFFCHAIN.value)
-        .order_by(jobs.c.created_at)
-    )
-    prune = select(jobs.c.client_ip, jobs.c.id).where(jobs.c.finished_at.is_not(None), jobs.c.finished_at < 5.0)
+    # The queries node/store/jobs_sql.py runs: list_ids (pending True, False, None), recover, prune.
+    lists = [list_query("1.1.1.1", pending) for pending in (True, False, None)]
     connection = sqlite3.connect(store)
     try:
         # The client's jobs in creation order straight from the index: no scan, no sort.
         for query in lists:
-            assert _plan(connection, query.order_by(jobs.c.created_at)) == [
+            assert _plan(connection, query) == [
                 "SEARCH jobs USING INDEX ix_jobs_client_created (client_ip=?)"
             ]
         # Recovery's plans come from its literal statuses, whatever is bound: SQLite matches a bound
         # status to the partial index only by re-preparing the statement with that value.
         for bound in (True, False):
-            assert _plan(connection, interrupted, bound) == ["SEARCH jobs USING INDEX ix_jobs_status (status=?)"]
+            assert _plan(connection, INTERRUPTED, bound) == ["SEARCH jobs USING INDEX ix_jobs_status (status=?)"]
             # The few queued jobs at a start are sorted, as they were with the full index.
-            assert _plan(connection, queued, bound) == [
+            assert _plan(connection, QUEUED_AT_START, bound) == [
                 "SEARCH jobs USING INDEX ix_jobs_status (status=?)",
                 "USE TEMP B-TREE FOR ORDER BY",
             ]
-        assert _plan(connection, prune.limit(5000)) == [
+        assert _plan(connection, prune_victims(5.0, 5000)) == [
             "SEARCH jobs USING INDEX ix_jobs_finished_at (finished_at>? AND finished_at<?)"
         ]
         # What the literals spare: a bound status without its value scans the table.
