@@ -42,7 +42,8 @@ _ROWS = (
 # The same at head, where 0011 made the windows and budgets one quota row per caller.
 _HEAD_ROWS = (
     *_ROWS[:2],
-    "INSERT INTO auth_quotas VALUES ('key:a', 29000000 + :turn, 3, 120, 4000), ('ip:1.1.1.1', 29000000 + :turn, 1, 0, NULL)",
+    "INSERT INTO auth_quotas VALUES ('key:a', 29000000 + :turn, 3, 120, 4000),"
+    " ('ip:1.1.1.1', 29000000 + :turn, 1, 0, NULL)",
     _ROWS[4],
 )
 
