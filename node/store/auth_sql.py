@@ -3,8 +3,8 @@
 Each rule that must hold across nodes is one statement the database makes atomic:
 a used signature is an INSERT … ON CONFLICT DO NOTHING RETURNING on its primary key;
 a caller's quota (its minute's window and its budget, one row) is INSERT … ON CONFLICT
-DO UPDATE … WHERE <under every limit> RETURNING, which PostgreSQL evaluates under the row lock and SQLite under its
-single writer. The SQL is the same text for both (SQLite >= 3.35 has RETURNING); only the
+DO UPDATE … WHERE <under every limit> RETURNING, which PostgreSQL evaluates under the row
+lock and SQLite under its single writer. The SQL is the same text for both (SQLite >= 3.35 has RETURNING); only the
 connection differs: `SqliteAuthRepository` (sqlite_auth.py) runs it on the SQLite file's
 hot-path threads (node/store/sqlite.py), one hop; `ServerAuthRepository` (server_auth.py)
 on SQLAlchemy's connections to a SQL server.
