@@ -361,7 +361,7 @@ def _auth_service(config: AuthConfig, repository: AuthStore) -> AuthService:
 
 
 async def _auth_pruner(app: web.Application) -> AsyncIterator[None]:
-    """Forget used signatures once stale, and per-minute counters once past (every node may run it)."""
+    """Forget used signatures once stale (every node may run it)."""
     async with _every(app[CONFIG].auth.prune_interval_seconds, app[AUTH].prune, "auth-pruner", "used signatures"):
         yield
 

@@ -335,7 +335,7 @@ class AuthConfig(_Model):
     # The header that must carry a key's workspace (for keys created with --workspace).
     workspace_header: str = Field(default="x-deci-workspace", pattern=r"^[A-Za-z0-9][A-Za-z0-9-]*$")
     gonka: GonkaConfig = GonkaConfig()
-    # How often used signatures and old per-minute counters are deleted.
+    # How often used signatures are deleted once stale.
     prune_interval_seconds: float = Field(default=30.0, gt=0)
 
     @model_validator(mode="after")

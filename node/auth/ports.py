@@ -94,7 +94,7 @@ class AuthRepository(Protocol):
 
     def admit(self, request: AdmitRequest, gate: Gate | None = None) -> Awaitable[Admission]:
         """Consume the signature (if any), then take one request and the reserved tokens
-        from the caller's minute and budget, all or nothing; `gate` opens when admitted.
+        from the caller's minute and budget (one row), all or nothing; `gate` opens when admitted.
 
         Submitted when called (not when awaited): on a store with one writer, a write gated on
         `gate` and submitted after it in the same turn of the loop goes in the same round."""
@@ -109,6 +109,6 @@ class AuthRepository(Protocol):
 
     async def usage(self, caller: str | None, since: float | None) -> Sequence[UsageTotal]: ...
 
-    async def prune(self, now: float, before_minute: int) -> int:
-        """Forget signatures past their window and minute counters before `before_minute`."""
+    async def prune(self, now: float) -> int:
+        """Forget signatures past their window (a caller's quota row is overwritten, never pruned)."""
         ...

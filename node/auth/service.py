@@ -332,5 +332,4 @@ class AuthService:
         return self._repository.settle(ticket.caller.id, ticket.minute, ticket.caller.limits, ticket.reserved, usage)
 
     async def prune(self) -> int:
-        now = self._clock()
-        return await self._repository.prune(now, minute_of(now) - 1)
+        return await self._repository.prune(self._clock())

@@ -2,9 +2,9 @@
 
 Each rule that must hold across nodes is one statement the database makes atomic:
 a used signature is an INSERT … ON CONFLICT DO NOTHING RETURNING on its primary key;
-a minute's counter and a budget are INSERT … ON CONFLICT DO UPDATE … WHERE <under the
-limit> RETURNING, which PostgreSQL evaluates under the row lock and SQLite under its
-single writer. The SQL is the same text for both (SQLite >= 3.35 has RETURNING); only the
+a caller's quota (its minute's window and its budget, one row) is INSERT … ON CONFLICT
+DO UPDATE … WHERE <under every limit> RETURNING, which PostgreSQL evaluates under the row
+lock and SQLite under its single writer. The SQL is the same text for both (SQLite >= 3.35 has RETURNING); only the
 connection differs: `SqliteAuthRepository` (sqlite_auth.py) runs it on the SQLite file's
 hot-path threads (node/store/sqlite.py), one hop; `ServerAuthRepository` (server_auth.py)
 on SQLAlchemy's connections to a SQL server.
@@ -41,28 +41,61 @@ USE_SIGNATURE = (
     "INSERT INTO auth_signatures (signature, expires_at) VALUES (:signature, :expires_at) "
     "ON CONFLICT (signature) DO NOTHING RETURNING signature"
 )
-TAKE_MINUTE = (
-    "INSERT INTO auth_windows (caller, minute, requests, tokens) VALUES (:caller, :minute, 1, :tokens) "
-    "ON CONFLICT (caller, minute) DO UPDATE SET requests = auth_windows.requests + 1, "
-    "tokens = auth_windows.tokens + :tokens "
-    "WHERE auth_windows.requests < :rpm AND auth_windows.tokens + :tokens <= :tpm AND auth_windows.tokens < :tpm "
-    "RETURNING requests"
+# The caller's quota row (auth_quotas): its current minute's window and its budget's total, taken
+# together in one upsert, so admission is one statement (no BEGIN/COMMIT without a signature).
+# - The window turns when the stored minute is older than the call's: the call opens the new one
+#   unchecked (as the first call of a minute always was; limits are >= 1 and a reservation over
+#   the tpm is refused before the store). A node whose clock is behind the stored minute counts
+#   into the stored (newer) window rather than resetting it: the minute only moves forward.
+# - `used` is NULL until the caller is counted against a budget (then its first call is admitted
+#   unchecked, as a budget's first row was); callers without one leave it as it is.
+# Each (per-minute limits?, budget?) has its own text: each sets and checks only what applies.
+_TURNS = "auth_quotas.minute < :minute"
+_WINDOW_SET = (
+    f"minute = CASE WHEN {_TURNS} THEN :minute ELSE auth_quotas.minute END, "
+    f"requests = CASE WHEN {_TURNS} THEN 1 ELSE auth_quotas.requests + 1 END, "
+    f"tokens = CASE WHEN {_TURNS} THEN :tokens ELSE auth_quotas.tokens + :tokens END"
 )
-READ_MINUTE = "SELECT requests, tokens FROM auth_windows WHERE caller = :caller AND minute = :minute"
-TAKE_BUDGET = (
-    "INSERT INTO auth_budgets (caller, used) VALUES (:caller, :tokens) "
-    "ON CONFLICT (caller) DO UPDATE SET used = auth_budgets.used + :tokens "
-    "WHERE auth_budgets.used + :tokens <= :budget AND auth_budgets.used < :budget RETURNING used"
+_UNDER_WINDOW = (
+    f"({_TURNS} OR (auth_quotas.requests < :rpm AND auth_quotas.tokens + :tokens <= :tpm "
+    "AND auth_quotas.tokens < :tpm))"
 )
-SETTLE_MINUTE = "UPDATE auth_windows SET tokens = tokens + :delta WHERE caller = :caller AND minute = :minute"
-SETTLE_BUDGET = "UPDATE auth_budgets SET used = used + :delta WHERE caller = :caller"
+_BUDGET_SET = "used = COALESCE(auth_quotas.used, 0) + :tokens"
+_UNDER_BUDGET = "(auth_quotas.used IS NULL OR (auth_quotas.used + :tokens <= :budget AND auth_quotas.used < :budget))"
+
+
+def _take_quota_sql(per_minute: bool, budget: bool) -> str:
+    values = ("1, :tokens" if per_minute else "0, 0") + (", :tokens" if budget else ", NULL")
+    sets = [part for on, part in ((per_minute, _WINDOW_SET), (budget, _BUDGET_SET)) if on]
+    checks = [part for on, part in ((per_minute, _UNDER_WINDOW), (budget, _UNDER_BUDGET)) if on]
+    return (
+        f"INSERT INTO auth_quotas (caller, minute, requests, tokens, used) VALUES (:caller, :minute, {values}) "
+        f"ON CONFLICT (caller) DO UPDATE SET {', '.join(sets)} WHERE {' AND '.join(checks)} RETURNING requests"
+    )
+
+
+def _settle_quota_sql(per_minute: bool, budget: bool) -> str:
+    """Tokens back into the window only while the row is still in the call's minute; `used` always."""
+    if per_minute and budget:
+        return (
+            "UPDATE auth_quotas SET tokens = CASE WHEN minute = :minute THEN tokens + :delta ELSE tokens END, "
+            "used = used + :delta WHERE caller = :caller"
+        )
+    if per_minute:
+        return "UPDATE auth_quotas SET tokens = tokens + :delta WHERE caller = :caller AND minute = :minute"
+    return "UPDATE auth_quotas SET used = used + :delta WHERE caller = :caller"
+
+
+# Keyed by (per-minute limits?, budget?).
+TAKE_QUOTA = {(m, b): _take_quota_sql(m, b) for m, b in ((True, True), (True, False), (False, True))}
+SETTLE_QUOTA = {(m, b): _settle_quota_sql(m, b) for m, b in ((True, True), (True, False), (False, True))}
+READ_QUOTA = "SELECT minute, requests, tokens, used FROM auth_quotas WHERE caller = :caller"
 RECORD_USAGE = (
     "INSERT INTO auth_usage (job_id, caller, model, prompt_tokens, completion_tokens, created_at) "
     "VALUES (:job_id, :caller, :model, :prompt_tokens, :completion_tokens, :created_at) "
     "ON CONFLICT (job_id) DO NOTHING"
 )
 PRUNE_SIGNATURES = "DELETE FROM auth_signatures WHERE expires_at < :now"
-PRUNE_MINUTES = "DELETE FROM auth_windows WHERE minute < :minute"
 
 
 class Db(Protocol):
@@ -86,22 +119,40 @@ def _limit(value: int | None) -> int:
 
 def _take_quota(request: AdmitRequest, db: Db) -> None:
     limits = request.limits
-    params = {"caller": request.caller, "minute": request.minute, "tokens": request.reserve_tokens}
+    shape = (limits.per_minute, limits.token_budget is not None)
+    params = {
+        "caller": request.caller,
+        "minute": request.minute,
+        "tokens": request.reserve_tokens,
+        "rpm": _limit(limits.rpm),
+        "tpm": _limit(limits.tpm),
+        "budget": _limit(limits.token_budget),
+    }
+    if not db.execute(TAKE_QUOTA[shape], params):
+        raise _Refused(_refusal(request, db.execute(READ_QUOTA, params)))
+
+
+def _refusal(request: AdmitRequest, rows: list[Any]) -> Admission:
+    """Which limit refused the call, from its row as read after the refusal (as the old READ_MINUTE
+    did): the window when it is still the call's (or newer) and full, else the budget."""
+    limits, tokens = request.limits, request.reserve_tokens
+    rpm, tpm = _limit(limits.rpm), _limit(limits.tpm)
     if limits.per_minute:
-        taken = db.execute(TAKE_MINUTE, {**params, "rpm": _limit(limits.rpm), "tpm": _limit(limits.tpm)})
-        if not taken:
-            row = db.execute(READ_MINUTE, params)
-            full = bool(row) and limits.rpm is not None and row[0][0] >= limits.rpm
-            raise _Refused(Admission.RPM if full else Admission.TPM)
-    if limits.token_budget is not None and not db.execute(TAKE_BUDGET, {**params, "budget": limits.token_budget}):
-        raise _Refused(Admission.TOKEN_BUDGET)
+        if not rows:
+            return Admission.TPM
+        minute, requests, window_tokens, _ = rows[0]
+        if limits.rpm is not None and minute >= request.minute and requests >= rpm:
+            return Admission.RPM
+        window_full = minute >= request.minute and (window_tokens + tokens > tpm or window_tokens >= tpm)
+        if window_full or limits.token_budget is None:
+            return Admission.TPM
+    return Admission.TOKEN_BUDGET
 
 
 def _admit(request: AdmitRequest, db: Db) -> Admission:
-    """One transaction: a call refused over its quota leaves its signature unused (it may be sent
-    again once the quota allows; it was never served), and one commit costs less than two."""
-    limits = request.limits
-    statements = int(request.signature is not None) + int(limits.per_minute) + int(limits.token_budget is not None)
+    """One statement, or one transaction with the signature's: a call refused over its quota
+    leaves its signature unused (it may be sent again once the quota allows; it was never served)."""
+    statements = int(request.signature is not None) + int(request.limits.any)
     if statements == 0:
         return Admission.ADMITTED
     try:
@@ -127,10 +178,9 @@ def _settle_writes(
     SQLite they join the writer's group commit (with the job's outcome written next to them)."""
     writes: list[tuple[str, list[dict[str, Any]]]] = []
     delta = usage.prompt_tokens + usage.completion_tokens - reserved
-    if delta and limits.per_minute:
-        writes.append((SETTLE_MINUTE, [{"caller": caller, "minute": minute, "delta": delta}]))
-    if delta and limits.token_budget is not None:
-        writes.append((SETTLE_BUDGET, [{"caller": caller, "delta": delta}]))
+    if delta and limits.any:
+        shape = (limits.per_minute, limits.token_budget is not None)
+        writes.append((SETTLE_QUOTA[shape], [{"caller": caller, "minute": minute, "delta": delta}]))
     if usage.job_id is not None:
         row = {
             "job_id": usage.job_id,
@@ -267,11 +317,7 @@ class AuthStore:
         rows = await self._read(lambda db: db.execute(sql, params))
         return [UsageTotal(row[0], row[1], int(row[2]), int(row[3]), int(row[4])) for row in rows]
 
-    async def prune(self, now: float, before_minute: int) -> int:
-        def work(db: Db) -> int:
-            removed = len(db.execute(PRUNE_SIGNATURES + " RETURNING signature", {"now": now}))
-            removed += len(db.execute(PRUNE_MINUTES + " RETURNING minute", {"minute": before_minute}))
-            return removed
-
-        return await self._write(lambda db: db.transaction(work))
-
+    async def prune(self, now: float) -> int:
+        # Quota rows are not pruned: a caller's one row is overwritten when its minute turns.
+        sql, params = PRUNE_SIGNATURES + " RETURNING signature", {"now": now}
+        return len(await self._write(lambda db: db.transaction(lambda db: db.execute(sql, params), 1)))

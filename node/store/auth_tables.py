@@ -1,4 +1,4 @@
-"""Tables of the auth domain (migration 0004), on the same MetaData as the jobs table.
+"""Tables of the auth domain (migrations 0004 and 0011), on the same MetaData as the jobs table.
 
 On SQLite all but `auth_keys` are WITHOUT ROWID (migration 0009): keyed by text, each is its
 primary key's b-tree alone, so a row written is one b-tree written, not two."""
@@ -34,24 +34,17 @@ auth_signatures = Table(
     sqlite_with_rowid=False,
 )
 
-# Fixed one-minute windows per caller: requests and tokens counted in that minute.
-auth_windows = Table(
-    "auth_windows",
+# One row per limited caller (migration 0011): its current one-minute window (requests and tokens
+# counted in `minute`) and, for callers with a token budget, the tokens used in total (`used`, NULL
+# until then). Admission takes both in one upsert; the window is overwritten when the minute turns.
+auth_quotas = Table(
+    "auth_quotas",
     metadata,
     Column("caller", String(320), primary_key=True),
-    Column("minute", BigInteger, primary_key=True),
+    Column("minute", BigInteger, nullable=False),
     Column("requests", BigInteger, nullable=False),
     Column("tokens", BigInteger, nullable=False),
-    Index("ix_auth_windows_minute", "minute"),
-    sqlite_with_rowid=False,
-)
-
-# Tokens used in total by callers that have a token budget.
-auth_budgets = Table(
-    "auth_budgets",
-    metadata,
-    Column("caller", String(320), primary_key=True),
-    Column("used", BigInteger, nullable=False),
+    Column("used", BigInteger, nullable=True),
     sqlite_with_rowid=False,
 )
 

@@ -25,5 +25,6 @@ async def test_the_auth_tables_exist_after_migrating(store_url: str) -> None:
             unique = await connection.run_sync(lambda sync: inspect(sync).get_unique_constraints("auth_keys"))
     finally:
         await engine.dispose()
-    assert {"auth_keys", "auth_signatures", "auth_windows", "auth_budgets", "auth_usage"} <= tables
+    assert {"auth_keys", "auth_signatures", "auth_quotas", "auth_usage"} <= tables
+    assert not {"auth_windows", "auth_budgets"} & tables  # one quota row per caller since 0011
     assert [constraint["column_names"] for constraint in unique] == [["key_hash"]]

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from coincurve import PrivateKey
+from sqlalchemy import text
 
 from node.auth.bech32 import address_of
 from node.auth.errors import AuthRefused, Forbidden, OverQuota, Reason, Unauthenticated
@@ -314,3 +315,87 @@ async def test_usage_totals_per_caller_and_model(store_url: str) -> None:
             assert used == 19
         finally:
             await engine.dispose()
+
+
+async def _quota_row(url: str, caller: str) -> tuple[Any, ...] | None:
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as connection:
+            sql = text("SELECT minute, requests, tokens, used FROM auth_quotas WHERE caller = :caller")
+            row = (await connection.execute(sql, {"caller": caller})).first()
+    finally:
+        await engine.dispose()
+    return None if row is None else tuple(row)
+
+
+async def test_the_window_turns_with_the_minute_and_an_old_calls_tokens_stay_in_its_minute(store_url: str) -> None:
+    clock = Clock()
+    secret = await add_key(store_url, "turning", Limits(rpm=2, tpm=10))
+    minute = int(T0 // 60)
+    async with node(store_url, clock) as service:
+        old = await service.admit(bearer(secret), Mode.KEYS, reserve_tokens=6)
+        await service.admit(bearer(secret), Mode.KEYS, reserve_tokens=1)
+        assert (await refusal(lambda: service.admit(bearer(secret), Mode.KEYS))).reason is Reason.RPM
+        assert await _quota_row(store_url, "key:turning") == (minute, 2, 7, None)  # no budget: `used` untouched
+        clock.now = T0 + 40  # the next minute: the row is overwritten, the count starts again
+        await service.admit(bearer(secret), Mode.KEYS, reserve_tokens=9)
+        assert await _quota_row(store_url, "key:turning") == (minute + 1, 1, 9, None)
+        await service.settle(old, "old-call", "m", 1, 1)  # 6 reserved, 2 used: that was last minute's
+        assert await _quota_row(store_url, "key:turning") == (minute + 1, 1, 9, None)
+        error = await refusal(lambda: service.admit(bearer(secret), Mode.KEYS, reserve_tokens=2))
+        assert error.reason is Reason.TPM
+        await service.admit(bearer(secret), Mode.KEYS, reserve_tokens=1)
+        assert (await refusal(lambda: service.admit(bearer(secret), Mode.KEYS))).reason is Reason.RPM
+
+
+async def test_a_node_whose_clock_is_behind_counts_into_the_newer_window(store_url: str) -> None:
+    """Two nodes on one store, one a second behind across a minute's turn: the one behind must not
+    reset the window the other opened (that would let each node admit a full minute's worth)."""
+    ahead, behind = Clock(T0 + 40.5), Clock(T0 + 39.5)  # 0.5 s into the next minute; 0.5 s before it
+    secret = await add_key(store_url, "skewed", Limits(rpm=3, tpm=100))
+    minute = int(T0 // 60)
+    async with node(store_url, ahead) as one, node(store_url, behind) as two:
+        await one.admit(bearer(secret), Mode.KEYS, reserve_tokens=10)
+        late = await two.admit(bearer(secret), Mode.KEYS, reserve_tokens=10)
+        assert await _quota_row(store_url, "key:skewed") == (minute + 1, 2, 20, None)
+        await two.settle(late, "late", "m", 1, 1)  # its ticket's minute is not the row's: left as counted
+        assert await _quota_row(store_url, "key:skewed") == (minute + 1, 2, 20, None)
+        await two.admit(bearer(secret), Mode.KEYS)
+        for service in (one, two):
+            error = await refusal(lambda service=service: service.admit(bearer(secret), Mode.KEYS))  # type: ignore[misc]
+            assert isinstance(error, OverQuota) and error.reason is Reason.RPM
+        assert await _quota_row(store_url, "key:skewed") == (minute + 1, 3, 20, None)
+
+
+async def test_minute_and_budget_are_taken_together_or_not_at_all(store_url: str) -> None:
+    clock = Clock()
+    secret = await add_key(store_url, "both", Limits(rpm=3, token_budget=10))
+    async with node(store_url, clock) as service:
+        first = await service.admit(bearer(secret), Mode.KEYS, reserve_tokens=6)
+        error = await refusal(lambda: service.admit(bearer(secret), Mode.KEYS, reserve_tokens=6))
+        assert isinstance(error, OverQuota) and error.reason is Reason.TOKEN_BUDGET
+        minute = int(T0 // 60)
+        assert await _quota_row(store_url, "key:both") == (minute, 1, 6, 6)  # the refused call took no request
+        await service.admit(bearer(secret), Mode.KEYS, reserve_tokens=1)
+        await service.admit(bearer(secret), Mode.KEYS, reserve_tokens=1)
+        # Both limits reached: the minute's is named (it opens first).
+        error = await refusal(lambda: service.admit(bearer(secret), Mode.KEYS, reserve_tokens=4))
+        assert isinstance(error, OverQuota) and error.reason is Reason.RPM
+        await service.settle(first, "first", "m", 2, 2)  # 6 reserved, 4 used: both counts lowered
+        assert await _quota_row(store_url, "key:both") == (minute, 3, 6, 6)
+        clock.now = T0 + 40
+        await service.admit(bearer(secret), Mode.KEYS, reserve_tokens=4)  # 6 + 4 = the budget
+        error = await refusal(lambda: service.admit(bearer(secret), Mode.KEYS))
+        assert isinstance(error, OverQuota) and error.reason is Reason.TOKEN_BUDGET
+        assert await _quota_row(store_url, "key:both") == (minute + 1, 1, 4, 10)
+
+
+async def test_a_budgets_first_call_is_admitted_whatever_it_reserves(store_url: str) -> None:
+    # As the first row of a budget always was: the limit applies from the second call on.
+    clock = Clock()
+    secret = await add_key(store_url, "small", Limits(token_budget=5))
+    async with node(store_url, clock) as service:
+        await service.admit(bearer(secret), Mode.KEYS, reserve_tokens=8)
+        error = await refusal(lambda: service.admit(bearer(secret), Mode.KEYS))
+        assert isinstance(error, OverQuota) and error.reason is Reason.TOKEN_BUDGET
+        assert await _quota_row(store_url, "key:small") == (int(T0 // 60), 0, 0, 8)  # no window counted

@@ -39,6 +39,13 @@ _ROWS = (
     "INSERT INTO auth_usage VALUES ('done' || :turn, 'key:a', 'tiny', 5, 3, 2.0),"
     " ('x' || :turn, 'ip:1', NULL, 0, 0, 3.5)",
 )
+# The same at head, where 0011 made the windows and budgets one quota row per caller.
+_HEAD_ROWS = (
+    *_ROWS[:2],
+    "INSERT INTO auth_quotas VALUES ('key:a', 29000000 + :turn, 3, 120, 4000),"
+    " ('ip:1.1.1.1', 29000000 + :turn, 1, 0, NULL)",
+    _ROWS[4],
+)
 
 
 def _url(path: Path) -> str:
@@ -100,13 +107,13 @@ def _version(path: Path) -> str:
         connection.close()
 
 
-def _write(path: Path, turn: int) -> None:
+def _write(path: Path, turn: int, rows: tuple[str, ...] = _ROWS) -> None:
     connection = sqlite3.connect(path)
     try:
         with connection:
             if turn == 0:
-                connection.execute(_ROWS[0])
-            for statement in _ROWS[1:]:
+                connection.execute(rows[0])
+            for statement in rows[1:]:
                 connection.execute(statement, {"turn": turn})
     finally:
         connection.close()
@@ -167,7 +174,7 @@ def _plan(connection: sqlite3.Connection, sql: str, params: Any) -> list[str]:
 async def test_the_queries_still_search_their_indexes(tmp_path: Path) -> None:
     store = tmp_path / "node.db"
     await _migrate(store, "head")
-    _write(store, 0)
+    _write(store, 0, _HEAD_ROWS)
     # The prune's query (node/store/jobs_sql.py), as SQLAlchemy sends it to SQLite.
     prune = (
         select(jobs.c.client_ip, jobs.c.id)
@@ -193,13 +200,11 @@ async def test_the_queries_still_search_their_indexes(tmp_path: Path) -> None:
                 "SEARCH auth_signatures USING PRIMARY KEY (signature=?)"
             ),
             "SELECT caller FROM auth_usage WHERE job_id = :job_id": "SEARCH auth_usage USING PRIMARY KEY (job_id=?)",
-            auth_sql.READ_MINUTE: "SEARCH auth_windows USING PRIMARY KEY (caller=? AND minute=?)",
-            auth_sql.SETTLE_MINUTE: "SEARCH auth_windows USING PRIMARY KEY (caller=? AND minute=?)",
-            auth_sql.SETTLE_BUDGET: "SEARCH auth_budgets USING PRIMARY KEY (caller=?)",
+            auth_sql.READ_QUOTA: "SEARCH auth_quotas USING PRIMARY KEY (caller=?)",
+            **{sql: "SEARCH auth_quotas USING PRIMARY KEY (caller=?)" for sql in auth_sql.SETTLE_QUOTA.values()},
             auth_sql.PRUNE_SIGNATURES: (
                 "SEARCH auth_signatures USING COVERING INDEX ix_auth_signatures_expires_at (expires_at<?)"
             ),
-            auth_sql.PRUNE_MINUTES: "SEARCH auth_windows USING COVERING INDEX ix_auth_windows_minute (minute<?)",
         }
         assert {sql: _plan(connection, sql, params) for sql in by_key} == {sql: [plan] for sql, plan in by_key.items()}
         usage = "SELECT caller, SUM(prompt_tokens) FROM auth_usage WHERE caller = :caller AND created_at >= :now"
