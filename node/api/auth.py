@@ -5,13 +5,14 @@ signatures, either) and the Infernet `/api` (auth.api: open or keys). It reads t
 exact body bytes (aiohttp keeps them for the handler), starts admitting the call,
 and leaves the admission on the request; it waits for the verdict before calling the
 handler, unless the handler writes its job gated on it (`admission_in_handler`: the
-/v1 chat calls), so that the admission and the job's write take one store round. A
-handler that knows what the call used says so with
+/v1 chat calls), so that the admission and the job's write take one store round. The
+usage record of a call is its job's row: the handler names the caller on the job
+(`caller_of`) and stores the tokens with its outcome. For the caller's quota, a handler
+that knows what the call used says so with
 `record_usage(request, job_id, model, prompt_tokens, completion_tokens)`; the
-middleware settles the ticket when the handler returns (streams included), so a
-usage record is written for every admitted call that became a job. A handler that
-stores a job's outcome calls `start_settling` before that write, so that both take one
-store hop before the answer goes out.
+middleware settles the ticket when the handler returns (streams included). A handler
+that stores a job's outcome calls `start_settling` before that write, so that both take
+one store hop before the answer goes out.
 
 Refusals are answered here, in OpenAI's error shape on /v1 and /serving and in the
 Infernet shape on /api, and logged with who and why (a key's name or a claimed
@@ -134,10 +135,18 @@ def _quota_headers(refused: AuthRefused, response: web.Response) -> None:
             response.headers["x-should-retry"] = "false"
 
 
+def caller_of(request: web.Request) -> str | None:
+    """Who an admitted call is billed to ("key:<name>", "gonka:<address>", "ip:<address>"); None
+    while its admission is undecided or when it was refused."""
+    admitting = request.get(ADMISSION)
+    ticket = admitting.decided() if admitting is not None else None
+    return ticket.caller.id if ticket is not None else None
+
+
 def record_usage(
     request: web.Request, job_id: str, model: str | None, prompt_tokens: int, completion_tokens: int
 ) -> None:
-    """What the call used; the middleware writes it when the handler returns."""
+    """What the call used, for its caller's quota; the middleware settles it when the handler returns."""
     request[_USAGE] = (job_id, model, prompt_tokens, completion_tokens)
 
 

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from node import json_codec
 from node.api.appkeys import DIRECTORY, JOB_DESK
-from node.api.auth import admission_gate, admission_in_handler, admitted, record_usage, start_settling
+from node.api.auth import admission_gate, admission_in_handler, admitted, caller_of, record_usage, start_settling
 from node.api.body import read_body
 from node.api.client_ip import client_ip
 from node.api.metrics import METRICS
@@ -138,12 +138,13 @@ async def _chat(request: web.Request, path_model: str | None) -> web.StreamRespo
         raise RuntimeError("the call's job was not written, yet its admission let it in") from None
     except JobError as error:
         raise from_job_error(error) from None
-    # The caller's usage record (node/api/auth.py): written when this handler returns, with
-    # the tokens the call used (none if it fails before the model answers).
+    # The caller's quota (node/api/auth.py): settled when this handler returns, to the tokens
+    # the call used (none if it fails before the model answers).
     record_usage(request, call.id, chat.model, 0, 0)
     report = _Report(request, call.id, chat.model, "stream" if chat.stream else "complete", started)
     async with call:
         await admitted(request)  # decided in the job's round already; never call a model unadmitted
+        call.bill_to(caller_of(request))  # the job's row, once finished, is the caller's usage record
         try:
             if chat.stream:
                 return await until_disconnect(request, _stream(request, call, chat, report))
@@ -190,10 +191,9 @@ class _Report:
 
 
 async def _stored(request: web.Request, outcome: Awaitable[None]) -> None:
-    """Store the job's outcome and the caller's usage record in one store hop, before answering.
-
-    The usage write starts first: on SQLite both land in one group commit, the usage record
-    first, so it is never lost behind a job that reads as finished."""
+    """Store the job's outcome (the caller's usage record) and settle the caller's quota in one
+    store hop, before answering: the quota's write starts first, so on SQLite both land in one
+    group commit."""
     usage = start_settling(request)  # submitted first: the same store round as the outcome
     try:
         await outcome

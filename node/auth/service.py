@@ -4,8 +4,9 @@
 API key, a Gonka signature), then asks the store, in one hop, to consume the signature
 and take the caller's quota. The hop is submitted at once and its verdict awaited later,
 so that the call's job, written gated on the admission, can take the same store round.
-The call it admits ends with `settle`, which records the tokens really used (never lost:
-the usage row is written even when no limit applies).
+The call it admits ends with `settle`, which gives back to the caller's quota what the call
+reserved but did not use. The usage record itself is the call's job row, which names the
+caller (`Caller.id`) and holds the tokens, written with the job's outcome.
 """
 
 from __future__ import annotations
@@ -319,12 +320,13 @@ class AuthService:
         prompt_tokens: int = 0,
         completion_tokens: int = 0,
     ) -> Awaitable[None]:
-        """Record what an admitted call used (once), and return what it reserved but did not use.
-        job_id None: the call never became a job (refused later); only the reservation is returned.
+        """Settle an admitted call's quota (once) to the tokens it used: what it reserved but did not
+        use goes back. job_id None: the call never became a job (refused later). A caller without
+        limits has nothing to settle (its usage record is the job's row, stored with its outcome).
 
         The write is submitted now (a write submitted after it in this turn of the loop goes in
         the same store round); await what is returned."""
-        if ticket.settled or (job_id is None and ticket.reserved == 0):
+        if ticket.settled or not ticket.caller.limits.any:
             ticket.settled = True
             return _done()
         ticket.settled = True

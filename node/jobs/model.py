@@ -100,6 +100,8 @@ class Job:
     updated_at: float = 0.0
     model: str | None = None  # model calls (/v1): the model asked for
     usage: TokenUsage | None = None  # model calls: tokens in and out, once finished
+    # Model calls: who the usage is billed to, stored with the outcome (the job row is the usage record).
+    caller: str | None = None
 
     @property
     def key(self) -> tuple[str, str]:

@@ -52,6 +52,10 @@ class ModelCall:
     def finished(self) -> bool:
         return self._finished
 
+    def bill_to(self, caller: str | None) -> None:
+        """Who the call's usage is billed to: stored with its outcome, however it ends."""
+        self.job.caller = caller
+
     async def complete(self) -> ContainerResult:
         """Ask the container for the whole answer (not finished yet: the caller reads usage from it)."""
         return await self._gateway.run(self.container, self.job.data, Location.OFFCHAIN, Location.OFFCHAIN, False)
@@ -78,7 +82,7 @@ class ModelCall:
             stored = await self._queue.store_outcome(self.job, status, result, [], usage)
             if stored is not None and stored[0] is not status:
                 status, result = stored[0], stored[1]
-                self.job.status, self.job.result, self.job.usage = status, result, None
+                self.job.status, self.job.result = status, result
         finally:
             self._queue.release(self.container, status)
             if self._upstream is not None:

@@ -47,7 +47,10 @@ class JobRepository(Protocol):
         result: ContainerResult | None,
         intermediate: Sequence[ContainerResult],
         usage: TokenUsage | None = None,
-    ) -> None: ...
+        caller: str | None = None,
+    ) -> None:
+        """Store a job's outcome; `usage` and `caller` make the row a model call's usage record."""
+        ...
 
     async def record(self, job: Job) -> None:
         """Insert or replace a job recorded by a caller (PUT /api/status)."""

@@ -439,7 +439,9 @@ class JobQueue:
         """
         for _ in range(3):
             try:
-                if await self._durably(job, self._repository.finish, job.key, status, result, intermediate, usage):
+                if await self._durably(
+                    job, self._repository.finish, job.key, status, result, intermediate, usage, job.caller
+                ):
                     return status, result, intermediate
                 return None
             except UnstorableValue as error:
@@ -448,8 +450,8 @@ class JobQueue:
             except Exception as error:  # a bug: never leave the job running because of it
                 log.exception("could not store the job's result", extra={"job_id": job.id})
                 reason = f"internal error while storing the result: {type(error).__name__}"
+            # The tokens stay: the model used them, and the row is the caller's usage record.
             status, result, intermediate = JobStatus.FAILED, ContainerResult(result.container, error=reason), []
-            usage = None
         # Not even a plain failure could be stored: the next start records the job as failed.
         log.error("gave up storing the job's outcome", extra={"job_id": job.id})
         return None

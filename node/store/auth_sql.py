@@ -24,6 +24,14 @@ from node.auth.quotas import Admission, Limits
 T = TypeVar("T")
 UNLIMITED = 2**62
 
+# Every usage record: a finished model call's job row (its `caller`, migration 0012), and the
+# records in `auth_usage` (of jobs pruned since, and those written before 0012). A job's record is
+# in one or the other, never both (the prune moves it in one transaction: jobs_sql.ARCHIVE_USAGE).
+USAGE_RECORDS = (
+    "(SELECT caller, model, prompt_tokens, completion_tokens, created_at FROM auth_usage "
+    "UNION ALL SELECT caller, model, COALESCE(prompt_tokens, 0), COALESCE(completion_tokens, 0), "
+    "COALESCE(finished_at, updated_at) FROM jobs WHERE caller IS NOT NULL) AS usage_records"
+)
 _KEY_COLUMNS = "name, key_hash, workspace, rpm, tpm, token_budget, created_at, expires_at, revoked_at"
 FIND_KEY = f"SELECT {_KEY_COLUMNS} FROM auth_keys WHERE key_hash = :key_hash"
 ADD_KEY = (
@@ -33,7 +41,7 @@ ADD_KEY = (
 LIST_KEYS = (
     f"SELECT {', '.join('k.' + c.strip() for c in _KEY_COLUMNS.split(','))}, "
     "COALESCE(u.tokens, 0) FROM auth_keys k LEFT JOIN (SELECT caller, "
-    "SUM(prompt_tokens + completion_tokens) AS tokens FROM auth_usage GROUP BY caller) u "
+    f"SUM(prompt_tokens + completion_tokens) AS tokens FROM {USAGE_RECORDS} GROUP BY caller) u "
     "ON u.caller = 'key:' || k.name ORDER BY k.created_at"
 )
 REVOKE_KEY = "UPDATE auth_keys SET revoked_at = :at WHERE name = :name AND revoked_at IS NULL RETURNING name"
@@ -90,11 +98,6 @@ def _settle_quota_sql(per_minute: bool, budget: bool) -> str:
 TAKE_QUOTA = {(m, b): _take_quota_sql(m, b) for m, b in ((True, True), (True, False), (False, True))}
 SETTLE_QUOTA = {(m, b): _settle_quota_sql(m, b) for m, b in ((True, True), (True, False), (False, True))}
 READ_QUOTA = "SELECT minute, requests, tokens, used FROM auth_quotas WHERE caller = :caller"
-RECORD_USAGE = (
-    "INSERT INTO auth_usage (job_id, caller, model, prompt_tokens, completion_tokens, created_at) "
-    "VALUES (:job_id, :caller, :model, :prompt_tokens, :completion_tokens, :created_at) "
-    "ON CONFLICT (job_id) DO NOTHING"
-)
 PRUNE_SIGNATURES = "DELETE FROM auth_signatures WHERE expires_at < :now"
 
 
@@ -174,23 +177,14 @@ def _take(request: AdmitRequest, db: Db) -> None:
 def _settle_writes(
     caller: str, minute: int, limits: Limits, reserved: int, usage: UsageRecord
 ) -> list[tuple[str, list[dict[str, Any]]]]:
-    """The (SQL, rows) writes that settle a call: plain writes, nothing read back, so on
-    SQLite they join the writer's group commit (with the job's outcome written next to them)."""
+    """The (SQL, rows) writes that settle a call's quota: plain writes, nothing read back, so on
+    SQLite they join the writer's group commit (with the job's outcome written next to them).
+    The usage record is the job's row, written with its outcome (jobs_sql.FINISH)."""
     writes: list[tuple[str, list[dict[str, Any]]]] = []
     delta = usage.prompt_tokens + usage.completion_tokens - reserved
     if delta and limits.any:
         shape = (limits.per_minute, limits.token_budget is not None)
         writes.append((SETTLE_QUOTA[shape], [{"caller": caller, "minute": minute, "delta": delta}]))
-    if usage.job_id is not None:
-        row = {
-            "job_id": usage.job_id,
-            "caller": usage.caller,
-            "model": usage.model,
-            "prompt_tokens": usage.prompt_tokens,
-            "completion_tokens": usage.completion_tokens,
-            "created_at": usage.created_at,
-        }
-        writes.append((RECORD_USAGE, [row]))
     return writes
 
 
@@ -310,7 +304,7 @@ class AuthStore:
             where.append("created_at >= :since")
             params["since"] = since
         sql = (
-            "SELECT caller, model, COUNT(*), SUM(prompt_tokens), SUM(completion_tokens) FROM auth_usage"
+            f"SELECT caller, model, COUNT(*), SUM(prompt_tokens), SUM(completion_tokens) FROM {USAGE_RECORDS}"
             + (" WHERE " + " AND ".join(where) if where else "")
             + " GROUP BY caller, model ORDER BY caller, model"
         )

@@ -14,7 +14,19 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, Table, and_, bindparam, delete, insert, literal_column, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    insert,
+    literal_column,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from node import json_codec
@@ -64,6 +76,16 @@ def prune_victims(finished_before: float, batch: int) -> Select[Any]:
         .where(jobs.c.finished_at.is_not(None), jobs.c.finished_at < finished_before)
         .limit(batch)
     )
+
+
+# A finished model call's row is its caller's usage record (`caller`, migration 0012): before the
+# prune deletes it, the record moves to `auth_usage`, in the same transaction, so none is lost.
+ARCHIVE_USAGE = text(
+    "INSERT INTO auth_usage (job_id, caller, model, prompt_tokens, completion_tokens, created_at) "
+    "SELECT id, caller, model, COALESCE(prompt_tokens, 0), COALESCE(completion_tokens, 0), "
+    "COALESCE(finished_at, updated_at) FROM jobs "
+    "WHERE client_ip = :k_ip AND id = :k_id AND caller IS NOT NULL ON CONFLICT (job_id) DO NOTHING"
+)
 
 
 def dumps(value: Any) -> str:
@@ -154,6 +176,7 @@ FINISH_VALUES: dict[str, Any] = {
     "finished_at": bindparam("now"),
     "prompt_tokens": bindparam("prompt_tokens"),
     "completion_tokens": bindparam("completion_tokens"),
+    "caller": bindparam("caller"),
 }
 FINISH = update(jobs).where(KEY).values(FINISH_VALUES)
 # The columns a recorded job (PUT /api/status) replaces when its key exists.
@@ -176,11 +199,14 @@ UPSERT_COLUMNS = (
 
 
 def upsert(dialect_insert: Callable[[Table], Any]) -> Any:
-    """INSERT … ON CONFLICT DO UPDATE for a recorded job, in the spelling of the dialect's `insert`."""
+    """INSERT … ON CONFLICT DO UPDATE for a recorded job, in the spelling of the dialect's `insert`.
+
+    A recorded job never replaces a finished model call's row: that row is its caller's usage record."""
     statement = dialect_insert(jobs).values(ROW_VALUES)
     return statement.on_conflict_do_update(
         index_elements=["client_ip", "id"],
         set_={name: statement.excluded[name] for name in UPSERT_COLUMNS},
+        where=jobs.c.caller.is_(None),
     )
 
 
@@ -195,6 +221,7 @@ def failed_row(client_ip: str, job_id: str, container: str, reason: str, now: fl
         "now": now,
         "prompt_tokens": None,
         "completion_tokens": None,
+        "caller": None,
     }
 
 
@@ -293,8 +320,9 @@ class JobStore:
         result: ContainerResult | None,
         intermediate: Sequence[ContainerResult],
         usage: TokenUsage | None = None,
+        caller: str | None = None,
     ) -> None:
-        await self._write(self._finish, self._finish_rows, key, status, result, intermediate, usage)
+        await self._write(self._finish, self._finish_rows, key, status, result, intermediate, usage, caller)
 
     async def record(self, job: Job) -> None:
         await self._write(self._upsert, _one_row, job)
@@ -310,6 +338,7 @@ class JobStore:
         result: ContainerResult | None,
         intermediate: Sequence[ContainerResult],
         usage: TokenUsage | None,
+        caller: str | None,
     ) -> list[dict[str, Any]]:
         row = {
             "k_ip": key[0],
@@ -320,6 +349,7 @@ class JobStore:
             "now": time.time(),
             "prompt_tokens": usage.prompt_tokens if usage else None,
             "completion_tokens": usage.completion_tokens if usage else None,
+            "caller": caller,
         }
         return [self._keyed(row)]
 
@@ -358,10 +388,9 @@ class JobStore:
                 keys = (await connection.execute(victims)).all()
                 if not keys:
                     return removed
-                await connection.execute(
-                    delete(jobs).where(KEY),
-                    [{"k_ip": key.client_ip, "k_id": key.id} for key in keys],
-                )
+                params = [{"k_ip": key.client_ip, "k_id": key.id} for key in keys]
+                await connection.execute(ARCHIVE_USAGE, params)
+                await connection.execute(delete(jobs).where(KEY), params)
             removed += len(keys)
 
 

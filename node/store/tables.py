@@ -31,6 +31,9 @@ jobs = Table(
     # owners renewed before, is no longer written. Both unused (NULL) on SQLite.
     Column("owner", String(128), nullable=True),
     Column("lease_until", Float, nullable=True),
+    # A finished model call's caller (migration 0012; "key:<name>", "gonka:<address>", "ip:<address>"):
+    # with `model` and the tokens, the call's usage record, moved to `auth_usage` when the job is pruned.
+    Column("caller", String(320), nullable=True),
     # On SQLite (migration 0010) partial, pending jobs only: a FINISH deletes its entry. Its readers
     # compare `status` to literals, which SQLite matches to the index's WHERE (jobs_sql.status_is).
     Index("ix_jobs_status", "status", sqlite_where=text("status = 'queued' OR status = 'running'")),

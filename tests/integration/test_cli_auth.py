@@ -13,10 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from node.auth.ports import UsageRecord
-from node.auth.quotas import NO_LIMITS
 from node.store.engine import create_engine
-from node.store.repositories import auth_repository
+from tests.support.usage_records import Call, finished_calls
 
 CLI = str(Path(sys.executable).parent / "infernet-node")
 
@@ -107,14 +105,9 @@ def test_an_unusable_store_is_named_in_one_line(tmp_path: Path) -> None:
     assert done.stderr.strip() == f"infernet-node: store {tmp_path}/store.db: is a directory, not a database file"
 
 
-async def _record(url: str, rows: list[tuple[str, str, str | None, int, int, float]]) -> None:
-    engine = create_engine(url)
-    try:
-        repository = auth_repository(engine)
-        for job_id, caller, model, prompt, completion, at in rows:
-            await repository.settle(caller, 0, NO_LIMITS, 0, UsageRecord(job_id, caller, model, prompt, completion, at))
-    finally:
-        await engine.dispose()
+async def _record(url: str, calls: list[Call]) -> None:
+    async with finished_calls(url, calls):
+        pass
 
 
 def test_usage_totals_per_caller_and_model(workdir: Path, node_store_url: str) -> None:

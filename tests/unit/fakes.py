@@ -51,9 +51,11 @@ class MemoryRepository:
         result: ContainerResult | None,
         intermediate: Sequence[ContainerResult],
         usage: TokenUsage | None = None,
+        caller: str | None = None,
     ) -> None:
         job = self.jobs[key]
         job.status, job.result, job.intermediate, job.usage = status, result, list(intermediate), usage
+        job.caller = caller
 
     async def record(self, job: Job) -> None:
         self.jobs[job.key] = job

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -21,8 +22,10 @@ from node.auth.keys import ApiKey, hash_secret, new_secret
 from node.auth.quotas import NO_LIMITS, Limits
 from node.auth.service import AuthService, Credentials, Mode
 from node.auth.signatures import NS, SignatureSettings, SignatureVerifier
+from node.jobs.model import Job, JobOrigin, JobStatus, TokenUsage
 from node.store.engine import create_engine, migrate
 from node.store.repositories import auth_repository
+from tests.support.usage_records import finished_calls
 
 T0 = 1_779_999_980.0  # 20 s into a minute (1_779_999_960 is a multiple of 60)
 NODE_ADDRESS = address_of(PrivateKey(bytes.fromhex("33" * 32)).public_key.format())
@@ -288,33 +291,68 @@ async def test_a_refused_key_takes_nothing_and_a_limited_key_is_admitted_in_one_
         assert isinstance(error, OverQuota) and error.reason is Reason.RPM
 
 
-async def test_usage_totals_per_caller_and_model(store_url: str) -> None:
-    clock = Clock()
+async def test_usage_totals_per_caller_and_model_from_job_rows_and_archived_records(store_url: str) -> None:
     secret = await add_key(store_url, "u")
-    async with node(store_url, clock) as service:
-        for job, model, prompt, completion in (("a", "m1", 3, 4), ("b", "m1", 1, 1), ("c", "m2", 10, 0)):
-            ticket = await service.admit(bearer(secret), Mode.KEYS)
-            await service.settle(ticket, job, model, prompt, completion)
-            await service.settle(ticket, job, model, prompt, completion)  # settling twice counts once
-        clock.now += 10
-        anonymous = await service.admit(Credentials("127.0.0.1", True), Mode.NONE)
-        await service.settle(anonymous, "d", "m1", 2, 2)
-        engine = create_engine(store_url)
-        repository = auth_repository(engine)
-        try:
-            rows = await repository.usage(None, None)
-            totals = {(t.caller, t.model): (t.calls, t.prompt_tokens, t.completion_tokens) for t in rows}
-            assert totals == {
-                ("key:u", "m1"): (2, 4, 5),
-                ("key:u", "m2"): (1, 10, 0),
-                ("ip:127.0.0.1", "m1"): (1, 2, 2),
-            }
-            assert [t.caller for t in await repository.usage("key:u", None)] == ["key:u", "key:u"]
-            assert [t.caller for t in await repository.usage(None, T0 + 5)] == ["ip:127.0.0.1"]
-            [(_, used)] = await repository.list_keys()
-            assert used == 19
-        finally:
-            await engine.dispose()
+    assert secret
+    now = time.time()
+    calls = finished_calls(store_url, [
+        ("a", "key:u", "m1", 3, 4, now - 1000),
+        ("b", "key:u", "m1", 1, 1, now - 10),
+        ("c", "key:u", "m2", 10, 0, now - 10),
+        ("d", "ip:127.0.0.1", "m1", 2, 2, now),
+    ])
+    engine = create_engine(store_url)
+    repository = auth_repository(engine)
+    async with calls as jobs:
+        async with engine.begin() as connection:  # a record written before migration 0012, in auth_usage
+            await connection.execute(text(
+                "INSERT INTO auth_usage (job_id, caller, model, prompt_tokens, completion_tokens, created_at) "
+                "VALUES ('old', 'key:u', 'm2', 5, 5, :at)"
+            ), {"at": now - 2000})
+        expected = {
+            ("key:u", "m1"): (2, 4, 5),
+            ("key:u", "m2"): (2, 15, 5),
+            ("ip:127.0.0.1", "m1"): (1, 2, 2),
+        }
+
+        async def totals(caller: str | None = None, since: float | None = None) -> dict[tuple[str, str | None], Any]:
+            return {(t.caller, t.model): (t.calls, t.prompt_tokens, t.completion_tokens)
+                    for t in await repository.usage(caller, since)}
+
+        assert await totals() == expected
+        assert set(await totals("key:u")) == {("key:u", "m1"), ("key:u", "m2")}
+        assert await totals(None, now - 500) == {
+            ("key:u", "m1"): (1, 1, 1), ("key:u", "m2"): (1, 10, 0), ("ip:127.0.0.1", "m1"): (1, 2, 2)
+        }
+        [(_, used)] = await repository.list_keys()
+        assert used == 29
+        # Pruning a job moves its record into auth_usage (the same transaction): nothing lost, nothing twice.
+        assert await jobs.prune(now - 500) == 1
+        assert await totals() == expected
+        assert (await totals(None, now - 1500))[("key:u", "m1")] == (2, 4, 5)  # dated by when the job finished
+        async with engine.connect() as connection:
+            archived = (await connection.execute(text("SELECT job_id FROM auth_usage ORDER BY job_id"))).scalars().all()
+        assert archived == ["a", "old"]
+        assert await jobs.prune(time.time() + 1) == 3
+        assert await totals() == expected
+        [(_, used)] = await repository.list_keys()
+        assert used == 29
+    await engine.dispose()
+
+
+async def test_a_recorded_job_never_replaces_a_billed_call(store_url: str) -> None:
+    """PUT /api/status upserts by (client, id): a caller reusing its own /v1 job's id must not
+    rewrite (or erase) that call's usage record."""
+    engine = create_engine(store_url)
+    async with finished_calls(store_url, [("billed", "key:u", "m1", 7, 9, time.time())]) as jobs:
+        recorded = Job("billed", "127.0.0.1", ["chat"], {}, origin=JobOrigin.RECORDED, status=JobStatus.RUNNING,
+                       created_at=time.time(), updated_at=time.time())
+        await jobs.record(recorded)
+        [stored] = await jobs.get_many("127.0.0.1", ["billed"])
+        assert (stored.origin, stored.status, stored.usage) == (JobOrigin.MODEL, JobStatus.SUCCESS, TokenUsage(7, 9))
+        totals = await auth_repository(engine).usage(None, None)
+        assert [(t.caller, t.calls, t.prompt_tokens, t.completion_tokens) for t in totals] == [("key:u", 1, 7, 9)]
+    await engine.dispose()
 
 
 async def _quota_row(url: str, caller: str) -> tuple[Any, ...] | None:

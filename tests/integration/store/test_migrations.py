@@ -11,7 +11,7 @@ from sqlalchemy import text
 
 from node.api import wire
 from node.store.engine import MIGRATIONS_DIR, create_engine, migrate
-from node.store.repositories import job_repository
+from node.store.repositories import auth_repository, job_repository
 from tests.support.postgres import fresh_database
 
 
@@ -143,3 +143,39 @@ async def test_0008_counts_pending_jobs_per_statement_and_goes_back_to_0007(post
                 await _slots_agree(connection)
         finally:
             await engine.dispose()
+
+
+async def test_0012_a_job_names_its_caller_and_going_back_moves_its_usage_to_auth_usage(store_url: str) -> None:
+    engine = create_engine(store_url)
+    try:
+        await migrate(engine)
+        async with engine.begin() as connection:
+            await connection.execute(text(
+                "INSERT INTO jobs (client_ip, id, origin, status, containers, data, requires_proof, created_at,"
+                " updated_at, finished_at, model, prompt_tokens, completion_tokens, caller) VALUES"
+                " ('1.1.1.1', 'billed', 'model', 'success', '[\"llm\"]', '{}', false, 1.0, 2.0, 2.0, 'smol', 3, 4,"
+                " 'key:a'), ('1.1.1.1', 'failed', 'model', 'failed', '[\"llm\"]', '{}', false, 1.0, 5.0, 5.0, 'smol',"
+                " NULL, NULL, 'key:a'), ('1.1.1.1', 'plain', 'offchain', 'success', '[\"a\"]', '{}', false, 1.0,"
+                " 2.0, 2.0, NULL, NULL, NULL, NULL)"
+            ))
+            await connection.execute(text(
+                "INSERT INTO auth_usage VALUES ('older', 'key:a', 'smol', 1, 1, 0.5)"  # pruned before
+            ))
+        before = await auth_repository(engine).usage(None, None)
+        assert [(t.caller, t.calls, t.prompt_tokens, t.completion_tokens) for t in before] == [("key:a", 3, 4, 5)]
+        async with engine.begin() as connection:
+            await connection.run_sync(_migrate_to("-1", down=True))
+        async with engine.connect() as connection:
+            moved = (await connection.execute(text("SELECT * FROM auth_usage ORDER BY job_id"))).all()
+            assert [tuple(row) for row in moved] == [
+                ("billed", "key:a", "smol", 3, 4, 2.0),
+                ("failed", "key:a", "smol", 0, 0, 5.0),
+                ("older", "key:a", "smol", 1, 1, 0.5),
+            ]
+            columns = (await connection.execute(text("SELECT * FROM jobs LIMIT 1"))).keys()
+            assert "caller" not in columns
+        await migrate(engine)  # up again: the records stay where the downgrade put them, counted once
+        after = await auth_repository(engine).usage(None, None)
+        assert after == before
+    finally:
+        await engine.dispose()

@@ -37,11 +37,12 @@ class FaultyRepository(MemoryRepository):
         result: ContainerResult | None,
         intermediate: Sequence[ContainerResult],
         usage: TokenUsage | None = None,
+        caller: str | None = None,
     ) -> None:
         self.finish_calls += 1
         if self.finish_faults:
             raise self.finish_faults.pop(0)
-        await super().finish(key, status, result, intermediate, usage)
+        await super().finish(key, status, result, intermediate, usage, caller)
 
 
 def make(repository: FaultyRepository, workers: int = 2) -> tuple[JobDesk, JobQueue]:

@@ -29,7 +29,7 @@ def test_an_update_joins_its_rows_by_key_and_a_repeated_parameter_stays_one_valu
     assert form is not None and not form.insert
     # updated_at and finished_at are both `now`: one parameter, one array.
     assert "updated_at=r.p4, finished_at=r.p4" in form.body
-    assert form.body.endswith("WHERE jobs.client_ip = r.p7 AND jobs.id = r.p8")
+    assert form.body.endswith("WHERE jobs.client_ip = r.p8 AND jobs.id = r.p9")
 
 
 @pytest.mark.parametrize(
@@ -52,5 +52,5 @@ def test_compose_numbers_the_room_first_then_each_form_s_arrays() -> None:
     assert composed.startswith("WITH room(n) AS MATERIALIZED (SELECT $1::INTEGER")
     assert "unnest($3::VARCHAR[]" in composed and "$17::INTEGER[]) WITH ORDINALITY" in composed
     assert ", room WHERE r.ord <= room.n ON CONFLICT" in composed
-    assert "unnest($18::VARCHAR[]" in composed and "$25::VARCHAR[])" in composed and "$26" not in composed
+    assert "unnest($18::VARCHAR[]" in composed and "$26::VARCHAR[])" in composed and "$27" not in composed
     assert composed.endswith("SELECT (SELECT count(*) FROM w0), (SELECT count(*) FROM w1)")
