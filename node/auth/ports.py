@@ -110,5 +110,6 @@ class AuthRepository(Protocol):
     async def usage(self, caller: str | None, since: float | None) -> Sequence[UsageTotal]: ...
 
     async def prune(self, now: float) -> int:
-        """Forget signatures past their window (a caller's quota row is overwritten, never pruned)."""
+        """Forget signatures past their window, and the quota rows of callers without a budget whose
+        minute is over; returns how many rows went."""
         ...

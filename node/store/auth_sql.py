@@ -19,7 +19,7 @@ from typing import Any, Protocol, TypeVar
 
 from node.auth.keys import ApiKey
 from node.auth.ports import AdmitRequest, Gate, UsageRecord, UsageTotal
-from node.auth.quotas import Admission, Limits
+from node.auth.quotas import Admission, Limits, minute_of
 
 T = TypeVar("T")
 UNLIMITED = 2**62
@@ -99,6 +99,10 @@ TAKE_QUOTA = {(m, b): _take_quota_sql(m, b) for m, b in ((True, True), (True, Fa
 SETTLE_QUOTA = {(m, b): _settle_quota_sql(m, b) for m, b in ((True, True), (True, False), (False, True))}
 READ_QUOTA = "SELECT minute, requests, tokens, used FROM auth_quotas WHERE caller = :caller"
 PRUNE_SIGNATURES = "DELETE FROM auth_signatures WHERE expires_at < :now"
+# A row that counts no budget (`used` NULL) holds nothing once its minute is over: its caller's next
+# call starts a fresh one. Pruned, so that callers seen once (any signing address, when no
+# allowlist is set) do not stay forever. A budget's row stays: it is the budget.
+PRUNE_QUOTAS = "DELETE FROM auth_quotas WHERE used IS NULL AND minute < :minute"
 
 
 class Db(Protocol):
@@ -312,6 +316,8 @@ class AuthStore:
         return [UsageTotal(row[0], row[1], int(row[2]), int(row[3]), int(row[4])) for row in rows]
 
     async def prune(self, now: float) -> int:
-        # Quota rows are not pruned: a caller's one row is overwritten when its minute turns.
-        sql, params = PRUNE_SIGNATURES + " RETURNING signature", {"now": now}
-        return len(await self._write(lambda db: db.transaction(lambda db: db.execute(sql, params), 1)))
+        def work(db: Db) -> int:
+            removed = len(db.execute(PRUNE_SIGNATURES + " RETURNING signature", {"now": now}))
+            return removed + len(db.execute(PRUNE_QUOTAS + " RETURNING caller", {"minute": minute_of(now)}))
+
+        return await self._write(lambda db: db.transaction(work))

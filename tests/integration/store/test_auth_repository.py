@@ -386,6 +386,26 @@ async def test_the_window_turns_with_the_minute_and_an_old_calls_tokens_stay_in_
         assert (await refusal(lambda: service.admit(bearer(secret), Mode.KEYS))).reason is Reason.RPM
 
 
+async def test_pruning_forgets_a_callers_row_once_its_minute_is_over_unless_it_counts_a_budget(
+    store_url: str,
+) -> None:
+    clock = Clock()
+    windowed = await add_key(store_url, "windowed", Limits(rpm=5))
+    budgeted = await add_key(store_url, "budgeted", Limits(rpm=5, token_budget=100))
+    minute = int(T0 // 60)
+    async with node(store_url, clock) as service:
+        await service.admit(bearer(windowed), Mode.KEYS)
+        await service.admit(bearer(budgeted), Mode.KEYS, reserve_tokens=7)
+        await service.prune()
+        assert await _quota_row(store_url, "key:windowed") == (minute, 1, 0, None)  # its minute still runs
+        clock.now = T0 + 40  # the next minute
+        assert await service.prune() == 1
+        assert await _quota_row(store_url, "key:windowed") is None
+        assert await _quota_row(store_url, "key:budgeted") == (minute, 1, 7, 7)  # the budget stays
+        await service.admit(bearer(windowed), Mode.KEYS)  # starts afresh
+        assert await _quota_row(store_url, "key:windowed") == (minute + 1, 1, 0, None)
+
+
 async def test_a_node_whose_clock_is_behind_counts_into_the_newer_window(store_url: str) -> None:
     """Two nodes on one store, one a second behind across a minute's turn: the one behind must not
     reset the window the other opened (that would let each node admit a full minute's worth)."""
