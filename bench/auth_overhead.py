@@ -58,9 +58,7 @@ def signed(timestamp: int) -> dict[str, str]:
     }
 
 
-async def start_node(
-    name: str, auth: dict[str, Any], secret: str, store: str, port: int, chat: str
-) -> web.AppRunner:
+async def start_node(name: str, auth: dict[str, Any], secret: str, store: str, port: int, chat: str) -> web.AppRunner:
     """The real app for one mode, on its own store and port."""
     raw = {
         "log": {"path": None, "level": "WARNING"},
@@ -97,11 +95,16 @@ async def main() -> None:
         ("none", {}, lambda: [{}] * count),
         ("keys", {"v1": "keys"}, lambda: [{"Authorization": f"Bearer {secret}"}] * count),
         ("keys-limited", {"v1": "keys"}, lambda: [{"Authorization": f"Bearer {limited_secret}"}] * count),
-        ("signatures", {"v1": "signatures", "gonka": {"address": NODE}},
-         lambda: [signed(time.time_ns() + i) for i in range(count)]),
-        ("signatures-limited",
-         {"v1": "signatures", "gonka": {"address": NODE, "limits": {"rpm": BIG, "tpm": BIG, "token_budget": BIG}}},
-         lambda: [signed(time.time_ns() + i) for i in range(count)]),
+        (
+            "signatures",
+            {"v1": "signatures", "gonka": {"address": NODE}},
+            lambda: [signed(time.time_ns() + i) for i in range(count)],
+        ),
+        (
+            "signatures-limited",
+            {"v1": "signatures", "gonka": {"address": NODE, "limits": {"rpm": BIG, "tpm": BIG, "token_budget": BIG}}},
+            lambda: [signed(time.time_ns() + i) for i in range(count)],
+        ),
     ]
     latency: dict[str, list[float]] = {name: [] for name, _, _ in modes}
     cpu: dict[str, list[float]] = {name: [] for name, _, _ in modes}

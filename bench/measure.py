@@ -30,14 +30,25 @@ def pin(cpu: int | None) -> Callable[[], None] | None:
 class Proc:
     """A child process pinned to one core, its output in a log file."""
 
-    def __init__(self, name: str, argv: Sequence[str], cpu: int | None, log: Path,
-                 env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        cpu: int | None,
+        log: Path,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
         self.name = name
         self.log = log
         with log.open("ab") as sink:
             self.popen = subprocess.Popen(
-                list(argv), stdout=sink, stderr=subprocess.STDOUT, cwd=cwd,
-                env={**os.environ, **(env or {})}, preexec_fn=pin(cpu),
+                list(argv),
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                cwd=cwd,
+                env={**os.environ, **(env or {})},
+                preexec_fn=pin(cpu),
             )
 
     @property
@@ -155,20 +166,37 @@ def wrk_argv(url: str, script: Path, args: Sequence[str], seconds: int, connecti
     return [*command, "--", *args] if args else command
 
 
-def wrk(url: str, script: Path, args: Sequence[str], seconds: int, connections: int,
-        server: Proc | None = None, ours: Sequence[Proc] = ()) -> dict[str, Any]:
+def wrk(
+    url: str,
+    script: Path,
+    args: Sequence[str],
+    seconds: int,
+    connections: int,
+    server: Proc | None = None,
+    ours: Sequence[Proc] = (),
+) -> dict[str, Any]:
     """Run wrk (one thread, pinned to the load core) and parse what it prints."""
     with CpuMeter(server, ours) as cpu:
-        output = subprocess.run(wrk_argv(url, script, args, seconds, connections), capture_output=True, text=True,
-                                check=True, preexec_fn=pin(LOAD_CPU)).stdout
+        output = subprocess.run(
+            wrk_argv(url, script, args, seconds, connections),
+            capture_output=True,
+            text=True,
+            check=True,
+            preexec_fn=pin(LOAD_CPU),
+        ).stdout
     return {"cpu": cpu.summary(), **parse_wrk(output)}
 
 
-def wrk_together(urls: Sequence[str], script: Path, args: Sequence[str], seconds: int, connections: int,
-                 cpu: int | None = LOAD_CPU) -> list[dict[str, Any]]:
+def wrk_together(
+    urls: Sequence[str], script: Path, args: Sequence[str], seconds: int, connections: int, cpu: int | None = LOAD_CPU
+) -> list[dict[str, Any]]:
     """One wrk per URL, all at once (`connections` each); what each printed."""
-    runs = [subprocess.Popen(wrk_argv(url, script, args, seconds, connections), stdout=subprocess.PIPE, text=True,
-                             preexec_fn=pin(cpu)) for url in urls]
+    runs = [
+        subprocess.Popen(
+            wrk_argv(url, script, args, seconds, connections), stdout=subprocess.PIPE, text=True, preexec_fn=pin(cpu)
+        )
+        for url in urls
+    ]
     outputs = [run.communicate()[0] for run in runs]
     for run in runs:
         if run.returncode:
@@ -269,9 +297,11 @@ def format_value(value: float | None, unit: str) -> str:
 
 def format_figure(figure: Figure, labels: tuple[str, str] = ("node", "ceiling")) -> str:
     ratio = f"{figure.ratio:5.2f}" if figure.ratio is not None else "    -"
-    return (f"{figure.name:<52} {labels[0]} {format_value(figure.node, figure.unit):>13}   "
-            f"{labels[1]} {format_value(figure.ceiling, figure.unit):>13}   ratio {ratio}"
-            + (f"   ({figure.note})" if figure.note else ""))
+    return (
+        f"{figure.name:<52} {labels[0]} {format_value(figure.node, figure.unit):>13}   "
+        f"{labels[1]} {format_value(figure.ceiling, figure.unit):>13}   ratio {ratio}"
+        + (f"   ({figure.note})" if figure.note else "")
+    )
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -73,8 +73,9 @@ def _merge_wrk(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "cpu_us": server_cpu / requests * 1e6 if requests else None,
         "not_found": sum(run["not_found"] or 0 for run in runs),
         "socket_errors": [run["socket_errors"] for run in runs if run["socket_errors"]],
-        "cpu": {key: statistics.mean(run["cpu"][key] for run in runs)
-                for key in ("server_core", "load_core", "foreign")},
+        "cpu": {
+            key: statistics.mean(run["cpu"][key] for run in runs) for key in ("server_core", "load_core", "foreign")
+        },
     }
 
 
@@ -100,9 +101,17 @@ class Bench(Harness):
         self.ceiling_port = free_port()
         self.ceiling = self.start(
             "ceiling",
-            [PYTHON, str(BENCH / "ceiling.py"), "--port", str(self.ceiling_port),
-             "--service", f"hello-world=http://127.0.0.1:{self.hello_port}"],
-            SERVER_CPU, f"http://127.0.0.1:{self.ceiling_port}/health")
+            [
+                PYTHON,
+                str(BENCH / "ceiling.py"),
+                "--port",
+                str(self.ceiling_port),
+                "--service",
+                f"hello-world=http://127.0.0.1:{self.hello_port}",
+            ],
+            SERVER_CPU,
+            f"http://127.0.0.1:{self.ceiling_port}/health",
+        )
 
     def start_sqlite_node(self, label: str, db: Path | None = None) -> tuple[Proc, int]:
         return self.start_node(label, f"sqlite+aiosqlite:///{db}" if db is not None else None)
@@ -118,17 +127,26 @@ class Bench(Harness):
             flag = "  <-- the load core is the bottleneck here"
         self.results.notes.append(
             f"{what}: server core {cpu['server_core']:.0%} busy, load core {cpu['load_core']:.0%}, "
-            f"other sessions' processes {cpu['foreign']:.0%} of the machine{flag}")
+            f"other sessions' processes {cpu['foreign']:.0%} of the machine{flag}"
+        )
 
     def memory_figure(self, node: Proc, when: str) -> dict[str, float]:
         memory, ceiling = node.memory(), self.ceiling.memory()
-        self.results.add(Figure(f"peak memory (VmHWM) after {when}", "MiB", memory["VmHWM"], ceiling["VmHWM"],
-                                note=f"node VmRSS {memory['VmRSS']:.1f} MiB"))
+        self.results.add(
+            Figure(
+                f"peak memory (VmHWM) after {when}",
+                "MiB",
+                memory["VmHWM"],
+                ceiling["VmHWM"],
+                note=f"node VmRSS {memory['VmRSS']:.1f} MiB",
+            )
+        )
         self.results.raw[f"memory after {when}"] = {"node": memory, "ceiling": ceiling}
         return memory
 
-    def wrk_rounds(self, what: str, script: Path, node: Proc, node_port: int, node_args: Sequence[str],
-                   ceiling_args: Sequence[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    def wrk_rounds(
+        self, what: str, script: Path, node: Proc, node_port: int, node_args: Sequence[str], ceiling_args: Sequence[str]
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         """Warm both up, then alternate ceiling and node rounds."""
         targets = {
             "ceiling": (f"http://127.0.0.1:{self.ceiling_port}/api/jobs", ceiling_args, self.ceiling),
@@ -151,8 +169,7 @@ class Bench(Harness):
     # -- 1. POST /api/jobs -------------------------------------------------
 
     def post_load(self) -> None:
-        print("== 1. POST /api/jobs (the jobs park in a service that never answers: the accept path alone)",
-              flush=True)
+        print("== 1. POST /api/jobs (the jobs park in a service that never answers: the accept path alone)", flush=True)
         node, port = self.start_node("post")
         ids_file = self.tmp / "accepted-ids.txt"
         script = BENCH / "lua" / "post.lua"
@@ -162,8 +179,7 @@ class Bench(Harness):
             Figure("POST /api/jobs latency p50", "ms", n["p50"], c["p50"]),
             Figure("POST /api/jobs latency p99", "ms", n["p99"], c["p99"]),
             Figure("POST /api/jobs server CPU per request", "us", n["cpu_us"], c["cpu_us"]),
-            Figure("POST /api/jobs/s a whole core would give (1 / CPU)", "req/s", 1e6 / n["cpu_us"],
-                   1e6 / c["cpu_us"]),
+            Figure("POST /api/jobs/s a whole core would give (1 / CPU)", "req/s", 1e6 / n["cpu_us"], 1e6 / c["cpu_us"]),
         )
         # Every id the node answered 200 with, warm-up included (post.lua writes them).
         accepted = [json.loads(line)["id"] for line in ids_file.read_text().splitlines() if line.strip()]
@@ -180,7 +196,8 @@ class Bench(Harness):
             by_cpu >= 0.5 and found == len(accepted),
             f"POST /api/jobs at {by_cpu:.0%} of the ceiling's rate on a core of its own, by CPU per request "
             f"({by_rate:.0%} measured on the shared machine; target >= 50%); "
-            f"{found:,} of {len(accepted):,} accepted jobs found after SIGKILL and restart")
+            f"{found:,} of {len(accepted):,} accepted jobs found after SIGKILL and restart",
+        )
 
     # -- 2. jobs end to end, and 4. streams ----------------------------------
 
@@ -205,18 +222,30 @@ class Bench(Harness):
         inside = self._inside_node(self.tmp / "e2e" / "node.db", node_ids)
         self.results.add(
             Figure("direct service call p50 / p99 (reference)", "ms", d50, d50, note=f"p99 {d99:.3f} ms"),
-            Figure("job latency p50 (POST, then GETs until done)", "ms", n50, c50,
-                   note=f"GETs per job: node {statistics.mean(polls['node']):.1f}, "
-                        f"ceiling {statistics.mean(polls['ceiling']):.1f}"),
+            Figure(
+                "job latency p50 (POST, then GETs until done)",
+                "ms",
+                n50,
+                c50,
+                note=f"GETs per job: node {statistics.mean(polls['node']):.1f}, "
+                f"ceiling {statistics.mean(polls['ceiling']):.1f}",
+            ),
             Figure("job latency p99", "ms", n99, c99),
             Figure("added over a direct service call, p50", "ms", n50 - d50, c50 - d50),
             Figure("added over a direct service call, p99", "ms", n99 - d99, c99 - d99),
-            Figure("inside the node: accepted -> finished, p50", "ms", inside, None,
-                   note="from the store's created_at/finished_at; includes the service call"),
+            Figure(
+                "inside the node: accepted -> finished, p50",
+                "ms",
+                inside,
+                None,
+                note="from the store's created_at/finished_at; includes the service call",
+            ),
         )
-        self.results.target(n50 - d50 <= 1.0,
-                            f"the node adds {n50 - d50:.2f} ms over a direct service call at p50 (target <= 1 ms; "
-                            f"the bare ceiling adds {c50 - d50:.2f} ms)")
+        self.results.target(
+            n50 - d50 <= 1.0,
+            f"the node adds {n50 - d50:.2f} ms over a direct service call at p50 (target <= 1 ms; "
+            f"the bare ceiling adds {c50 - d50:.2f} ms)",
+        )
 
         concurrency, poll = self.args.job_concurrency, self.args.poll_ms / 1000
         counts = {"ceiling": [0, 0.0, 0.0], "node": [0, 0.0, 0.0]}
@@ -233,52 +262,89 @@ class Bench(Harness):
         # The server's CPU includes the half-second warm-up of each round: per job it is a little high.
         per_job = {label: value[2] / max(1, value[0]) * 1e6 for label, value in counts.items()}
         for label in cpus:
-            self.note_cpu(f"jobs completed/s / {label}",
-                          {key: statistics.mean(item[key] for item in cpus[label])
-                           for key in ("server_core", "load_core", "foreign")})
+            self.note_cpu(
+                f"jobs completed/s / {label}",
+                {
+                    key: statistics.mean(item[key] for item in cpus[label])
+                    for key in ("server_core", "load_core", "foreign")
+                },
+            )
         self.results.add(
-            Figure(f"jobs completed/s ({concurrency} clients polling every {poll * 1000:g} ms)", "jobs/s",
-                   rate["node"], rate["ceiling"]),
+            Figure(
+                f"jobs completed/s ({concurrency} clients polling every {poll * 1000:g} ms)",
+                "jobs/s",
+                rate["node"],
+                rate["ceiling"],
+            ),
             Figure("server CPU per completed job", "us", per_job["node"], per_job["ceiling"]),
-            Figure("jobs/s a whole core would give (1 / CPU)", "jobs/s", 1e6 / per_job["node"],
-                   1e6 / per_job["ceiling"]),
+            Figure(
+                "jobs/s a whole core would give (1 / CPU)", "jobs/s", 1e6 / per_job["node"], 1e6 / per_job["ceiling"]
+            ),
         )
         self.memory_figure(node, "the job loads")
 
-        print(f"== 4. streaming: time to first byte (the node holds output {STREAM_ID_GAP_SECONDS * 1000:g} ms "
-              "after the id line)", flush=True)
+        print(
+            f"== 4. streaming: time to first byte (the node holds output {STREAM_ID_GAP_SECONDS * 1000:g} ms "
+            "after the id line)",
+            flush=True,
+        )
         streams: dict[str, dict[str, list[float]]] = {
-            label: {"first_byte": [], "first_output": []} for label in ("direct", "ceiling", "node")}
+            label: {"first_byte": [], "first_output": []} for label in ("direct", "ceiling", "node")
+        }
         for _ in range(self.rounds):
             for label, target in (("direct", self.hello_port), ("ceiling", self.ceiling_port), ("node", port)):
                 got = asyncio.run(loads.stream_ttfb(target, self.stream_n, direct=label == "direct"))
                 for key in got:
                     streams[label][key] += got[key]
-        s = {label: {key: percentile(values, 50) if values else float("nan") for key, values in got.items()}
-             for label, got in streams.items()}
+        s = {
+            label: {key: percentile(values, 50) if values else float("nan") for key, values in got.items()}
+            for label, got in streams.items()
+        }
         d = s["direct"]["first_byte"]
         gap_ms = STREAM_ID_GAP_SECONDS * 1000
         node_output = s["node"]["first_output"]
         self.results.add(
             Figure("direct service: first output byte p50 (reference)", "ms", d, d),
             Figure("stream: first byte (the id line) p50", "ms", s["node"]["first_byte"], s["ceiling"]["first_byte"]),
-            Figure("stream: first output byte p50", "ms", node_output, s["ceiling"]["first_output"],
-                   note=f"the node waits {gap_ms:g} ms after the id line by design"),
-            Figure("stream: id line, above the direct first byte, p50", "ms", s["node"]["first_byte"] - d,
-                   s["ceiling"]["first_byte"] - d),
-            Figure("stream: first output, above the direct first byte, p50", "ms", node_output - d,
-                   s["ceiling"]["first_output"] - d),
-            Figure("stream: first output minus the deliberate gap, above direct", "ms",
-                   node_output - gap_ms - d, s["ceiling"]["first_output"] - d),
-            Figure("stream: first output byte p99", "ms", percentile(streams["node"]["first_output"], 99),
-                   percentile(streams["ceiling"]["first_output"], 99)),
+            Figure(
+                "stream: first output byte p50",
+                "ms",
+                node_output,
+                s["ceiling"]["first_output"],
+                note=f"the node waits {gap_ms:g} ms after the id line by design",
+            ),
+            Figure(
+                "stream: id line, above the direct first byte, p50",
+                "ms",
+                s["node"]["first_byte"] - d,
+                s["ceiling"]["first_byte"] - d,
+            ),
+            Figure(
+                "stream: first output, above the direct first byte, p50",
+                "ms",
+                node_output - d,
+                s["ceiling"]["first_output"] - d,
+            ),
+            Figure(
+                "stream: first output minus the deliberate gap, above direct",
+                "ms",
+                node_output - gap_ms - d,
+                s["ceiling"]["first_output"] - d,
+            ),
+            Figure(
+                "stream: first output byte p99",
+                "ms",
+                percentile(streams["node"]["first_output"], 99),
+                percentile(streams["ceiling"]["first_output"], 99),
+            ),
         )
         first_byte_over = s["node"]["first_byte"] - d
         self.results.target(
             first_byte_over <= 2.0,
             f"stream: the first byte (id line) comes {first_byte_over:.2f} ms after the direct service's first byte "
             f"(target <= 2 ms); the first output comes {node_output - d:.2f} ms after it, of which "
-            f"{gap_ms:g} ms is the deliberate id-line gap (STREAM_ID_GAP_SECONDS)")
+            f"{gap_ms:g} ms is the deliberate id-line gap (STREAM_ID_GAP_SECONDS)",
+        )
         self.memory_figure(node, "the stream load")
         self.stop(node)
 
@@ -290,7 +356,7 @@ class Bench(Harness):
         try:
             spans = []
             for start in range(0, len(ids), 500):
-                chunk = ids[start:start + 500]
+                chunk = ids[start : start + 500]
                 query = f"SELECT finished_at - created_at FROM jobs WHERE id IN ({','.join('?' * len(chunk))})"
                 spans += [row[0] * 1000 for row in connection.execute(query, chunk) if row[0] is not None]
         finally:
@@ -300,8 +366,10 @@ class Bench(Harness):
     # -- 3. GET by id with many jobs stored, and memory ----------------------
 
     def get_loads(self) -> None:
-        print(f"== 3. GET /api/jobs?id= with {self.stored_big:,} jobs stored (and {self.stored_small:,}, for memory)",
-              flush=True)
+        print(
+            f"== 3. GET /api/jobs?id= with {self.stored_big:,} jobs stored (and {self.stored_small:,}, for memory)",
+            flush=True,
+        )
         script = BENCH / "lua" / "get.lua"
         memory: dict[int, dict[str, float]] = {}
         rates: dict[int, tuple[float, float]] = {}
@@ -309,21 +377,35 @@ class Bench(Harness):
             db = self.tmp / f"stored-{count}" / "node.db"
             sample = self.tmp / f"ids-{count}.txt"
             started = time.perf_counter()
-            subprocess.run([PYTHON, str(BENCH / "seed.py"), str(db), str(count), "--sample", str(sample)],
-                           check=True, cwd=ROOT, preexec_fn=pin(LOAD_CPU), capture_output=True)
+            subprocess.run(
+                [PYTHON, str(BENCH / "seed.py"), str(db), str(count), "--sample", str(sample)],
+                check=True,
+                cwd=ROOT,
+                preexec_fn=pin(LOAD_CPU),
+                capture_output=True,
+            )
             print(f"   seeded {count:,} jobs in {time.perf_counter() - started:.1f}s", flush=True)
             node, port = self.start_sqlite_node(f"stored-{count}", db)
-            n, c = self.wrk_rounds(f"GET /api/jobs?id= ({count:,} stored)", script, node, port, [str(sample)],
-                                   [str(sample)])
+            n, c = self.wrk_rounds(
+                f"GET /api/jobs?id= ({count:,} stored)", script, node, port, [str(sample)], [str(sample)]
+            )
             self.results.add(
-                Figure(f"GET /api/jobs?id= req/s, {count:,} stored", "req/s", n["rate"], c["rate"],
-                       note=f"node answers without the job: {n['not_found']}"),
+                Figure(
+                    f"GET /api/jobs?id= req/s, {count:,} stored",
+                    "req/s",
+                    n["rate"],
+                    c["rate"],
+                    note=f"node answers without the job: {n['not_found']}",
+                ),
                 Figure(f"GET /api/jobs?id= latency p50, {count:,} stored", "ms", n["p50"], c["p50"]),
                 Figure(f"GET /api/jobs?id= latency p99, {count:,} stored", "ms", n["p99"], c["p99"]),
-                Figure(f"GET /api/jobs?id= server CPU per request, {count:,} stored", "us", n["cpu_us"],
-                       c["cpu_us"]),
-                Figure(f"GET /api/jobs?id=/s a whole core would give, {count:,} stored", "req/s",
-                       1e6 / n["cpu_us"], 1e6 / c["cpu_us"]),
+                Figure(f"GET /api/jobs?id= server CPU per request, {count:,} stored", "us", n["cpu_us"], c["cpu_us"]),
+                Figure(
+                    f"GET /api/jobs?id=/s a whole core would give, {count:,} stored",
+                    "req/s",
+                    1e6 / n["cpu_us"],
+                    1e6 / c["cpu_us"],
+                ),
             )
             memory[count] = self.memory_figure(node, f"the GET load, {count:,} stored")
             rates[count] = (n["rate"] / c["rate"], c["cpu_us"] / n["cpu_us"])
@@ -333,18 +415,23 @@ class Bench(Harness):
         self.results.target(
             by_cpu >= 0.5,
             f"GET /api/jobs?id= with {self.stored_big:,} stored at {by_cpu:.0%} of the ceiling's rate on a core of "
-            f"its own, by CPU per request ({by_rate:.0%} measured on the shared machine; target >= 50%)")
+            f"its own, by CPU per request ({by_rate:.0%} measured on the shared machine; target >= 50%)",
+        )
         small, big = memory[self.stored_small], memory[self.stored_big]
         change = (big["VmHWM"] - small["VmHWM"]) / small["VmHWM"]
         self.results.target(
             abs(change) <= 0.10,
             f"memory: peak {small['VmHWM']:.1f} MiB with {self.stored_small:,} stored, {big['VmHWM']:.1f} MiB with "
-            f"{self.stored_big:,} ({change:+.1%}; target within 10%)")
+            f"{self.stored_big:,} ({change:+.1%}; target within 10%)",
+        )
         self.results.raw["memory by stored jobs"] = memory
 
     def run(self) -> Results:
-        print(f"bench: work dir {self.tmp}; servers on core {SERVER_CPU}, load and services on core {LOAD_CPU}; "
-              f"load average {os.getloadavg()[0]:.2f}", flush=True)
+        print(
+            f"bench: work dir {self.tmp}; servers on core {SERVER_CPU}, load and services on core {LOAD_CPU}; "
+            f"load average {os.getloadavg()[0]:.2f}",
+            flush=True,
+        )
         self.start_services()
         for step in self.args.only or ("post", "jobs", "get"):
             {"post": self.post_load, "jobs": self.job_loads, "get": self.get_loads}[step]()
@@ -360,7 +447,8 @@ def main() -> None:
     parser.add_argument("--job-concurrency", type=int, default=32, help="clients of the job load (default 32)")
     parser.add_argument("--poll-ms", type=float, default=5.0, help="poll interval of the job load (default 5 ms)")
     parser.add_argument(
-        "--node-src", type=Path,
+        "--node-src",
+        type=Path,
         help="run the node from this source checkout instead (e.g. a git worktree of an older revision)",
     )
     parser.add_argument("--json", type=Path, help="also write the figures here")
@@ -374,8 +462,12 @@ def main() -> None:
         results = bench.run()
     finally:
         bench.close()
-    results.report(f"summary ({time.monotonic() - started:.0f} s; ratio = node / ceiling; load average "
-                   f"{load_before:.2f} at the start, {os.getloadavg()[0]:.2f} at the end)", args.json)
+    results.report(
+        f"summary ({time.monotonic() - started:.0f} s; ratio = node / ceiling; load average "
+        f"{load_before:.2f} at the start, {os.getloadavg()[0]:.2f} at the end)",
+        args.json,
+    )
+
 
 if __name__ == "__main__":
     main()

@@ -72,8 +72,20 @@ def seed(path: Path, count: int, client_ip: str = "127.0.0.1", seed: int = 1) ->
         for index in range(start, min(count, start + ROW_BATCH)):
             created = base + index / 1000.0
             rows.append(
-                (client_ip, ids[index], "offchain", "success", containers, data, 0, result, None,
-                 created, created + 0.0005, created + 0.0005)
+                (
+                    client_ip,
+                    ids[index],
+                    "offchain",
+                    "success",
+                    containers,
+                    data,
+                    0,
+                    result,
+                    None,
+                    created,
+                    created + 0.0005,
+                    created + 0.0005,
+                )
             )
         connection.executemany(insert, rows)
     for _, sql in indexes:

@@ -29,9 +29,7 @@ if connection is not None:
     _run(connection)
 else:
     # CLI use: a sync URL, e.g. `alembic -x url=sqlite:///data/node.db upgrade head`.
-    url = context.get_x_argument(as_dictionary=True).get("url") or config.get_main_option(
-        "sqlalchemy.url"
-    )
+    url = context.get_x_argument(as_dictionary=True).get("url") or config.get_main_option("sqlalchemy.url")
     if not url:
         raise SystemExit("alembic: give the database URL with -x url=... (or sqlalchemy.url in alembic.ini)")
     engine = create_engine(url)

@@ -172,9 +172,7 @@ async def _jobs(app: web.Application) -> AsyncIterator[None]:
     )
     metrics.watch_queue(queue.snapshot)
     guardian = Guardian([container_policy(container) for container in config.containers])
-    desk = JobDesk(
-        app[REPOSITORY], gateway, guardian, queue, max_chain_length=config.jobs.max_chain_length
-    )
+    desk = JobDesk(app[REPOSITORY], gateway, guardian, queue, max_chain_length=config.jobs.max_chain_length)
     app[DIRECTORY] = directory
     app[JOB_DESK] = desk
     app[QUEUE] = queue

@@ -58,8 +58,10 @@ async def _with_repository(config: Config, work: Callable[[AuthStore], Awaitable
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(row[index]) for row in [header, *rows]) for index in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-                     for row in [header, *rows])
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    )
 
 
 def create(config: Config, args: argparse.Namespace) -> int:
@@ -126,14 +128,26 @@ def usage(config: Config, args: argparse.Namespace) -> int:
     callers: dict[str, tuple[int, int]] = {}
     for total in totals:
         tokens = total.prompt_tokens + total.completion_tokens
-        rows.append([total.caller, total.model or "-", str(total.calls), str(total.prompt_tokens),
-                     str(total.completion_tokens), str(tokens)])
+        rows.append(
+            [
+                total.caller,
+                total.model or "-",
+                str(total.calls),
+                str(total.prompt_tokens),
+                str(total.completion_tokens),
+                str(tokens),
+            ]
+        )
         calls, all_tokens = callers.get(total.caller, (0, 0))
         callers[total.caller] = (calls + total.calls, all_tokens + tokens)
     print(_table(["CALLER", "MODEL", "CALLS", "PROMPT_TOKENS", "COMPLETION_TOKENS", "TOTAL_TOKENS"], rows))
     print()
-    print(_table(["CALLER", "CALLS", "TOTAL_TOKENS"],
-                 [[caller, str(calls), str(tokens)] for caller, (calls, tokens) in callers.items()]))
+    print(
+        _table(
+            ["CALLER", "CALLS", "TOTAL_TOKENS"],
+            [[caller, str(calls), str(tokens)] for caller, (calls, tokens) in callers.items()],
+        )
+    )
     return 0
 
 

@@ -94,4 +94,3 @@ class Cluster:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         await self._heartbeat.release()
-

@@ -108,9 +108,7 @@ class StoreConfig(_Model):
     @classmethod
     def _dialect(cls, value: str) -> str:
         if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
-            raise ValueError(
-                "must start with sqlite+aiosqlite:// or postgresql+asyncpg:// (an async driver)"
-            )
+            raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg:// (an async driver)")
         return value
 
 
@@ -503,9 +501,8 @@ def describe_json_error(error: json.JSONDecodeError) -> str:
     line_end = text.find("\n", pos)
     line = text[line_start : len(text) if line_end < 0 else line_end].rstrip("\r")
     column = pos - line_start  # 0-based
-    return (
-        f"invalid JSON at line {line_number} column {column + 1}: {message}\n"
-        + _caret_excerpt(line_number, line, column)
+    return f"invalid JSON at line {line_number} column {column + 1}: {message}\n" + _caret_excerpt(
+        line_number, line, column
     )
 
 

@@ -200,6 +200,7 @@ class NodeMetrics:
             ProcessCollector(registry=r)
             PlatformCollector(registry=r)
             GCCollector(registry=r)
+
         # The per-request families count in plain numbers (plain_metrics.py): prometheus-client's
         # own took a lock per increment, a dozen times per /v1 call.
         def counter(name: str, documentation: str, *labels: str) -> PlainCounter:
@@ -217,7 +218,10 @@ class NodeMetrics:
         )
         self._http_latency = histogram(
             "http_request_duration_seconds",
-            "Time to answer an HTTP request (streams: until the end)", HTTP_BUCKETS, "route", "method",
+            "Time to answer an HTTP request (streams: until the end)",
+            HTTP_BUCKETS,
+            "route",
+            "method",
         )
         self._admitted = counter(
             "jobs_admitted", "Jobs admitted into the queue bounds, by first container", "container"
@@ -229,18 +233,27 @@ class NodeMetrics:
             "jobs_finished", "Jobs that reached a final state, by first container", "container", "status"
         )
         self._container_calls = histogram(
-            "container_call_duration_seconds", "Calls to inference containers, by outcome",
-            CONTAINER_BUCKETS, "container", "kind", "outcome",
+            "container_call_duration_seconds",
+            "Calls to inference containers, by outcome",
+            CONTAINER_BUCKETS,
+            "container",
+            "kind",
+            "outcome",
         )
         self._auth_refusals = counter(
             "auth_refusals",
-            "Calls refused by authentication or quotas, by surface (v1, api) and reason", "surface", "reason",
+            "Calls refused by authentication or quotas, by surface (v1, api) and reason",
+            "surface",
+            "reason",
         )
         # Per model (/v1). The label is a configured model name, never client input:
         # an unknown model is answered 404 before anything is counted.
         self._model_requests = counter(
-            "model_requests", "Calls to a model (/v1), by model, kind (complete, stream) and outcome",
-            "model", "kind", "outcome",
+            "model_requests",
+            "Calls to a model (/v1), by model, kind (complete, stream) and outcome",
+            "model",
+            "kind",
+            "outcome",
         )
         self._model_prompt_tokens = counter(
             "model_prompt_tokens", "Tokens in: prompt tokens of finished model calls", "model"
@@ -250,11 +263,15 @@ class NodeMetrics:
         )
         self._model_ttft = histogram(
             "model_time_to_first_token_seconds",
-            "Streamed model calls: from the request to the first content relayed", TTFT_BUCKETS, "model",
+            "Streamed model calls: from the request to the first content relayed",
+            TTFT_BUCKETS,
+            "model",
         )
         self._model_speed = histogram(
             "model_tokens_per_second",
-            "Completion tokens per second of generation (streams: after the first token)", SPEED_BUCKETS, "model",
+            "Completion tokens per second of generation (streams: after the first token)",
+            SPEED_BUCKETS,
+            "model",
         )
         self._chain: ChainMetrics | None = None
 

@@ -10,6 +10,8 @@ VENV="${VENV:-$ROOT/.venv}"
 
 echo "lint: ruff check"
 "$VENV/bin/ruff" check --no-cache node tests bench containers migrations tools/chain/deploy.py
+echo "lint: ruff format --check"
+"$VENV/bin/ruff" format --check --no-cache node tests bench containers migrations tools/chain/deploy.py
 echo "lint: mypy node tests bench migrations"
 "$VENV/bin/mypy" node tests bench migrations
 # Each service is its own program (every one has an app.py) with the shared module beside it.

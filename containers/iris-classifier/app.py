@@ -83,10 +83,12 @@ def predict(bundle: dict[str, Any], rows: list[list[float]]) -> dict[str, Any]:
     predictions = []
     for row_probs in probabilities:
         best = max(range(len(species)), key=lambda k: row_probs[k])
-        predictions.append({
-            "species": species[best],
-            "probabilities": {name: round(float(p), 6) for name, p in zip(species, row_probs, strict=True)},
-        })
+        predictions.append(
+            {
+                "species": species[best],
+                "probabilities": {name: round(float(p), 6) for name, p in zip(species, row_probs, strict=True)},
+            }
+        )
     return {"predictions": predictions}
 
 

@@ -41,8 +41,10 @@ def main() -> None:
     args = parser.parse_args()
     bundle = train()
     joblib.dump(bundle, args.output)
-    print(f"trained {type(bundle['model'][-1]).__name__} on iris: "
-          f"train accuracy {bundle['train_accuracy']:.3f}, saved to {args.output}")
+    print(
+        f"trained {type(bundle['model'][-1]).__name__} on iris: "
+        f"train accuracy {bundle['train_accuracy']:.3f}, saved to {args.output}"
+    )
 
 
 if __name__ == "__main__":

@@ -54,9 +54,23 @@ MAX_STOP_SEQUENCES = 4
 
 # general.file_type in GGUF metadata (llama.cpp's enum llama_ftype), for /service-resources.
 FILE_TYPES = {
-    0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K",
-    11: "Q3_K_S", 12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S",
-    17: "Q5_K_M", 18: "Q6_K", 32: "BF16",
+    0: "F32",
+    1: "F16",
+    2: "Q4_0",
+    3: "Q4_1",
+    7: "Q8_0",
+    8: "Q5_0",
+    9: "Q5_1",
+    10: "Q2_K",
+    11: "Q3_K_S",
+    12: "Q3_K_M",
+    13: "Q3_K_L",
+    14: "Q4_K_S",
+    15: "Q4_K_M",
+    16: "Q5_K_S",
+    17: "Q5_K_M",
+    18: "Q6_K",
+    32: "BF16",
 }
 
 
@@ -213,9 +227,7 @@ class Engine:
         else:  # older bindings
             self.is_end = lambda token: token == eos
         self.lock = asyncio.Lock()  # created before the event loop runs; fine on 3.10+
-        log.info(
-            "loaded %s (%s, n_ctx %d) in %.2fs", model_path, self.quantization, self.n_ctx, self.load_seconds
-        )
+        log.info("loaded %s (%s, n_ctx %d) in %.2fs", model_path, self.quantization, self.n_ctx, self.load_seconds)
 
     def prepare(self, request: ChatRequest) -> Prepared:
         """Render and tokenize the prompt; 400 when it and max_tokens don't fit the context."""
@@ -289,7 +301,7 @@ class Engine:
             keep = hold if stops else 0
             if len(pending) > keep:
                 emit(pending[: len(pending) - keep])
-                pending = pending[len(pending) - keep:]
+                pending = pending[len(pending) - keep :]
             if count >= job.max_tokens:
                 break
         pending += decoder.decode(b"", final=True)
@@ -445,8 +457,11 @@ class LlmService:
                     await asyncio.wait([future])
                     if not future.cancelled() and future.exception() is None:
                         finish, count = future.result()
-                        log.info("stream closed by the client; generation stopped after %d of at most %d tokens",
-                                 count, prepared.max_tokens)
+                        log.info(
+                            "stream closed by the client; generation stopped after %d of at most %d tokens",
+                            count,
+                            prepared.max_tokens,
+                        )
 
 
 def build_service(engine: Engine, onchain_max_tokens: int = DEFAULT_ONCHAIN_MAX_TOKENS) -> svc.Service:

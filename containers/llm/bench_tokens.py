@@ -83,8 +83,9 @@ def wait_healthy(url: str, seconds: float = 60.0) -> None:
 def container_cpu_seconds(name: str) -> float | None:
     """CPU time used so far by a Docker container (cgroup v1 or v2), or None if unknown."""
     try:
-        cid = subprocess.run(["docker", "inspect", "-f", "{{.Id}}", name], capture_output=True,
-                             text=True, check=True, timeout=20).stdout.strip()
+        cid = subprocess.run(
+            ["docker", "inspect", "-f", "{{.Id}}", name], capture_output=True, text=True, check=True, timeout=20
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     v1 = Path(f"/sys/fs/cgroup/cpuacct/docker/{cid}/cpuacct.usage")
@@ -103,10 +104,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--url", default="http://127.0.0.1:3000")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--max-tokens", type=int, default=128)
-    parser.add_argument("--temperature", type=float, default=1.0,
-                        help="0 is greedy (the same text every run); 1 samples (default)")
-    parser.add_argument("--container", help="Docker container name: also report tokens per CPU-second "
-                        "it used (a figure that other load on the machine disturbs far less)")
+    parser.add_argument(
+        "--temperature", type=float, default=1.0, help="0 is greedy (the same text every run); 1 samples (default)"
+    )
+    parser.add_argument(
+        "--container",
+        help="Docker container name: also report tokens per CPU-second "
+        "it used (a figure that other load on the machine disturbs far less)",
+    )
     args = parser.parse_args(argv)
     host = urllib.parse.urlsplit(args.url).hostname or ""
     if not (host == "localhost" or host.startswith("127.") or host == "::1"):
@@ -117,17 +122,23 @@ def main(argv: list[str]) -> int:
     results = [one_run(args.url, args.max_tokens, seed, args.temperature) for seed in range(1, args.runs + 1)]
     cpu_after = container_cpu_seconds(args.container) if args.container else None
     for i, r in enumerate(results, 1):
-        print(f"run {i}: {r['completion_tokens']} tokens (prompt {r['prompt_tokens']}), "
-              f"first token {r['ttft_s'] * 1000:.0f} ms, decode {r['decode_tps']:.1f} tok/s, "
-              f"overall {r['overall_tps']:.1f} tok/s")
-    print(f"median of {len(results)}: decode {statistics.median(r['decode_tps'] for r in results):.1f} tok/s, "
-          f"overall {statistics.median(r['overall_tps'] for r in results):.1f} tok/s, "
-          f"first token {statistics.median(r['ttft_s'] for r in results) * 1000:.0f} ms")
+        print(
+            f"run {i}: {r['completion_tokens']} tokens (prompt {r['prompt_tokens']}), "
+            f"first token {r['ttft_s'] * 1000:.0f} ms, decode {r['decode_tps']:.1f} tok/s, "
+            f"overall {r['overall_tps']:.1f} tok/s"
+        )
+    print(
+        f"median of {len(results)}: decode {statistics.median(r['decode_tps'] for r in results):.1f} tok/s, "
+        f"overall {statistics.median(r['overall_tps'] for r in results):.1f} tok/s, "
+        f"first token {statistics.median(r['ttft_s'] for r in results) * 1000:.0f} ms"
+    )
     if cpu_before is not None and cpu_after is not None and cpu_after > cpu_before:
         tokens = sum(r["completion_tokens"] for r in results)
         prompt = sum(r["prompt_tokens"] for r in results)
-        print(f"container CPU time: {cpu_after - cpu_before:.2f} s for {tokens} generated + {prompt} prompt tokens "
-              f"= {tokens / (cpu_after - cpu_before):.1f} generated tokens per CPU-second")
+        print(
+            f"container CPU time: {cpu_after - cpu_before:.2f} s for {tokens} generated + {prompt} prompt tokens "
+            f"= {tokens / (cpu_after - cpu_before):.1f} generated tokens per CPU-second"
+        )
     try:
         load = os.getloadavg()[0]
         print(f"load average during the run: {load:.1f} on {os.cpu_count()} CPUs")

@@ -234,23 +234,26 @@ class Proxy:
         return headers
 
     def _failure(self, status: int, message: str, retry_after: str | None = None) -> UpstreamError:
-        return UpstreamError(status_for(status), self.scrub(f"upstream answered HTTP {status}: {message}"),
-                             retry_after)
+        return UpstreamError(status_for(status), self.scrub(f"upstream answered HTTP {status}: {message}"), retry_after)
 
     async def _open(self, body: bytes, stream: bool) -> aiohttp.ClientResponse:
         """POST to the upstream; raise UpstreamError unless it answered 2xx."""
         timeout_s = self.settings.timeout_s
         # A plain call must finish in time; a stream must start in time and never go quiet longer.
-        timeout = (aiohttp.ClientTimeout(total=None, connect=timeout_s, sock_read=timeout_s) if stream
-                   else aiohttp.ClientTimeout(total=timeout_s))
+        timeout = (
+            aiohttp.ClientTimeout(total=None, connect=timeout_s, sock_read=timeout_s)
+            if stream
+            else aiohttp.ClientTimeout(total=timeout_s)
+        )
         url = self.settings.url + "/chat/completions"
         try:
             response = await self.session().post(url, data=body, headers=self.headers(body, stream), timeout=timeout)
         except TimeoutError:
             raise UpstreamError(504, f"upstream did not answer within {timeout_s:g}s (UPSTREAM_TIMEOUT)") from None
         except aiohttp.ClientError as error:
-            raise UpstreamError(502, self.scrub(f"could not reach the upstream {self.settings.url}: "
-                                                f"{type(error).__name__}: {error}")) from None
+            raise UpstreamError(
+                502, self.scrub(f"could not reach the upstream {self.settings.url}: {type(error).__name__}: {error}")
+            ) from None
         if response.status >= 400:
             try:
                 payload = await response.read()
@@ -268,8 +271,9 @@ class Proxy:
         try:
             payload = await response.read()
         except TimeoutError:
-            raise UpstreamError(504, f"upstream did not answer within {self.settings.timeout_s:g}s "
-                                "(UPSTREAM_TIMEOUT)") from None
+            raise UpstreamError(
+                504, f"upstream did not answer within {self.settings.timeout_s:g}s (UPSTREAM_TIMEOUT)"
+            ) from None
         except aiohttp.ClientError as error:
             raise UpstreamError(502, self.scrub(f"the upstream's answer broke off: {type(error).__name__}")) from None
         finally:
@@ -277,8 +281,9 @@ class Proxy:
         try:
             answer = json.loads(payload)
         except ValueError:
-            raise UpstreamError(502, self.scrub("upstream answered HTTP 200 with non-JSON: "
-                                                + _upstream_message(payload))) from None
+            raise UpstreamError(
+                502, self.scrub("upstream answered HTTP 200 with non-JSON: " + _upstream_message(payload))
+            ) from None
         if not isinstance(answer, dict) or not isinstance(answer.get("choices"), list):
             raise UpstreamError(502, "upstream answered HTTP 200 with something that is not a chat completion")
         log.info("upstream answered %d in %.3fs", response.status, time.monotonic() - started)
@@ -290,8 +295,10 @@ class Proxy:
         response = await self._open(body, stream=True)
         if response.content_type != "text/event-stream":  # e.g. a server that ignores `stream`
             response.release()
-            raise UpstreamError(502, f"upstream answered a stream request with {response.content_type or 'no type'}"
-                                ", not text/event-stream")
+            raise UpstreamError(
+                502,
+                f"upstream answered a stream request with {response.content_type or 'no type'}, not text/event-stream",
+            )
         return self._relay(response)
 
     async def _relay(self, response: aiohttp.ClientResponse) -> AsyncIterator[str]:
@@ -326,8 +333,9 @@ class Proxy:
                     yield self._error_line("the upstream sent an event that is not JSON: " + event[:200])
                     return
                 if isinstance(chunk, dict) and "error" in chunk and "choices" not in chunk:
-                    yield self._error_line("upstream error during the stream: "
-                                           + _upstream_message(json.dumps(chunk).encode()))
+                    yield self._error_line(
+                        "upstream error during the stream: " + _upstream_message(json.dumps(chunk).encode())
+                    )
                     return
                 lines += 1
                 yield json.dumps(chunk, ensure_ascii=False, separators=(", ", ": ")) + "\n"
@@ -358,9 +366,13 @@ def build_service(proxy: Proxy) -> svc.Service:
         stream=proxy.stream,
         description="OpenAI chat requests forwarded to an OpenAI-compatible upstream",
         stream_content_type="application/x-ndjson",
-        resources=lambda: {"upstream": {"auth": proxy.settings.auth, "model": proxy.settings.model,
-                                        **({"requester_address": proxy.settings.signer.address}
-                                           if proxy.settings.signer else {})}},
+        resources=lambda: {
+            "upstream": {
+                "auth": proxy.settings.auth,
+                "model": proxy.settings.model,
+                **({"requester_address": proxy.settings.signer.address} if proxy.settings.signer else {}),
+            }
+        },
     )
 
 
@@ -385,10 +397,23 @@ def main() -> None:
     proxy = Proxy(settings)
     host = os.environ.get("HOST", "0.0.0.0")
     port = svc.env_int("PORT", 3000, minimum=1)
-    log.info("%s listening on %s:%d, upstream %s (auth %s%s)", SERVICE_NAME, host, port, settings.url,
-             settings.auth, f", requester {settings.signer.address}" if settings.signer else "")
-    web.run_app(build_app(proxy), host=host, port=port, print=None, shutdown_timeout=5.0,
-                access_log_format='%a "%r" %s %bB %Tfs')
+    log.info(
+        "%s listening on %s:%d, upstream %s (auth %s%s)",
+        SERVICE_NAME,
+        host,
+        port,
+        settings.url,
+        settings.auth,
+        f", requester {settings.signer.address}" if settings.signer else "",
+    )
+    web.run_app(
+        build_app(proxy),
+        host=host,
+        port=port,
+        print=None,
+        shutdown_timeout=5.0,
+        access_log_format='%a "%r" %s %bB %Tfs',
+    )
 
 
 if __name__ == "__main__":

@@ -87,8 +87,9 @@ def signing_message(body: bytes, timestamp_ns: int, transfer_address: str, layou
 class GonkaSigner:
     """Signs request bodies for one transfer address with one private key."""
 
-    def __init__(self, private_key_hex: str, transfer_address: str, layout: str = "v2",
-                 clock: Callable[[], int] = time.time_ns) -> None:
+    def __init__(
+        self, private_key_hex: str, transfer_address: str, layout: str = "v2", clock: Callable[[], int] = time.time_ns
+    ) -> None:
         text = private_key_hex.strip()
         text = text[2:] if text.lower().startswith("0x") else text
         try:

@@ -40,6 +40,7 @@ def error_response(error: JobError) -> web.Response:
         response.headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
     return response
 
+
 _HTTP_MESSAGES = {
     404: "Not found",
     405: "Method not allowed",

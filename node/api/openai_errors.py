@@ -49,14 +49,15 @@ def from_failure(message: str | None, failure: Failure | None, headers: dict[str
     """A failed container call: unavailable 503, timeout 504, refused input 400, else 502."""
     text = message or "the model call failed"
     if failure is Failure.UNAVAILABLE:
-        return OpenAIError(503, f"The model is not available: {text}", type="server_error",
-                           code="model_unavailable", headers=headers)
+        return OpenAIError(
+            503, f"The model is not available: {text}", type="server_error", code="model_unavailable", headers=headers
+        )
     if failure is Failure.TIMEOUT:
-        return OpenAIError(504, f"The model did not answer in time: {text}", type="server_error",
-                           code="timeout", headers=headers)
+        return OpenAIError(
+            504, f"The model did not answer in time: {text}", type="server_error", code="timeout", headers=headers
+        )
     if failure is Failure.REFUSED:
-        return OpenAIError(400, f"The model refused the request: {text}", param=container_param(text),
-                           headers=headers)
+        return OpenAIError(400, f"The model refused the request: {text}", param=container_param(text), headers=headers)
     return OpenAIError(502, f"The model failed: {text}", type="server_error", headers=headers)
 
 
@@ -81,4 +82,3 @@ def render(error: OpenAIError) -> web.Response:
     response = web.Response(body=error.body(), status=error.status, content_type="application/json")
     response.headers.update(error.headers)
     return response
-

@@ -110,8 +110,12 @@ async def list_models(request: web.Request) -> web.Response:
     directory = request.app[DIRECTORY]
     listing = ModelList(
         data=[
-            ModelCard(id=model, created=catalog.created, owned_by=container,
-                      available=directory.endpoint(container) is not None)
+            ModelCard(
+                id=model,
+                created=catalog.created,
+                owned_by=container,
+                available=directory.endpoint(container) is not None,
+            )
             for model, container in catalog.containers.items()
         ]
     )
@@ -124,8 +128,10 @@ async def _chat(request: web.Request, path_model: str | None) -> web.StreamRespo
     container = request.app[MODELS].containers.get(chat.model)
     if container is None:
         raise OpenAIError(
-            404, f"The model '{chat.model}' does not exist. GET /v1/models lists the models this node serves.",
-            param="model", code="model_not_found",
+            404,
+            f"The model '{chat.model}' does not exist. GET /v1/models lists the models this node serves.",
+            param="model",
+            code="model_not_found",
         )
     # The job's write is gated on the caller's admission (node/api/auth.py), started by the auth
     # middleware: on SQLite both take one store round, and a refused call writes no job.
@@ -185,8 +191,13 @@ class _Report:
                 speed = tokens / seconds
         asyncio.get_running_loop().call_soon(  # counted once the answer is on its way
             self._metrics.model_call,
-            self._model, self._kind, outcome,
-            usage.prompt_tokens if usage else None, usage.completion_tokens if usage else None, ttft, speed,
+            self._model,
+            self._kind,
+            outcome,
+            usage.prompt_tokens if usage else None,
+            usage.completion_tokens if usage else None,
+            ttft,
+            speed,
         )
 
 
@@ -223,7 +234,9 @@ async def _complete(
     answer = completion_from_output(result.output, chat.model, f"chatcmpl-{call.id}", int(time.time()))
     if answer is None:
         raise await _failed(
-            request, call, report,
+            request,
+            call,
+            report,
             OpenAIError(
                 502, "The model container's answer is not a chat completion", type="server_error", headers=headers
             ),
@@ -282,4 +295,3 @@ async def _stream(
         await call.fail(CLIENT_LEFT)
         raise ClientGone from None
     return response
-

@@ -142,16 +142,20 @@ def build_document(routes: Sequence[Route], max_chain_length: int | None = None)
     if max_chain_length is not None and "JobRequestBody" in schemas.components:
         # A longer chain is a 400 for a single job (a batch answers it in the item's place).
         schemas.components["JobRequestBody"]["properties"]["containers"]["maxItems"] = max_chain_length
-    return _openapi30({
-        "openapi": "3.0.3",
-        "info": {
-            "title": "Infernet node REST API",
-            "version": API_VERSION,
-            "description": "Off-chain jobs, delegated subscriptions and job results (infernet-client 1.4.0 contract).",
-        },
-        "paths": paths,
-        "components": {"schemas": dict(sorted(schemas.components.items()))},
-    })
+    return _openapi30(
+        {
+            "openapi": "3.0.3",
+            "info": {
+                "title": "Infernet node REST API",
+                "version": API_VERSION,
+                "description": (
+                    "Off-chain jobs, delegated subscriptions and job results (infernet-client 1.4.0 contract)."
+                ),
+            },
+            "paths": paths,
+            "components": {"schemas": dict(sorted(schemas.components.items()))},
+        }
+    )
 
 
 def encode(document: dict[str, Any]) -> bytes:

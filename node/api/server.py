@@ -164,9 +164,7 @@ class GuardedServer(web.Server):
         # The address's own bound first: room made there is room in the total too.
         same_ip = self._per_ip.get(ip, {})
         if (
-            len(same_ip) >= limits.max_connections_per_ip
-            and not self._is_exempt(ip)
-            and not self._make_room(same_ip)
+            len(same_ip) >= limits.max_connections_per_ip and not self._is_exempt(ip) and not self._make_room(same_ip)
         ) or (len(self._open) >= limits.max_connections and not self._make_room(self._open)):
             self._refuse(handler)
             return

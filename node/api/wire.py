@@ -291,9 +291,7 @@ def decode_json(raw: bytes, *, check_text: bool = True) -> Any:
     except UnicodeDecodeError:
         raise InvalidRequest("Request body is not UTF-8 text") from None
     except json.JSONDecodeError as error:
-        raise InvalidRequest(
-            f"Malformed JSON body: {error.msg} at line {error.lineno} column {error.colno}"
-        ) from None
+        raise InvalidRequest(f"Malformed JSON body: {error.msg} at line {error.lineno} column {error.colno}") from None
     except _NotStandardJson as error:
         raise InvalidRequest(f"Malformed JSON body: {error}") from None
     except ValueError:
@@ -362,9 +360,7 @@ def _invalid(what: str, error: ValidationError) -> InvalidRequest:
 def parse_job(body: Any) -> JobRequest | DelegatedRequest:
     """A JobRequest, or a delegated subscription when the body has `subscription`."""
     if not isinstance(body, dict):
-        raise InvalidRequest(
-            f"Invalid job request: expected a JSON object, got {type(body).__name__}"
-        )
+        raise InvalidRequest(f"Invalid job request: expected a JSON object, got {type(body).__name__}")
     if "subscription" in body and "containers" not in body:
         try:
             parsed = DelegatedSubscriptionBody.model_validate(body)

@@ -99,9 +99,7 @@ class Contracts:
         if not ids:
             return []
         if self.reader is not None:
-            counts = await self.reader.functions.readRedundancyCountBatch(ids, intervals).call(
-                block_identifier=block
-            )
+            counts = await self.reader.functions.readRedundancyCountBatch(ids, intervals).call(block_identifier=block)
             return [int(count) for count in counts]
         return list(
             await asyncio.gather(*(self.redundancy_count(i, n, block) for i, n in zip(ids, intervals, strict=True)))

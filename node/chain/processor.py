@@ -457,7 +457,11 @@ class Processor:
         else:
             try:
                 inputs = await self._contracts.container_inputs(
-                    entry.sub.owner, entry.sub.id, interval, now, self._wallet.address  # type: ignore[arg-type]
+                    entry.sub.owner,
+                    entry.sub.id,  # type: ignore[arg-type]
+                    interval,
+                    now,
+                    self._wallet.address,
                 )
             except Exception as error:
                 log.info("%s: no inputs from the consumer (%s)", entry.label, error, extra=extra)

@@ -87,9 +87,7 @@ class Wallet:
             if revert is None:
                 raise
             if self._tolerated(revert):
-                log.info(
-                    "simulation reverted with %s, tolerated by allowed_sim_errors", revert.describe(), extra=extra
-                )
+                log.info("simulation reverted with %s, tolerated by allowed_sim_errors", revert.describe(), extra=extra)
                 return self._max_gas_limit
             raise SimulationFailed(revert) from None
         return min(int(gas * GAS_MARGIN) + 10_000, self._max_gas_limit)
@@ -123,9 +121,7 @@ class Wallet:
                     if "already known" in message:
                         pass  # the chain has it already (a retried request): fine
                     elif attempt == 0 and any(text in message for text in _NONCE_ERRORS):
-                        log.warning(
-                            "nonce %d refused (%s); resynchronising from the chain", nonce, error, extra=extra
-                        )
+                        log.warning("nonce %d refused (%s); resynchronising from the chain", nonce, error, extra=extra)
                         await self.sync_nonce()
                         continue
                     else:

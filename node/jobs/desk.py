@@ -211,9 +211,7 @@ class JobDesk:
             raise Rejected("Chain not enabled", {})
         await self._delegated.accept(request)
 
-    async def submit_batch(
-        self, client_ip: str, items: Sequence[JobRequest | DelegatedRequest]
-    ) -> list[BatchAnswer]:
+    async def submit_batch(self, client_ip: str, items: Sequence[JobRequest | DelegatedRequest]) -> list[BatchAnswer]:
         """One answer per item, in order; accepted jobs are stored in one write."""
         answers: list[BatchAnswer] = []
         accepted: list[tuple[bool, Job]] = []
@@ -295,9 +293,7 @@ class JobDesk:
         self._check(request, client_ip)
         containers = request.containers[:1]
         self._queue.admit(containers[0])
-        job = self._new_job(
-            client_ip, JobRequest(containers, request.data, False), JobOrigin.STREAM, JobStatus.RUNNING
-        )
+        job = self._new_job(client_ip, JobRequest(containers, request.data, False), JobOrigin.STREAM, JobStatus.RUNNING)
         try:
             await self._repository.add(job)
         except BaseException as error:

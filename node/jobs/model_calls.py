@@ -113,4 +113,3 @@ class ModelCall:
             reason = f"internal error: {type(error).__name__}"
         # Shielded: a cancelled request must still leave its job finished.
         await asyncio.shield(self.fail(reason))
-

@@ -471,7 +471,8 @@ class JobQueue:
                 if self._deadline is not None and loop.time() + delay > self._deadline:
                     log.error(
                         "the store still cannot write at shutdown (%s): the job stays running in the store",
-                        error.cause, extra={"job_id": job.id},
+                        error.cause,
+                        extra={"job_id": job.id},
                     )
                     return False
                 log.debug("store write failed (%s); retrying in %.2fs", error.cause, delay, extra={"job_id": job.id})

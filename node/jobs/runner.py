@@ -27,9 +27,7 @@ async def run_chain(
         # Only the ends of the chain face the job's real source and destination.
         step_source = source if index == 0 else Location.OFFCHAIN
         step_destination = destination if index == last else Location.OFFCHAIN
-        result = await gateway.run(
-            container_id, data, step_source, step_destination, requires_proof
-        )
+        result = await gateway.run(container_id, data, step_source, step_destination, requires_proof)
         results.append(result)
         if result.failed:
             return RunResult(JobStatus.FAILED, result, results[:-1])

@@ -76,8 +76,7 @@ class StaticDirectory:
     def __init__(self, config: Config) -> None:
         self._containers = list(config.containers)
         self._endpoints = {
-            container.id: endpoint_for(container, config.jobs.container_timeout)
-            for container in config.containers
+            container.id: endpoint_for(container, config.jobs.container_timeout) for container in config.containers
         }
 
     def endpoint(self, container_id: str) -> Endpoint | None:

@@ -81,6 +81,7 @@ async def _read_at_most(content: aiohttp.StreamReader, limit: int) -> tuple[byte
     body = b"".join(parts)
     return body[:limit], True
 
+
 # (container, kind "run" | "stream", outcome, seconds): metrics, passed in by app.py.
 CallObserver = Callable[[str, str, str, float], None]
 
@@ -200,7 +201,10 @@ class HttpServiceGateway:
         started = time.perf_counter()
         try:
             response = await self._calls.request(
-                "POST", f"{endpoint.base_url}/service_output", json_codec.dumps_bytes(payload), _headers(endpoint),
+                "POST",
+                f"{endpoint.base_url}/service_output",
+                json_codec.dumps_bytes(payload),
+                _headers(endpoint),
                 endpoint.timeout,
             )
         except asyncio.CancelledError:
@@ -225,7 +229,8 @@ class HttpServiceGateway:
             reason = await explain(container_id) if explain is not None else None
             if reason:
                 return ContainerResult(
-                    container_id, error=f"container {container_id} died during the call: {reason}",
+                    container_id,
+                    error=f"container {container_id} died during the call: {reason}",
                     failure=Failure.UNAVAILABLE,
                 )
             return ContainerResult(
@@ -244,7 +249,8 @@ class HttpServiceGateway:
         except (ValueError, UnicodeDecodeError, RecursionError):
             self._observed(container_id, "run", "bad_output", started)
             return ContainerResult(
-                container_id, error=f"container replied with non-JSON (HTTP {status}): {_error_text(body)}",
+                container_id,
+                error=f"container replied with non-JSON (HTTP {status}): {_error_text(body)}",
                 failure=Failure.FAILED,
             )
         if self._scrubber.may_hold(body):
@@ -255,7 +261,8 @@ class HttpServiceGateway:
             message = output.get("error") if isinstance(output, dict) else None
             detail = redact(message) if isinstance(message, str) else _error_text(body)
             return ContainerResult(
-                container_id, error=f"container answered HTTP {status}: {detail}",
+                container_id,
+                error=f"container answered HTTP {status}: {detail}",
                 failure=_http_failure(status),
             )
         self._observed(container_id, "run", "ok", started)
@@ -280,9 +287,7 @@ class HttpServiceGateway:
         endpoint = self._endpoint(container_id)
         payload = {"source": int(Location.OFFCHAIN), "destination": int(Location.STREAM), "data": data}
         # total bounds the whole stream (aiohttp fails the read in progress when it runs out).
-        timeout = aiohttp.ClientTimeout(
-            total=self._max_stream_seconds, sock_connect=10, sock_read=self._stream_timeout
-        )
+        timeout = aiohttp.ClientTimeout(total=self._max_stream_seconds, sock_connect=10, sock_read=self._stream_timeout)
         began = time.monotonic()
         try:
             response = await self._session.post(
@@ -364,7 +369,9 @@ class HttpServiceGateway:
                     if more:
                         log.warning(
                             "container %s answered /service-resources with more than jobs.max_result_bytes"
-                            " (%d bytes): left out", endpoint.container_id, limit,
+                            " (%d bytes): left out",
+                            endpoint.container_id,
+                            limit,
                         )
                         return None
                     output = parse_output(body)

@@ -48,8 +48,23 @@ async def _stored(url: str) -> list[tuple[str, ...]]:
 
 
 def test_keys_create_list_revoke(workdir: Path, node_store_url: str) -> None:
-    made = run(workdir, "keys", "create", "--name", "alice", "--workspace", "ws-1", "--rpm", "10", "--tpm", "1000",
-               "--token-budget", "50000", "--expires", "2099-01-31")
+    made = run(
+        workdir,
+        "keys",
+        "create",
+        "--name",
+        "alice",
+        "--workspace",
+        "ws-1",
+        "--rpm",
+        "10",
+        "--tpm",
+        "1000",
+        "--token-budget",
+        "50000",
+        "--expires",
+        "2099-01-31",
+    )
     assert made.returncode == 0, made.stderr
     secret = made.stdout.strip()
     assert len(secret.splitlines()) == 1 and len(secret) > 40
@@ -114,12 +129,17 @@ def test_usage_totals_per_caller_and_model(workdir: Path, node_store_url: str) -
     assert run(workdir, "usage").stdout.strip() == "no usage recorded"  # migrations ran on an empty store
     assert run(workdir, "keys", "create", "--name", "alice").returncode == 0
     old = time.time() - 10 * 86400
-    asyncio.run(_record(node_store_url, [
-        ("j1", "key:alice", "smollm", 10, 5, time.time()),
-        ("j2", "key:alice", "smollm", 1, 2, time.time()),
-        ("j3", "key:alice", "other", 3, 3, old),
-        ("j4", "gonka:gonka1xyz", "smollm", 7, 0, time.time()),
-    ]))
+    asyncio.run(
+        _record(
+            node_store_url,
+            [
+                ("j1", "key:alice", "smollm", 10, 5, time.time()),
+                ("j2", "key:alice", "smollm", 1, 2, time.time()),
+                ("j3", "key:alice", "other", 3, 3, old),
+                ("j4", "gonka:gonka1xyz", "smollm", 7, 0, time.time()),
+            ],
+        )
+    )
     everything = run(workdir, "usage")
     assert everything.returncode == 0, everything.stderr
     by_model, by_caller = everything.stdout.split("\n\n")

@@ -54,7 +54,7 @@ class Call:
         text = self.raw
         while (found := DIRECTIVE.match(text)) is not None:
             setattr(self, found.group(1), float(found.group(2)))
-            text = text[found.end():]
+            text = text[found.end() :]
         self.refuse = text.startswith("!refuse")
         self.broken = text.startswith("!broken")
         self.model = data.get("model") or "chat-test"
@@ -70,12 +70,21 @@ class Call:
 
     def usage(self) -> dict[str, int]:
         completion = len(self.words)
-        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": completion,
-                "total_tokens": self.prompt_tokens + completion}
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": completion,
+            "total_tokens": self.prompt_tokens + completion,
+        }
 
     def chunk(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
-        body = {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-                "choices": choices, **extra}
+        body = {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+            **extra,
+        }
         return (json.dumps(body) + "\n").encode()
 
 
@@ -95,9 +104,17 @@ async def service_output(request: web.Request) -> web.StreamResponse:
         if call.sleep:
             await asyncio.sleep(call.sleep)
         answer = {
-            "id": call.id, "object": "chat.completion", "created": call.created, "model": call.model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": " ".join(call.words)},
-                         "finish_reason": call.finish}],
+            "id": call.id,
+            "object": "chat.completion",
+            "created": call.created,
+            "model": call.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": " ".join(call.words)},
+                    "finish_reason": call.finish,
+                }
+            ],
             "usage": call.usage(),
         }
         _record("done", stream, call.raw)
@@ -143,8 +160,9 @@ def main() -> None:
     app.router.add_get("/health", health)
     # handler_cancellation: a client (the node) that disconnects cancels the handler, as
     # a model server stops generating; the CALLS_FILE then records "cancelled".
-    web.run_app(app, host="127.0.0.1", port=int(os.environ["PORT"]), print=None, access_log=None,
-                handler_cancellation=True)
+    web.run_app(
+        app, host="127.0.0.1", port=int(os.environ["PORT"]), print=None, access_log=None, handler_cancellation=True
+    )
 
 
 if __name__ == "__main__":

@@ -62,8 +62,13 @@ async def run_snippet_async(python: Path, code: str, arguments: Any, timeout: fl
     """run_snippet without blocking the event loop (a node served from this process must answer)."""
     script = "import json, sys\nargs = json.loads(sys.argv[1])\n" + textwrap.dedent(code)
     process = await asyncio.create_subprocess_exec(
-        str(python), "-c", script, json.dumps(arguments),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=_environment(),
+        str(python),
+        "-c",
+        script,
+        json.dumps(arguments),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=_environment(),
     )
     stdout, stderr = await asyncio.wait_for(process.communicate(), timeout)
     assert process.returncode == 0, stderr.decode(errors="replace")

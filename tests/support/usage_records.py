@@ -24,11 +24,26 @@ async def finished_calls(url: str, calls: list[Call]) -> AsyncIterator[JobStore]
     jobs = job_repository(engine, "node-usage")
     try:
         for job_id, caller, model, prompt, completion, at in calls:
-            call = Job(job_id, "127.0.0.1", ["chat"], {}, origin=JobOrigin.MODEL, status=JobStatus.RUNNING,
-                       created_at=at, updated_at=at, model=model)
+            call = Job(
+                job_id,
+                "127.0.0.1",
+                ["chat"],
+                {},
+                origin=JobOrigin.MODEL,
+                status=JobStatus.RUNNING,
+                created_at=at,
+                updated_at=at,
+                model=model,
+            )
             await jobs.add(call)
-            await jobs.finish(call.key, JobStatus.SUCCESS, ContainerResult("chat", output={}), [],
-                              TokenUsage(prompt, completion), caller)
+            await jobs.finish(
+                call.key,
+                JobStatus.SUCCESS,
+                ContainerResult("chat", output={}),
+                [],
+                TokenUsage(prompt, completion),
+                caller,
+            )
             async with engine.begin() as connection:  # dated as asked (FINISH stamps the present)
                 await connection.execute(
                     text("UPDATE jobs SET finished_at = :at, updated_at = :at WHERE id = :id"), {"at": at, "id": job_id}

@@ -230,8 +230,14 @@ def test_models_default_to_the_container_id_and_map_to_their_container() -> None
 @pytest.mark.parametrize(
     ("containers", "expected"),
     [
-        (({"id": "a", "models": ["m"]}, {"id": "b", "models": ["m"]}), "containers[1].models: model 'm' is already served by containers[0] (a)"),  # noqa: E501
-        (({"id": "m"}, {"id": "b", "models": ["m"]}), "containers[1].models: model 'm' is already served by containers[0] (m)"),  # noqa: E501
+        (
+            ({"id": "a", "models": ["m"]}, {"id": "b", "models": ["m"]}),
+            "containers[1].models: model 'm' is already served by containers[0] (a)",
+        ),
+        (
+            ({"id": "m"}, {"id": "b", "models": ["m"]}),
+            "containers[1].models: model 'm' is already served by containers[0] (m)",
+        ),
         (({"id": "a", "models": [""]},), "models"),
         (({"id": "a", "models": "m"},), "models"),
     ],

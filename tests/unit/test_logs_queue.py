@@ -165,6 +165,7 @@ def test_redaction_and_formatting_happen_once_on_the_writer_thread(
 def test_below_the_level_nothing_is_queued(logfile: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     queued: list[logging.LogRecord] = []
     real = logs._QueueHandler.enqueue
+
     def enqueue(self: logs._QueueHandler, record: logging.LogRecord) -> None:
         queued.append(record)
         real(self, record)

@@ -202,8 +202,7 @@ def test_job_on_a_container_restricted_to_other_ips(node_url: str) -> None:
     result = run_cli("job", "--url", node_url, "-c", "restricted", stdin="{}")
     assert result.returncode == 1, result.describe()
     assert (
-        "APIError: [405] Container not allowed for address - [container=restricted, address=127.0.0.1]"
-        in result.stderr
+        "APIError: [405] Container not allowed for address - [container=restricted, address=127.0.0.1]" in result.stderr
     )
 
 

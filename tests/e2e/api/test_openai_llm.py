@@ -112,9 +112,11 @@ async def test_async_create(node: NodeProcess) -> None:
 
 def test_stream_with_usage_says_what_the_whole_answer_says(client: OpenAI) -> None:
     whole = client.chat.completions.create(model=MODEL, messages=QUESTION, **GREEDY)
-    chunks = list(client.chat.completions.create(
-        model=MODEL, messages=QUESTION, stream=True, stream_options={"include_usage": True}, **GREEDY
-    ))
+    chunks = list(
+        client.chat.completions.create(
+            model=MODEL, messages=QUESTION, stream=True, stream_options={"include_usage": True}, **GREEDY
+        )
+    )
     assert chunks[0].choices[0].delta.role == "assistant"
     text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
     assert text == whole.choices[0].message.content
@@ -158,8 +160,11 @@ def test_queue_full_is_a_rate_limit_error(client: OpenAI, node: NodeProcess) -> 
     finally:
         stream.close()
     # The client left: the node cancels the call, fails its job and frees the place.
-    job = wait_for(lambda: (j := stored(node, held.headers["X-Infernet-Job-Id"]))["status"] != "running" and j,
-                   30, "the abandoned stream's job to end")
+    job = wait_for(
+        lambda: (j := stored(node, held.headers["X-Infernet-Job-Id"]))["status"] != "running" and j,
+        30,
+        "the abandoned stream's job to end",
+    )
     assert job["status"] == "failed" and "client went away" in job["result"]["error"]
 
 
@@ -192,7 +197,7 @@ def test_infernet_client_job_sync_and_stream(node: NodeProcess, client_venv: Pat
     result = run_cli("stream", "--url", node.url, "-c", "llm", stdin=request, timeout=120)
     assert result.returncode == 0, result.describe()
     first, _, rest = result.stdout.partition("\n")
-    assert first.startswith("Job ID: ") and is_uuid(first[len("Job ID: "):]), result.describe()
+    assert first.startswith("Job ID: ") and is_uuid(first[len("Job ID: ") :]), result.describe()
     lines = [json.loads(line) for line in rest.splitlines() if line]
     text = "".join(line["choices"][0]["delta"].get("content", "") for line in lines if line.get("choices"))
     assert text == answer["choices"][0]["message"]["content"]

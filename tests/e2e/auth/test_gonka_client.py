@@ -39,13 +39,15 @@ def test_the_clients_signatures_verify_and_its_addresses_match_ours(gonka_python
             if index % 2
             else secrets.token_bytes(index * 37)  # empty, and binary bodies too
         )
-        cases.append({
-            "key": key if index % 3 else "0x" + key,  # the client takes both spellings
-            "kind": "text" if isinstance(body, str) else "bytes",
-            "body": body if isinstance(body, str) else body.hex(),
-            "timestamp": 1_780_000_000_000_000_000 + index * 7_919,
-            "transfer": node_address,
-        })
+        cases.append(
+            {
+                "key": key if index % 3 else "0x" + key,  # the client takes both spellings
+                "kind": "text" if isinstance(body, str) else "bytes",
+                "body": body if isinstance(body, str) else body.hex(),
+                "timestamp": 1_780_000_000_000_000_000 + index * 7_919,
+                "transfer": node_address,
+            }
+        )
     signed = run_snippet(gonka_python, SIGN, cases)
     assert len(signed) == len(cases)
     for case, result in zip(cases, signed, strict=True):

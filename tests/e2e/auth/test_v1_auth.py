@@ -74,14 +74,20 @@ def node(chat: tuple[str, Calls], tmp_path_factory: pytest.TempPathFactory) -> I
 
 
 def keys(node: NodeProcess, *args: str) -> str:
-    done = subprocess.run([CLI, "keys", *args, "--config", str(node.config_path)],
-                          capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [CLI, "keys", *args, "--config", str(node.config_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
 
 
-def signed(body: bytes, timestamp: int | None = None, key: PrivateKey = USER,
-           transfer: str = NODE_ADDRESS) -> dict[str, str]:
+def signed(
+    body: bytes, timestamp: int | None = None, key: PrivateKey = USER, transfer: str = NODE_ADDRESS
+) -> dict[str, str]:
     timestamp = timestamp or time.time_ns()
     message = hashlib.sha256(body).hexdigest().encode() + str(timestamp).encode() + transfer.encode()
     return {
@@ -115,15 +121,24 @@ print(json.dumps({"whole": whole.choices[0].message.content, "usage": whole.usag
 
 
 async def test_the_official_gonka_client_completes_chats_whole_and_streamed(
-    node: NodeProcess, gonka_python: Path  # noqa: F811
+    node: NodeProcess,
+    gonka_python: Path,  # noqa: F811
 ) -> None:
-    answer = await run_snippet_async(gonka_python, GONKA_CHAT, {
-        "key": USER_KEY_HEX, "url": f"{node.url}/v1", "address": NODE_ADDRESS, "messages": MESSAGES,
-    })
+    answer = await run_snippet_async(
+        gonka_python,
+        GONKA_CHAT,
+        {
+            "key": USER_KEY_HEX,
+            "url": f"{node.url}/v1",
+            "address": NODE_ADDRESS,
+            "messages": MESSAGES,
+        },
+    )
     assert answer["address"] == USER_ADDRESS
     assert answer["whole"] == "You said: hello there" and answer["streamed"] == "You said: hello there"
-    usage = subprocess.run([CLI, "usage", "--config", str(node.config_path)], capture_output=True, text=True,
-                           timeout=120, check=True).stdout
+    usage = subprocess.run(
+        [CLI, "usage", "--config", str(node.config_path)], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
     assert f"gonka:{USER_ADDRESS}  tiny" in usage
 
 
@@ -142,13 +157,22 @@ def test_bad_signatures_are_refused_with_401_and_no_container_is_called(
         "stale": (body, signed(body, now - 61 * 10**9), "stale"),
         "future": (body, signed(body, now + 31 * 10**9), "future"),
         "replayed": (body, good, "reused"),
-        "other transfer address": (body, {**signed(body, transfer=USER_ADDRESS), "X-Transfer-Address": USER_ADDRESS},
-                                   "wrong_transfer_address"),
-        "address not the key's": (body, {**signed(body), "X-Requester-Address": address_of(OTHER.public_key.format())},
-                                  "bad_signature"),
+        "other transfer address": (
+            body,
+            {**signed(body, transfer=USER_ADDRESS), "X-Transfer-Address": USER_ADDRESS},
+            "wrong_transfer_address",
+        ),
+        "address not the key's": (
+            body,
+            {**signed(body), "X-Requester-Address": address_of(OTHER.public_key.format())},
+            "bad_signature",
+        ),
         "malformed base64": (body, {**signed(body), "Authorization": "!!" + good["Authorization"]}, "malformed_base64"),
-        "wrong length": (body, {**signed(body), "Authorization": base64.b64encode(raw[:63]).decode()},
-                         "wrong_signature_length"),
+        "wrong length": (
+            body,
+            {**signed(body), "Authorization": base64.b64encode(raw[:63]).decode()},
+            "wrong_signature_length",
+        ),
     }
     before = chat[1].count()
     for name, (sent, headers, reason) in cases.items():
@@ -159,8 +183,11 @@ def test_bad_signatures_are_refused_with_401_and_no_container_is_called(
 
 
 def test_a_replay_fails_after_a_node_restart(chat: tuple[str, Calls], tmp_path: Path) -> None:
-    config = node_config(tmp_path, [{"id": "chat", "url": chat[0], "models": ["tiny"]}],
-                         auth={"v1": "signatures", "gonka": {"address": NODE_ADDRESS}})
+    config = node_config(
+        tmp_path,
+        [{"id": "chat", "url": chat[0], "models": ["tiny"]}],
+        auth={"v1": "signatures", "gonka": {"address": NODE_ADDRESS}},
+    )
     body = json.dumps({"model": "tiny", "messages": MESSAGES}).encode()
     headers = signed(body)
     first = NodeProcess(config, tmp_path).start()
@@ -184,10 +211,13 @@ def test_keys_with_the_openai_sdk(node: NodeProcess, chat: tuple[str, Calls]) ->
     doomed = keys(node, "create", "--name", "sdk-doomed")
     base = f"{node.url}/v1"
     answer = OpenAI(base_url=base, api_key=secret, max_retries=0).chat.completions.create(
-        model="tiny", messages=MESSAGES)  # type: ignore[arg-type]
+        model="tiny",
+        messages=MESSAGES,  # type: ignore[arg-type]
+    )
     assert answer.choices[0].message.content == "You said: hello there"
-    answer = OpenAI(base_url=base, api_key=scoped, max_retries=0, default_headers={"x-deci-workspace": "ws-7"}
-                    ).chat.completions.create(model="tiny", messages=MESSAGES)  # type: ignore[arg-type]
+    answer = OpenAI(
+        base_url=base, api_key=scoped, max_retries=0, default_headers={"x-deci-workspace": "ws-7"}
+    ).chat.completions.create(model="tiny", messages=MESSAGES)  # type: ignore[arg-type]
     assert answer.usage is not None
     assert OpenAI(base_url=base, api_key=doomed, max_retries=0).models.list().data
     keys(node, "revoke", "sdk-doomed")
@@ -200,7 +230,10 @@ def test_keys_with_the_openai_sdk(node: NodeProcess, chat: tuple[str, Calls]) ->
     ):
         with pytest.raises(error):
             OpenAI(base_url=base, api_key=api_key, max_retries=0).chat.completions.create(
-                model="tiny", messages=MESSAGES, extra_headers=headers)  # type: ignore[arg-type]
+                model="tiny",
+                messages=MESSAGES,  # type: ignore[arg-type]
+                extra_headers=headers,
+            )
     assert chat[1].count() == before
 
 

@@ -35,9 +35,7 @@ async def test_callback_is_delivered_once_with_the_service_output(
     sub_id = await create_callback(infernet_consumer, sender, ["echo"], b"hello chain")
     chained_id = await create_callback(infernet_consumer, sender, ["echo", "inner"], b"\x00\xff")
 
-    found = await wait_until(
-        lambda: _at_least(deliveries(infernet_consumer), 2), what="both deliveries"
-    )
+    found = await wait_until(lambda: _at_least(deliveries(infernet_consumer), 2), what="both deliveries")
     by_id = {delivery.subscription_id: delivery for delivery in found}
     assert set(by_id) == {sub_id, chained_id} and len(found) == 2
     delivery = by_id[sub_id]
@@ -164,9 +162,7 @@ async def test_redundancy_met_by_another_node_is_not_delivered_again(
     finally:
         await rpc(anvil_w3, "evm_setAutomine", [True])
     assert (await anvil_w3.eth.get_transaction_receipt(answer))["status"] == 1
-    await wait_until(
-        lambda: _any_record(node, "redundancy met", recurring), what="the node to see interval 1 answered"
-    )
+    await wait_until(lambda: _any_record(node, "redundancy met", recurring), what="the node to see interval 1 answered")
     await increase_time(anvil_w3, PERIOD)  # interval 2 is this node's
     found = await wait_until(lambda: _at_least(deliveries(infernet_consumer), 3), what="interval 2")
 
@@ -194,13 +190,9 @@ async def test_allowed_addresses_are_honoured(
     echo_service: str,
 ) -> None:
     deployer = anvil_accounts[0].address
-    stranger = await deploy_consumer(
-        anvil_w3, deployer, infernet_chain.coordinator_address, anvil_accounts[9].address
-    )
+    stranger = await deploy_consumer(anvil_w3, deployer, infernet_chain.coordinator_address, anvil_accounts[9].address)
     node = chain_node(
-        containers=[
-            {"id": "restricted", "url": echo_service, "allowed_addresses": [infernet_consumer.address.lower()]}
-        ]
+        containers=[{"id": "restricted", "url": echo_service, "allowed_addresses": [infernet_consumer.address.lower()]}]
     ).start()
     refused = await create_callback(stranger, deployer, ["restricted"], b"no")
     not_external = await create_callback(infernet_consumer, deployer, ["inner"], b"no")

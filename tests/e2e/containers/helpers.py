@@ -106,15 +106,13 @@ def service_container(image: str, env: dict[str, str] | None = None) -> Iterator
     port = free_port()
     name = f"infernet-test-{image.split('/')[-1].split(':')[0]}-{port}"
     # No --rm: `docker rm -f` below removes it, and --rm would race with that removal.
-    command = ["docker", "run", "-d", "--name", name, "--network", "host",
-               "-e", f"PORT={port}", "-e", "HOST=127.0.0.1"]
+    command = ["docker", "run", "-d", "--name", name, "--network", "host", "-e", f"PORT={port}", "-e", "HOST=127.0.0.1"]
     for key, value in (env or {}).items():
         command += ["-e", f"{key}={value}"]
     subprocess.run([*command, image], check=True, capture_output=True, timeout=60)
 
     def why_dead() -> str | None:
-        state = subprocess.run(["docker", "inspect", "-f", "{{.State.Running}}", name],
-                               capture_output=True, text=True)
+        state = subprocess.run(["docker", "inspect", "-f", "{{.State.Running}}", name], capture_output=True, text=True)
         if state.returncode == 0 and state.stdout.strip() == "true":
             return None
         logs = subprocess.run(["docker", "logs", name], capture_output=True, text=True)
@@ -140,8 +138,10 @@ async def post_json(url: str, body: Any) -> tuple[int, Any]:
 
 async def post_raw(url: str, raw: bytes) -> tuple[int, str, Any]:
     """POST bytes as they are (for malformed bodies); returns status, content type and JSON body."""
-    async with aiohttp.ClientSession() as session, session.post(f"{url}/service_output", data=raw,
-                            headers={"Content-Type": "application/json"}) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{url}/service_output", data=raw, headers={"Content-Type": "application/json"}) as response,
+    ):
         return response.status, response.content_type, await response.json()
 
 

@@ -42,8 +42,7 @@ def _start_container(env: dict[str, str]) -> tuple[str, str]:
     """docker run -d the llm image with host networking; returns (name, url)."""
     port = free_port()
     name = f"infernet-test-llm-{port}"
-    command = ["docker", "run", "-d", "--name", name, "--network", "host",
-               "-e", f"PORT={port}", "-e", "HOST=127.0.0.1"]
+    command = ["docker", "run", "-d", "--name", name, "--network", "host", "-e", f"PORT={port}", "-e", "HOST=127.0.0.1"]
     for key, value in env.items():
         command += ["-e", f"{key}={value}"]
     subprocess.run([*command, IMAGE], check=True, capture_output=True, timeout=60)
@@ -244,8 +243,12 @@ async def test_stream_rejects_bad_input_with_400_before_streaming(llm: str) -> N
 
 async def test_health_answers_during_a_generation_and_a_disconnect_stops_it(llm_container: tuple[str, str]) -> None:
     name, llm = llm_container
-    data = chat([{"role": "user", "content": "Write a very long story about a dragon."}],
-                max_tokens=1500, temperature=1.0, seed=3)
+    data = chat(
+        [{"role": "user", "content": "Write a very long story about a dragon."}],
+        max_tokens=1500,
+        temperature=1.0,
+        seed=3,
+    )
     body = job(data, destination=2)
     async with aiohttp.ClientSession() as session, session.post(f"{llm}/service_output", json=body) as response:
         assert response.status == 200
@@ -272,8 +275,12 @@ async def test_health_answers_during_a_generation_and_a_disconnect_stops_it(llm_
 async def test_temperature_zero_is_deterministic_across_repeated_and_interleaved_requests(llm: str) -> None:
     a = chat(QUESTION, max_tokens=6, temperature=0)
     b = chat(OTHER, max_tokens=6, temperature=0)
-    noisy = chat([*OTHER, {"role": "assistant", "content": "Blue."}, {"role": "user", "content": "Another?"}],
-                 max_tokens=6, temperature=1.2, seed=11)
+    noisy = chat(
+        [*OTHER, {"role": "assistant", "content": "Blue."}, {"role": "user", "content": "Another?"}],
+        max_tokens=6,
+        temperature=1.2,
+        seed=11,
+    )
     first_a = content(await complete(llm, a))
     first_b = content(await complete(llm, b))
     # Each prompt after a different one (a stale prompt cache would show), and twice in a row.
@@ -312,8 +319,9 @@ def test_health_never_answers_without_a_model(llm_image: str) -> None:
             assert time.monotonic() < deadline, "the container should exit when the model is missing"
             time.sleep(0.1)
         assert _health(url) is None
-        exit_code = subprocess.run(["docker", "inspect", "-f", "{{.State.ExitCode}}", name],
-                                   capture_output=True, text=True).stdout.strip()
+        exit_code = subprocess.run(
+            ["docker", "inspect", "-f", "{{.State.ExitCode}}", name], capture_output=True, text=True
+        ).stdout.strip()
         assert exit_code != "0"
         assert "/models/missing.gguf" in _container_logs(name)
     finally:
@@ -340,32 +348,35 @@ async def test_service_resources_name_the_model(llm: str) -> None:
 # Bad input: 400 with a JSON error that names the problem, never a 500
 
 
-@pytest.mark.parametrize(("data", "named"), [
-    ({"model": "smollm2"}, "messages is missing"),
-    ({"messages": []}, "messages is empty"),
-    ({"messages": "hello"}, "messages must be a list"),
-    ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].role"),
-    ({"messages": [{"role": "user", "content": "a"}, {"role": "robot", "content": "b"}]}, "messages[1].role"),
-    ({"messages": [{"content": "x"}]}, "messages[0].role"),
-    ({"messages": [{"role": "user", "content": 42}]}, "messages[0].content must be a string"),
-    ({"messages": [{"role": "user"}]}, "messages[0].content must be a string"),
-    ({"messages": [{"role": "user", "content": [{"type": "text", "text": "x"}]}]}, "messages[0].content"),
-    ({"messages": ["hi"]}, "messages[0] must be an object"),
-    ({"messages": QUESTION, "temperature": "hot"}, "temperature must be a number"),
-    ({"messages": QUESTION, "temperature": True}, "temperature must be a number"),
-    ({"messages": QUESTION, "temperature": 5}, "temperature must be"),
-    ({"messages": QUESTION, "top_p": 0}, "top_p must be"),
-    ({"messages": QUESTION, "top_p": "x"}, "top_p must be a number"),
-    ({"messages": QUESTION, "max_tokens": 0}, "max_tokens must be a positive integer"),
-    ({"messages": QUESTION, "max_tokens": "10"}, "max_tokens must be a positive integer"),
-    ({"messages": QUESTION, "max_completion_tokens": -1}, "max_completion_tokens must be a positive integer"),
-    ({"messages": QUESTION, "seed": 1.5}, "seed must be an integer"),
-    ({"messages": QUESTION, "stop": ["a", "b", "c", "d", "e"]}, "stop must be"),
-    ({"messages": QUESTION, "stop": 7}, "stop must be"),
-    ({"messages": QUESTION, "n": 2}, "n must be 1"),
-    ({"messages": QUESTION, "model": 5}, "model must be a string"),
-    ("just a string", "data must be an OpenAI chat request"),
-])
+@pytest.mark.parametrize(
+    ("data", "named"),
+    [
+        ({"model": "smollm2"}, "messages is missing"),
+        ({"messages": []}, "messages is empty"),
+        ({"messages": "hello"}, "messages must be a list"),
+        ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].role"),
+        ({"messages": [{"role": "user", "content": "a"}, {"role": "robot", "content": "b"}]}, "messages[1].role"),
+        ({"messages": [{"content": "x"}]}, "messages[0].role"),
+        ({"messages": [{"role": "user", "content": 42}]}, "messages[0].content must be a string"),
+        ({"messages": [{"role": "user"}]}, "messages[0].content must be a string"),
+        ({"messages": [{"role": "user", "content": [{"type": "text", "text": "x"}]}]}, "messages[0].content"),
+        ({"messages": ["hi"]}, "messages[0] must be an object"),
+        ({"messages": QUESTION, "temperature": "hot"}, "temperature must be a number"),
+        ({"messages": QUESTION, "temperature": True}, "temperature must be a number"),
+        ({"messages": QUESTION, "temperature": 5}, "temperature must be"),
+        ({"messages": QUESTION, "top_p": 0}, "top_p must be"),
+        ({"messages": QUESTION, "top_p": "x"}, "top_p must be a number"),
+        ({"messages": QUESTION, "max_tokens": 0}, "max_tokens must be a positive integer"),
+        ({"messages": QUESTION, "max_tokens": "10"}, "max_tokens must be a positive integer"),
+        ({"messages": QUESTION, "max_completion_tokens": -1}, "max_completion_tokens must be a positive integer"),
+        ({"messages": QUESTION, "seed": 1.5}, "seed must be an integer"),
+        ({"messages": QUESTION, "stop": ["a", "b", "c", "d", "e"]}, "stop must be"),
+        ({"messages": QUESTION, "stop": 7}, "stop must be"),
+        ({"messages": QUESTION, "n": 2}, "n must be 1"),
+        ({"messages": QUESTION, "model": 5}, "model must be a string"),
+        ("just a string", "data must be an OpenAI chat request"),
+    ],
+)
 async def test_bad_requests_get_400_naming_the_problem(llm: str, data: Any, named: str) -> None:
     status, body = await post(llm, job(data))
     assert status == 400, body
@@ -386,8 +397,17 @@ async def test_too_many_tokens_for_the_context_is_400_with_the_numbers(llm: str)
 
 
 async def test_unknown_fields_are_ignored(llm: str) -> None:
-    body = await complete(llm, chat(QUESTION, max_tokens=1, user="someone", stream_options={"include_usage": True},
-                                    logprobs=None, frequency_penalty=0))
+    body = await complete(
+        llm,
+        chat(
+            QUESTION,
+            max_tokens=1,
+            user="someone",
+            stream_options={"include_usage": True},
+            logprobs=None,
+            frequency_penalty=0,
+        ),
+    )
     assert body["usage"]["completion_tokens"] == 1
 
 
@@ -419,8 +439,9 @@ async def test_an_onchain_prompt_is_answered_as_the_same_chat_request_in_deliver
     assert body["processed_input"] == "" and body["processed_output"] == "" and body["proof"] is None
     answer = bytes.fromhex(body["raw_output"]).decode("utf-8")
     # The same question asked off chain: one user message, greedy, the on-chain token budget.
-    direct = await complete(llm, chat([{"role": "user", "content": prompt}], max_tokens=ONCHAIN_MAX_TOKENS,
-                                      temperature=0))
+    direct = await complete(
+        llm, chat([{"role": "user", "content": prompt}], max_tokens=ONCHAIN_MAX_TOKENS, temperature=0)
+    )
     assert answer == content(direct) and answer.strip()
     assert body["usage"] == direct["usage"] and body["finish_reason"] == direct["choices"][0]["finish_reason"]
 
@@ -434,20 +455,25 @@ async def test_an_offchain_request_for_the_chain_is_answered_in_delivery_shape(l
     assert bytes.fromhex(body["raw_output"]).decode() == content(await complete(llm, data))
 
 
-@pytest.mark.parametrize(("data", "named"), [
-    ("not hex", "on-chain input: on-chain data is not valid hex"),
-    ("0x123", "on-chain input: on-chain data is not valid hex"),
-    ({"messages": QUESTION}, "on-chain data must be a hex string of abi.encode(string prompt), got dict"),
-    ("", "on-chain input: the input is empty"),
-    # The length word claims 1000 bytes; 32 follow.
-    ((32).to_bytes(32, "big") + (1000).to_bytes(32, "big") + b"hi".ljust(32, b"\0"),
-     "on-chain input: the string's length is 1000 bytes but only 32 follow its length word"),
-    ((7).to_bytes(32, "big") + abi_string("x")[32:], "on-chain input: the string's offset is 7"),
-    (b"What is the capital of France? Say it.", "on-chain input: the string's offset is"),  # raw text is not ABI
-    (abi_string("x")[:-31], "not padded to a whole 32-byte word"),
-    ((32).to_bytes(32, "big") + (2).to_bytes(32, "big") + b"\xc3\x28".ljust(32, b"\0"), "not valid UTF-8"),
-    (abi_string("   "), "on-chain input: the prompt is empty"),
-])
+@pytest.mark.parametrize(
+    ("data", "named"),
+    [
+        ("not hex", "on-chain input: on-chain data is not valid hex"),
+        ("0x123", "on-chain input: on-chain data is not valid hex"),
+        ({"messages": QUESTION}, "on-chain data must be a hex string of abi.encode(string prompt), got dict"),
+        ("", "on-chain input: the input is empty"),
+        # The length word claims 1000 bytes; 32 follow.
+        (
+            (32).to_bytes(32, "big") + (1000).to_bytes(32, "big") + b"hi".ljust(32, b"\0"),
+            "on-chain input: the string's length is 1000 bytes but only 32 follow its length word",
+        ),
+        ((7).to_bytes(32, "big") + abi_string("x")[32:], "on-chain input: the string's offset is 7"),
+        (b"What is the capital of France? Say it.", "on-chain input: the string's offset is"),  # raw text is not ABI
+        (abi_string("x")[:-31], "not padded to a whole 32-byte word"),
+        ((32).to_bytes(32, "big") + (2).to_bytes(32, "big") + b"\xc3\x28".ljust(32, b"\0"), "not valid UTF-8"),
+        (abi_string("   "), "on-chain input: the prompt is empty"),
+    ],
+)
 async def test_malformed_onchain_input_gets_400_naming_the_problem(llm: str, data: Any, named: str) -> None:
     status, body = await post(llm, onchain_job(data.hex() if isinstance(data, bytes) else data))
     assert status == 400, body

@@ -73,8 +73,9 @@ async def scripted_upstream(
 
 
 def post_json(url: str, body: Any, timeout: float = 60) -> tuple[int, Any]:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, response.read()
@@ -109,19 +110,38 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     with ExitStack() as stack:
         chat = stack.enter_context(service_process("chat", env={"CALLS_FILE": str(world.calls)}))
         (tmp / "b").mkdir()
-        world.b = NodeProcess(node_config(tmp / "b", [{"id": "chat", "url": chat, "models": ["tiny"]}],
-                                          auth={"v1": "either", "gonka": {"address": B_ADDRESS}}), tmp / "b").start()
+        world.b = NodeProcess(
+            node_config(
+                tmp / "b",
+                [{"id": "chat", "url": chat, "models": ["tiny"]}],
+                auth={"v1": "either", "gonka": {"address": B_ADDRESS}},
+            ),
+            tmp / "b",
+        ).start()
         stack.callback(world.b.stop)
-        done = subprocess.run([CLI, "keys", "create", "--name", "proxy", "--workspace", "ws-1",
-                               "--config", str(world.b.config_path)],
-                              capture_output=True, text=True, timeout=120, check=False)
+        done = subprocess.run(
+            [CLI, "keys", "create", "--name", "proxy", "--workspace", "ws-1", "--config", str(world.b.config_path)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         assert done.returncode == 0, done.stderr
         world.bearer_key = done.stdout.strip()
         upstream = f"{world.b.url}/v1"
-        gonka = {"UPSTREAM_URL": upstream, "UPSTREAM_AUTH": "gonka", "GONKA_PRIVATE_KEY": PROXY_KEY_HEX,
-                 "GONKA_TRANSFER_ADDRESS": B_ADDRESS}
-        bearer = {"UPSTREAM_URL": upstream, "UPSTREAM_AUTH": "bearer", "UPSTREAM_API_KEY": world.bearer_key,
-                  "UPSTREAM_WORKSPACE": "ws-1", "UPSTREAM_MODEL": "tiny"}
+        gonka = {
+            "UPSTREAM_URL": upstream,
+            "UPSTREAM_AUTH": "gonka",
+            "GONKA_PRIVATE_KEY": PROXY_KEY_HEX,
+            "GONKA_TRANSFER_ADDRESS": B_ADDRESS,
+        }
+        bearer = {
+            "UPSTREAM_URL": upstream,
+            "UPSTREAM_AUTH": "bearer",
+            "UPSTREAM_API_KEY": world.bearer_key,
+            "UPSTREAM_WORKSPACE": "ws-1",
+            "UPSTREAM_MODEL": "tiny",
+        }
         proxies = {
             "gonka": {**gonka, "UPSTREAM_MODEL": "tiny"},
             "bearer": bearer,
@@ -149,15 +169,20 @@ def test_the_proxys_signer_gives_the_official_clients_bytes(gonka_python: Path) 
     cases: list[dict[str, Any]] = []
     for index in range(10):
         key = f"{index + 1:02x}" * 32
-        body = json.dumps({"model": "m", "messages": [{"role": "user", "content": f"héllo {index}" * index}]},
-                          ensure_ascii=False).encode()
+        body = json.dumps(
+            {"model": "m", "messages": [{"role": "user", "content": f"héllo {index}" * index}]}, ensure_ascii=False
+        ).encode()
         cases.append({"key": key, "body": body.hex(), "timestamp": 1_780_000_000_000_000_000 + index * 7_919})
-    theirs = run_snippet(gonka_python, """
+    theirs = run_snippet(
+        gonka_python,
+        """
 from gonka_openai.utils import gonka_address, gonka_signature
 out = [[gonka_signature(bytes.fromhex(c["body"]), c["key"], c["timestamp"], args["transfer"]), gonka_address(c["key"])]
        for c in args["cases"]]
 print(json.dumps(out))
-""", {"cases": cases, "transfer": B_ADDRESS})
+""",
+        {"cases": cases, "transfer": B_ADDRESS},
+    )
     for case, (signature, address) in zip(cases, theirs, strict=True):
         signer = GonkaSigner(case["key"], B_ADDRESS, clock=itertools.repeat(int(case["timestamp"])).__next__)
         headers = signer.headers(bytes.fromhex(case["body"]))
@@ -175,8 +200,9 @@ def test_a_job_on_a_gets_bs_answer_through_gonka_signatures(world: World) -> Non
     assert output["usage"]["total_tokens"] == 9
     assert [c["content"] for c in calls(world.calls)[before:] if c["event"] == "call"] == ["hello there"]
     # B knows who called: the proxy's own gonka address.
-    usage = subprocess.run([CLI, "usage", "--config", str(world.b.config_path)], capture_output=True, text=True,
-                           timeout=120, check=True).stdout
+    usage = subprocess.run(
+        [CLI, "usage", "--config", str(world.b.config_path)], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
     assert f"gonka:{PROXY_ADDRESS}" in usage
 
 
@@ -188,8 +214,9 @@ def test_b_refuses_an_unsigned_proxy(world: World) -> None:
 
 
 def test_a_streamed_job_through_a_relays_bs_chunks(world: World) -> None:
-    status, raw = post_json(f"{world.a.url}/api/jobs/stream",
-                            {"containers": ["gonka"], "data": {"messages": MESSAGES, "stream": False}})
+    status, raw = post_json(
+        f"{world.a.url}/api/jobs/stream", {"containers": ["gonka"], "data": {"messages": MESSAGES, "stream": False}}
+    )
     assert status == 200, raw
     job_id, _, body = raw.partition(b"\n")
     lines = [json.loads(line) for line in body.decode().splitlines() if line]
@@ -207,8 +234,14 @@ def test_as_v1_with_the_openai_sdk_whole_and_streamed(world: World) -> None:
     answer = client.chat.completions.create(model="remote-gonka", messages=MESSAGES)  # type: ignore[arg-type]
     assert answer.choices[0].message.content == ANSWER and answer.usage is not None
     assert answer.usage.total_tokens == 9
-    chunks = list(client.chat.completions.create(model="remote-gonka", messages=MESSAGES,  # type: ignore[call-overload]
-                                                 stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model="remote-gonka",
+            messages=MESSAGES,  # type: ignore[call-overload]
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == ANSWER
     assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 9
 
@@ -240,8 +273,9 @@ def test_upstream_refusals_are_clear_job_errors(world: World) -> None:
     with pytest.raises(openai.InternalServerError, match="HTTP 401"):
         client.chat.completions.create(model="remote-wrong-transfer", messages=MESSAGES)  # type: ignore[arg-type]
     # A streamed request refused upstream is an error before any chunk.
-    status, raw = post_json(f"{world.a.url}/api/jobs/stream",
-                            {"containers": ["unknown-model"], "data": {"messages": MESSAGES}})
+    status, raw = post_json(
+        f"{world.a.url}/api/jobs/stream", {"containers": ["unknown-model"], "data": {"messages": MESSAGES}}
+    )
     assert status >= 400 and b"no-such-model" in raw, raw
     job = run_job(world.a, "unreachable", {"model": "tiny", "messages": MESSAGES})
     assert job["status"] == "failed" and "could not reach the upstream" in job["result"]["error"], job
@@ -252,8 +286,10 @@ def test_an_upstream_timeout_is_a_clear_job_error(world: World) -> None:
     assert job["status"] == "failed"
     assert "upstream did not answer within 1s (UPSTREAM_TIMEOUT)" in job["result"]["error"], job
     # Streamed: the stream starts, then goes quiet longer than the timeout: the last line says so.
-    status, raw = post_json(f"{world.a.url}/api/jobs/stream", {
-        "containers": ["impatient"], "data": {"messages": [{"role": "user", "content": "!sleep=4 slow"}]}})
+    status, raw = post_json(
+        f"{world.a.url}/api/jobs/stream",
+        {"containers": ["impatient"], "data": {"messages": [{"role": "user", "content": "!sleep=4 slow"}]}},
+    )
     assert status == 200
     last = json.loads(raw.decode().splitlines()[-1])
     assert last == {"error": "upstream went quiet for 1s (UPSTREAM_TIMEOUT)"}
@@ -264,8 +300,9 @@ def test_secrets_never_reach_logs_answers_or_errors(world: World) -> None:
     assert world.bearer_key and PROXY_KEY_HEX
     texts = {str(path): path.read_text(errors="replace") for path in world.logs}
     texts["node A"] = world.a.log_text() + (world.tmp / "a" / "node.log").read_text(errors="replace")
-    with urllib.request.urlopen(f"{world.a.url}/api/jobs?" + "&".join(
-            f"id={job}" for job in _job_ids(world)), timeout=10) as response:
+    with urllib.request.urlopen(
+        f"{world.a.url}/api/jobs?" + "&".join(f"id={job}" for job in _job_ids(world)), timeout=10
+    ) as response:
         texts["A's jobs"] = response.read().decode()
     for name, text in texts.items():
         assert text, name
@@ -285,20 +322,36 @@ async def test_an_upstream_that_echoes_the_secret_gets_it_redacted(tmp_path: Pat
 
     async def echo(request: web.Request) -> web.Response:
         seen.append(request.headers["Authorization"])
-        return web.json_response({"error": {"message": f"key {request.headers['Authorization']} is not valid",
-                                            "type": "authentication_error"}}, status=401)
+        return web.json_response(
+            {
+                "error": {
+                    "message": f"key {request.headers['Authorization']} is not valid",
+                    "type": "authentication_error",
+                }
+            },
+            status=401,
+        )
 
     secret = "sk-live-" + "e" * 40
     log = tmp_path / "proxy.log"
     async with scripted_upstream(echo) as upstream_url:
-        with proxy_process({"UPSTREAM_URL": upstream_url, "UPSTREAM_AUTH": "bearer",
-                            "UPSTREAM_API_KEY": secret, "UPSTREAM_MODEL": "m"}, log) as url:
+        with proxy_process(
+            {
+                "UPSTREAM_URL": upstream_url,
+                "UPSTREAM_AUTH": "bearer",
+                "UPSTREAM_API_KEY": secret,
+                "UPSTREAM_MODEL": "m",
+            },
+            log,
+        ) as url:
             import aiohttp
 
             async with aiohttp.ClientSession() as session:
                 for destination in (1, 2):
-                    async with session.post(f"{url}/service_output", json={
-                            "source": 1, "destination": destination, "data": {"messages": MESSAGES}}) as response:
+                    async with session.post(
+                        f"{url}/service_output",
+                        json={"source": 1, "destination": destination, "data": {"messages": MESSAGES}},
+                    ) as response:
                         body = await response.json()
                     assert response.status == 502
                     assert body == {"error": "upstream answered HTTP 401: key Bearer [redacted] is not valid"}
@@ -308,10 +361,20 @@ async def test_an_upstream_that_echoes_the_secret_gets_it_redacted(tmp_path: Pat
 
 def test_a_bad_key_stops_the_proxy_without_printing_it(tmp_path: Path) -> None:
     key = PROXY_KEY_HEX[:-1] + "x"
-    done = subprocess.run([PYTHON, str(PROXY_APP)], capture_output=True, text=True, timeout=60, env={
-        **{k: v for k, v in os.environ.items() if not k.startswith(("UPSTREAM_", "GONKA_"))},
-        "UPSTREAM_URL": "http://127.0.0.1:9/v1", "UPSTREAM_AUTH": "gonka", "GONKA_PRIVATE_KEY": key,
-        "GONKA_TRANSFER_ADDRESS": B_ADDRESS, "PORT": str(free_port())})
+    done = subprocess.run(
+        [PYTHON, str(PROXY_APP)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith(("UPSTREAM_", "GONKA_"))},
+            "UPSTREAM_URL": "http://127.0.0.1:9/v1",
+            "UPSTREAM_AUTH": "gonka",
+            "GONKA_PRIVATE_KEY": key,
+            "GONKA_TRANSFER_ADDRESS": B_ADDRESS,
+            "PORT": str(free_port()),
+        },
+    )
     assert done.returncode != 0
     assert "GONKA_PRIVATE_KEY is not hex" in done.stderr
     assert key not in done.stdout + done.stderr and PROXY_KEY_HEX[:20] not in done.stdout + done.stderr
@@ -323,8 +386,13 @@ def test_the_docker_image_forwards_a_job_from_a_node_to_b(world: World, tmp_path
     from tests.e2e.containers.helpers import require_docker_images, service_container
 
     require_docker_images()
-    env = {"UPSTREAM_URL": f"{world.b.url}/v1", "UPSTREAM_AUTH": "gonka", "GONKA_PRIVATE_KEY": PROXY_KEY_HEX,
-           "GONKA_TRANSFER_ADDRESS": B_ADDRESS, "UPSTREAM_MODEL": "tiny"}
+    env = {
+        "UPSTREAM_URL": f"{world.b.url}/v1",
+        "UPSTREAM_AUTH": "gonka",
+        "GONKA_PRIVATE_KEY": PROXY_KEY_HEX,
+        "GONKA_TRANSFER_ADDRESS": B_ADDRESS,
+        "UPSTREAM_MODEL": "tiny",
+    }
     with service_container("infernet-local/openai-proxy:latest", env) as url:
         config = node_config(tmp_path, [{"id": "docker-proxy", "url": url, "models": ["remote"]}])
         node = NodeProcess(config, tmp_path).start()
@@ -332,8 +400,9 @@ def test_the_docker_image_forwards_a_job_from_a_node_to_b(world: World, tmp_path
             job = run_job(node, "docker-proxy", {"messages": MESSAGES})
             assert job["status"] == "success", job
             assert job["result"]["output"]["choices"][0]["message"]["content"] == ANSWER
-            status, raw = post_json(f"{node.url}/api/jobs/stream",
-                                    {"containers": ["docker-proxy"], "data": {"messages": MESSAGES}})
+            status, raw = post_json(
+                f"{node.url}/api/jobs/stream", {"containers": ["docker-proxy"], "data": {"messages": MESSAGES}}
+            )
             assert status == 200
             lines = [json.loads(line) for line in raw.partition(b"\n")[2].decode().splitlines() if line]
             assert "".join(c["choices"][0]["delta"].get("content") or "" for c in lines if c["choices"]) == ANSWER
@@ -358,25 +427,37 @@ async def test_misbehaving_upstreams_become_clear_errors(tmp_path: Path) -> None
     def sse(*events: str) -> bytes:
         return "".join(f"data: {event}\n\n" for event in events).encode()
 
-    chunk = json.dumps({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
-                        "choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": None}]})
+    chunk = json.dumps(
+        {
+            "id": "c",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "m",
+            "choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": None}],
+        }
+    )
 
     async def upstream(request: web.Request) -> web.StreamResponse:
         body = await request.json()
         received.append((dict(request.headers), body))
         say = body["messages"][-1]["content"]
         if say == "429":
-            return web.json_response({"error": {"message": "slow down", "type": "rate_limit_error"}}, status=429,
-                                     headers={"Retry-After": "7"})
+            return web.json_response(
+                {"error": {"message": "slow down", "type": "rate_limit_error"}},
+                status=429,
+                headers={"Retry-After": "7"},
+            )
         if say == "500":
             return web.Response(text="boom", status=500)
         if say == "text":
             return web.Response(text="hello")
         if say == "json-stream":
             return web.json_response({"choices": []})
-        events = {"midway": sse(chunk, json.dumps({"error": {"message": "model crashed"}})),
-                  "garbage": sse(chunk, "not json"),
-                  "split": b"data: " + chunk.encode() + b"\r\n\r\n: a comment\n\n" + sse('[DONE]')}[say]
+        events = {
+            "midway": sse(chunk, json.dumps({"error": {"message": "model crashed"}})),
+            "garbage": sse(chunk, "not json"),
+            "split": b"data: " + chunk.encode() + b"\r\n\r\n: a comment\n\n" + sse("[DONE]"),
+        }[say]
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         await response.write(events)
@@ -384,12 +465,16 @@ async def test_misbehaving_upstreams_become_clear_errors(tmp_path: Path) -> None
         return response
 
     def job(say: str, destination: int = 1) -> dict[str, Any]:
-        return {"source": 1, "destination": destination, "data": {"model": "m", "messages": [
-            {"role": "user", "content": say}], "stream": destination == 1}}
+        return {
+            "source": 1,
+            "destination": destination,
+            "data": {"model": "m", "messages": [{"role": "user", "content": say}], "stream": destination == 1},
+        }
 
     async with scripted_upstream(upstream) as upstream_url:
         with proxy_process({"UPSTREAM_URL": upstream_url}, tmp_path / "proxy.log") as url:
             async with aiohttp.ClientSession() as session:
+
                 async def call(say: str, destination: int = 1) -> tuple[int, dict[str, str], bytes]:
                     async with session.post(f"{url}/service_output", json=job(say, destination)) as response:
                         return response.status, dict(response.headers), await response.read()
@@ -403,22 +488,24 @@ async def test_misbehaving_upstreams_become_clear_errors(tmp_path: Path) -> None
                 assert (status, json.loads(body)) == (502, {"error": "upstream answered HTTP 200 with non-JSON: hello"})
                 status, _, body = await call("json-stream", 2)
                 assert status == 502 and b"not text/event-stream" in body
-                for say, last in (("midway", {"error": "upstream error during the stream: model crashed"}),
-                                  ("garbage", {"error": "the upstream sent an event that is not JSON: not json"})):
+                for say, last in (
+                    ("midway", {"error": "upstream error during the stream: model crashed"}),
+                    ("garbage", {"error": "the upstream sent an event that is not JSON: not json"}),
+                ):
                     status, _, body = await call(say, 2)
                     lines = [json.loads(line) for line in body.decode().splitlines()]
                     assert status == 200 and lines[0]["choices"][0]["delta"]["content"] == "Hi"
                     assert lines[1:] == [last], say
                 status, _, body = await call("split", 2)  # CRLF line ends and comments are SSE too
-                assert [json.loads(line)["choices"][0]["delta"]["content"] for line in body.decode().splitlines()
-                        ] == ["Hi"]
+                assert [json.loads(line)["choices"][0]["delta"]["content"] for line in body.decode().splitlines()] == [
+                    "Hi"
+                ]
     # What the upstream got: the job's own stream fields replaced, usage asked for on streams, no auth.
     plain = next(body for _, body in received if body["messages"][0]["content"] == "500")
     assert "stream" not in plain and "stream_options" not in plain
     streamed = next((h, body) for h, body in received if body["messages"][0]["content"] == "midway")
     assert streamed[1]["stream"] is True and streamed[1]["stream_options"] == {"include_usage": True}
     assert streamed[0]["Accept"] == "text/event-stream" and "Authorization" not in streamed[0]
-
 
 
 @pytest.mark.docker
@@ -432,14 +519,30 @@ def test_a_real_model_on_b_answers_through_the_proxy(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
     with ExitStack() as stack:
         llm = stack.enter_context(service_container("infernet-local/llm:latest", {"N_THREADS": "1"}))
-        b = NodeProcess(node_config(tmp_path / "b", [{"id": "llm", "url": llm, "models": ["smollm2"]}],
-                                    auth={"v1": "signatures", "gonka": {"address": B_ADDRESS}}), tmp_path / "b").start()
+        b = NodeProcess(
+            node_config(
+                tmp_path / "b",
+                [{"id": "llm", "url": llm, "models": ["smollm2"]}],
+                auth={"v1": "signatures", "gonka": {"address": B_ADDRESS}},
+            ),
+            tmp_path / "b",
+        ).start()
         stack.callback(b.stop)
-        proxy = stack.enter_context(proxy_process(
-            {"UPSTREAM_URL": f"{b.url}/v1", "UPSTREAM_AUTH": "gonka", "GONKA_PRIVATE_KEY": PROXY_KEY_HEX,
-             "GONKA_TRANSFER_ADDRESS": B_ADDRESS, "UPSTREAM_MODEL": "smollm2"}, tmp_path / "proxy.log"))
-        a = NodeProcess(node_config(tmp_path / "a", [{"id": "remote", "url": proxy, "models": ["remote-smollm2"]}]),
-                        tmp_path / "a").start()
+        proxy = stack.enter_context(
+            proxy_process(
+                {
+                    "UPSTREAM_URL": f"{b.url}/v1",
+                    "UPSTREAM_AUTH": "gonka",
+                    "GONKA_PRIVATE_KEY": PROXY_KEY_HEX,
+                    "GONKA_TRANSFER_ADDRESS": B_ADDRESS,
+                    "UPSTREAM_MODEL": "smollm2",
+                },
+                tmp_path / "proxy.log",
+            )
+        )
+        a = NodeProcess(
+            node_config(tmp_path / "a", [{"id": "remote", "url": proxy, "models": ["remote-smollm2"]}]), tmp_path / "a"
+        ).start()
         stack.callback(a.stop)
         client = OpenAI(base_url=f"{a.url}/v1", api_key="unused", max_retries=0, timeout=120)
         question: Any = [{"role": "user", "content": "What is the capital of France?"}]
@@ -447,9 +550,13 @@ def test_a_real_model_on_b_answers_through_the_proxy(tmp_path: Path) -> None:
         text = whole.choices[0].message.content
         assert text and whole.usage is not None and 0 < whole.usage.completion_tokens <= 8
         assert whole.model == "smollm2"  # the upstream's own answer, relayed as it is
-        chunks = list(client.chat.completions.create(
-            model="remote-smollm2", messages=question, max_tokens=8, temperature=0, stream=True))
+        chunks = list(
+            client.chat.completions.create(
+                model="remote-smollm2", messages=question, max_tokens=8, temperature=0, stream=True
+            )
+        )
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == text  # greedy: same text
-        usage = subprocess.run([CLI, "usage", "--config", str(b.config_path)], capture_output=True, text=True,
-                               timeout=120, check=True).stdout
+        usage = subprocess.run(
+            [CLI, "usage", "--config", str(b.config_path)], capture_output=True, text=True, timeout=120, check=True
+        ).stdout
         assert f"gonka:{PROXY_ADDRESS}" in usage and "smollm2" in usage

@@ -70,11 +70,14 @@ async def test_streaming_image_stream_matches_its_json_output(streaming_containe
     assert await post_json(streaming_container, job(data)) == (200, {"output": streamed})
 
 
-@pytest.mark.parametrize(("measurements", "species"), [
-    ([5.1, 3.5, 1.4, 0.2], "setosa"),
-    ([7.0, 3.2, 4.7, 1.4], "versicolor"),
-    ([6.3, 3.3, 6.0, 2.5], "virginica"),
-])
+@pytest.mark.parametrize(
+    ("measurements", "species"),
+    [
+        ([5.1, 3.5, 1.4, 0.2], "setosa"),
+        ([7.0, 3.2, 4.7, 1.4], "versicolor"),
+        ([6.3, 3.3, 6.0, 2.5], "virginica"),
+    ],
+)
 async def test_iris_image_classifies_known_flowers(
     iris_container: str, measurements: list[float], species: str
 ) -> None:

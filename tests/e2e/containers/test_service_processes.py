@@ -115,9 +115,21 @@ BAD_BODIES = [
 ]
 
 
-@pytest.mark.parametrize(("raw", "named"), BAD_BODIES,
-                         ids=["truncated", "not-utf8", "array", "no-data", "bad-destination",
-                              "string-source", "bad-requires-proof", "nan", "deep-nesting"])
+@pytest.mark.parametrize(
+    ("raw", "named"),
+    BAD_BODIES,
+    ids=[
+        "truncated",
+        "not-utf8",
+        "array",
+        "no-data",
+        "bad-destination",
+        "string-source",
+        "bad-requires-proof",
+        "nan",
+        "deep-nesting",
+    ],
+)
 async def test_malformed_requests_get_a_json_400_naming_the_problem(hello_world: str, raw: bytes, named: str) -> None:
     status, content_type, body = await post_raw(hello_world, raw)
     assert status == 400
@@ -157,14 +169,18 @@ async def test_generator_is_deterministic_with_16_tokens_by_default(streaming: s
     assert first != other
 
 
-@pytest.mark.parametrize(("data", "named"), [
-    ({"max_tokens": 3}, "data.prompt"),
-    ({"prompt": 5}, "data.prompt"),
-    ({"prompt": "x", "max_tokens": 0}, "max_tokens"),
-    ({"prompt": "x", "max_tokens": "3"}, "max_tokens"),
-    ({"prompt": "x", "max_tokens": 100000}, "max_tokens"),
-    ([1, 2], "data must be an object"),
-], ids=["no-prompt", "number-prompt", "zero-tokens", "string-tokens", "too-many-tokens", "list"])
+@pytest.mark.parametrize(
+    ("data", "named"),
+    [
+        ({"max_tokens": 3}, "data.prompt"),
+        ({"prompt": 5}, "data.prompt"),
+        ({"prompt": "x", "max_tokens": 0}, "max_tokens"),
+        ({"prompt": "x", "max_tokens": "3"}, "max_tokens"),
+        ({"prompt": "x", "max_tokens": 100000}, "max_tokens"),
+        ([1, 2], "data must be an object"),
+    ],
+    ids=["no-prompt", "number-prompt", "zero-tokens", "string-tokens", "too-many-tokens", "list"],
+)
 @pytest.mark.parametrize("destination", [1, 2], ids=["json", "stream"])
 async def test_generator_rejects_bad_data_with_400(streaming: str, data: object, named: str, destination: int) -> None:
     status, body = await post_json(streaming, job(data, destination=destination))

@@ -26,6 +26,7 @@ SLOW_ECHO = HERE / "slow_echo.py"
 # Starting a node waits for its containers; the iris classifier needs a few seconds to load.
 NODE_START_S = 120.0
 
+
 def new_prefix() -> str:
     return f"infernet-t{uuid.uuid4().hex[:10]}-"
 

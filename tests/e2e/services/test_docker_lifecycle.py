@@ -71,9 +71,7 @@ def test_a_stop_during_start_up_does_not_wait_for_the_containers(tmp_path: Path,
     """Ctrl-C while a container is still starting (a first run can take minutes): the node stops
     at once, and the containers it had started get docker.on_shutdown as at any stop."""
     # `sleep` never serves /health, and as PID 1 it ignores SIGTERM: stop_timeout 1 bounds its stop.
-    config = managed_config(
-        tmp_path, prefix, [service("sleepy", command="sleep 600")], start_wait=120, stop_timeout=1
-    )
+    config = managed_config(tmp_path, prefix, [service("sleepy", command="sleep 600")], start_wait=120, stop_timeout=1)
     node = NodeProcess(config, tmp_path).launch()
     try:
         node.wait_for_log(f"created container {prefix}sleepy", NODE_START_S)

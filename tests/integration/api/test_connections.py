@@ -118,7 +118,7 @@ def _is_open(sock: socket.socket) -> bool:
 
 def test_a_body_that_stops_is_closed_within_the_read_timeout(node: NodeProcess) -> None:
     with _connect(node) as sock:
-        sock.sendall(b"POST /api/jobs HTTP/1.1\r\nHost: node\r\nContent-Length: 100\r\n\r\n{\"contain")
+        sock.sendall(b'POST /api/jobs HTTP/1.1\r\nHost: node\r\nContent-Length: 100\r\n\r\n{"contain')
         waited = _seconds_until_closed(sock)
     assert READ_TIMEOUT * 0.8 <= waited <= CLOSE_WITHIN
 
@@ -212,12 +212,11 @@ def test_what_the_parser_refuses_gets_a_json_answer(node: NodeProcess) -> None:
 def test_clients_that_leave_or_send_broken_bodies_log_no_error(node: NodeProcess) -> None:
     for _ in range(3):
         with _connect(node) as sock:
-            sock.sendall(b"POST /api/jobs HTTP/1.1\r\nHost: node\r\nContent-Length: 100\r\n\r\n{\"containers\"")
+            sock.sendall(b'POST /api/jobs HTTP/1.1\r\nHost: node\r\nContent-Length: 100\r\n\r\n{"containers"')
             time.sleep(0.1)
         with _connect(node) as sock:
             sock.sendall(
-                b"POST /api/jobs HTTP/1.1\r\nHost: node\r\nContent-Encoding: gzip\r\nContent-Length: 8\r\n\r\n"
-                b"{\"a\": 1}"
+                b'POST /api/jobs HTTP/1.1\r\nHost: node\r\nContent-Encoding: gzip\r\nContent-Length: 8\r\n\r\n{"a": 1}'
             )
             status, _, body = _read_response(sock)
             assert status == 400 and "content-encoding" in json.loads(body)["error"].lower()
@@ -283,6 +282,7 @@ async def _settle(condition: Callable[[], bool]) -> None:
 async def test_the_counts_follow_connections_in_and_out() -> None:
     # The server in-process, to read its counts: 1 per address, 3 in all.
     app = web.Application()
+
     async def health(request: web.Request) -> web.Response:
         return web.json_response({"status": "healthy"})
 

@@ -91,8 +91,9 @@ def wait_job_status(node: NodeProcess, job_id: str, deadline_s: float = 10.0) ->
         time.sleep(0.05)
 
 
-def raw(node: NodeProcess, method: str, path: str, body: bytes | None = None,
-        headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], Any]:
+def raw(
+    node: NodeProcess, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], Any]:
     request = urllib.request.Request(f"{node.url}{path}", data=body, method=method, headers=headers or {})
     try:
         with urllib.request.urlopen(request) as response:
@@ -168,8 +169,9 @@ def test_stream_without_usage_has_no_usage_chunk(client: OpenAI) -> None:
 
 def test_stream_ends_with_done(node: NodeProcess) -> None:
     body = json.dumps({"model": "tiny", "messages": USER, "stream": True}).encode()
-    request = urllib.request.Request(f"{node.url}/v1/chat/completions", data=body,
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"{node.url}/v1/chat/completions", data=body, headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(request) as response:
         text = response.read().decode()
     events = text.split("\n\n")
@@ -371,8 +373,11 @@ def test_metrics_per_model(client: OpenAI, node: NodeProcess) -> None:
     list(client.chat.completions.create(model="org/tiny-2", messages=USER, stream=True))
     with urllib.request.urlopen(f"{node.url}/metrics") as response:
         text = response.read().decode()
-    lines = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-             if line.startswith("infernet_model_")}
+    lines = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("infernet_model_")
+    }
     assert lines['infernet_model_requests_total{kind="complete",model="org/tiny-2",outcome="success"}'] >= 1
     assert lines['infernet_model_requests_total{kind="stream",model="org/tiny-2",outcome="success"}'] >= 1
     assert lines['infernet_model_prompt_tokens_total{model="org/tiny-2"}'] >= 10

@@ -51,11 +51,16 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
 def test_schemathesis_with_all_checks_finds_no_failure(node: NodeProcess, tmp_path: Path) -> None:
     command = [
         str(Path(sys.executable).with_name("schemathesis")),
-        "--config-file", str(ROOT / "schemathesis.toml"),
+        "--config-file",
+        str(ROOT / "schemathesis.toml"),
         "--no-color",
-        "run", "--checks", "all",
-        "--max-examples", str(EXAMPLES),
-        "--workers", "1",
+        "run",
+        "--checks",
+        "all",
+        "--max-examples",
+        str(EXAMPLES),
+        "--workers",
+        "1",
         *(["--seed", SEED] if SEED else []),
         f"{node.url}/openapi.json",
     ]

@@ -161,8 +161,10 @@ def test_stream_service_killed_mid_stream(tmp_path: Path) -> None:
         try:
             words = " ".join(f"word{n}" for n in range(200))  # 20 s at 100 ms per word
             request = urllib.request.Request(
-                f"{node.url}/api/jobs/stream", data=json.dumps({"containers": ["streamer"], "data": words}).encode(),
-                method="POST", headers={"Content-Type": "application/json"},
+                f"{node.url}/api/jobs/stream",
+                data=json.dumps({"containers": ["streamer"], "data": words}).encode(),
+                method="POST",
+                headers={"Content-Type": "application/json"},
             )
             with urllib.request.urlopen(request, timeout=15) as response:
                 assert response.status == 200

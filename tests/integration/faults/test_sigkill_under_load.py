@@ -56,8 +56,10 @@ class Submitter(threading.Thread):
                 if self.rng.random() < 0.2:
                     items = [self._data() for _ in range(self.rng.randint(2, 4))]
                     status, _, body = call(
-                        f"{self.base_url}/api/jobs/batch", "POST",
-                        [{"containers": ["slow"], "data": data} for data in items], timeout=3,
+                        f"{self.base_url}/api/jobs/batch",
+                        "POST",
+                        [{"containers": ["slow"], "data": data} for data in items],
+                        timeout=3,
                     )
                     if status == 200:
                         for data, answer in zip(items, body, strict=True):

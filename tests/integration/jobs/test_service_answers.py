@@ -145,7 +145,7 @@ async def test_a_stream_over_max_stream_seconds_ends_and_fails(client: TestClien
     ("raw", "what"),
     [
         ('{"score": NaN}', "NaN"),
-        ('[Infinity, 1]', "Infinity"),
+        ("[Infinity, 1]", "Infinity"),
         ('{"x": -Infinity}', "-Infinity"),
         ('"\\ud800"', "a lone UTF-16 surrogate"),
         ('{"\\udfff": 1}', "a lone UTF-16 surrogate"),

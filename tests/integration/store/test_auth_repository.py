@@ -295,20 +295,26 @@ async def test_usage_totals_per_caller_and_model_from_job_rows_and_archived_reco
     secret = await add_key(store_url, "u")
     assert secret
     now = time.time()
-    calls = finished_calls(store_url, [
-        ("a", "key:u", "m1", 3, 4, now - 1000),
-        ("b", "key:u", "m1", 1, 1, now - 10),
-        ("c", "key:u", "m2", 10, 0, now - 10),
-        ("d", "ip:127.0.0.1", "m1", 2, 2, now),
-    ])
+    calls = finished_calls(
+        store_url,
+        [
+            ("a", "key:u", "m1", 3, 4, now - 1000),
+            ("b", "key:u", "m1", 1, 1, now - 10),
+            ("c", "key:u", "m2", 10, 0, now - 10),
+            ("d", "ip:127.0.0.1", "m1", 2, 2, now),
+        ],
+    )
     engine = create_engine(store_url)
     repository = auth_repository(engine)
     async with calls as jobs:
         async with engine.begin() as connection:  # a record written before migration 0012, in auth_usage
-            await connection.execute(text(
-                "INSERT INTO auth_usage (job_id, caller, model, prompt_tokens, completion_tokens, created_at) "
-                "VALUES ('old', 'key:u', 'm2', 5, 5, :at)"
-            ), {"at": now - 2000})
+            await connection.execute(
+                text(
+                    "INSERT INTO auth_usage (job_id, caller, model, prompt_tokens, completion_tokens, created_at) "
+                    "VALUES ('old', 'key:u', 'm2', 5, 5, :at)"
+                ),
+                {"at": now - 2000},
+            )
         expected = {
             ("key:u", "m1"): (2, 4, 5),
             ("key:u", "m2"): (2, 15, 5),
@@ -316,13 +322,17 @@ async def test_usage_totals_per_caller_and_model_from_job_rows_and_archived_reco
         }
 
         async def totals(caller: str | None = None, since: float | None = None) -> dict[tuple[str, str | None], Any]:
-            return {(t.caller, t.model): (t.calls, t.prompt_tokens, t.completion_tokens)
-                    for t in await repository.usage(caller, since)}
+            return {
+                (t.caller, t.model): (t.calls, t.prompt_tokens, t.completion_tokens)
+                for t in await repository.usage(caller, since)
+            }
 
         assert await totals() == expected
         assert set(await totals("key:u")) == {("key:u", "m1"), ("key:u", "m2")}
         assert await totals(None, now - 500) == {
-            ("key:u", "m1"): (1, 1, 1), ("key:u", "m2"): (1, 10, 0), ("ip:127.0.0.1", "m1"): (1, 2, 2)
+            ("key:u", "m1"): (1, 1, 1),
+            ("key:u", "m2"): (1, 10, 0),
+            ("ip:127.0.0.1", "m1"): (1, 2, 2),
         }
         [(_, used)] = await repository.list_keys()
         assert used == 29
@@ -345,8 +355,16 @@ async def test_a_recorded_job_never_replaces_a_billed_call(store_url: str) -> No
     rewrite (or erase) that call's usage record."""
     engine = create_engine(store_url)
     async with finished_calls(store_url, [("billed", "key:u", "m1", 7, 9, time.time())]) as jobs:
-        recorded = Job("billed", "127.0.0.1", ["chat"], {}, origin=JobOrigin.RECORDED, status=JobStatus.RUNNING,
-                       created_at=time.time(), updated_at=time.time())
+        recorded = Job(
+            "billed",
+            "127.0.0.1",
+            ["chat"],
+            {},
+            origin=JobOrigin.RECORDED,
+            status=JobStatus.RUNNING,
+            created_at=time.time(),
+            updated_at=time.time(),
+        )
         await jobs.record(recorded)
         [stored] = await jobs.get_many("127.0.0.1", ["billed"])
         assert (stored.origin, stored.status, stored.usage) == (JobOrigin.MODEL, JobStatus.SUCCESS, TokenUsage(7, 9))

@@ -58,11 +58,13 @@ async def test_0003_adds_model_call_columns_to_a_store_with_jobs(store_url: str)
     try:
         async with engine.begin() as connection:
             await connection.run_sync(_migrate_to("0002"))
-            await connection.execute(text(
-                "INSERT INTO jobs (client_ip, id, origin, status, containers, data, requires_proof, result,"
-                " created_at, updated_at, finished_at) VALUES ('1.1.1.1', 'old', 'offchain', 'success', '[\"a\"]',"
-                " '{}', false, '{\"container\": \"a\", \"output\": 1}', 1.0, 2.0, 2.0)"
-            ))
+            await connection.execute(
+                text(
+                    "INSERT INTO jobs (client_ip, id, origin, status, containers, data, requires_proof, result,"
+                    " created_at, updated_at, finished_at) VALUES ('1.1.1.1', 'old', 'offchain', 'success', '[\"a\"]',"
+                    ' \'{}\', false, \'{"container": "a", "output": 1}\', 1.0, 2.0, 2.0)'
+                )
+            )
         await migrate(engine)
         repository = job_repository(engine, "node-test")
         try:
@@ -100,8 +102,10 @@ _KINDS = [("offchain", "queued"), ("model", "running"), ("chain", "queued"), ("s
 _JOBS = (
     "INSERT INTO jobs (client_ip, id, origin, status, containers, data, requires_proof, created_at, updated_at) "
     "VALUES "
-    + ", ".join(f"('1.1.1.1', :prefix || '{n}', '{origin}', '{status}', '[\"a\"]', '{{}}', false, 1.0, 1.0)"
-              for n, (origin, status) in enumerate(_KINDS))
+    + ", ".join(
+        f"('1.1.1.1', :prefix || '{n}', '{origin}', '{status}', '[\"a\"]', '{{}}', false, 1.0, 1.0)"
+        for n, (origin, status) in enumerate(_KINDS)
+    )
 )
 _PENDING = (
     "SELECT count(*) FROM jobs WHERE status IN ('queued', 'running') AND origin IN ('offchain', 'stream', 'model')"
@@ -133,9 +137,7 @@ async def test_0008_counts_pending_jobs_per_statement_and_goes_back_to_0007(post
                     ended = "UPDATE jobs SET status = 'success' WHERE id = :prefix || '0'"
                     await connection.execute(text(ended), prefix)
                     await _slots_agree(connection)
-                    await connection.execute(
-                        text("DELETE FROM jobs WHERE id = :prefix || '1'"), prefix
-                    )
+                    await connection.execute(text("DELETE FROM jobs WHERE id = :prefix || '1'"), prefix)
                     await _slots_agree(connection)
             async with engine.connect() as connection:
                 # Two a turn: chain jobs are not counted.
@@ -150,17 +152,23 @@ async def test_0012_a_job_names_its_caller_and_going_back_moves_its_usage_to_aut
     try:
         await migrate(engine)
         async with engine.begin() as connection:
-            await connection.execute(text(
-                "INSERT INTO jobs (client_ip, id, origin, status, containers, data, requires_proof, created_at,"
-                " updated_at, finished_at, model, prompt_tokens, completion_tokens, caller) VALUES"
-                " ('1.1.1.1', 'billed', 'model', 'success', '[\"llm\"]', '{}', false, 1.0, 2.0, 2.0, 'smol', 3, 4,"
-                " 'key:a'), ('1.1.1.1', 'failed', 'model', 'failed', '[\"llm\"]', '{}', false, 1.0, 5.0, 5.0, 'smol',"
-                " NULL, NULL, 'key:a'), ('1.1.1.1', 'plain', 'offchain', 'success', '[\"a\"]', '{}', false, 1.0,"
-                " 2.0, 2.0, NULL, NULL, NULL, NULL)"
-            ))
-            await connection.execute(text(
-                "INSERT INTO auth_usage VALUES ('older', 'key:a', 'smol', 1, 1, 0.5)"  # pruned before
-            ))
+            await connection.execute(
+                text(
+                    "INSERT INTO jobs (client_ip, id, origin, status, containers, data, requires_proof, created_at,"
+                    " updated_at, finished_at, model, prompt_tokens, completion_tokens, caller) VALUES"
+                    " ('1.1.1.1', 'billed', 'model', 'success', '[\"llm\"]', '{}', false, 1.0, 2.0, 2.0, 'smol',"
+                    " 3, 4, 'key:a'),"
+                    " ('1.1.1.1', 'failed', 'model', 'failed', '[\"llm\"]', '{}', false, 1.0, 5.0, 5.0, 'smol',"
+                    " NULL, NULL, 'key:a'),"
+                    " ('1.1.1.1', 'plain', 'offchain', 'success', '[\"a\"]', '{}', false, 1.0, 2.0, 2.0,"
+                    " NULL, NULL, NULL, NULL)"
+                )
+            )
+            await connection.execute(
+                text(
+                    "INSERT INTO auth_usage VALUES ('older', 'key:a', 'smol', 1, 1, 0.5)"  # pruned before
+                )
+            )
         before = await auth_repository(engine).usage(None, None)
         assert [(t.caller, t.calls, t.prompt_tokens, t.completion_tokens) for t in before] == [("key:a", 3, 4, 5)]
         async with engine.begin() as connection:

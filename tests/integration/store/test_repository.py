@@ -34,8 +34,17 @@ def job(
     ip: str = "1.1.1.1", status: JobStatus = JobStatus.QUEUED, origin: JobOrigin = JobOrigin.OFFCHAIN, **kw: Any
 ) -> Job:
     now = time.time()
-    return Job(new_job_id(), ip, ["a", "b"], kw.pop("data", {"n": 2**200}), origin=origin, status=status,
-               created_at=now, updated_at=now, **kw)
+    return Job(
+        new_job_id(),
+        ip,
+        ["a", "b"],
+        kw.pop("data", {"n": 2**200}),
+        origin=origin,
+        status=status,
+        created_at=now,
+        updated_at=now,
+        **kw,
+    )
 
 
 async def test_round_trip_with_big_integers_and_unicode(repository: JobStore) -> None:
@@ -50,8 +59,12 @@ async def test_round_trip_with_big_integers_and_unicode(repository: JobStore) ->
 async def test_values_at_the_json_codecs_edges_read_back_equal(repository: JobStore) -> None:
     # orjson writes the rows but for what it refuses (beyond 64 bits) and reads them but for long digit runs.
     data = {
-        "ints": [2**63 - 1, 2**64 - 1, 2**64, -(2**63), -(2**63) - 1, 10**19], "floats": [1.0, 1e-7, 1e19, -0.0],
-        "text": "é \u2028 😀", "digits": "1234567890123456789012", "none": None, "nested": [[{"a": []}]],
+        "ints": [2**63 - 1, 2**64 - 1, 2**64, -(2**63), -(2**63) - 1, 10**19],
+        "floats": [1.0, 1e-7, 1e19, -0.0],
+        "text": "é \u2028 😀",
+        "digits": "1234567890123456789012",
+        "none": None,
+        "nested": [[{"a": []}]],
     }
     stored = job(data=data)
     await repository.add(stored)

@@ -107,9 +107,7 @@ async def test_the_readers_of_both_indexes_search_them(tmp_path: Path) -> None:
     try:
         # The client's jobs in creation order straight from the index: no scan, no sort.
         for query in lists:
-            assert _plan(connection, query) == [
-                "SEARCH jobs USING INDEX ix_jobs_client_created (client_ip=?)"
-            ]
+            assert _plan(connection, query) == ["SEARCH jobs USING INDEX ix_jobs_client_created (client_ip=?)"]
         # Recovery's plans come from its literal statuses, whatever is bound: SQLite matches a bound
         # status to the partial index only by re-preparing the statement with that value.
         for bound in (True, False):

@@ -49,7 +49,7 @@ def test_every_reference_resolves_and_every_operation_is_named() -> None:
     document = _document()
     components = document["components"]["schemas"]
     for ref in _refs(document):
-        assert ref.startswith(SCHEMAS) and ref[len(SCHEMAS):] in components, ref
+        assert ref.startswith(SCHEMAS) and ref[len(SCHEMAS) :] in components, ref
     ids = [operation["operationId"] for item in document["paths"].values() for operation in item.values()]
     assert len(ids) == len(set(ids))
 

@@ -92,7 +92,7 @@ def test_status_body() -> None:
         (b'{"data": [Infinity]}', "Infinity is not standard JSON"),
         (b'{"data": -Infinity}', "-Infinity is not standard JSON"),
         (b'{"data": 1e999}', "too large for a double"),
-        (b'{"data": -' + b"9" * 400 + b'.5}', "too large for a double"),
+        (b'{"data": -' + b"9" * 400 + b".5}", "too large for a double"),
         (b'{"data": ' + b"7" * 5000 + b"}", "an integer has more than 4300 digits"),
         (b'{"data": "\\ud800"}', "the string at 'data' holds a lone UTF-16 surrogate"),
         (b'{"data": {"k": ["ok", "\\uDFFF x"]}}', "the string at 'data.k.1' holds a lone UTF-16 surrogate"),
@@ -111,7 +111,7 @@ def test_only_standard_storable_json_is_accepted(raw: bytes, message: str) -> No
 def test_numbers_and_text_that_are_fine_stay_exact() -> None:
     big = int("8" * 4300)
     assert decode_json(b'{"n": ' + str(big).encode() + b"}") == {"n": big}
-    assert decode_json(b'[1e308, 2.5e-300, 1E5, -0.0]') == [1e308, 2.5e-300, 1e5, -0.0]
+    assert decode_json(b"[1e308, 2.5e-300, 1E5, -0.0]") == [1e308, 2.5e-300, 1e5, -0.0]
     # A surrogate pair is one character, not a lone surrogate.
     assert decode_json(b'["\\ud83d\\ude00", "\xf0\x9f\x98\x80"]') == ["\U0001f600", "\U0001f600"]
     # A batch checks its items itself: the body as a whole is let through.

@@ -27,26 +27,40 @@ addresses = st.one_of(
 hashes = st.one_of(st.binary(min_size=32, max_size=32).map(lambda raw: "0x" + raw.hex()), st.text(max_size=10))
 uints = st.one_of(st.integers(0, 2**32), st.integers(-(2**300), 2**300), st.sampled_from([UINT256, UINT256 + 1, -1]))
 
-subscription = objects_with({
-    "owner": addresses, "active_at": uints, "period": uints, "frequency": uints, "redundancy": uints,
-    "containers": hashes, "lazy": st.booleans(), "verifier": addresses, "payment_amount": uints,
-    "payment_token": addresses, "wallet": addresses,
-})
+subscription = objects_with(
+    {
+        "owner": addresses,
+        "active_at": uints,
+        "period": uints,
+        "frequency": uints,
+        "redundancy": uints,
+        "containers": hashes,
+        "lazy": st.booleans(),
+        "verifier": addresses,
+        "payment_amount": uints,
+        "payment_token": addresses,
+        "wallet": addresses,
+    }
+)
 signature = objects_with({"nonce": uints, "expiry": uints, "v": uints, "r": uints, "s": uints})
 job_like = st.one_of(
-    objects_with({
-        "containers": st.lists(st.text(max_size=10), max_size=3),
-        "data": json_values(),
-        "requires_proof": st.one_of(st.none(), st.booleans()),
-    }),
+    objects_with(
+        {
+            "containers": st.lists(st.text(max_size=10), max_size=3),
+            "data": json_values(),
+            "requires_proof": st.one_of(st.none(), st.booleans()),
+        }
+    ),
     objects_with({"subscription": subscription, "signature": signature, "data": json_values()}),
 )
-status_like = objects_with({
-    "id": st.text(max_size=300),
-    "status": st.sampled_from(["success", "failed", "running", "done"]),
-    "containers": st.lists(st.text(max_size=10), max_size=3),
-    "data": json_values(),
-})
+status_like = objects_with(
+    {
+        "id": st.text(max_size=300),
+        "status": st.sampled_from(["success", "failed", "running", "done"]),
+        "containers": st.lists(st.text(max_size=10), max_size=3),
+        "data": json_values(),
+    }
+)
 
 
 def _clean_error(error: InvalidRequest) -> None:
@@ -108,11 +122,13 @@ def test_any_json_is_a_status_or_invalid(body: Any) -> None:
 
 
 @SETTINGS
-@given(st.one_of(
-    st.binary(max_size=300),
-    json_values().map(lambda value: json.dumps(value).encode()),
-    st.integers(1, 200_000).map(lambda depth: b"[" * depth + b"]" * depth),
-))
+@given(
+    st.one_of(
+        st.binary(max_size=300),
+        json_values().map(lambda value: json.dumps(value).encode()),
+        st.integers(1, 200_000).map(lambda depth: b"[" * depth + b"]" * depth),
+    )
+)
 def test_any_body_bytes_decode_or_are_invalid(raw: bytes) -> None:
     try:
         wire.decode_json(raw)
@@ -122,19 +138,30 @@ def test_any_body_bytes_decode_or_are_invalid(raw: bytes) -> None:
 
 @SETTINGS
 @given(
-    st.fixed_dictionaries({
-        "owner": st.binary(min_size=20, max_size=20).map(lambda raw: "0x" + raw.hex()),
-        "active_at": st.integers(0, 2**32 - 1), "period": st.integers(0, 2**32 - 1),
-        "frequency": st.integers(0, 2**32 - 1), "redundancy": st.integers(0, 2**16 - 1),
-        "containers": st.binary(min_size=32, max_size=32).map(lambda raw: "0x" + raw.hex()),
-        "lazy": st.booleans(), "verifier": st.just("0x" + "0" * 40),
-        "payment_amount": st.integers(0, UINT256), "payment_token": st.just("0x" + "0" * 40),
-        "wallet": st.just("0x" + "1" * 40),
-    }),
-    st.fixed_dictionaries({
-        "nonce": st.integers(0, 2**32 - 1), "expiry": st.integers(0, 2**32 - 1), "v": st.integers(0, 255),
-        "r": st.integers(0, UINT256), "s": st.integers(0, UINT256),
-    }),
+    st.fixed_dictionaries(
+        {
+            "owner": st.binary(min_size=20, max_size=20).map(lambda raw: "0x" + raw.hex()),
+            "active_at": st.integers(0, 2**32 - 1),
+            "period": st.integers(0, 2**32 - 1),
+            "frequency": st.integers(0, 2**32 - 1),
+            "redundancy": st.integers(0, 2**16 - 1),
+            "containers": st.binary(min_size=32, max_size=32).map(lambda raw: "0x" + raw.hex()),
+            "lazy": st.booleans(),
+            "verifier": st.just("0x" + "0" * 40),
+            "payment_amount": st.integers(0, UINT256),
+            "payment_token": st.just("0x" + "0" * 40),
+            "wallet": st.just("0x" + "1" * 40),
+        }
+    ),
+    st.fixed_dictionaries(
+        {
+            "nonce": st.integers(0, 2**32 - 1),
+            "expiry": st.integers(0, 2**32 - 1),
+            "v": st.integers(0, 255),
+            "r": st.integers(0, UINT256),
+            "s": st.integers(0, UINT256),
+        }
+    ),
 )
 def test_valid_delegated_subscription_parses_exactly(sub: dict[str, Any], sig: dict[str, Any]) -> None:
     # Through the stdlib JSON text and back, as the handler does: big integers stay exact.

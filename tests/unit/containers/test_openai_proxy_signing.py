@@ -60,16 +60,20 @@ def test_signatures_verify_with_the_nodes_verifier_and_equal_coincurves() -> Non
         signature = base64.b64decode(headers["Authorization"])
         assert len(signature) == 64 and int.from_bytes(signature[32:], "big") <= CURVE_ORDER // 2
         verified = verifier.verify(
-            SignedRequest(headers["Authorization"], headers["X-Requester-Address"], headers["X-Timestamp"],
-                          headers["X-Transfer-Address"], body),
+            SignedRequest(
+                headers["Authorization"],
+                headers["X-Requester-Address"],
+                headers["X-Timestamp"],
+                headers["X-Transfer-Address"],
+                body,
+            ),
             int(headers["X-Timestamp"]),
         )
         assert verified.address == signer.address and verified.layout == "v2"
         message = hashlib.sha256(body).hexdigest().encode() + headers["X-Timestamp"].encode() + NODE_ADDRESS.encode()
         assert PrivateKey(bytes.fromhex(key)).sign_recoverable(message)[:64] == signature
         # ecdsa's raw s is above n/2 about half the time: the fold to low-S is exercised
-        _, s = signer._key.sign_deterministic(message, hashfunc=hashlib.sha256,
-                                              sigencode=lambda r, s, order: (r, s))
+        _, s = signer._key.sign_deterministic(message, hashfunc=hashlib.sha256, sigencode=lambda r, s, order: (r, s))
         high_s_seen |= s > CURVE_ORDER // 2
     assert high_s_seen
 
@@ -80,8 +84,10 @@ def test_a_tampered_body_or_another_timestamp_does_not_verify() -> None:
     headers = signer.headers(b'{"a":1}')
     for body, stamp in ((b'{"a":2}', headers["X-Timestamp"]), (b'{"a":1}', "1780000000000000001")):
         with pytest.raises(Exception, match=r"(?i)signature"):
-            verifier.verify(SignedRequest(headers["Authorization"], headers["X-Requester-Address"], stamp,
-                                          NODE_ADDRESS, body), int(stamp))
+            verifier.verify(
+                SignedRequest(headers["Authorization"], headers["X-Requester-Address"], stamp, NODE_ADDRESS, body),
+                int(stamp),
+            )
 
 
 def test_the_v1_layout_signs_the_raw_body() -> None:
@@ -103,16 +109,47 @@ SECRET_KEY = "c0ffee" + "ab" * 29
         ({"UPSTREAM_URL": "http://h/v1", "UPSTREAM_TIMEOUT": "soon"}, "UPSTREAM_TIMEOUT must be a number"),
         ({"UPSTREAM_URL": "http://h/v1", "UPSTREAM_TIMEOUT": "0"}, "UPSTREAM_TIMEOUT must be more than 0"),
         ({"UPSTREAM_URL": "http://h/v1", "UPSTREAM_AUTH": "bearer"}, "needs UPSTREAM_API_KEY"),
-        ({"UPSTREAM_URL": "http://h/v1", "UPSTREAM_AUTH": "gonka", "GONKA_PRIVATE_KEY": SECRET_KEY},
-         "needs GONKA_TRANSFER_ADDRESS"),
-        ({"UPSTREAM_URL": "http://h/v1", "UPSTREAM_AUTH": "gonka", "GONKA_PRIVATE_KEY": SECRET_KEY + "zz",
-          "GONKA_TRANSFER_ADDRESS": NODE_ADDRESS}, "GONKA_PRIVATE_KEY is not hex"),
-        ({"UPSTREAM_URL": "http://h/v1", "UPSTREAM_AUTH": "gonka", "GONKA_PRIVATE_KEY": SECRET_KEY[:-2],
-          "GONKA_TRANSFER_ADDRESS": NODE_ADDRESS}, "must be 32 bytes"),
-        ({"UPSTREAM_URL": "http://h/v1", "UPSTREAM_AUTH": "gonka", "GONKA_PRIVATE_KEY": "00" * 32,
-          "GONKA_TRANSFER_ADDRESS": NODE_ADDRESS}, "out of range"),
-        ({"UPSTREAM_URL": "http://h/v1", "UPSTREAM_AUTH": "gonka", "GONKA_PRIVATE_KEY": SECRET_KEY,
-          "GONKA_TRANSFER_ADDRESS": NODE_ADDRESS, "GONKA_SIGNATURE_LAYOUT": "v0"}, "GONKA_SIGNATURE_LAYOUT"),
+        (
+            {"UPSTREAM_URL": "http://h/v1", "UPSTREAM_AUTH": "gonka", "GONKA_PRIVATE_KEY": SECRET_KEY},
+            "needs GONKA_TRANSFER_ADDRESS",
+        ),
+        (
+            {
+                "UPSTREAM_URL": "http://h/v1",
+                "UPSTREAM_AUTH": "gonka",
+                "GONKA_PRIVATE_KEY": SECRET_KEY + "zz",
+                "GONKA_TRANSFER_ADDRESS": NODE_ADDRESS,
+            },
+            "GONKA_PRIVATE_KEY is not hex",
+        ),
+        (
+            {
+                "UPSTREAM_URL": "http://h/v1",
+                "UPSTREAM_AUTH": "gonka",
+                "GONKA_PRIVATE_KEY": SECRET_KEY[:-2],
+                "GONKA_TRANSFER_ADDRESS": NODE_ADDRESS,
+            },
+            "must be 32 bytes",
+        ),
+        (
+            {
+                "UPSTREAM_URL": "http://h/v1",
+                "UPSTREAM_AUTH": "gonka",
+                "GONKA_PRIVATE_KEY": "00" * 32,
+                "GONKA_TRANSFER_ADDRESS": NODE_ADDRESS,
+            },
+            "out of range",
+        ),
+        (
+            {
+                "UPSTREAM_URL": "http://h/v1",
+                "UPSTREAM_AUTH": "gonka",
+                "GONKA_PRIVATE_KEY": SECRET_KEY,
+                "GONKA_TRANSFER_ADDRESS": NODE_ADDRESS,
+                "GONKA_SIGNATURE_LAYOUT": "v0",
+            },
+            "GONKA_SIGNATURE_LAYOUT",
+        ),
     ],
 )
 def test_bad_settings_stop_the_service_naming_the_variable_never_the_key(environ: dict[str, str], names: str) -> None:
@@ -123,12 +160,20 @@ def test_bad_settings_stop_the_service_naming_the_variable_never_the_key(environ
 
 
 def test_the_body_sent_replaces_the_stream_fields_and_keeps_the_rest() -> None:
-    data = {"model": "m", "messages": [{"role": "user", "content": "hé"}], "stream": False, "stream_options": {},
-            "temperature": 0}
-    assert proxy_app.upstream_body(data, True, None) == (
-        '{"model":"m","messages":[{"role":"user","content":"hé"}],"temperature":0,"stream":true,'
-        '"stream_options":{"include_usage":true}}'
-    ).encode()
+    data = {
+        "model": "m",
+        "messages": [{"role": "user", "content": "hé"}],
+        "stream": False,
+        "stream_options": {},
+        "temperature": 0,
+    }
+    assert (
+        proxy_app.upstream_body(data, True, None)
+        == (
+            '{"model":"m","messages":[{"role":"user","content":"hé"}],"temperature":0,"stream":true,'
+            '"stream_options":{"include_usage":true}}'
+        ).encode()
+    )
     assert b'"model":"other"' in proxy_app.upstream_body(data, False, "other")
     assert b"stream" not in proxy_app.upstream_body(data, False, None)
     bad: Any

@@ -54,7 +54,8 @@ async def test_results_are_scoped_by_ip_in_request_order_and_unknown_dropped() -
 
 async def test_batch_answers_in_order_with_one_store_write() -> None:
     desk, _, repository, _ = make()
-    answers = await rendered_batch(desk,
+    answers = await rendered_batch(
+        desk,
         "1.1.1.1",
         [JobRequest(["echo"], 1), JobRequest(["bad"], 2), JobRequest([], 3), JobRequest(["other"], 4)],
     )

@@ -25,9 +25,7 @@ def make(
 
 
 def chain_job(desk: JobDesk, container: str = "a", data: object = "0xab") -> asyncio.Future:
-    return asyncio.ensure_future(
-        desk.run_for_chain([container], data, False, Location.ONCHAIN, Location.ONCHAIN)
-    )
+    return asyncio.ensure_future(desk.run_for_chain([container], data, False, Location.ONCHAIN, Location.ONCHAIN))
 
 
 async def test_a_chain_job_runs_on_a_worker_and_is_never_stored() -> None:

@@ -182,10 +182,11 @@ class Harness:
             # The service answers when a running container publishes that port.
             port = url.split(":")[-1].split("/")[0]
             return any(
-                (record["State"]["Running"]
-                and any(b["HostPort"] == port for b in (record["NetworkSettings"]["Ports"].get("3000/tcp") or [])))
-                or (record["State"]["Running"]
-                and record["Config"]["Labels"].get("io.infernet-node.host-port") == port)
+                (
+                    record["State"]["Running"]
+                    and any(b["HostPort"] == port for b in (record["NetworkSettings"]["Ports"].get("3000/tcp") or []))
+                )
+                or (record["State"]["Running"] and record["Config"]["Labels"].get("io.infernet-node.host-port") == port)
                 for record in docker.records.values()
             )
 

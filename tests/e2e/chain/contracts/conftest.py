@@ -1,6 +1,5 @@
 """Fixtures for the tests of our Solidity test contracts (tools/chain) on a real anvil."""
 
-
 from tests.support.chain import (  # noqa: F401  (pytest finds fixtures by name)
     anvil,
     anvil_accounts,
