@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from node.auth.keys import ApiKey
-from node.auth.quotas import Admission, Limits
+from node.auth.quotas import Limits, Verdict
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ class AuthRepository(Protocol):
 
     def admit_key(
         self, key_hash: str, request_for: Callable[[ApiKey], AdmitRequest | bool], gate: Gate | None = None
-    ) -> Awaitable[tuple[ApiKey | None, Admission | None]]:
+    ) -> Awaitable[tuple[ApiKey | None, Verdict | None]]:
         """Find a key and, when `request_for(key)` gives a request, admit it as `admit` does: one
         store hop. `request_for` is pure and quick (it runs in the store's hop, maybe on its thread);
         True: the key is let in with nothing to take, False: it is not, nothing taken. `gate` opens
@@ -92,7 +92,7 @@ class AuthRepository(Protocol):
         """False when no active key has that name."""
         ...
 
-    def admit(self, request: AdmitRequest, gate: Gate | None = None) -> Awaitable[Admission]:
+    def admit(self, request: AdmitRequest, gate: Gate | None = None) -> Awaitable[Verdict]:
         """Consume the signature (if any), then take one request and the reserved tokens
         from the caller's minute and budget (one row), all or nothing; `gate` opens when admitted.
 

@@ -43,6 +43,20 @@ class Admission(Enum):
     TOKEN_BUDGET = "token_budget"
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """The store's answer to an admission, and the minute whose window counted the call: the
+    call's own minute, or a newer one already stored by a node whose clock is ahead (the call's
+    tokens settle there)."""
+
+    admission: Admission
+    minute: int | None = None  # admitted with a per-minute limit: the window that counted it
+
+    @property
+    def admitted(self) -> bool:
+        return self.admission is Admission.ADMITTED
+
+
 def minute_of(now: float) -> int:
     return int(now // MINUTE)
 

@@ -21,7 +21,7 @@ from typing import Any
 from node.auth.errors import AuthRefused, Forbidden, OverQuota, Reason, Unauthenticated
 from node.auth.keys import ApiKey, hash_secret, workspace_matches
 from node.auth.ports import AdmitRequest, AuthRepository, Gate, UsageRecord
-from node.auth.quotas import NO_LIMITS, Admission, Limits, minute_of, seconds_to_next_minute
+from node.auth.quotas import NO_LIMITS, Admission, Limits, Verdict, minute_of, seconds_to_next_minute
 from node.auth.signatures import NS, SignatureVerifier, SignedRequest
 
 
@@ -239,12 +239,13 @@ class AuthService:
             return Admitting.admitted(Ticket(caller, minute, 0))
         gate = Gate()
         decision = self._repository.admit(AdmitRequest(caller.id, minute, limits, reserve_tokens, signature), gate)
-        return Admitting(gate, decision, lambda admission: self._ticket(caller, minute, reserve_tokens, admission, now))
+        return Admitting(gate, decision, lambda verdict: self._ticket(caller, minute, reserve_tokens, verdict, now))
 
-    def _ticket(self, caller: Caller, minute: int, reserved: int, admission: Admission, now: float) -> Ticket:
-        if admission is Admission.ADMITTED:
-            return Ticket(caller, minute, reserved)
-        refusal = self._refusal(admission, caller.limits, now)
+    def _ticket(self, caller: Caller, minute: int, reserved: int, verdict: Verdict, now: float) -> Ticket:
+        if verdict.admitted:
+            # Settled against the window that counted it (a newer one when this node's clock is behind).
+            return Ticket(caller, minute if verdict.minute is None else verdict.minute, reserved)
+        refusal = self._refusal(verdict.admission, caller.limits, now)
         refusal.who = caller.id
         raise refusal
 
@@ -269,8 +270,8 @@ class AuthService:
                 return False  # refused below, without taking anything
             return AdmitRequest(key.caller, minute, limits, reserved[0])
 
-        def verdict(found: tuple[ApiKey | None, Admission | None]) -> Ticket:
-            key, admission = found
+        def verdict(found: tuple[ApiKey | None, Verdict | None]) -> Ticket:
+            key, answer = found
             if key is None:
                 raise _claimed(Unauthenticated(Reason.UNKNOWN_KEY, "Incorrect API key provided"), credentials)
             refusal = _key_refusal(key, workspace, now)
@@ -279,10 +280,10 @@ class AuthService:
             caller = Caller(key.caller, "key", key.limits)
             if not key.limits.any:
                 return Ticket(caller, minute, 0)
-            if admission is None:  # only when over the per-minute tokens
+            if answer is None:  # only when over the per-minute tokens
                 _check_tpm(key.limits, reserved[0] if reserved else _reservation(key.limits, reserve))
                 raise RuntimeError("the store admitted nothing for a limited key")  # request_for's rule, broken
-            return self._ticket(caller, minute, reserved[0], admission, now)
+            return self._ticket(caller, minute, reserved[0], answer, now)
 
         gate = Gate()
         return Admitting(gate, self._repository.admit_key(hash_secret(secret), request_for, gate), verdict)

@@ -19,7 +19,7 @@ from typing import Any, Protocol, TypeVar
 
 from node.auth.keys import ApiKey
 from node.auth.ports import AdmitRequest, Gate, UsageRecord, UsageTotal
-from node.auth.quotas import Admission, Limits, minute_of
+from node.auth.quotas import Admission, Limits, Verdict, minute_of
 
 T = TypeVar("T")
 UNLIMITED = 2**62
@@ -78,7 +78,7 @@ def _take_quota_sql(per_minute: bool, budget: bool) -> str:
     checks = [part for on, part in ((per_minute, _UNDER_WINDOW), (budget, _UNDER_BUDGET)) if on]
     return (
         f"INSERT INTO auth_quotas (caller, minute, requests, tokens, used) VALUES (:caller, :minute, {values}) "
-        f"ON CONFLICT (caller) DO UPDATE SET {', '.join(sets)} WHERE {' AND '.join(checks)} RETURNING requests"
+        f"ON CONFLICT (caller) DO UPDATE SET {', '.join(sets)} WHERE {' AND '.join(checks)} RETURNING minute"
     )
 
 
@@ -124,7 +124,8 @@ def _limit(value: int | None) -> int:
     return UNLIMITED if value is None else value
 
 
-def _take_quota(request: AdmitRequest, db: Db) -> None:
+def _take_quota(request: AdmitRequest, db: Db) -> int:
+    """Take the call's quota; returns the minute whose window counted it (Verdict.minute)."""
     limits = request.limits
     shape = (limits.per_minute, limits.token_budget is not None)
     params = {
@@ -135,8 +136,10 @@ def _take_quota(request: AdmitRequest, db: Db) -> None:
         "tpm": _limit(limits.tpm),
         "budget": _limit(limits.token_budget),
     }
-    if not db.execute(TAKE_QUOTA[shape], params):
+    taken = db.execute(TAKE_QUOTA[shape], params)
+    if not taken:
         raise _Refused(_refusal(request, db.execute(READ_QUOTA, params)))
+    return int(taken[0][0]) if limits.per_minute else request.minute
 
 
 def _refusal(request: AdmitRequest, rows: list[Any]) -> Admission:
@@ -156,26 +159,25 @@ def _refusal(request: AdmitRequest, rows: list[Any]) -> Admission:
     return Admission.TOKEN_BUDGET
 
 
-def _admit(request: AdmitRequest, db: Db) -> Admission:
+def _admit(request: AdmitRequest, db: Db) -> Verdict:
     """One statement, or one transaction with the signature's: a call refused over its quota
     leaves its signature unused (it may be sent again once the quota allows; it was never served)."""
     statements = int(request.signature is not None) + int(request.limits.any)
     if statements == 0:
-        return Admission.ADMITTED
+        return Verdict(Admission.ADMITTED, request.minute)
     try:
-        db.transaction(lambda db: _take(request, db), statements)
+        minute = db.transaction(lambda db: _take(request, db), statements)
     except _Refused as refused:
-        return refused.admission
-    return Admission.ADMITTED
+        return Verdict(refused.admission)
+    return Verdict(Admission.ADMITTED, minute)
 
 
-def _take(request: AdmitRequest, db: Db) -> None:
+def _take(request: AdmitRequest, db: Db) -> int:
     if request.signature is not None:
         signature, expires_at = request.signature
         if not db.execute(USE_SIGNATURE, {"signature": signature.hex(), "expires_at": expires_at}):
             raise _Refused(Admission.REUSED)
-    if request.limits.any:
-        _take_quota(request, db)
+    return _take_quota(request, db) if request.limits.any else request.minute
 
 
 def _settle_writes(
@@ -249,22 +251,22 @@ class AuthStore:
 
     def admit_key(
         self, key_hash: str, request_for: Callable[[ApiKey], AdmitRequest | bool], gate: Gate | None = None
-    ) -> Awaitable[tuple[ApiKey | None, Admission | None]]:
-        def work(db: Db) -> tuple[ApiKey | None, Admission | None]:
+    ) -> Awaitable[tuple[ApiKey | None, Verdict | None]]:
+        def work(db: Db) -> tuple[ApiKey | None, Verdict | None]:
             rows = db.execute(FIND_KEY, {"key_hash": key_hash})
             if not rows:
                 return None, None
             key = _key(rows[0])
             request = request_for(key)
             if isinstance(request, bool):
-                admission = None
+                verdict = None
                 admitted = request
             else:
-                admission = _admit(request, db)
-                admitted = admission is Admission.ADMITTED
+                verdict = _admit(request, db)
+                admitted = verdict.admitted
             if gate is not None:
                 gate.open = admitted
-            return key, admission
+            return key, verdict
 
         # The writer's connection: the lookup and the quota statements in one hop (with the call's
         # job, on SQLite, when its write is gated on `gate`).
@@ -281,12 +283,12 @@ class AuthStore:
         params = {"name": name, "at": at}
         return bool(await self._write(lambda db: db.transaction(lambda db: db.execute(REVOKE_KEY, params))))
 
-    def admit(self, request: AdmitRequest, gate: Gate | None = None) -> Awaitable[Admission]:
-        def work(db: Db) -> Admission:
-            admission = _admit(request, db)
+    def admit(self, request: AdmitRequest, gate: Gate | None = None) -> Awaitable[Verdict]:
+        def work(db: Db) -> Verdict:
+            verdict = _admit(request, db)
             if gate is not None:
-                gate.open = admission is Admission.ADMITTED
-            return admission
+                gate.open = verdict.admitted
+            return verdict
 
         return self._submit_write(work)
 

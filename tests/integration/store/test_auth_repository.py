@@ -426,7 +426,8 @@ async def test_pruning_forgets_a_callers_row_once_its_minute_is_over_unless_it_c
 
 async def test_a_node_whose_clock_is_behind_counts_into_the_newer_window(store_url: str) -> None:
     """Two nodes on one store, one a second behind across a minute's turn: the one behind must not
-    reset the window the other opened (that would let each node admit a full minute's worth)."""
+    reset the window the other opened (that would let each node admit a full minute's worth), and
+    its call settles in the window that counted it."""
     ahead, behind = Clock(T0 + 40.5), Clock(T0 + 39.5)  # 0.5 s into the next minute; 0.5 s before it
     secret = await add_key(store_url, "skewed", Limits(rpm=3, tpm=100))
     minute = int(T0 // 60)
@@ -434,13 +435,14 @@ async def test_a_node_whose_clock_is_behind_counts_into_the_newer_window(store_u
         await one.admit(bearer(secret), Mode.KEYS, reserve_tokens=10)
         late = await two.admit(bearer(secret), Mode.KEYS, reserve_tokens=10)
         assert await _quota_row(store_url, "key:skewed") == (minute + 1, 2, 20, None)
-        await two.settle(late, "late", "m", 1, 1)  # its ticket's minute is not the row's: left as counted
-        assert await _quota_row(store_url, "key:skewed") == (minute + 1, 2, 20, None)
+        assert late.minute == minute + 1  # the window that counted it, not its node's clock
+        await two.settle(late, "late", "m", 1, 1)  # 10 reserved, 2 used: 8 go back to that window
+        assert await _quota_row(store_url, "key:skewed") == (minute + 1, 2, 12, None)
         await two.admit(bearer(secret), Mode.KEYS)
         for service in (one, two):
             error = await refusal(lambda service=service: service.admit(bearer(secret), Mode.KEYS))  # type: ignore[misc]
             assert isinstance(error, OverQuota) and error.reason is Reason.RPM
-        assert await _quota_row(store_url, "key:skewed") == (minute + 1, 3, 20, None)
+        assert await _quota_row(store_url, "key:skewed") == (minute + 1, 3, 12, None)
 
 
 async def test_minute_and_budget_are_taken_together_or_not_at_all(store_url: str) -> None:
