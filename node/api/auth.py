@@ -9,7 +9,7 @@ handler, unless the handler writes its job gated on it (`admission_in_handler`: 
 usage record of a call is its job's row: the handler names the caller on the job
 (`caller_of`) and stores the tokens with its outcome. For the caller's quota, a handler
 that knows what the call used says so with
-`record_usage(request, job_id, model, prompt_tokens, completion_tokens)`; the
+`record_usage(request, job_id, used)`; the
 middleware settles the ticket when the handler returns (streams included). A handler
 that stores a job's outcome calls `start_settling` before that write, so that both take
 one store hop before the answer goes out.
@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 AUTH = web.AppKey("auth_service", AuthService)
 ADMISSION = web.RequestKey("auth_admission", Admitting)
-_USAGE = web.RequestKey("auth_usage", tuple)
+_USAGE = web.RequestKey("auth_tokens_used", tuple)
 _IN_HANDLER = "_auth_admission_in_handler"
 
 V1 = "v1"
@@ -143,16 +143,15 @@ def caller_of(request: web.Request) -> str | None:
     return ticket.caller.id if ticket is not None else None
 
 
-def record_usage(
-    request: web.Request, job_id: str, model: str | None, prompt_tokens: int, completion_tokens: int
-) -> None:
-    """What the call used, for its caller's quota; the middleware settles it when the handler returns."""
-    request[_USAGE] = (job_id, model, prompt_tokens, completion_tokens)
+def record_usage(request: web.Request, job_id: str, used: int) -> None:
+    """The tokens the call's job used, for its caller's quota; the middleware settles it when the
+    handler returns."""
+    request[_USAGE] = (job_id, used)
 
 
 def _settle(request: web.Request, ticket: Ticket) -> tuple[Awaitable[None], str | None]:
-    job_id, model, prompt_tokens, completion_tokens = request.get(_USAGE, (None, None, 0, 0))
-    return request.app[AUTH].settle(ticket, job_id, model, prompt_tokens, completion_tokens), job_id
+    job_id, used = request.get(_USAGE, (None, 0))
+    return request.app[AUTH].settle(ticket, used), job_id
 
 
 async def _logged(pending: Awaitable[None], job_id: str | None, ticket: Ticket) -> None:

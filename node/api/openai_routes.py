@@ -146,7 +146,7 @@ async def _chat(request: web.Request, path_model: str | None) -> web.StreamRespo
         raise from_job_error(error) from None
     # The caller's quota (node/api/auth.py): settled when this handler returns, to the tokens
     # the call used (none if it fails before the model answers).
-    record_usage(request, call.id, chat.model, 0, 0)
+    record_usage(request, call.id, 0)
     report = _Report(request, call.id, chat.model, "stream" if chat.stream else "complete", started)
     async with call:
         await admitted(request)  # decided in the job's round already; never call a model unadmitted
@@ -178,7 +178,7 @@ class _Report:
     def done(self, outcome: str, usage: TokenUsage | None = None) -> None:
         ended = time.perf_counter()
         if usage is not None:
-            record_usage(self._request, self._job_id, self._model, usage.prompt_tokens, usage.completion_tokens)
+            record_usage(self._request, self._job_id, usage.prompt_tokens + usage.completion_tokens)
         ttft = speed = None
         if self.first_token is not None:
             ttft = self.first_token - self.started

@@ -49,16 +49,6 @@ class Gate:
 
 
 @dataclass(frozen=True)
-class UsageRecord:
-    job_id: str | None  # None: the call never became a job; only its reservation is returned
-    caller: str
-    model: str | None
-    prompt_tokens: int
-    completion_tokens: int
-    created_at: float
-
-
-@dataclass(frozen=True)
 class UsageTotal:
     caller: str
     model: str | None
@@ -100,8 +90,9 @@ class AuthRepository(Protocol):
         `gate` and submitted after it in the same turn of the loop goes in the same round."""
         ...
 
-    def settle(self, caller: str, minute: int, limits: Limits, reserved: int, usage: UsageRecord) -> Awaitable[None]:
-        """Replace the reservation by the tokens really used, and keep the usage record.
+    def settle(self, caller: str, minute: int, limits: Limits, reserved: int, used: int) -> Awaitable[None]:
+        """Replace the reservation by the tokens really used (`used`), in the window of `minute`
+        and in the budget.
 
         Submitted when called (not when awaited), as `admit` is: a write submitted after it in the
         same turn of the loop (the job's outcome) goes in the same round, after it."""

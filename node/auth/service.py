@@ -20,7 +20,7 @@ from typing import Any
 
 from node.auth.errors import AuthRefused, Forbidden, OverQuota, Reason, Unauthenticated
 from node.auth.keys import ApiKey, hash_secret, workspace_matches
-from node.auth.ports import AdmitRequest, AuthRepository, Gate, UsageRecord
+from node.auth.ports import AdmitRequest, AuthRepository, Gate
 from node.auth.quotas import NO_LIMITS, Admission, Limits, Verdict, minute_of, seconds_to_next_minute
 from node.auth.signatures import NS, SignatureVerifier, SignedRequest
 
@@ -316,14 +316,12 @@ class AuthService:
     def settle(
         self,
         ticket: Ticket,
-        job_id: str | None,
-        model: str | None = None,
-        prompt_tokens: int = 0,
-        completion_tokens: int = 0,
+        used: int = 0,
     ) -> Awaitable[None]:
-        """Settle an admitted call's quota (once) to the tokens it used: what it reserved but did not
-        use goes back. job_id None: the call never became a job (refused later). A caller without
-        limits has nothing to settle (its usage record is the job's row, stored with its outcome).
+        """Settle an admitted call's quota (once) to the tokens it used (prompt and completion; 0 for
+        a call that never reached a model): what it reserved but did not use goes back. A caller
+        without limits has nothing to settle (its usage record is the job's row, stored with its
+        outcome).
 
         The write is submitted now (a write submitted after it in this turn of the loop goes in
         the same store round); await what is returned."""
@@ -331,8 +329,7 @@ class AuthService:
             ticket.settled = True
             return _done()
         ticket.settled = True
-        usage = UsageRecord(job_id, ticket.caller.id, model, prompt_tokens, completion_tokens, self._clock())
-        return self._repository.settle(ticket.caller.id, ticket.minute, ticket.caller.limits, ticket.reserved, usage)
+        return self._repository.settle(ticket.caller.id, ticket.minute, ticket.caller.limits, ticket.reserved, used)
 
     async def prune(self) -> int:
         return await self._repository.prune(self._clock())

@@ -4,10 +4,10 @@ Each rule that must hold across nodes is one statement the database makes atomic
 a used signature is an INSERT … ON CONFLICT DO NOTHING RETURNING on its primary key;
 a caller's quota (its minute's window and its budget, one row) is INSERT … ON CONFLICT
 DO UPDATE … WHERE <under every limit> RETURNING, which PostgreSQL evaluates under the row
-lock and SQLite under its single writer. The SQL is the same text for both (SQLite >= 3.35 has RETURNING); only the
-connection differs: `SqliteAuthRepository` (sqlite_auth.py) runs it on the SQLite file's
-hot-path threads (node/store/sqlite.py), one hop; `ServerAuthRepository` (server_auth.py)
-on SQLAlchemy's connections to a SQL server.
+lock and SQLite under its single writer. The SQL is the same text for both (SQLite >= 3.35
+has RETURNING); only the connection differs: `SqliteAuthRepository` (sqlite_auth.py) runs it
+on the SQLite file's hot-path threads (node/store/sqlite.py), one hop; `ServerAuthRepository`
+(server_auth.py) on SQLAlchemy's connections to a SQL server.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from node.auth.keys import ApiKey
-from node.auth.ports import AdmitRequest, Gate, UsageRecord, UsageTotal
+from node.auth.ports import AdmitRequest, Gate, UsageTotal
 from node.auth.quotas import Admission, Limits, Verdict, minute_of
 
 T = TypeVar("T")
@@ -120,6 +120,11 @@ class _Refused(Exception):
         self.admission = admission
 
 
+def _shape(limits: Limits) -> tuple[bool, bool]:
+    """The key of TAKE_QUOTA and SETTLE_QUOTA: (per-minute limits?, budget?)."""
+    return limits.per_minute, limits.token_budget is not None
+
+
 def _limit(value: int | None) -> int:
     return UNLIMITED if value is None else value
 
@@ -127,7 +132,6 @@ def _limit(value: int | None) -> int:
 def _take_quota(request: AdmitRequest, db: Db) -> int:
     """Take the call's quota; returns the minute whose window counted it (Verdict.minute)."""
     limits = request.limits
-    shape = (limits.per_minute, limits.token_budget is not None)
     params = {
         "caller": request.caller,
         "minute": request.minute,
@@ -136,7 +140,7 @@ def _take_quota(request: AdmitRequest, db: Db) -> int:
         "tpm": _limit(limits.tpm),
         "budget": _limit(limits.token_budget),
     }
-    taken = db.execute(TAKE_QUOTA[shape], params)
+    taken = db.execute(TAKE_QUOTA[_shape(limits)], params)
     if not taken:
         raise _Refused(_refusal(request, db.execute(READ_QUOTA, params)))
     return int(taken[0][0]) if limits.per_minute else request.minute
@@ -181,16 +185,15 @@ def _take(request: AdmitRequest, db: Db) -> int:
 
 
 def _settle_writes(
-    caller: str, minute: int, limits: Limits, reserved: int, usage: UsageRecord
+    caller: str, minute: int, limits: Limits, reserved: int, used: int
 ) -> list[tuple[str, list[dict[str, Any]]]]:
     """The (SQL, rows) writes that settle a call's quota: plain writes, nothing read back, so on
     SQLite they join the writer's group commit (with the job's outcome written next to them).
     The usage record is the job's row, written with its outcome (jobs_sql.FINISH)."""
     writes: list[tuple[str, list[dict[str, Any]]]] = []
-    delta = usage.prompt_tokens + usage.completion_tokens - reserved
+    delta = used - reserved
     if delta and limits.any:
-        shape = (limits.per_minute, limits.token_budget is not None)
-        writes.append((SETTLE_QUOTA[shape], [{"caller": caller, "minute": minute, "delta": delta}]))
+        writes.append((SETTLE_QUOTA[_shape(limits)], [{"caller": caller, "minute": minute, "delta": delta}]))
     return writes
 
 
@@ -292,8 +295,8 @@ class AuthStore:
 
         return self._submit_write(work)
 
-    def settle(self, caller: str, minute: int, limits: Limits, reserved: int, usage: UsageRecord) -> Awaitable[None]:
-        writes = _settle_writes(caller, minute, limits, reserved, usage)
+    def settle(self, caller: str, minute: int, limits: Limits, reserved: int, used: int) -> Awaitable[None]:
+        writes = _settle_writes(caller, minute, limits, reserved, used)
         if writes:
             return self._submit_commit(writes)
         done = asyncio.get_running_loop().create_future()

@@ -233,16 +233,16 @@ async def test_token_budget_is_exact_under_50_concurrent_callers(store_url: str)
         assert all(isinstance(error, OverQuota) and error.reason is Reason.TOKEN_BUDGET for error in refused)
         assert all(isinstance(error, OverQuota) and error.retry_after is None for error in refused)
         # Each call used 5 of its 7: 14 * 5 = 70 used, so 30 are left: 4 more calls of 7.
-        for index, ticket in enumerate(tickets):
-            await one.settle(ticket, f"job-{index}", "m", 2, 3)
+        for ticket in tickets:
+            await one.settle(ticket, 5)
         more = [await one.admit(bearer(secret), Mode.KEYS, reserve_tokens=7) for _ in range(4)]
         error = await refusal(lambda: one.admit(bearer(secret), Mode.KEYS, reserve_tokens=7))
         assert error.reason is Reason.TOKEN_BUDGET
         # A call that reserved nothing is refused once the budget is spent, not before.
-        for index, ticket in enumerate(more):
-            await one.settle(ticket, f"more-{index}", "m", 0, 7)  # 70 + 28 = 98
+        for ticket in more:
+            await one.settle(ticket, 7)  # 70 + 28 = 98
         last = await one.admit(bearer(secret), Mode.KEYS)
-        await one.settle(last, "last", "m", 0, 5)  # 103: a call may end over the budget
+        await one.settle(last, 5)  # 103: a call may end over the budget
         error = await refusal(lambda: one.admit(bearer(secret), Mode.KEYS))
         assert error.reason is Reason.TOKEN_BUDGET
 
@@ -256,7 +256,7 @@ async def test_tokens_per_minute(store_url: str) -> None:
         ticket = await service.admit(bearer(secret), Mode.KEYS, reserve_tokens=6)
         error = await refusal(lambda: service.admit(bearer(secret), Mode.KEYS, reserve_tokens=6))
         assert isinstance(error, OverQuota) and error.reason is Reason.TPM and error.retry_after == 40
-        await service.settle(ticket, "j1", "m", 1, 1)  # 2 of the 6 used: 8 left this minute
+        await service.settle(ticket, 2)  # 2 of the 6 used: 8 left this minute
         await service.admit(bearer(secret), Mode.KEYS, reserve_tokens=8)
 
 
@@ -396,7 +396,7 @@ async def test_the_window_turns_with_the_minute_and_an_old_calls_tokens_stay_in_
         clock.now = T0 + 40  # the next minute: the row is overwritten, the count starts again
         await service.admit(bearer(secret), Mode.KEYS, reserve_tokens=9)
         assert await _quota_row(store_url, "key:turning") == (minute + 1, 1, 9, None)
-        await service.settle(old, "old-call", "m", 1, 1)  # 6 reserved, 2 used: that was last minute's
+        await service.settle(old, 2)  # 6 reserved, 2 used: that was last minute's
         assert await _quota_row(store_url, "key:turning") == (minute + 1, 1, 9, None)
         error = await refusal(lambda: service.admit(bearer(secret), Mode.KEYS, reserve_tokens=2))
         assert error.reason is Reason.TPM
@@ -436,7 +436,7 @@ async def test_a_node_whose_clock_is_behind_counts_into_the_newer_window(store_u
         late = await two.admit(bearer(secret), Mode.KEYS, reserve_tokens=10)
         assert await _quota_row(store_url, "key:skewed") == (minute + 1, 2, 20, None)
         assert late.minute == minute + 1  # the window that counted it, not its node's clock
-        await two.settle(late, "late", "m", 1, 1)  # 10 reserved, 2 used: 8 go back to that window
+        await two.settle(late, 2)  # 10 reserved, 2 used: 8 go back to that window
         assert await _quota_row(store_url, "key:skewed") == (minute + 1, 2, 12, None)
         await two.admit(bearer(secret), Mode.KEYS)
         for service in (one, two):
@@ -459,7 +459,7 @@ async def test_minute_and_budget_are_taken_together_or_not_at_all(store_url: str
         # Both limits reached: the minute's is named (it opens first).
         error = await refusal(lambda: service.admit(bearer(secret), Mode.KEYS, reserve_tokens=4))
         assert isinstance(error, OverQuota) and error.reason is Reason.RPM
-        await service.settle(first, "first", "m", 2, 2)  # 6 reserved, 4 used: both counts lowered
+        await service.settle(first, 4)  # 6 reserved, 4 used: both counts lowered
         assert await _quota_row(store_url, "key:both") == (minute, 3, 6, 6)
         clock.now = T0 + 40
         await service.admit(bearer(secret), Mode.KEYS, reserve_tokens=4)  # 6 + 4 = the budget
