@@ -23,6 +23,8 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import op
 
+from migrations.sqlite_transaction import on_sqlite_in_one_transaction
+
 revision = "0009"
 down_revision = "0008"
 branch_labels = None
@@ -75,17 +77,6 @@ _AUTH_INDEXES: dict[str, list[tuple[str, list[str]]]] = {
 }
 
 
-def _on_sqlite() -> bool:
-    bind = op.get_bind()
-    if bind.dialect.name != "sqlite":
-        return False
-    # Python's sqlite3 runs DDL outside a transaction until the first data write: open one, so the
-    # whole rebuild lands or not together with Alembic's version stamp (committed at the end).
-    if not getattr(bind.connection.driver_connection, "in_transaction", True):
-        bind.exec_driver_sql("BEGIN")
-    return True
-
-
 def _rebuild(table: str, with_rowid: bool) -> None:
     """SQLite's way to change a table's kind: a new table, the rows copied, the old one dropped,
     the new one renamed, its indexes (dropped with the old table) made again under their names."""
@@ -107,7 +98,7 @@ def _jobs_indexes(partial: bool) -> None:
 
 
 def upgrade() -> None:
-    if not _on_sqlite():
+    if not on_sqlite_in_one_transaction():
         return
     _jobs_indexes(partial=True)
     for table in _AUTH_INDEXES:
@@ -115,7 +106,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    if not _on_sqlite():
+    if not on_sqlite_in_one_transaction():
         return
     for table in _AUTH_INDEXES:
         _rebuild(table, with_rowid=True)

@@ -23,6 +23,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from migrations.sqlite_transaction import on_sqlite_in_one_transaction
+
 revision = "0010"
 down_revision = "0009"
 branch_labels = None
@@ -31,19 +33,8 @@ depends_on = None
 PENDING_ONLY = "status = 'queued' OR status = 'running'"
 
 
-def _on_sqlite() -> bool:
-    bind = op.get_bind()
-    if bind.dialect.name != "sqlite":
-        return False
-    # As in 0009: Python's sqlite3 runs DDL outside a transaction until the first data write, so
-    # open one and the change lands or not together with Alembic's version stamp.
-    if not getattr(bind.connection.driver_connection, "in_transaction", True):
-        bind.exec_driver_sql("BEGIN")
-    return True
-
-
 def upgrade() -> None:
-    if not _on_sqlite():
+    if not on_sqlite_in_one_transaction():
         return
     op.drop_index("ix_jobs_client_status", table_name="jobs")
     op.create_index("ix_jobs_client_created", "jobs", ["client_ip", "created_at"])
@@ -52,7 +43,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    if not _on_sqlite():
+    if not on_sqlite_in_one_transaction():
         return
     op.drop_index("ix_jobs_status", table_name="jobs")
     op.create_index("ix_jobs_status", "jobs", ["status"])

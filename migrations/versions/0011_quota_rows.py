@@ -22,6 +22,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from migrations.sqlite_transaction import on_sqlite_in_one_transaction
+
 revision = "0011"
 down_revision = "0010"
 branch_labels = None
@@ -37,19 +39,8 @@ _CARRY_OVER = (
 )
 
 
-def _sqlite() -> bool:
-    bind = op.get_bind()
-    if bind.dialect.name != "sqlite":
-        return False
-    # As in 0009: Python's sqlite3 runs DDL outside a transaction until the first data write, so
-    # open one and the change lands or not together with Alembic's version stamp.
-    if not getattr(bind.connection.driver_connection, "in_transaction", True):
-        bind.exec_driver_sql("BEGIN")
-    return True
-
-
 def upgrade() -> None:
-    on_sqlite = _sqlite()
+    on_sqlite = on_sqlite_in_one_transaction()
     op.create_table(
         "auth_quotas",
         sa.Column("caller", sa.String(320), primary_key=True),
@@ -66,7 +57,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    on_sqlite = _sqlite()
+    on_sqlite = on_sqlite_in_one_transaction()
     # 0010's shape: 0004's tables, WITHOUT ROWID on SQLite (0009).
     op.create_table(
         "auth_windows",

@@ -22,6 +22,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from migrations.sqlite_transaction import on_sqlite_in_one_transaction
+
 revision = "0012"
 down_revision = "0011"
 branch_labels = None
@@ -34,23 +36,15 @@ _MOVE_ALL = (
 )
 
 
-def _in_one_transaction() -> None:
-    # Python's sqlite3 runs DDL outside a transaction until the first data write (as 0009 says):
-    # open one, so that the change lands or not together with Alembic's version stamp.
-    bind = op.get_bind()
-    if bind.dialect.name == "sqlite" and not getattr(bind.connection.driver_connection, "in_transaction", True):
-        bind.exec_driver_sql("BEGIN")
-
-
 def upgrade() -> None:
-    _in_one_transaction()
+    on_sqlite_in_one_transaction()
     # Nullable, no index: only a finished model call has one; the usage totals (an operator's
     # CLI) scan for it rather than every outcome writing one more index.
     op.add_column("jobs", sa.Column("caller", sa.String(320), nullable=True))
 
 
 def downgrade() -> None:
-    _in_one_transaction()
+    on_sqlite_in_one_transaction()
     op.execute(_MOVE_ALL)
     # Plain ALTER TABLE on both (SQLite >= 3.35): a batch copy of the table would rebuild its indexes.
     op.execute("ALTER TABLE jobs DROP COLUMN caller")
