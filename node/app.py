@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -48,12 +49,13 @@ from node.services.gateway import HttpServiceGateway
 from node.services.http1 import Http1Pool
 from node.store.auth_sql import AuthStore
 from node.store.chain_repository import SqlChainRepository
-from node.store.engine import StoreUnusable, open_store
+from node.store.engine import StoreUnusable, open_store, sqlite_file
 from node.store.jobs_sql import JobStore
 from node.store.leases import SqlLeaseStore
 from node.store.repositories import auth_repository, job_repository, on_sqlite
 from node.store.server_jobs import ServerJobRepository
 from node.store.server_rate_limit import ServerRateLimit
+from node.thread_placement import Colocation
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +91,7 @@ def build_app(config: Config) -> web.Application:
     app[MODELS] = ModelCatalog(config.models(), int(time.time()))
     setup_routes(app)
     app.cleanup_ctx.append(_store)
+    app.cleanup_ctx.append(_thread_placement)
     app.cleanup_ctx.append(_cluster)
     app.cleanup_ctx.append(_jobs)
     app.cleanup_ctx.append(_chain)
@@ -124,6 +127,20 @@ async def _store(app: web.Application) -> AsyncIterator[None]:
     yield
     await repository.close()
     await engine.dispose()
+
+
+async def _thread_placement(app: web.Application) -> AsyncIterator[None]:
+    """The event loop's thread and the SQLite store's next to each other (node/thread_placement.py)."""
+    sqlite = sqlite_file(app[ENGINE])
+    if not app[CONFIG].server.colocate_threads or sqlite is None:
+        yield
+        return
+    colocation = Colocation([threading.get_native_id(), *sqlite.hot_thread_ids()])
+    colocation.start()
+    try:
+        yield
+    finally:
+        colocation.stop()
 
 
 async def _jobs(app: web.Application) -> AsyncIterator[None]:

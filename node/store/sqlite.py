@@ -185,6 +185,9 @@ class _Pool:
         for thread in self._threads:
             thread.start()
 
+    def thread_ids(self) -> list[int]:
+        return [thread.native_id for thread in self._threads if thread.native_id is not None]
+
     def submit(self, work: Work) -> asyncio.Future[Any]:
         if self._closed:
             raise RuntimeError("the store is closed")
@@ -328,6 +331,10 @@ class SqliteFile:
         )
         self._readers = _Pool(path, "store-reader", readers, read_only=True)
         self._closed = False
+
+    def hot_thread_ids(self) -> list[int]:
+        """The native ids of the threads the event loop hands statements to (not the checkpointer)."""
+        return self._writer.thread_ids() + self._readers.thread_ids()
 
     async def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run `work` on the writer's connection (it manages its own transaction)."""

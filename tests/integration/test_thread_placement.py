@@ -1,0 +1,102 @@
+"""Thread placement on this machine's real CPUs: real threads, a real CPU hog, a real node process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from node.thread_placement import Colocation, ProcStats
+from tests.support.processes import NodeProcess, node_config
+
+CPUS = frozenset(os.sched_getaffinity(0))
+pytestmark = pytest.mark.skipif(len(CPUS) < 2, reason="thread placement needs two CPUs (a host fact)")
+
+
+@pytest.fixture
+def idle_thread() -> Iterator[int]:
+    """A thread of this process that waits: its native id."""
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait, daemon=True)
+    thread.start()
+    assert thread.native_id is not None
+    yield thread.native_id
+    stop.set()
+    thread.join()
+
+
+def test_the_group_shares_one_cpu_and_gets_every_cpu_back_when_stopped(idle_thread: int) -> None:
+    group = [threading.get_native_id(), idle_thread]
+    colocation = Colocation(group, interval=60)
+    assert colocation.start()
+    try:
+        assert colocation.cpu in CPUS
+        assert [os.sched_getaffinity(tid) for tid in group] == [{colocation.cpu}] * 2
+    finally:
+        colocation.stop()
+    assert [os.sched_getaffinity(tid) for tid in group] == [set(CPUS)] * 2
+
+
+def test_the_group_leaves_a_cpu_another_process_keeps_busy(idle_thread: int) -> None:
+    colocation = Colocation([idle_thread], interval=0.2)
+    assert colocation.start()
+    first = colocation.cpu
+    assert first is not None
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        os.sched_setaffinity(hog.pid, {first})
+        end = time.monotonic() + 20
+        while colocation.cpu == first and time.monotonic() < end:
+            time.sleep(0.05)
+        assert colocation.cpu != first, "the group stayed on the CPU the hog keeps busy"
+        assert os.sched_getaffinity(idle_thread) == {colocation.cpu}
+    finally:
+        hog.kill()
+        hog.wait()
+        colocation.stop()
+
+
+def test_proc_stats_see_every_cpu_and_a_threads_own_time() -> None:
+    stats = ProcStats()
+    before = stats.cpus()
+    own_before = stats.thread_ticks([threading.get_native_id()])
+    end = time.monotonic() + 0.3
+    while time.monotonic() < end:  # 30 ticks' worth of this thread's CPU
+        pass
+    after = stats.cpus()
+    assert set(after) >= CPUS
+    assert all(after[cpu].total > before[cpu].total for cpu in CPUS)
+    assert stats.thread_ticks([threading.get_native_id()]) - own_before >= 10
+    assert stats.current_cpu(threading.get_native_id()) in CPUS
+
+
+def _masks(pid: int) -> list[set[int]]:
+    """The CPUs each thread of a process may run on."""
+    return [os.sched_getaffinity(int(tid)) for tid in os.listdir(f"/proc/{pid}/task")]
+
+
+@pytest.mark.parametrize("colocate", [True, False])
+def test_a_node_on_sqlite_keeps_its_loop_and_store_threads_on_one_cpu(tmp_path: Path, colocate: bool) -> None:
+    config = node_config(tmp_path, [], server={"colocate_threads": colocate})
+    node = NodeProcess(config, tmp_path).start()
+    try:
+        assert node.process is not None
+        pid = node.process.pid
+        masks = _masks(pid)
+        loop = os.sched_getaffinity(pid)  # the main thread's: the event loop's
+        if colocate:
+            line = node.wait_for_log("thread placement: event loop and store threads on CPU")
+            assert loop == {int(line.rsplit(" ", 1)[1])}
+            # The loop, the store's writer and its two readers; the checkpointer (and the watcher) free.
+            assert masks.count(loop) >= 4
+            assert set(CPUS) in masks
+        else:
+            assert all(mask == set(CPUS) for mask in masks)
+    finally:
+        node.stop()
