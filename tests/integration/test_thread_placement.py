@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from node.thread_placement import Colocation, ProcStats
+from tests.support.cluster import wait_for
 from tests.support.processes import NodeProcess, node_config
 
 CPUS = frozenset(os.sched_getaffinity(0))
@@ -51,10 +52,7 @@ def test_the_group_leaves_a_cpu_another_process_keeps_busy(idle_thread: int) -> 
     hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         os.sched_setaffinity(hog.pid, {first})
-        end = time.monotonic() + 20
-        while colocation.cpu == first and time.monotonic() < end:
-            time.sleep(0.05)
-        assert colocation.cpu != first, "the group stayed on the CPU the hog keeps busy"
+        wait_for(lambda: colocation.cpu != first, 20.0, "the group to leave the CPU the hog keeps busy")
         assert os.sched_getaffinity(idle_thread) == {colocation.cpu}
     finally:
         hog.kill()

@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from node.thread_placement import Colocation, CpuTicks, choose
+from tests.support.cluster import wait_for
 
 ALL = frozenset({0, 1, 2})
 
@@ -74,15 +74,6 @@ class FakeAffinity:
         self.masks[thread_id] = cpus
 
 
-def wait_until(condition: Callable[[], bool], seconds: float = 5.0) -> bool:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return False
-
-
 def test_the_group_is_pinned_where_its_first_thread_runs_and_given_back_every_cpu_when_stopped() -> None:
     stats, affinity = FakeStats(), FakeAffinity()
     colocation = Colocation([11, 12, 13], stats, affinity, interval=60)
@@ -107,7 +98,7 @@ def test_the_watcher_moves_the_group_off_a_crowded_cpu() -> None:
             stats.advance(cpu0=5, cpu1=99, cpu2=60)  # CPU 1 (the group's) is taken by others
             return colocation.cpu == 0
 
-        assert wait_until(crowded)
+        wait_for(crowded, 5.0, "the group to leave CPU 1")
         assert (affinity.masks[11], affinity.masks[12]) == ({0}, {0})
     finally:
         colocation.stop()
