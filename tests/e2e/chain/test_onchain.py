@@ -201,13 +201,27 @@ async def test_allowed_addresses_are_honoured(
 
     found = await wait_until(lambda: deliveries(infernet_consumer), what="the allowed delivery")
     assert [(d.subscription_id, decode_string(d.output)) for d in found] == [(allowed, b"yes".hex())]
+    # Each refusal is logged when the listener reads the subscription; wait for all three rather
+    # than assume they were written by the time the allowed one was delivered.
+    expected = {
+        refused: "Container not allowed for address",
+        not_external: "First container must be external",
+        unknown: "Container-set not supported",
+    }
+
+    async def refusals() -> dict[int, str] | None:
+        found = {r.get("subscription_id"): r["message"] for r in node.records() if "not served" in r["message"]}
+        return found if set(expected) <= set(found) else None
+
+    try:
+        reasons = await wait_until(refusals, what="the three refusals in the node's log")
+    except AssertionError as error:
+        lines = [r["message"] for r in node.records() if "subscription" in r["message"]]
+        raise AssertionError(f"{error}; the node's subscription lines: {lines}") from None
     await asyncio.sleep(0.5)
     assert await deliveries(stranger) == []
     assert len(await deliveries(infernet_consumer)) == 1
-    reasons = {r.get("subscription_id"): r["message"] for r in node.records() if "not served" in r["message"]}
-    assert "Container not allowed for address" in reasons[refused]
-    assert "First container must be external" in reasons[not_external]
-    assert "Container-set not supported" in reasons[unknown]
+    assert all(reason in reasons[sub_id] for sub_id, reason in expected.items()), reasons
 
 
 async def test_failed_deliveries_are_retried_a_bounded_number_of_times(
