@@ -209,9 +209,9 @@ async def test_allowed_addresses_are_honoured(
         unknown: "Container-set not supported",
     }
 
-    async def refusals() -> dict[int, str] | None:
+    async def refusals() -> dict[int, str]:
         found = {r.get("subscription_id"): r["message"] for r in node.records() if "not served" in r["message"]}
-        return found if set(expected) <= set(found) else None
+        return found if set(expected) <= set(found) else {}
 
     try:
         reasons = await wait_until(refusals, what="the three refusals in the node's log")
