@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -51,12 +52,17 @@ class CpuStats(Protocol):
         """The CPU a thread of this process last ran on."""
         ...
 
+    def thread_ids(self) -> list[int]:
+        """Every thread of this process."""
+        ...
+
 
 class Affinity(Protocol):
     def allowed(self) -> frozenset[int]:
         """The CPUs this process may run on (what its threads go back to)."""
         ...
 
+    def get(self, thread_id: int) -> frozenset[int]: ...
     def set(self, thread_id: int, cpus: frozenset[int]) -> None: ...
 
 
@@ -88,6 +94,9 @@ class ProcStats:
         fields = _thread_stat(thread_id)
         return int(fields[36]) if fields else None  # "processor"
 
+    def thread_ids(self) -> list[int]:
+        return [int(name) for name in os.listdir("/proc/self/task")]
+
 
 def _thread_stat(thread_id: int) -> list[str] | None:
     """The fields of /proc/self/task/<id>/stat after the command name (the state is the first)."""
@@ -106,6 +115,11 @@ def _process_cpus() -> frozenset[int]:
         return frozenset()
 
 
+# The threads of every live group in this process (a thread may be in several: apps in one
+# process share their caller's thread), which no group's release_strays may touch.
+_placed: Counter[int] = Counter()
+_groups_lock = threading.Lock()
+
 # Read at import, before any thread is pinned here: threads made by a pinned thread inherit its
 # CPU, and a second group (two apps in one process, as in tests) must still see every CPU.
 _PROCESS_CPUS = _process_cpus()
@@ -116,6 +130,9 @@ class OsAffinity:
 
     def allowed(self) -> frozenset[int]:
         return _PROCESS_CPUS
+
+    def get(self, thread_id: int) -> frozenset[int]:
+        return frozenset(os.sched_getaffinity(thread_id))
 
     def set(self, thread_id: int, cpus: frozenset[int]) -> None:
         os.sched_setaffinity(thread_id, cpus)
@@ -170,6 +187,7 @@ class Colocation:
         self._pinned = False
         self._allowed: frozenset[int] = frozenset()
         self._cpu: int | None = None
+        self._cpus_used: set[int] = set()
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
 
@@ -186,6 +204,8 @@ class Colocation:
             if len(self._allowed) < 2 or not self._threads:
                 return False
             self._pinned = True
+            with _groups_lock:  # before pinning: no other group may take these for strays
+                _placed.update(self._threads)
             first = self._stats.current_cpu(self._threads[0])
             cpu = first if first in self._allowed else min(self._allowed)
             self._pin(cpu)
@@ -212,6 +232,26 @@ class Colocation:
             except ProcessLookupError:  # that thread has ended
                 continue
         self._cpu = cpu
+        self._cpus_used.add(cpu)
+
+    def release_strays(self) -> list[int]:
+        """Give every allowed CPU back to threads of no group that are pinned to a CPU this group
+        was on: a thread made by a group thread (an executor's, libuv's resolver's) inherits its
+        one CPU, and would take turns with the event loop there. Returns the threads released."""
+        with _groups_lock:
+            placed = set(_placed)
+        released = []
+        for tid in self._stats.thread_ids():
+            if tid in placed:
+                continue
+            try:
+                mask = self._affinity.get(tid)
+                if len(mask) == 1 and mask <= self._cpus_used:
+                    self._affinity.set(tid, self._allowed)
+                    released.append(tid)
+            except OSError:  # that thread has ended
+                continue
+        return released
 
     def _restore(self) -> None:
         """Back to every CPU the process may use."""
@@ -221,6 +261,10 @@ class Colocation:
                     self._affinity.set(tid, self._allowed)
                 except OSError:
                     continue
+            with _groups_lock:
+                _placed.subtract(self._threads)
+                for tid in [tid for tid, count in _placed.items() if count <= 0]:
+                    del _placed[tid]
         self._pinned = False
         self._cpu = None
 
@@ -239,5 +283,9 @@ class Colocation:
                     self._pin(cpu)
                     log.info("thread placement: CPU %d was busy with other work; moved to CPU %d", current, cpu)
                 before, own_before = after, own_after
+                if not self._stop.is_set():
+                    released = self.release_strays()
+                    if released:
+                        log.debug("thread placement: threads %s had inherited the group's CPU; released", released)
         except OSError as error:  # e.g. the allowed CPUs changed under the process
             log.warning("thread placement: stopped watching (%s)", error)

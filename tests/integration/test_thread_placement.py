@@ -60,6 +60,24 @@ def test_the_group_leaves_a_cpu_another_process_keeps_busy(idle_thread: int) -> 
         colocation.stop()
 
 
+def test_a_thread_made_by_a_pinned_thread_is_given_every_cpu_back() -> None:
+    colocation = Colocation([threading.get_native_id()], interval=60)  # released by hand below
+    assert colocation.start()
+    stop, made = threading.Event(), threading.Thread(target=lambda: stop.wait(), daemon=True)
+    try:
+        made.start()  # by the pinned test thread: it inherits the group's one CPU
+        assert made.native_id is not None
+        assert made.native_id in ProcStats().thread_ids()
+        assert os.sched_getaffinity(made.native_id) == {colocation.cpu}
+        assert made.native_id in colocation.release_strays()
+        assert os.sched_getaffinity(made.native_id) == set(CPUS)
+        assert os.sched_getaffinity(threading.get_native_id()) == {colocation.cpu}  # the group's own stays
+    finally:
+        stop.set()
+        made.join()
+        colocation.stop()
+
+
 def test_proc_stats_see_every_cpu_and_a_threads_own_time() -> None:
     stats = ProcStats()
     before = stats.cpus()

@@ -45,6 +45,7 @@ class FakeStats:
         self.now = ticks(cpu0=(0, 0), cpu1=(0, 0), cpu2=(0, 0))
         self.own = 0
         self.on = 1
+        self.threads: list[int] = []
 
     def cpus(self) -> Mapping[int, CpuTicks]:
         return dict(self.now)
@@ -54,6 +55,9 @@ class FakeStats:
 
     def current_cpu(self, thread_id: int) -> int | None:
         return self.on
+
+    def thread_ids(self) -> list[int]:
+        return list(self.threads)
 
     def advance(self, **busy: int) -> None:
         for name, used in busy.items():
@@ -69,6 +73,11 @@ class FakeAffinity:
 
     def allowed(self) -> frozenset[int]:
         return self._allowed
+
+    def get(self, thread_id: int) -> frozenset[int]:
+        if thread_id not in self.masks:
+            raise ProcessLookupError(thread_id)
+        return self.masks[thread_id]
 
     def set(self, thread_id: int, cpus: frozenset[int]) -> None:
         self.masks[thread_id] = cpus
@@ -110,3 +119,48 @@ def test_nothing_is_pinned_with_one_allowed_cpu() -> None:
     assert not colocation.start()
     colocation.stop()
     assert affinity.masks == {}
+
+
+def test_threads_that_inherited_the_groups_cpu_get_every_cpu_back() -> None:
+    stats, affinity = FakeStats(), FakeAffinity()
+    stats.threads = [11, 12, 21, 22, 23, 24]
+    colocation = Colocation([11, 12], stats, affinity, interval=60)
+    assert colocation.start()
+    try:
+        # 21: made by a group thread (inherited CPU 1); 22: pinned to CPU 2 by someone else, on
+        # purpose; 23: free already; 24: ended meanwhile (no mask to read).
+        affinity.masks.update({21: frozenset({1}), 22: frozenset({2}), 23: ALL})
+        assert colocation.release_strays() == [21]
+        assert (affinity.masks[21], affinity.masks[22], affinity.masks[23]) == (ALL, {2}, ALL)
+        assert (affinity.masks[11], affinity.masks[12]) == ({1}, {1})  # the group stays put
+    finally:
+        colocation.stop()
+
+
+def test_a_thread_of_another_live_group_is_not_a_stray() -> None:
+    stats, affinity = FakeStats(), FakeAffinity()
+    stats.threads = [11, 12, 31]
+    first = Colocation([11, 12], stats, affinity, interval=60)
+    second = Colocation([31], stats, affinity, interval=60)  # also on CPU 1, e.g. a second app
+    assert first.start() and second.start()
+    try:
+        assert first.release_strays() == []
+        assert affinity.masks[31] == {1}
+        second.stop()
+        affinity.masks[31] = frozenset({1})  # its group gone, the thread pinned still: a stray now
+        assert first.release_strays() == [31]
+    finally:
+        first.stop()
+        second.stop()
+
+
+def test_the_watcher_releases_strays_at_each_look() -> None:
+    stats, affinity = FakeStats(), FakeAffinity()
+    stats.threads = [11, 41]
+    colocation = Colocation([11], stats, affinity, interval=0.02)
+    assert colocation.start()
+    try:
+        affinity.masks[41] = frozenset({1})
+        wait_for(lambda: affinity.masks[41] == ALL, 5.0, "the stray to be released")
+    finally:
+        colocation.stop()
