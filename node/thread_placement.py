@@ -283,9 +283,8 @@ class Colocation:
                     self._pin(cpu)
                     log.info("thread placement: CPU %d was busy with other work; moved to CPU %d", current, cpu)
                 before, own_before = after, own_after
-                if not self._stop.is_set():
-                    released = self.release_strays()
-                    if released:
-                        log.debug("thread placement: threads %s had inherited the group's CPU; released", released)
+                released = self.release_strays()
+                if released:
+                    log.debug("thread placement: threads %s had inherited the group's CPU; released", released)
         except OSError as error:  # e.g. the allowed CPUs changed under the process
             log.warning("thread placement: stopped watching (%s)", error)

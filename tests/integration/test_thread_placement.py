@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -20,16 +21,24 @@ CPUS = frozenset(os.sched_getaffinity(0))
 pytestmark = pytest.mark.skipif(len(CPUS) < 2, reason="thread placement needs two CPUs (a host fact)")
 
 
-@pytest.fixture
-def idle_thread() -> Iterator[int]:
-    """A thread of this process that waits: its native id."""
+@contextlib.contextmanager
+def waiting_thread() -> Iterator[int]:
+    """A thread of this process, made by the calling thread, that waits: its native id."""
     stop = threading.Event()
     thread = threading.Thread(target=stop.wait, daemon=True)
     thread.start()
     assert thread.native_id is not None
-    yield thread.native_id
-    stop.set()
-    thread.join()
+    try:
+        yield thread.native_id
+    finally:
+        stop.set()
+        thread.join()
+
+
+@pytest.fixture
+def idle_thread() -> Iterator[int]:
+    with waiting_thread() as native_id:
+        yield native_id
 
 
 def test_the_group_shares_one_cpu_and_gets_every_cpu_back_when_stopped(idle_thread: int) -> None:
@@ -63,18 +72,14 @@ def test_the_group_leaves_a_cpu_another_process_keeps_busy(idle_thread: int) -> 
 def test_a_thread_made_by_a_pinned_thread_is_given_every_cpu_back() -> None:
     colocation = Colocation([threading.get_native_id()], interval=60)  # released by hand below
     assert colocation.start()
-    stop, made = threading.Event(), threading.Thread(target=lambda: stop.wait(), daemon=True)
     try:
-        made.start()  # by the pinned test thread: it inherits the group's one CPU
-        assert made.native_id is not None
-        assert made.native_id in ProcStats().thread_ids()
-        assert os.sched_getaffinity(made.native_id) == {colocation.cpu}
-        assert made.native_id in colocation.release_strays()
-        assert os.sched_getaffinity(made.native_id) == set(CPUS)
-        assert os.sched_getaffinity(threading.get_native_id()) == {colocation.cpu}  # the group's own stays
+        with waiting_thread() as made:  # by the pinned test thread: it inherits the group's one CPU
+            assert made in ProcStats().thread_ids()
+            assert os.sched_getaffinity(made) == {colocation.cpu}
+            assert made in colocation.release_strays()
+            assert os.sched_getaffinity(made) == set(CPUS)
+            assert os.sched_getaffinity(threading.get_native_id()) == {colocation.cpu}  # the group's own stays
     finally:
-        stop.set()
-        made.join()
         colocation.stop()
 
 
