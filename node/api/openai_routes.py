@@ -7,8 +7,9 @@ stored before the container is asked), relay the container's answer, render.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -63,10 +64,11 @@ class ClientGone(Exception):
     """The client closed the connection while its call ran."""
 
 
-async def until_disconnect(request: web.Request, work: Coroutine[Any, Any, T]) -> T:
+async def until_disconnect(request: web.Request, work: Coroutine[Any, Any, T], answered: Callable[[], bool]) -> T:
     """Run `work` in this task, cancelling it if the client disconnects meanwhile (then raise ClientGone).
 
-    No task of its own: the poll cancels the handler's task and takes its own cancellation back."""
+    No task of its own: the poll cancels the handler's task and takes its own cancellation back.
+    Once `answered()`, the client may leave: the poll stops (the work only stores its outcome)."""
     task = asyncio.current_task()
     assert task is not None
     loop = asyncio.get_running_loop()
@@ -75,6 +77,9 @@ async def until_disconnect(request: web.Request, work: Coroutine[Any, Any, T]) -
 
     def check() -> None:
         nonlocal handle, gone
+        if answered():
+            handle = None
+            return
         transport = request.transport
         if transport is None or transport.is_closing():
             gone = True
@@ -152,9 +157,8 @@ async def _chat(request: web.Request, path_model: str | None) -> web.StreamRespo
         await admitted(request)  # decided in the job's round already; never call a model unadmitted
         call.bill_to(caller_of(request))  # the job's row, once finished, is the caller's usage record
         try:
-            if chat.stream:
-                return await until_disconnect(request, _stream(request, call, chat, report))
-            return await until_disconnect(request, _complete(request, call, chat, report))
+            work = _stream(request, call, chat, report) if chat.stream else _complete(request, call, chat, report)
+            return await until_disconnect(request, work, report.answered)
         except ClientGone:
             report.done("client_gone")
             return web.Response(status=CLIENT_CLOSED)
@@ -174,8 +178,16 @@ class _Report:
         self._kind = kind
         self.started = started
         self.first_token: float | None = None
+        self.sent = False  # the whole answer is out: the client may leave
+        self._done = False
+
+    def answered(self) -> bool:
+        return self.sent
 
     def done(self, outcome: str, usage: TokenUsage | None = None) -> None:
+        if self._done:  # once per call (a client that leaves after its answer changes nothing)
+            return
+        self._done = True
         ended = time.perf_counter()
         if usage is not None:
             record_usage(self._request, self._job_id, usage.prompt_tokens + usage.completion_tokens)
@@ -201,23 +213,39 @@ class _Report:
         )
 
 
-async def _stored(request: web.Request, outcome: Awaitable[None]) -> None:
-    """Store the job's outcome (the caller's usage record) and settle the caller's quota in one
-    store hop, before answering: the quota's write starts first, so on SQLite both land in one
-    group commit."""
-    usage = start_settling(request)  # submitted first: the same store round as the outcome
+def _storing(
+    request: web.Request, call: ModelCall, result: ContainerResult, usage: TokenUsage | None = None
+) -> asyncio.Future[None]:
+    """Start storing the job's outcome (the caller's usage record) and settling the caller's quota,
+    in one store hop: the quota's write is submitted first, so on SQLite both land in one group
+    commit. Returns at once; the handler awaits it (shielded) before it returns."""
+    return call.finish_soon(result, usage, along=lambda: start_settling(request))
+
+
+async def _stored(request: web.Request, call: ModelCall, result: ContainerResult) -> None:
+    """Store a failed call's outcome before its error is answered."""
+    await asyncio.shield(_storing(request, call, result))
+
+
+async def _answered(report: _Report, send: Callable[[], Awaitable[None]], storing: asyncio.Future[None]) -> None:
+    """Send the answer while its outcome is being stored, then wait for the store.
+
+    The store's round overlaps the answer's trip: the client has it one round earlier, and the
+    request ends (its connection takes the next request) only once the outcome is stored. A
+    read of the job by id waits for the write (JobQueue.outcome_pending); a crash in between
+    loses what a crash just before the answer would lose: the outcome, never the job."""
     try:
-        await outcome
+        await send()
+        report.sent = True
     finally:
-        if usage is not None:
-            await usage
+        await asyncio.shield(storing)
 
 
 async def _failed(
     request: web.Request, call: ModelCall, report: _Report, error: OpenAIError, reason: str
 ) -> OpenAIError:
     report.done(error.code or error.type)
-    await _stored(request, call.fail(reason))
+    await _stored(request, call, ContainerResult(call.container, error=reason))
     return error
 
 
@@ -229,7 +257,7 @@ async def _complete(
     if result.failed:
         error = from_failure(result.error, result.failure, headers)
         report.done(error.code or error.type)
-        await _stored(request, call.finish(result))
+        await _stored(request, call, result)
         raise error
     answer = completion_from_output(result.output, chat.model, f"chatcmpl-{call.id}", int(time.time()))
     if answer is None:
@@ -244,8 +272,16 @@ async def _complete(
         )
     usage = usage_of(answer.get("usage"))
     report.done("success", usage)
-    await _stored(request, call.finish(ContainerResult(call.container, output=answer), usage))  # before answering
-    return web.Response(body=json_codec.dumps_bytes(answer), content_type="application/json", headers=headers)
+    storing = _storing(request, call, ContainerResult(call.container, output=answer), usage)
+    response = web.Response(body=json_codec.dumps_bytes(answer), content_type="application/json", headers=headers)
+
+    async def send() -> None:
+        with contextlib.suppress(ConnectionError):  # the client left: aiohttp closes its connection quietly
+            await response.prepare(request)
+            await response.write_eof()
+
+    await _answered(report, send, storing)
+    return response
 
 
 async def _stream(
@@ -257,7 +293,7 @@ async def _stream(
     except ContainerFailed as refused:
         error = from_failure(refused.message, refused.failure, headers)
         report.done(error.code or error.type)
-        await _stored(request, call.fail(refused.message, refused.failure))
+        await _stored(request, call, ContainerResult(call.container, error=refused.message, failure=refused.failure))
         raise error from None
     include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
     relay = ChunkRelay(chat.model, include_usage, f"chatcmpl-{call.id}", int(time.time()))
@@ -283,14 +319,19 @@ async def _stream(
         failure = failure or relay.error
         if failure is not None:
             report.done("stream_failed")
-            await _stored(request, call.fail(failure))
+            await _stored(request, call, ContainerResult(call.container, error=failure))
             await response.write(stream_error_event(failure))
+            await response.write_eof()
         else:
             usage = relay.usage
             report.done("success", usage)
-            await _stored(request, call.finish(ContainerResult(call.container, output=relay.completion()), usage))
-            await response.write(DONE)
-        await response.write_eof()
+            storing = _storing(request, call, ContainerResult(call.container, output=relay.completion()), usage)
+
+            async def send() -> None:
+                await response.write(DONE)
+                await response.write_eof()
+
+            await _answered(report, send, storing)
     except ConnectionError:  # the client left while we wrote
         await call.fail(CLIENT_LEFT)
         raise ClientGone from None

@@ -246,6 +246,11 @@ class JobDesk:
         wanted = [job_id for job_id in dict.fromkeys(ids) if job_id]
         if not wanted:
             return []
+        # A model call's answer can reach its caller before its outcome is stored: a read
+        # that follows it sees the outcome.
+        writes = [write for job_id in wanted if (write := self._queue.outcome_pending((client_ip, job_id)))]
+        if writes:
+            await asyncio.wait(writes)
         # Unfinished jobs of this node answer from memory; the store has the rest.
         found = {job_id: job for job_id in wanted if (job := self._queue.known((client_ip, job_id))) is not None}
         stored = [job_id for job_id in wanted if job_id not in found]

@@ -5,14 +5,16 @@ any other: admitted into the queue's bounds, stored (as running) before the
 container is asked, and finished with its result and the tokens it used. It
 runs inside the request, as streamed jobs do, so the answer goes straight
 back; a client that leaves cancels the container call, and the job records
-that.
+that. The answer may leave while its outcome is written (`finish_soon`): the
+store's round then overlaps the answer's trip to the client, and whoever reads
+the job (by id, or the request's own end) waits for the write.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -38,7 +40,7 @@ class ModelCall:
         self._gateway = gateway
         self._queue = queue
         self._upstream: AsyncIterator[bytes] | None = None
-        self._finished = False
+        self._storing: asyncio.Future[None] | None = None  # the outcome's write, once started
 
     @property
     def id(self) -> str:
@@ -50,7 +52,7 @@ class ModelCall:
 
     @property
     def finished(self) -> bool:
-        return self._finished
+        return self._storing is not None
 
     def bill_to(self, caller: str | None) -> None:
         """Who the call's usage is billed to: stored with its outcome, however it ends."""
@@ -70,13 +72,50 @@ class ModelCall:
         self._upstream = upstream
         return upstream
 
-    async def finish(self, result: ContainerResult, usage: TokenUsage | None = None) -> None:
+    def finish_soon(
+        self,
+        result: ContainerResult,
+        usage: TokenUsage | None = None,
+        along: Callable[[], Awaitable[None] | None] | None = None,
+    ) -> asyncio.Future[None]:
+        """Start storing the outcome (once) and return at once: the future is done once it is stored.
+
+        The caller may send the answer meanwhile (the store writes while it travels); reads of the
+        job by id wait for the write (JobQueue.outcome_pending), and leaving `async with` waits for
+        it. `along` submits another write first (the caller's usage), so that both take one store
+        round. A second call returns the first one's future: an outcome is stored once."""
+        if self._storing is None:
+            status = JobStatus.FAILED if result.failed else JobStatus.SUCCESS
+            self.job.status, self.job.result, self.job.usage = status, result, usage
+            self._storing = asyncio.ensure_future(self._store(status, result, usage, along))
+            self._queue.outcome_storing(self.job.key, self._storing)
+        return self._storing
+
+    async def finish(
+        self,
+        result: ContainerResult,
+        usage: TokenUsage | None = None,
+        along: Callable[[], Awaitable[None] | None] | None = None,
+    ) -> None:
         """Store the outcome (once) and give back the job's place in the bounds."""
-        if self._finished:
-            return
-        self._finished = True
-        status = JobStatus.FAILED if result.failed else JobStatus.SUCCESS
-        self.job.status, self.job.result, self.job.usage = status, result, usage
+        await asyncio.shield(self.finish_soon(result, usage, along))  # a cancelled caller leaves it stored
+
+    async def fail(
+        self,
+        reason: str,
+        failure: Failure = Failure.FAILED,
+        along: Callable[[], Awaitable[None] | None] | None = None,
+    ) -> None:
+        await self.finish(ContainerResult(self.container, error=reason, failure=failure), None, along)
+
+    async def _store(
+        self,
+        status: JobStatus,
+        result: ContainerResult,
+        usage: TokenUsage | None,
+        along: Callable[[], Awaitable[None] | None] | None,
+    ) -> None:
+        alongside = along() if along is not None else None  # submitted first: the same store round
         try:
             # Retried while the store cannot write; a result it can never hold becomes a failure (queue.py).
             stored = await self._queue.store_outcome(self.job, status, result, [], usage)
@@ -90,10 +129,9 @@ class ModelCall:
                 if closing is not None:
                     with contextlib.suppress(Exception):
                         await closing()  # ends the container's stream if it is still going
+            if alongside is not None:
+                await alongside
         log_outcome(self.job.id, status, result, kind="model call")
-
-    async def fail(self, reason: str, failure: Failure = Failure.FAILED) -> None:
-        await self.finish(ContainerResult(self.container, error=reason, failure=failure))
 
     async def __aenter__(self) -> ModelCall:
         return self
@@ -101,7 +139,8 @@ class ModelCall:
     async def __aexit__(
         self, kind: type[BaseException] | None, error: BaseException | None, _: TracebackType | None
     ) -> None:
-        if self._finished:
+        if self._storing is not None:
+            await asyncio.shield(self._storing)
             return
         if isinstance(error, asyncio.CancelledError) and self._queue.grace_over:
             reason = NODE_STOPPED
@@ -111,5 +150,4 @@ class ModelCall:
             reason = error.message
         else:
             reason = f"internal error: {type(error).__name__}"
-        # Shielded: a cancelled request must still leave its job finished.
-        await asyncio.shield(self.fail(reason))
+        await self.fail(reason)  # shielded: a cancelled request must still leave its job finished

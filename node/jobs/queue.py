@@ -11,7 +11,9 @@ run twice.
 
 The queue also answers for its unfinished jobs and the last few it finished
 (`known`): their state is the node's own, so a client polling the job it just
-submitted needs no read of the store. Only what is committed is answered.
+submitted needs no read of the store. Only what is committed is answered: a
+read of a model call whose answer left before its outcome was stored waits for
+that write (`outcome_pending`).
 
 Jobs whose record lives in another store (chain deliveries, which the chain's own
 tables keep and recover) go through `run_unstored`: the same bounds, the same
@@ -111,6 +113,8 @@ class JobQueue:
         # (its lease is fresh); while not, none is started (node/jobs/claims.py).
         self._may_start: Callable[[], bool] | None = None
         self._disowned: set[tuple[str, str]] = set()  # running here, but another node took them
+        # Model calls whose answer may be out while their outcome is written (model_calls.py).
+        self._outcomes: dict[tuple[str, str], asyncio.Future[None]] = {}
 
     # -- bounds -------------------------------------------------------------
 
@@ -300,6 +304,15 @@ class JobQueue:
                 self.release(job.containers[0])
                 self._dispatch()
                 return
+
+    def outcome_storing(self, key: tuple[str, str], write: asyncio.Future[None]) -> None:
+        """A job's outcome is being written (its answer may be out already): reads wait for it."""
+        self._outcomes[key] = write
+        write.add_done_callback(lambda _: self._outcomes.pop(key, None))
+
+    def outcome_pending(self, key: tuple[str, str]) -> asyncio.Future[None] | None:
+        """The write of this job's outcome, while it is under way; None when there is none."""
+        return self._outcomes.get(key)
 
     def known(self, key: tuple[str, str]) -> Job | None:
         """The job as stored, if it is unfinished here or among the last finished; else None (ask the store)."""

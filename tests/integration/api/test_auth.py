@@ -227,13 +227,14 @@ async def test_an_authenticated_call_takes_two_store_rounds_admission_with_the_j
         text = await response.text()
         assert "You said" in text or text.endswith("data: [DONE]\n\n")
         calls[caller] += 1
-        # Stored before the answer ended: the usage record (streams too) and the job's outcome.
-        [total] = await repository.usage(caller, None)
-        made = calls[caller]
-        assert (total.calls, total.prompt_tokens, total.completion_tokens) == (made, 5 * made, 4 * made)
+        # The answer may arrive while its outcome is written; a read of the job waits for that
+        # write, which holds the usage record (streams too) and the job's outcome.
         job_id = response.headers["X-Infernet-Job-Id"]
         jobs = await (await client.get(f"/api/jobs?id={job_id}", headers=REMOTE)).json()
         assert jobs[0]["status"] == "success"
+        [total] = await repository.usage(caller, None)
+        made = calls[caller]
+        assert (total.calls, total.prompt_tokens, total.completion_tokens) == (made, 5 * made, 4 * made)
         await asyncio.sleep(0.3)  # nothing more is written after the answer
         # The key's lookup (or the signature) with the quota, and the job (running), in one round;
         # its outcome with the usage record in the second.

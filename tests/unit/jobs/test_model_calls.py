@@ -4,6 +4,7 @@ finished once with its usage, its place given back however it ends."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -75,3 +76,39 @@ async def test_bounds_guardian_and_a_failed_store_write_leave_no_place_taken() -
     with pytest.raises(OSError):
         await desk.open_model_call("1.1.1.1", "m", "echo", CHAT)
     assert queue.pending == 0
+
+
+async def test_a_read_of_the_job_waits_for_an_outcome_still_being_stored(monkeypatch: pytest.MonkeyPatch) -> None:
+    desk, queue, repository, _ = make()
+    call = await desk.open_model_call("1.1.1.1", "m", "echo", CHAT)
+    stored = asyncio.Event()
+    write = repository.finish
+
+    async def slow_finish(*args: Any) -> None:
+        await stored.wait()
+        await write(*args)
+
+    monkeypatch.setattr(repository, "finish", slow_finish)
+    async with call:
+        storing = call.finish_soon(await call.complete(), TokenUsage(3, 4))
+        assert call.finished and queue.outcome_pending(call.job.key) is storing
+        reading = asyncio.ensure_future(rendered(desk, "1.1.1.1", [call.id], False))
+        try:
+            await asyncio.sleep(0.05)
+            assert not reading.done() and not storing.done()  # the read waits for the write
+        finally:
+            stored.set()
+    [wire] = await reading
+    assert wire["status"] == "success" and wire["usage"]["total_tokens"] == 7
+    assert queue.outcome_pending(call.job.key) is None and queue.pending == 0
+
+
+async def test_leaving_waits_for_the_outcome_and_stores_it_once() -> None:
+    desk, queue, repository, _ = make()
+    call = await desk.open_model_call("1.1.1.1", "m", "echo", CHAT)
+    with pytest.raises(ConnectionResetError):
+        async with call:
+            storing = call.finish_soon(await call.complete(), TokenUsage(1, 1))
+            raise ConnectionResetError  # the answer could not be sent: the outcome stays the model's
+    assert storing.done() and queue.pending == 0
+    assert repository.jobs[("1.1.1.1", call.id)].status is JobStatus.SUCCESS
