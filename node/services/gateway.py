@@ -1,9 +1,10 @@
 """The container protocol over HTTP (client-contract.md, appendix).
 
-Job calls (`run`, once per job and container) go through the lean keep-alive
-client in http1.py: aiohttp's client cost ~4x its CPU per call, a quarter of
-the whole job path. Streams and the resources fan-out, which are rarer, use the
-shared aiohttp session.
+Job calls (`run`, once per job and container) and streams go through the lean
+keep-alive client in http1.py: aiohttp's client cost ~4x its CPU per call, a
+quarter of the whole job path, and ~10x per stream (a /v1 stream's first token
+waited for it). The resources fan-out, which is rare, uses the shared aiohttp
+session.
 """
 
 from __future__ import annotations
@@ -286,27 +287,28 @@ class HttpServiceGateway:
     async def _stream(self, container_id: str, data: Any) -> AsyncGenerator[bytes, None]:
         endpoint = self._endpoint(container_id)
         payload = {"source": int(Location.OFFCHAIN), "destination": int(Location.STREAM), "data": data}
-        # total bounds the whole stream (aiohttp fails the read in progress when it runs out).
-        timeout = aiohttp.ClientTimeout(total=self._max_stream_seconds, sock_connect=10, sock_read=self._stream_timeout)
         began = time.monotonic()
         try:
-            response = await self._session.post(
+            # read_timeout bounds each wait for bytes (the head included), total the whole stream.
+            response = await self._calls.stream(
+                "POST",
                 f"{endpoint.base_url}/service_output",
-                data=json_codec.dumps(payload),
-                headers=_headers(endpoint),
-                timeout=timeout,
+                json_codec.dumps_bytes(payload),
+                _headers(endpoint),
+                read_timeout=self._stream_timeout,
+                total_timeout=self._max_stream_seconds,
             )
         except TimeoutError:
             raise StreamFailed(
                 "Container did not answer in time", {"container": container_id}, Failure.TIMEOUT
             ) from None
-        except aiohttp.ClientError as error:
+        except (Http1Error, ValueError) as error:  # ValueError: a URL or header it cannot send
             raise StreamFailed(
                 f"Could not reach the container: {error}", {"container": container_id}, Failure.UNAVAILABLE
             ) from None
         try:
             if response.status >= 400:
-                body, _ = await _read_at_most(response.content, MAX_ERROR_BYTES)
+                body = await response.read_at_most(MAX_ERROR_BYTES)
                 raise StreamFailed(
                     f"Container answered HTTP {response.status}: {_error_detail(body)}",
                     {"container": container_id},
@@ -317,33 +319,34 @@ class HttpServiceGateway:
             received = 0
             limit = self._max_stream_bytes
             scrubber = self._scrubber.stream()
-            try:
-                async for chunk in response.content.iter_any():
-                    received += len(chunk)
-                    if limit is not None and received > limit:
-                        response.close()  # read no further
+            while True:
+                try:
+                    chunk = await response.read()
+                except TimeoutError:
+                    seconds = self._max_stream_seconds
+                    if seconds is not None and time.monotonic() - began >= seconds - 0.01:
                         raise StreamFailed(
-                            f"Container stream is longer than jobs.max_stream_bytes ({limit} bytes)",
+                            f"Container stream lasted longer than jobs.max_stream_seconds ({seconds:g}s)",
                             {"container": container_id},
-                        )
-                    whole, tail = utf8_split(tail + scrubber.feed(chunk))
-                    if whole:
-                        yield whole
-            except TimeoutError:
-                response.close()
-                seconds = self._max_stream_seconds
-                if seconds is not None and time.monotonic() - began >= seconds - 0.01:
+                        ) from None
                     raise StreamFailed(
-                        f"Container stream lasted longer than jobs.max_stream_seconds ({seconds:g}s)",
+                        f"Container sent nothing for {self._stream_timeout:g}s",
                         {"container": container_id},
+                        Failure.TIMEOUT,
                     ) from None
-                raise StreamFailed(
-                    f"Container sent nothing for {self._stream_timeout:g}s",
-                    {"container": container_id},
-                    Failure.TIMEOUT,
-                ) from None
-            except aiohttp.ClientError as error:
-                raise StreamFailed(f"Container stream broke: {error}", {"container": container_id}) from None
+                except Http1Error as error:
+                    raise StreamFailed(f"Container stream broke: {error}", {"container": container_id}) from None
+                if not chunk:
+                    break
+                received += len(chunk)
+                if limit is not None and received > limit:
+                    raise StreamFailed(  # read no further: release() closes the connection
+                        f"Container stream is longer than jobs.max_stream_bytes ({limit} bytes)",
+                        {"container": container_id},
+                    )
+                whole, tail = utf8_split(tail + scrubber.feed(chunk))
+                if whole:
+                    yield whole
             tail += scrubber.end()
             if tail:
                 yield tail

@@ -1,10 +1,13 @@
 """A lean keep-alive HTTP/1.1 client for the calls to the services.
 
-One job only: send a request whose body is already in memory and read the whole
-answer into memory. aiohttp's ClientSession does far more (cookies, redirects,
-streaming, tracing, decompression) and costs ~4x the CPU per call; the node makes
-one such call per job, so this client is built on asyncio Protocols and httptools
-(the llhttp parser) with as little per-call work as possible.
+Two jobs: send a request whose body is already in memory and read the whole
+answer into memory (`request`), or read the answer's body as it arrives
+(`stream`: the services' streamed output). aiohttp's ClientSession does far more
+(cookies, redirects, tracing, decompression) and costs ~4x the CPU per call, ~10x
+per stream; the node makes one such call per job, so this client is built on
+asyncio Protocols and httptools (the llhttp parser) with as little per-call work
+as possible. A stream borrows a pooled connection: its own protocol reads it, and
+it goes back to the pool only when its answer was read to the end.
 
 Rules the node relies on:
 - A request is never sent twice: no retry, ever (a POST runs a job). A pooled
@@ -38,6 +41,7 @@ __all__ = [
     "Http1Pool",
     "InvalidResponse",
     "Response",
+    "StreamedAnswer",
 ]
 
 
@@ -560,6 +564,57 @@ class Http1Pool:
             connection.close()
         return response
 
+    async def stream(
+        self,
+        method: str,
+        url: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        read_timeout: float,
+        total_timeout: float | None = None,
+        connect_timeout: float = 10.0,
+    ) -> StreamedAnswer:
+        """Send one request and return once the answer's head is in; read its body with
+        `StreamedAnswer.read()` and always `release()` it.
+
+        `read_timeout` bounds each wait for bytes (the head included), `total_timeout` the whole
+        exchange. Raises as `request` does (TimeoutError when a bound runs out; no retry)."""
+        if self._closed:
+            raise Http1Error("the HTTP connection pool is closed")
+        cache_key = (method, url, tuple(headers.items()))
+        cached = self._heads.get(cache_key)
+        if cached is None:
+            cached = self._head(method, url, headers, cache_key)
+        target, head = cached
+        data = b"%bContent-Length: %d\r\n\r\n%b" % (head, len(body), body)
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        now = loop.time()
+        deadline = _NEVER if total_timeout is None else now + total_timeout
+        connection = self._take_idle(target.key, now)
+        if connection is None:
+            try:
+                async with asyncio.timeout_at(min(deadline, now + connect_timeout)):
+                    connection = await self._connect(target, loop)
+            except TimeoutError:
+                raise TimeoutError(f"could not connect to {target.where} in time") from None
+        answer = StreamedAnswer(self, connection, loop, read_timeout, deadline)
+        answer.send(data)
+        try:
+            await answer.wait_head()
+        except BaseException:
+            answer.release()
+            raise
+        return answer
+
+    def _give_back(self, connection: _Connection, loop: asyncio.AbstractEventLoop) -> None:
+        """A borrowed connection whose answer was read to its end."""
+        if connection.reusable and not self._closed and connection.is_usable():
+            self._park(connection, loop)
+        else:
+            connection.close()
+
     def _head(
         self, method: str, url: str, headers: Mapping[str, str], cache_key: tuple[str, str, tuple[tuple[str, str], ...]]
     ) -> tuple[_Target, bytes]:
@@ -703,3 +758,207 @@ class Http1Pool:
                 del self._idle[key]
         if next_expiry is not None:
             self._sweep_handle = loop.call_at(next_expiry, self._sweep)
+
+
+# A streamed answer's reader falls behind: stop reading the socket past this many bytes.
+_STREAM_HIGH_WATER = 256 * 1024
+
+
+class StreamedAnswer(asyncio.Protocol):
+    """An answer whose body is read as it arrives (Http1Pool.stream).
+
+    It reads the borrowed connection itself (the transport's protocol for the while) and
+    gives it back to its pool on `release()` only when the body was read to its end over a
+    keep-alive connection; otherwise the connection is closed.
+    """
+
+    def __init__(
+        self,
+        pool: Http1Pool,
+        connection: _Connection,
+        loop: asyncio.AbstractEventLoop,
+        read_timeout: float,
+        deadline: float,
+    ) -> None:
+        self.status = 0
+        self.head = b""
+        self._pool = pool
+        self._connection = connection
+        self._loop = loop
+        self._read_timeout = read_timeout
+        self._deadline = deadline
+        self._parser = httptools.HttpResponseParser(self)
+        self._raw: list[bytes] = []
+        self._headers_done = False
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
+        self._paused = False
+        self._complete = False
+        self._reusable = False
+        self._error: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._released = False
+
+    # -- the caller's side ---------------------------------------------------
+
+    def send(self, data: bytes) -> None:
+        transport = self._connection.transport
+        assert transport is not None
+        transport.set_protocol(self)
+        transport.write(data)
+
+    async def wait_head(self) -> None:
+        while not self._headers_done:
+            await self._wait()
+
+    def header(self, name: str) -> str | None:
+        """The first value of header `name` (any case), decoded as latin-1, or None."""
+        return Response(self.status, self.head, b"").header(name)
+
+    async def read(self) -> bytes:
+        """The body's next bytes as they arrived; b"" at its end. Raises TimeoutError when
+        nothing came within the read timeout (or the whole exchange's ran out), and
+        Disconnected or InvalidResponse when the answer broke off."""
+        while not self._chunks:
+            if self._complete:
+                return b""
+            await self._wait()
+        chunk = self._chunks.popleft()
+        self._buffered -= len(chunk)
+        if self._paused and self._buffered < _STREAM_HIGH_WATER // 2:
+            self._paused = False
+            transport = self._connection.transport
+            if transport is not None and not transport.is_closing():
+                transport.resume_reading()
+        return chunk
+
+    async def read_at_most(self, limit: int) -> bytes:
+        """Up to `limit` bytes of the body (an error answer's explanation), whatever arrived before
+        the body ended or broke off."""
+        body = bytearray()
+        try:
+            while len(body) < limit:
+                chunk = await self.read()
+                if not chunk:
+                    break
+                body += chunk
+        except (Http1Error, TimeoutError):
+            pass
+        return bytes(body[:limit])
+
+    def release(self) -> None:
+        """Done with the answer: the connection goes back to the pool if the body was read to its
+        end, else it is closed (nothing half-read is ever reused)."""
+        if self._released:
+            return
+        self._released = True
+        connection = self._connection
+        transport = connection.transport
+        if self._complete and self._error is None and not self._chunks and transport is not None:
+            connection.reusable = self._reusable
+            transport.set_protocol(connection)
+            self._pool._give_back(connection, self._loop)
+        else:
+            if transport is not None:
+                transport.set_protocol(connection)
+            connection.abort()
+
+    async def _wait(self) -> None:
+        if self._error is not None:
+            raise self._error
+        now = self._loop.time()
+        when = min(now + self._read_timeout, self._deadline)
+        self._waiter = waiter = self._loop.create_future()
+        timer = self._loop.call_at(when, self._time_out, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+
+    def _time_out(self, waiter: asyncio.Future[None]) -> None:
+        if not waiter.done():
+            waiter.set_exception(TimeoutError(f"the service at {self._connection.target.where} sent nothing in time"))
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _fail(self, error: Http1Error) -> None:
+        if self._error is None and not self._complete:
+            self._error = error
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(error)
+
+    # -- asyncio.Protocol (the borrowed transport's) ------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self._complete or self._error is not None:
+            self._reusable = False  # bytes after the answer: this connection's framing is off
+            return
+        if not self._headers_done:
+            self._raw.append(data)
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(InvalidResponse(f"the service at {self._connection.target.where} switched protocols"))
+        except httptools.HttpParserError as error:
+            reason = str(error) or type(error).__name__
+            self._fail(
+                InvalidResponse(f"the service at {self._connection.target.where} sent an invalid HTTP answer: {reason}")
+            )
+
+    def eof_received(self) -> bool | None:
+        self._ended(None)
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._ended(exc)
+        self._connection.connection_lost(exc)  # the pool's bookkeeping (its waiter is idle)
+
+    def _ended(self, exc: Exception | None) -> None:
+        self._connection.closed = True
+        if self._complete:
+            return
+        if self._headers_done:
+            framing = {name.lower(): value.lower() for name, value in _split_headers(self.head)}
+            if b"content-length" not in framing and b"chunked" not in framing.get(b"transfer-encoding", b""):
+                self._complete = True  # a body delimited by the connection's end
+                self._wake()
+                return
+            what = "in the middle of its answer"
+        else:
+            what = "before answering"
+        suffix = f" ({_describe_os_error(exc)})" if exc is not None else ""
+        self._fail(Disconnected(f"the service at {self._connection.target.where} closed the connection {what}{suffix}"))
+
+    # -- httptools callbacks -------------------------------------------------
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if status < 200:
+            return  # an interim answer (100 Continue): the real head follows
+        self.status = status
+        self.head = _final_head(b"".join(self._raw))
+        self._raw = []
+        self._headers_done = True
+        self._wake()
+
+    def on_body(self, body: bytes) -> None:
+        self._chunks.append(body)
+        self._buffered += len(body)
+        if not self._paused and self._buffered > _STREAM_HIGH_WATER:
+            self._paused = True
+            transport = self._connection.transport
+            if transport is not None:
+                transport.pause_reading()
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        if self._parser.get_status_code() < 200:
+            return
+        self._complete = True
+        self._reusable = self._parser.should_keep_alive()
+        self._wake()

@@ -28,6 +28,7 @@ from node.services.http1 import (
     Http1Pool,
     InvalidResponse,
     Response,
+    StreamedAnswer,
     _parse_target,
 )
 from tests.support.processes import free_port
@@ -888,3 +889,129 @@ def test_url_parsing() -> None:
         _parse_target("http://h:99999/")
     with pytest.raises(ValueError, match="no host"):
         _parse_target("http:///x")
+
+
+# -- streamed answers (Http1Pool.stream) ---------------------------------------------
+
+
+async def read_all(answer: StreamedAnswer) -> list[bytes]:
+    chunks = []
+    while chunk := await answer.read():
+        chunks.append(chunk)
+    return chunks
+
+
+async def test_a_stream_gives_chunks_as_they_arrive_and_its_connection_back_at_the_end(pool: Http1Pool) -> None:
+    async with aiohttp_service() as (service, base):
+        answer = await pool.stream("POST", f"{base}/chunked", b"{}", JSON, read_timeout=5)
+        assert answer.status == 200 and answer.header("transfer-encoding") == "chunked"
+        chunks = await read_all(answer)
+        answer.release()
+        assert len(chunks) > 1 and b"".join(chunks) == b"part0;part1;part2;part3;part4;"
+        assert pool.idle_connections() == 1
+        again = await pool.request("POST", f"{base}/chunked", b"{}", JSON, 5)  # the same connection
+    assert again.body == b"part0;part1;part2;part3;part4;" and len(service.peers) == 1
+
+
+async def test_a_stream_released_before_its_end_closes_its_connection(
+    raw_server: StartServer, make_pool: MakePool
+) -> None:
+    closed = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+        if await wait_for_eof(reader):
+            closed.set()
+
+    server = await raw_server(handler)
+    pool = make_pool()
+    answer = await pool.stream("POST", server.url, b"{}", JSON, read_timeout=5)
+    assert await answer.read() == b"first"
+    answer.release()
+    await asyncio.wait_for(closed.wait(), WAIT)
+    assert pool.idle_connections() == 0
+
+
+async def test_a_stream_times_out_when_nothing_comes(raw_server: StartServer, make_pool: MakePool) -> None:
+    async def silent_after_head(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
+        await asyncio.sleep(WAIT)
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await asyncio.sleep(WAIT)
+
+    pool = make_pool()
+    answer = await pool.stream("POST", (await raw_server(silent_after_head)).url, b"{}", JSON, read_timeout=0.2)
+    assert await answer.read() == b"abc"
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        await answer.read()
+    assert 0.15 < time.monotonic() - started < 2
+    answer.release()
+    with pytest.raises(TimeoutError):  # no head within the read timeout
+        await pool.stream("POST", (await raw_server(silent)).url, b"{}", JSON, read_timeout=0.2)
+    # The whole exchange's bound holds however often bytes come.
+    answer = await pool.stream(
+        "POST", (await raw_server(silent_after_head)).url, b"{}", JSON, read_timeout=5, total_timeout=0.3
+    )
+    await answer.read()
+    with pytest.raises(TimeoutError):
+        await answer.read()
+    answer.release()
+    assert pool.idle_connections() == 0
+
+
+async def test_a_stream_cut_by_the_server_is_a_disconnection(raw_server: StartServer, make_pool: MakePool) -> None:
+    async def cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\npart\r\n")
+        await writer.drain()
+
+    async def close_delimited(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nall ")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(b"of it")
+
+    pool = make_pool()
+    server = await raw_server(cut)
+    answer = await pool.stream("POST", server.url, b"{}", JSON, read_timeout=5)
+    assert await answer.read() == b"part"
+    with pytest.raises(Disconnected) as caught:
+        await answer.read()
+    answer.release()
+    where = f"127.0.0.1:{server.port}"
+    assert str(caught.value) == f"the service at {where} closed the connection in the middle of its answer"
+    answer = await pool.stream("POST", (await raw_server(close_delimited)).url, b"{}", JSON, read_timeout=5)
+    assert b"".join(await read_all(answer)) == b"all of it"  # no length, not chunked: ends at EOF
+    answer.release()
+    assert pool.idle_connections() == 0
+
+
+async def test_a_slow_reader_gets_every_byte_of_a_large_stream(raw_server: StartServer, make_pool: MakePool) -> None:
+    payload = bytes(range(256)) * 8192  # 2 MiB: past the point where the client stops reading the socket
+
+    async def large(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(payload))
+        for start in range(0, len(payload), 65536):
+            writer.write(payload[start : start + 65536])
+            await writer.drain()
+        await read_request(reader)  # the connection is reused for a second request
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    server = await raw_server(large)
+    pool = make_pool()
+    answer = await pool.stream("POST", server.url, b"{}", JSON, read_timeout=5)
+    received = bytearray()
+    while chunk := await answer.read():
+        received += chunk
+        await asyncio.sleep(0.001)
+    answer.release()
+    assert bytes(received) == payload
+    assert (await pool.request("POST", server.url, b"{}", JSON, 5)).body == b"ok"
+    assert server.connections == 1
