@@ -513,32 +513,13 @@ class Http1Pool:
         """
         if self._closed:
             raise Http1Error("the HTTP connection pool is closed")
-        # The request head up to its Content-Length depends only on these: build,
-        # check and encode it once (the node sends the same few heads over and over).
-        cache_key = (method, url, tuple(headers.items()))
-        cached = self._heads.get(cache_key)
-        if cached is None:
-            cached = self._head(method, url, headers, cache_key)
-        target, head = cached
-        if body or method not in _BODYLESS_METHODS:
-            data = b"%bContent-Length: %d\r\n\r\n%b" % (head, len(body), body)
-        else:
-            data = head + b"\r\n"
-        loop = self._loop
-        if loop is None:
-            # A pool belongs to one event loop (like its connections). Cached: in 3.11
-            # get_running_loop() costs a getpid() system call.
-            loop = self._loop = asyncio.get_running_loop()
+        target, data = self._encode(method, url, body, headers)
+        loop = self._running_loop()
         now = loop.time()
         deadline = None if timeout is None else now + timeout
         connection = self._take_idle(target.key, now)
         if connection is None:
-            # Connecting is rare (keep-alive): asyncio.timeout's cost is fine here.
-            try:
-                async with asyncio.timeout_at(deadline):
-                    connection = await self._connect(target, loop)
-            except TimeoutError:  # asyncio.timeout's, message-less (_connect turns OSErrors into ConnectFailed)
-                raise TimeoutError(f"could not connect to {target.where} within {timeout:g}s") from None
+            connection = await self._connect_by(target, loop, deadline, timeout)
         waiter = connection.send(data, method == "HEAD", loop)
         if timeout is not None and deadline is not None:
             # Not asyncio.timeout() nor a timer per call: on uvloop, arming and
@@ -581,24 +562,14 @@ class Http1Pool:
         exchange. Raises as `request` does (TimeoutError when a bound runs out; no retry)."""
         if self._closed:
             raise Http1Error("the HTTP connection pool is closed")
-        cache_key = (method, url, tuple(headers.items()))
-        cached = self._heads.get(cache_key)
-        if cached is None:
-            cached = self._head(method, url, headers, cache_key)
-        target, head = cached
-        data = b"%bContent-Length: %d\r\n\r\n%b" % (head, len(body), body)
-        loop = self._loop
-        if loop is None:
-            loop = self._loop = asyncio.get_running_loop()
+        target, data = self._encode(method, url, body, headers)
+        loop = self._running_loop()
         now = loop.time()
         deadline = _NEVER if total_timeout is None else now + total_timeout
         connection = self._take_idle(target.key, now)
         if connection is None:
-            try:
-                async with asyncio.timeout_at(min(deadline, now + connect_timeout)):
-                    connection = await self._connect(target, loop)
-            except TimeoutError:
-                raise TimeoutError(f"could not connect to {target.where} in time") from None
+            bound = min(connect_timeout, total_timeout if total_timeout is not None else _NEVER)
+            connection = await self._connect_by(target, loop, now + bound, bound)
         answer = StreamedAnswer(self, connection, loop, read_timeout, deadline)
         answer.send(data)
         try:
@@ -607,6 +578,37 @@ class Http1Pool:
             answer.release()
             raise
         return answer
+
+    def _encode(self, method: str, url: str, body: bytes, headers: Mapping[str, str]) -> tuple[_Target, bytes]:
+        """The request's target and its bytes on the wire."""
+        # The request head up to its Content-Length depends only on these: build,
+        # check and encode it once (the node sends the same few heads over and over).
+        cache_key = (method, url, tuple(headers.items()))
+        cached = self._heads.get(cache_key)
+        if cached is None:
+            cached = self._head(method, url, headers, cache_key)
+        target, head = cached
+        if body or method not in _BODYLESS_METHODS:
+            return target, b"%bContent-Length: %d\r\n\r\n%b" % (head, len(body), body)
+        return target, head + b"\r\n"
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop
+        if loop is None:
+            # A pool belongs to one event loop (like its connections). Cached: in 3.11
+            # get_running_loop() costs a getpid() system call.
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
+
+    async def _connect_by(
+        self, target: _Target, loop: asyncio.AbstractEventLoop, deadline: float | None, timeout: float | None
+    ) -> _Connection:
+        # Connecting is rare (keep-alive): asyncio.timeout's cost is fine here.
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await self._connect(target, loop)
+        except TimeoutError:  # asyncio.timeout's, message-less (_connect turns OSErrors into ConnectFailed)
+            raise TimeoutError(f"could not connect to {target.where} within {timeout:g}s") from None
 
     def _give_back(self, connection: _Connection, loop: asyncio.AbstractEventLoop) -> None:
         """A borrowed connection whose answer was read to its end."""
