@@ -158,7 +158,7 @@ async def _chat(request: web.Request, path_model: str | None) -> web.StreamRespo
         call.bill_to(caller_of(request))  # the job's row, once finished, is the caller's usage record
         try:
             work = _stream(request, call, chat, report) if chat.stream else _complete(request, call, chat, report)
-            return await until_disconnect(request, work, report.answered)
+            return await until_disconnect(request, work, lambda: report.sent)
         except ClientGone:
             report.done("client_gone")
             return web.Response(status=CLIENT_CLOSED)
@@ -180,9 +180,6 @@ class _Report:
         self.first_token: float | None = None
         self.sent = False  # the whole answer is out: the client may leave
         self._done = False
-
-    def answered(self) -> bool:
-        return self.sent
 
     def done(self, outcome: str, usage: TokenUsage | None = None) -> None:
         if self._done:  # once per call (a client that leaves after its answer changes nothing)

@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     from node.jobs.ports import JobRepository, ServiceGateway
     from node.jobs.queue import JobQueue
 
+# Another write to submit just before the outcome's (the caller's usage), or None.
+Alongside = Callable[[], Awaitable[None] | None]
+
 CLIENT_LEFT = "the client went away before the answer was complete"
 # A request cut by the node's own shutdown (the grace ran out) is not the client's doing.
 NODE_STOPPED = "the node shut down before the answer was complete"
@@ -76,7 +79,7 @@ class ModelCall:
         self,
         result: ContainerResult,
         usage: TokenUsage | None = None,
-        along: Callable[[], Awaitable[None] | None] | None = None,
+        along: Alongside | None = None,
     ) -> asyncio.Future[None]:
         """Start storing the outcome (once) and return at once: the future is done once it is stored.
 
@@ -91,29 +94,19 @@ class ModelCall:
             self._queue.outcome_storing(self.job.key, self._storing)
         return self._storing
 
-    async def finish(
-        self,
-        result: ContainerResult,
-        usage: TokenUsage | None = None,
-        along: Callable[[], Awaitable[None] | None] | None = None,
-    ) -> None:
+    async def finish(self, result: ContainerResult, usage: TokenUsage | None = None) -> None:
         """Store the outcome (once) and give back the job's place in the bounds."""
-        await asyncio.shield(self.finish_soon(result, usage, along))  # a cancelled caller leaves it stored
+        await asyncio.shield(self.finish_soon(result, usage))  # a cancelled caller leaves it stored
 
-    async def fail(
-        self,
-        reason: str,
-        failure: Failure = Failure.FAILED,
-        along: Callable[[], Awaitable[None] | None] | None = None,
-    ) -> None:
-        await self.finish(ContainerResult(self.container, error=reason, failure=failure), None, along)
+    async def fail(self, reason: str, failure: Failure = Failure.FAILED) -> None:
+        await self.finish(ContainerResult(self.container, error=reason, failure=failure))
 
     async def _store(
         self,
         status: JobStatus,
         result: ContainerResult,
         usage: TokenUsage | None,
-        along: Callable[[], Awaitable[None] | None] | None,
+        along: Alongside | None,
     ) -> None:
         alongside = along() if along is not None else None  # submitted first: the same store round
         try:

@@ -102,6 +102,19 @@ def _split_headers(head: bytes) -> list[tuple[bytes, bytes]]:
     return pairs
 
 
+def _framing(head: bytes) -> tuple[int | None, bool]:
+    """(Content-Length, chunked) of an answer's head; (None, False): the body ends with the connection."""
+    content_length: int | None = None
+    chunked = False
+    for name, value in _split_headers(head):
+        lower = name.lower()
+        if lower == b"content-length":
+            content_length = int(value)
+        elif lower == b"transfer-encoding":
+            chunked = b"chunked" in value.lower()
+    return content_length, chunked
+
+
 def _final_head(raw: bytes) -> bytes:
     """The head of the final answer in `raw` (bytes from the answer's start): skip any 1xx."""
     start = 0
@@ -401,15 +414,7 @@ class _Connection(asyncio.Protocol):
 
     def _framing(self) -> tuple[int | None, bool]:
         """(Content-Length, chunked) of the current answer, read from its head (rare path)."""
-        content_length: int | None = None
-        chunked = False
-        for name, value in _split_headers(_final_head(b"".join(self._raw))):
-            lower = name.lower()
-            if lower == b"content-length":
-                content_length = int(value)
-            elif lower == b"transfer-encoding":
-                chunked = b"chunked" in value.lower()
-        return content_length, chunked
+        return _framing(_final_head(b"".join(self._raw)))
 
     # -- httptools callbacks -------------------------------------------------
 
@@ -925,8 +930,7 @@ class StreamedAnswer(asyncio.Protocol):
         if self._complete:
             return
         if self._headers_done:
-            framing = {name.lower(): value.lower() for name, value in _split_headers(self.head)}
-            if b"content-length" not in framing and b"chunked" not in framing.get(b"transfer-encoding", b""):
+            if _framing(self.head) == (None, False):
                 self._complete = True  # a body delimited by the connection's end
                 self._wake()
                 return
