@@ -92,10 +92,13 @@ class ModelCall:
             self.job.status, self.job.result, self.job.usage = status, result, usage
             self._storing = asyncio.ensure_future(self._store(status, result, usage, along))
             self._queue.outcome_storing(self.job.key, self._storing)
+            # The model is done with its place: a client may send its next call as soon as it
+            # has this answer, before the outcome is stored.
+            self._queue.release(self.container)
         return self._storing
 
     async def finish(self, result: ContainerResult, usage: TokenUsage | None = None) -> None:
-        """Store the outcome (once) and give back the job's place in the bounds."""
+        """Give back the job's place in the bounds and store the outcome (once)."""
         await asyncio.shield(self.finish_soon(result, usage))  # a cancelled caller leaves it stored
 
     async def fail(self, reason: str, failure: Failure = Failure.FAILED) -> None:
@@ -116,7 +119,7 @@ class ModelCall:
                 status, result = stored[0], stored[1]
                 self.job.status, self.job.result = status, result
         finally:
-            self._queue.release(self.container, status)
+            self._queue.count_finished(self.container, status)
             if self._upstream is not None:
                 closing = getattr(self._upstream, "aclose", None)
                 if closing is not None:

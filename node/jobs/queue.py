@@ -221,7 +221,11 @@ class JobQueue:
         if self._per_container[container] <= 0:
             del self._per_container[container]
         if status is not None:
-            self._notify("finished", container, status.value)
+            self.count_finished(container, status)
+
+    def count_finished(self, container: str, status: JobStatus) -> None:
+        """Count a job that ended outside the workers (streams, model calls)."""
+        self._notify("finished", container, status.value)
 
     def refuse(self, container: str) -> None:
         """Give back the place of a job the store refused: the bound it keeps across nodes is reached."""

@@ -112,3 +112,28 @@ async def test_leaving_waits_for_the_outcome_and_stores_it_once() -> None:
             raise ConnectionResetError  # the answer could not be sent: the outcome stays the model's
     assert storing.done() and queue.pending == 0
     assert repository.jobs[("1.1.1.1", call.id)].status is JobStatus.SUCCESS
+
+
+async def test_the_place_is_given_back_when_the_answer_is_known_not_when_it_is_stored(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    desk, queue, repository, _ = make(queue_size=1)
+    call = await desk.open_model_call("1.1.1.1", "m", "echo", CHAT)
+    stored = asyncio.Event()
+    write = repository.finish
+
+    async def slow_finish(*args: Any) -> None:
+        await stored.wait()
+        await write(*args)
+
+    monkeypatch.setattr(repository, "finish", slow_finish)
+    async with call:
+        storing = call.finish_soon(await call.complete(), TokenUsage(1, 1))
+        try:
+            assert queue.pending == 0  # the caller's next call fits while this outcome is written
+            following = await desk.open_model_call("1.1.1.1", "m", "echo", CHAT)
+            assert not storing.done()
+        finally:
+            stored.set()
+    await following.fail("done")
+    assert queue.pending == 0 and repository.jobs[("1.1.1.1", call.id)].status is JobStatus.SUCCESS
