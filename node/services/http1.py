@@ -244,6 +244,7 @@ class _Connection(asyncio.Protocol):
         "deadline",
         "idle_since",
         "reusable",
+        "stream",
         "target",
         "timeout",
         "transport",
@@ -257,6 +258,9 @@ class _Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self.deadline = _NEVER
         self.timeout = 0.0
+        # The StreamedAnswer reading this connection while it is borrowed (it is the transport's
+        # protocol then, so a failure of the connection's own must reach it).
+        self.stream: StreamedAnswer | None = None
         self._max_body = max_body
         self._open = open_set
         self._parser = httptools.HttpResponseParser(self)
@@ -332,6 +336,8 @@ class _Connection(asyncio.Protocol):
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_exception(error)
+        if self.stream is not None:
+            self.stream.fail(error)
         self.abort()
 
     # -- asyncio.Protocol ----------------------------------------------------
@@ -812,6 +818,7 @@ class StreamedAnswer(asyncio.Protocol):
         transport = self._connection.transport
         assert transport is not None
         transport.set_protocol(self)
+        self._connection.stream = self
         transport.write(data)
 
     async def wait_head(self) -> None:
@@ -860,6 +867,7 @@ class StreamedAnswer(asyncio.Protocol):
             return
         self._released = True
         connection = self._connection
+        connection.stream = None
         transport = connection.transport
         if self._complete and self._error is None and not self._chunks and transport is not None:
             connection.reusable = self._reusable
@@ -892,7 +900,8 @@ class StreamedAnswer(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def _fail(self, error: Http1Error) -> None:
+    def fail(self, error: Http1Error) -> None:
+        """Break the answer off with `error` (the first reason given is the one read)."""
         if self._error is None and not self._complete:
             self._error = error
         waiter = self._waiter
@@ -910,10 +919,10 @@ class StreamedAnswer(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._fail(InvalidResponse(f"the service at {self._connection.target.where} switched protocols"))
+            self.fail(InvalidResponse(f"the service at {self._connection.target.where} switched protocols"))
         except httptools.HttpParserError as error:
             reason = str(error) or type(error).__name__
-            self._fail(
+            self.fail(
                 InvalidResponse(f"the service at {self._connection.target.where} sent an invalid HTTP answer: {reason}")
             )
 
@@ -938,7 +947,7 @@ class StreamedAnswer(asyncio.Protocol):
         else:
             what = "before answering"
         suffix = f" ({_describe_os_error(exc)})" if exc is not None else ""
-        self._fail(Disconnected(f"the service at {self._connection.target.where} closed the connection {what}{suffix}"))
+        self.fail(Disconnected(f"the service at {self._connection.target.where} closed the connection {what}{suffix}"))
 
     # -- httptools callbacks -------------------------------------------------
 

@@ -992,6 +992,27 @@ async def test_a_stream_cut_by_the_server_is_a_disconnection(raw_server: StartSe
     assert pool.idle_connections() == 0
 
 
+async def test_close_during_a_stream_fails_it_saying_so(raw_server: StartServer) -> None:
+    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\npart\r\n")
+        await wait_for_eof(reader)
+
+    pool = Http1Pool()
+    answer = await pool.stream("POST", (await raw_server(endless)).url, b"{}", JSON, read_timeout=5)
+    assert await answer.read() == b"part"
+    reading = asyncio.create_task(answer.read())
+    await asyncio.sleep(0)  # the reader waits for the next chunk
+    await pool.close()
+    # The pool's reason, not the disconnection its closing causes.
+    with pytest.raises(Http1Error) as caught:
+        await reading
+    assert str(caught.value) == "the HTTP connection pool was closed during the request"
+    with pytest.raises(Http1Error, match="pool was closed"):
+        await answer.read()
+    answer.release()
+
+
 async def test_a_slow_reader_gets_every_byte_of_a_large_stream(raw_server: StartServer, make_pool: MakePool) -> None:
     payload = bytes(range(256)) * 8192  # 2 MiB: past the point where the client stops reading the socket
 
