@@ -142,6 +142,8 @@ def _take_quota(request: AdmitRequest, db: Db) -> int:
     }
     taken = db.execute(TAKE_QUOTA[_shape(limits)], params)
     if not taken:
+        # Read in the same transaction: PostgreSQL locks a conflicting row even when the DO UPDATE's
+        # WHERE refuses it (SQLite has one writer), so this is the row that refused the call.
         raise _Refused(_refusal(request, db.execute(READ_QUOTA, params)))
     return int(taken[0][0]) if limits.per_minute else request.minute
 
