@@ -224,7 +224,7 @@ class NodeMetrics:
             "method",
         )
         self._admitted = counter(
-            "jobs_admitted", "Jobs admitted into the queue bounds, by first container", "container"
+            "jobs_admitted", "Jobs admitted into the queue bounds and stored, by first container", "container"
         )
         self._rejected = counter(
             "jobs_rejected", "Jobs refused with 429 because a bound was reached", "container", "bound"

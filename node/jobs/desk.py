@@ -186,6 +186,7 @@ class JobDesk:
             raise
         self._give_back(entries[stored:], refused=True)
         for reserved, job in entries[:stored]:
+            self._queue.count_admitted(job.containers[0])
             if reserved:
                 self._queue.start_reserved(job)
             else:
@@ -304,6 +305,7 @@ class JobDesk:
         except BaseException as error:
             self._give_back([(False, job)], refused=isinstance(error, Overloaded))
             raise
+        self._queue.count_admitted(containers[0])
         return StreamJob(self, job)
 
     # -- model calls (/v1) ----------------------------------------------------
@@ -326,6 +328,7 @@ class JobDesk:
         except BaseException as error:
             self._give_back([(False, job)], refused=isinstance(error, Overloaded))
             raise
+        self._queue.count_admitted(container)
         return ModelCall(job, self._repository, self._gateway, self._queue)
 
     async def _finish_stream(self, job: Job, result: ContainerResult) -> None:

@@ -212,7 +212,6 @@ class JobQueue:
             )
         self._pending += 1
         self._per_container[container] += 1
-        self._notify("admitted", container)
 
     def release(self, container: str, status: JobStatus | None = None) -> None:
         """Give back an admitted job's place; `status` when it ended outside the workers (streams)."""
@@ -222,6 +221,11 @@ class JobQueue:
             del self._per_container[container]
         if status is not None:
             self.count_finished(container, status)
+
+    def count_admitted(self, container: str) -> None:
+        """Count a job admitted into the bounds once it is stored (one the store refuses, or that
+        its caller's admission kept out, gives its place back uncounted: it never runs)."""
+        self._notify("admitted", container)
 
     def count_finished(self, container: str, status: JobStatus) -> None:
         """Count a job that ended outside the workers (streams, model calls)."""
@@ -282,6 +286,7 @@ class JobQueue:
         if self._closing:
             raise Overloaded("The node is shutting down, retry later", retry_after=1.0)
         self.admit(job.containers[0])
+        self.count_admitted(job.containers[0])  # its record is stored already (the chain's)
         caller = _Caller(source, destination, asyncio.get_running_loop().create_future())
         self._callers[job.key] = caller
         self._queued[job.containers[0]] += 1

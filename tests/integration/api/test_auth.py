@@ -280,3 +280,7 @@ async def test_a_refused_call_leaves_no_job_and_a_refusal_comes_before_bad_input
     response = await client.post(CHAT, data=b"{not json", headers={**signed_headers(b"{not json"), **REMOTE})
     assert response.status == 400  # admitted: its own error
     assert await _jobs_stored(client) == 2
+    # /metrics counts the stored jobs as admitted, not the ones the callers' admission kept out.
+    metrics = await (await client.get("/metrics")).text()
+    assert 'infernet_jobs_admitted_total{container="chat"} 2.0' in metrics
+    assert 'infernet_jobs_finished_total{container="chat",status="success"} 2.0' in metrics
