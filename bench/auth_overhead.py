@@ -14,6 +14,10 @@ every mode alike; signatures are made before the clock starts. Figures: p50 and 
 p50 over `none` (loopback, no credentials: the open /v1), the ratio of the p50s; and the median
 CPU time this process (client, node, store threads; not the chat service) spends per request. With --store URL
 (PostgreSQL) the apps share that database.
+
+--pieces adds two experiments to weigh a signed call's parts in the same run: `signatures-unchecked`
+(the curve's check always passes) and `signatures-unreplayed` (no replay INSERT). They patch one
+app each and are not modes a node has: never run a node like that.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +40,12 @@ from coincurve import PrivateKey
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from node.api.auth import AUTH
 from node.app import build_app
 from node.auth.bech32 import address_of
 from node.auth.keys import ApiKey, hash_secret, new_secret
 from node.auth.quotas import Limits
+from node.auth.service import AuthService
 from node.config import parse_config
 from node.store.engine import create_engine, migrate
 from node.store.repositories import auth_repository
@@ -56,6 +63,23 @@ def signed(timestamp: int) -> dict[str, str]:
         "X-Requester-Address": address_of(USER.public_key.format()),
         "X-Timestamp": str(timestamp),
     }
+
+
+def unchecked(service: AuthService) -> None:
+    """The curve's check always passes (everything else as it is)."""
+    verifier = service._verifier
+    assert verifier is not None
+    verifier._signed_by = lambda signature, message, payload: True  # type: ignore[method-assign]
+
+
+def unreplayed(service: AuthService) -> None:
+    """The admission without the replay INSERT (everything else as it is)."""
+    repository = service._repository
+    admit = repository.admit
+    repository.admit = lambda request, gate=None: admit(replace(request, signature=None), gate)  # type: ignore[method-assign]
+
+
+PIECES = {"signatures-unchecked": unchecked, "signatures-unreplayed": unreplayed}
 
 
 async def start_node(name: str, auth: dict[str, Any], secret: str, store: str, port: int, chat: str) -> web.AppRunner:
@@ -85,6 +109,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=2000, help="per mode")
     parser.add_argument("--store", default="sqlite", help="sqlite (a file per mode), or a URL the modes share")
+    parser.add_argument("--pieces", action="store_true", help="add the two experiments (above)")
     options = parser.parse_args()
     from node.cli import tune_gc
     from tests.support.processes import free_port, service_process
@@ -106,6 +131,10 @@ async def main() -> None:
             lambda: [signed(time.time_ns() + i) for i in range(count)],
         ),
     ]
+    if options.pieces:
+        signing = {"v1": "signatures", "gonka": {"address": NODE}}
+        for experiment in PIECES:
+            modes.append((experiment, signing, lambda: [signed(time.time_ns() + i) for i in range(count)]))
     latency: dict[str, list[float]] = {name: [] for name, _, _ in modes}
     cpu: dict[str, list[float]] = {name: [] for name, _, _ in modes}
     with service_process("chat") as chat, tempfile.TemporaryDirectory() as tmp:
@@ -117,6 +146,8 @@ async def main() -> None:
                 store = f"sqlite+aiosqlite:///{tmp}/{name}.db" if options.store == "sqlite" else options.store
                 key_secret = limited_secret if name == "keys-limited" else secret
                 runners.append(await start_node(name, auth, key_secret, store, port, chat))
+                if name in PIECES:
+                    PIECES[name](runners[-1].app[AUTH])
                 urls[name] = f"http://127.0.0.1:{port}/v1/chat/completions"
             headers = {name: make() for name, _, make in modes}  # signed before the clock starts
             tune_gc()  # once the apps are built, as `infernet-node run` does
@@ -138,13 +169,13 @@ async def main() -> None:
                 await runner.cleanup()
     base = statistics.median(latency["none"])
     base_cpu = statistics.median(cpu["none"])
-    print(f"{'mode':<20} {'p50 ms':>8} {'p90 ms':>8} {'p50 - none':>11} {'ratio':>6} {'CPU ms/req':>11} {'- none':>7}")
+    print(f"{'mode':<22} {'p50 ms':>8} {'p90 ms':>8} {'p50 - none':>11} {'ratio':>6} {'CPU ms/req':>11} {'- none':>7}")
     for name, timings in latency.items():
         p50 = statistics.median(timings)
         p90 = statistics.quantiles(timings, n=10)[-1]
         used = statistics.median(cpu[name])
         row = f"{p50:8.3f} {p90:8.3f} {p50 - base:+11.3f} {p50 / base:6.2f}"
-        print(f"{name:<20} {row} {used:11.3f} {used - base_cpu:+7.3f}")
+        print(f"{name:<22} {row} {used:11.3f} {used - base_cpu:+7.3f}")
 
 
 if __name__ == "__main__":
