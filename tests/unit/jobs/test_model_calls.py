@@ -78,9 +78,8 @@ async def test_bounds_guardian_and_a_failed_store_write_leave_no_place_taken() -
     assert queue.pending == 0
 
 
-async def test_a_read_of_the_job_waits_for_an_outcome_still_being_stored(monkeypatch: pytest.MonkeyPatch) -> None:
-    desk, queue, repository, _ = make()
-    call = await desk.open_model_call("1.1.1.1", "m", "echo", CHAT)
+def hold_outcome_writes(monkeypatch: pytest.MonkeyPatch, repository: Any) -> asyncio.Event:
+    """Make the repository's outcome writes wait until the returned event is set."""
     stored = asyncio.Event()
     write = repository.finish
 
@@ -89,6 +88,13 @@ async def test_a_read_of_the_job_waits_for_an_outcome_still_being_stored(monkeyp
         await write(*args)
 
     monkeypatch.setattr(repository, "finish", slow_finish)
+    return stored
+
+
+async def test_a_read_of_the_job_waits_for_an_outcome_still_being_stored(monkeypatch: pytest.MonkeyPatch) -> None:
+    desk, queue, repository, _ = make()
+    call = await desk.open_model_call("1.1.1.1", "m", "echo", CHAT)
+    stored = hold_outcome_writes(monkeypatch, repository)
     async with call:
         storing = call.finish_soon(await call.complete(), TokenUsage(3, 4))
         assert call.finished and queue.outcome_pending(call.job.key) is storing
@@ -119,14 +125,7 @@ async def test_the_place_is_given_back_when_the_answer_is_known_not_when_it_is_s
 ) -> None:
     desk, queue, repository, _ = make(queue_size=1)
     call = await desk.open_model_call("1.1.1.1", "m", "echo", CHAT)
-    stored = asyncio.Event()
-    write = repository.finish
-
-    async def slow_finish(*args: Any) -> None:
-        await stored.wait()
-        await write(*args)
-
-    monkeypatch.setattr(repository, "finish", slow_finish)
+    stored = hold_outcome_writes(monkeypatch, repository)
     async with call:
         storing = call.finish_soon(await call.complete(), TokenUsage(1, 1))
         try:
