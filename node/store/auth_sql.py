@@ -1,7 +1,7 @@
 """What the two auth repositories (node.auth.ports.AuthRepository) share: the SQL and the rules.
 
 Each rule that must hold across nodes is one statement the database makes atomic:
-a used signature is an INSERT … ON CONFLICT DO NOTHING RETURNING on its primary key;
+a used signature is an INSERT … ON CONFLICT DO NOTHING on its primary key (1 row inserted: first use);
 a caller's quota (its minute's window and its budget, one row) is INSERT … ON CONFLICT
 DO UPDATE … WHERE <under every limit> RETURNING, which PostgreSQL evaluates under the row
 lock and SQLite under its single writer. The SQL is the same text for both (SQLite >= 3.35
@@ -45,9 +45,10 @@ LIST_KEYS = (
     "ON u.caller = 'key:' || k.name ORDER BY k.created_at"
 )
 REVOKE_KEY = "UPDATE auth_keys SET revoked_at = :at WHERE name = :name AND revoked_at IS NULL RETURNING name"
+# No RETURNING: the count of rows inserted says it (RETURNING cost a fifth of the statement on SQLite).
 USE_SIGNATURE = (
     "INSERT INTO auth_signatures (signature, expires_at) VALUES (:signature, :expires_at) "
-    "ON CONFLICT (signature) DO NOTHING RETURNING signature"
+    "ON CONFLICT (signature) DO NOTHING"
 )
 # The caller's quota row (auth_quotas): its current minute's window and its budget's total, taken
 # together in one upsert, so admission is one statement (no BEGIN/COMMIT without a signature).
@@ -109,6 +110,10 @@ class Db(Protocol):
     """One connection of either store, as the rules below use it."""
 
     def execute(self, sql: str, params: dict[str, Any]) -> list[Any]: ...
+
+    def changes(self, sql: str, params: dict[str, Any]) -> int:
+        """Run a write; how many rows it inserted, updated or deleted."""
+        ...
 
     def transaction(self, work: Callable[[Db], T], statements: int = 2) -> T:
         """Run `work` all or nothing; `statements` is how many it runs (one is atomic alone)."""
@@ -181,7 +186,7 @@ def _admit(request: AdmitRequest, db: Db) -> Verdict:
 def _take(request: AdmitRequest, db: Db) -> int:
     if request.signature is not None:
         signature, expires_at = request.signature
-        if not db.execute(USE_SIGNATURE, {"signature": signature.hex(), "expires_at": expires_at}):
+        if not db.changes(USE_SIGNATURE, {"signature": signature.hex(), "expires_at": expires_at}):
             raise _Refused(Admission.REUSED)
     return _take_quota(request, db) if request.limits.any else request.minute
 

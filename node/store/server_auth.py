@@ -26,6 +26,9 @@ class _Connection:
         result = self._connection.execute(text(sql), params)
         return list(result.all()) if result.returns_rows else []
 
+    def changes(self, sql: str, params: dict[str, Any]) -> int:
+        return int(self._connection.execute(text(sql), params).rowcount)
+
     def transaction(self, work: Callable[[Db], T], statements: int = 2) -> T:
         try:
             result = work(self)

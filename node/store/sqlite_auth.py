@@ -26,6 +26,9 @@ class _Connection:
     def execute(self, sql: str, params: dict[str, Any]) -> list[Any]:
         return self._connection.execute(sql, params).fetchall()
 
+    def changes(self, sql: str, params: dict[str, Any]) -> int:
+        return self._connection.execute(sql, params).rowcount
+
     def transaction(self, work: Callable[[Db], T], statements: int = 2) -> T:
         if statements == 1:  # atomic alone: no BEGIN/COMMIT, two fewer round trips
             return work(self)
