@@ -16,7 +16,6 @@ libsecp256k1's (coincurve). This module checks one request; the replay check
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 from dataclasses import dataclass
@@ -27,15 +26,21 @@ from coincurve import PublicKey
 # coincurve's binding of libsecp256k1 (pinned in pyproject.toml): PublicKey.verify takes only
 # DER, and the compact -> DER -> parsed round trip in Python was a third of a verification.
 from coincurve._libsecp256k1 import ffi, lib
+from coincurve.context import GLOBAL_CONTEXT
 
 from node.auth.bech32 import decode, key_hash
 from node.auth.errors import Forbidden, Reason, Unauthenticated
+
+_CONTEXT = GLOBAL_CONTEXT.ctx  # the context coincurve's keys are made in by default
 
 # The order of the secp256k1 group.
 CURVE_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 HALF_ORDER = CURVE_ORDER // 2
 SIGNATURE_BYTES = 64
 NS = 1_000_000_000
+_ORDER_BYTES = CURVE_ORDER.to_bytes(32, "big")
+_HALF_ORDER_BYTES = HALF_ORDER.to_bytes(32, "big")
+_ZERO = bytes(32)
 
 
 @dataclass(frozen=True)
@@ -73,9 +78,9 @@ def _refuse(reason: Reason, message: str) -> Unauthenticated:
 
 
 def _decode(authorization: str) -> bytes:
-    text = authorization.strip()
+    # strict_mode: what base64.b64decode(validate=True) accepts, without its regular expression.
     try:
-        raw = base64.b64decode(text, validate=True)
+        raw = binascii.a2b_base64(authorization.strip(), strict_mode=True)
     except (binascii.Error, ValueError):
         raise _refuse(Reason.MALFORMED_BASE64, "Authorization is not valid base64 (expected base64 of r‖s)") from None
     if len(raw) != SIGNATURE_BYTES:
@@ -83,11 +88,11 @@ def _decode(authorization: str) -> bytes:
             Reason.WRONG_SIGNATURE_LENGTH,
             f"the signature in Authorization has {len(raw)} bytes; expected {SIGNATURE_BYTES} (r‖s)",
         )
-    r = int.from_bytes(raw[:32], "big")
-    s = int.from_bytes(raw[32:], "big")
-    if not (0 < r < CURVE_ORDER and 0 < s < CURVE_ORDER):
+    # Big-endian numbers of one length compare as their bytes do: no int conversion.
+    r, s = raw[:32], raw[32:]
+    if r == _ZERO or s == _ZERO or r >= _ORDER_BYTES or s >= _ORDER_BYTES:
         raise _refuse(Reason.BAD_SIGNATURE, "the signature's r or s is out of range")
-    if s > HALF_ORDER:
+    if s > _HALF_ORDER_BYTES:
         raise _refuse(Reason.HIGH_S, "the signature has a high S value (only low-S signatures are accepted)")
     return raw
 
@@ -109,14 +114,12 @@ def _recovers_to(signature: bytes, message: bytes, payload: bytes) -> PublicKey 
     return None
 
 
-def _verifies(key: PublicKey, signature: bytes, message: bytes) -> bool:
-    """libsecp256k1's ECDSA verification of the 64-byte r‖s over sha256(message), by `key`
-    (low-S only, as libsecp256k1 verifies)."""
-    parsed = ffi.new("secp256k1_ecdsa_signature *")
-    if not lib.secp256k1_ecdsa_signature_parse_compact(key.context.ctx, parsed, signature):
+def _verifies(public_key: object, signature: bytes, message: bytes, parsed: object) -> bool:
+    """libsecp256k1's ECDSA verification of the 64-byte r‖s over sha256(message), by a parsed
+    public key (low-S only, as libsecp256k1 verifies). `parsed`: room for the parsed signature."""
+    if not lib.secp256k1_ecdsa_signature_parse_compact(_CONTEXT, parsed, signature):
         return False
-    digest = hashlib.sha256(message).digest()
-    return bool(lib.secp256k1_ecdsa_verify(key.context.ctx, parsed, digest, key.public_key))
+    return bool(lib.secp256k1_ecdsa_verify(_CONTEXT, parsed, hashlib.sha256(message).digest(), public_key))
 
 
 # Public keys of addresses seen before: one ECDSA verification instead of up to two recoveries.
@@ -129,18 +132,21 @@ class SignatureVerifier:
         self._settings = settings
         self._max_age_ns = int(settings.max_age_seconds * NS)
         self._max_ahead_ns = int(settings.max_ahead_seconds * NS)
-        self._keys: dict[bytes, PublicKey] = {}
+        # address payload -> libsecp256k1's parsed public key (a cdata that owns its memory)
+        self._keys: dict[bytes, object] = {}
+        # Reused by every check: verify runs on the event loop's thread only.
+        self._parsed = ffi.new("secp256k1_ecdsa_signature *")
 
     def _signed_by(self, signature: bytes, message: bytes, payload: bytes) -> bool:
         known = self._keys.get(payload)
         if known is not None:
-            return _verifies(known, signature, message)
+            return _verifies(known, signature, message, self._parsed)
         key = _recovers_to(signature, message, payload)
         if key is None:
             return False
         if len(self._keys) >= KNOWN_KEYS:
             self._keys.clear()  # crude, and rare: a new key costs one recovery more
-        self._keys[payload] = key
+        self._keys[payload] = key.public_key
         return True
 
     @property
@@ -165,7 +171,8 @@ class SignatureVerifier:
                 Reason.WRONG_TRANSFER_ADDRESS,
                 f"the request is signed for transfer address {transfer}; this node is {settings.address}",
             )
-        messages: list[tuple[str, bytes]] = []
+        body = request.body
+        layout: str | None = None
         if request.timestamp is not None:
             text = request.timestamp.strip()
             if not text.isascii() or not text.isdigit():
@@ -178,16 +185,18 @@ class SignatureVerifier:
                     Reason.FUTURE, f"X-Timestamp is more than {settings.max_ahead_seconds:g} s ahead of the node clock"
                 )
             tail = text.encode() + transfer.encode()
-            messages.append(("v2", hashlib.sha256(request.body).hexdigest().encode() + tail))
-            messages.append(("v1", request.body + tail))
+            # Newest layout first; an older one's message is only made when the newer did not verify.
+            if self._signed_by(signature, hashlib.sha256(body).hexdigest().encode() + tail, payload):
+                layout = "v2"
+            elif self._signed_by(signature, body + tail, payload):
+                layout = "v1"
             expires_ns = timestamp + self._max_age_ns
         elif not settings.allow_v0:
             raise _refuse(Reason.MISSING_HEADER, "X-Timestamp is missing")
         else:
             expires_ns = now_ns + self._max_age_ns
-        if settings.allow_v0:
-            messages.append(("v0", request.body))
-        layout = next((name for name, message in messages if self._signed_by(signature, message, payload)), None)
+        if layout is None and settings.allow_v0 and self._signed_by(signature, body, payload):
+            layout = "v0"
         if layout is None:
             # Recovery always yields some key: a changed body, another signer, another timestamp
             # or transfer address all look alike from here.
