@@ -137,16 +137,18 @@ class SignatureVerifier:
         # Reused by every check: verify runs on the event loop's thread only.
         self._parsed = ffi.new("secp256k1_ecdsa_signature *")
 
-    def _signed_by(self, signature: bytes, message: bytes, payload: bytes) -> bool:
+    def _signed_by(self, signature: bytes, message: bytes, payload: bytes, remember: bool) -> bool:
         known = self._keys.get(payload)
         if known is not None:
             return _verifies(known, signature, message, self._parsed)
         key = _recovers_to(signature, message, payload)
         if key is None:
             return False
-        if len(self._keys) >= KNOWN_KEYS:
-            self._keys.clear()  # crude, and rare: a new key costs one recovery more
-        self._keys[payload] = key.public_key
+        if remember:
+            if len(self._keys) >= KNOWN_KEYS:
+                # The longest known goes: one recovery more if it signs again.
+                del self._keys[next(iter(self._keys))]
+            self._keys[payload] = key.public_key
         return True
 
     @property
@@ -173,6 +175,8 @@ class SignatureVerifier:
             )
         body = request.body
         layout: str | None = None
+        # A key the allowlist refuses anyway is not kept: it would only push out the keys of those it lets in.
+        remember = not settings.allowed or requester in settings.allowed
         if request.timestamp is not None:
             text = request.timestamp.strip()
             if not text.isascii() or not text.isdigit():
@@ -186,16 +190,16 @@ class SignatureVerifier:
                 )
             tail = text.encode() + transfer.encode()
             # Newest layout first; an older one's message is only made when the newer did not verify.
-            if self._signed_by(signature, hashlib.sha256(body).hexdigest().encode() + tail, payload):
+            if self._signed_by(signature, hashlib.sha256(body).hexdigest().encode() + tail, payload, remember):
                 layout = "v2"
-            elif self._signed_by(signature, body + tail, payload):
+            elif self._signed_by(signature, body + tail, payload, remember):
                 layout = "v1"
             expires_ns = timestamp + self._max_age_ns
         elif not settings.allow_v0:
             raise _refuse(Reason.MISSING_HEADER, "X-Timestamp is missing")
         else:
             expires_ns = now_ns + self._max_age_ns
-        if layout is None and settings.allow_v0 and self._signed_by(signature, body, payload):
+        if layout is None and settings.allow_v0 and self._signed_by(signature, body, payload, remember):
             layout = "v0"
         if layout is None:
             # Recovery always yields some key: a changed body, another signer, another timestamp

@@ -6,8 +6,9 @@ import base64
 import hashlib
 
 import pytest
-from coincurve import PrivateKey
+from coincurve import PrivateKey, PublicKey
 
+from node.auth import signatures
 from node.auth.bech32 import address_of, encode, is_valid
 from node.auth.errors import Forbidden, Reason, Unauthenticated
 from node.auth.signatures import (
@@ -193,3 +194,38 @@ def test_once_an_address_is_known_its_cached_key_still_refuses_what_it_did_not_s
         with pytest.raises(Unauthenticated) as error:
             known.verify(request, NOW_NS)
         assert error.value.reason is Reason.BAD_SIGNATURE
+
+
+def counting_recoveries(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Every public-key recovery the verifier asks for (the address payload it was for)."""
+    recovered: list[bytes] = []
+    recover = signatures._recovers_to
+
+    def counted(signature: bytes, message: bytes, payload: bytes) -> PublicKey | None:
+        recovered.append(payload)
+        return recover(signature, message, payload)
+
+    monkeypatch.setattr(signatures, "_recovers_to", counted)
+    return recovered
+
+
+def test_keys_the_allowlist_refuses_are_not_remembered(monkeypatch: pytest.MonkeyPatch) -> None:
+    recovered = counting_recoveries(monkeypatch)
+    strict = verifier(allowed=frozenset({USER_ADDRESS}))
+    for offset in range(2):
+        with pytest.raises(Forbidden):
+            strict.verify(signed(key=OTHER, timestamp=NOW_NS + offset), NOW_NS)
+        assert strict.verify(signed(timestamp=NOW_NS + offset), NOW_NS).address == USER_ADDRESS
+    # OTHER recovered each time; USER once, then checked with its remembered key.
+    assert len(recovered) == 3
+
+
+def test_a_full_set_of_known_keys_forgets_the_longest_known_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    recovered = counting_recoveries(monkeypatch)
+    monkeypatch.setattr(signatures, "KNOWN_KEYS", 2)
+    third = PrivateKey(bytes.fromhex("44" * 32))
+    known = verifier()
+    for offset, key in enumerate((USER, OTHER, third, OTHER, USER)):
+        known.verify(signed(key=key, timestamp=NOW_NS + offset), NOW_NS)
+    # USER went when `third` came; OTHER stayed known; USER's return recovers it again.
+    assert len(recovered) == 4
