@@ -58,6 +58,11 @@ class UsageTotal:
 
 
 class AuthRepository(Protocol):
+    def failure(self, error: Exception) -> Exception:
+        """What a failed store hop means to the caller: StoreUnavailable (node/jobs/errors.py, a 503)
+        when the store cannot read or write right now, else the error itself."""
+        ...
+
     async def find_key(self, key_hash: str) -> ApiKey | None: ...
 
     def admit_key(

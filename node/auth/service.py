@@ -71,9 +71,10 @@ class Admitting:
 
     `gate` (None when no store hop was needed) opens in that hop when the call is let in: the
     call's job may be written gated on it. `ticket()` waits for the verdict: the Ticket, or the
-    refusal raised (the same one each time)."""
+    refusal raised (the same one each time); a hop that failed raises what `failure` makes of its
+    error (StoreUnavailable when the store cannot write right now)."""
 
-    __slots__ = ("_decision", "_error", "_ticket", "_verdict", "gate")
+    __slots__ = ("_decision", "_error", "_failure", "_ticket", "_verdict", "gate")
 
     def __init__(
         self,
@@ -81,11 +82,13 @@ class Admitting:
         decision: Awaitable[Any] | None = None,
         verdict: Callable[[Any], Ticket] | None = None,
         ticket: Ticket | None = None,
+        failure: Callable[[Exception], Exception] | None = None,
     ) -> None:
         self.gate = gate
         self._decision = decision
         self._verdict = verdict
         self._ticket = ticket
+        self._failure = failure
         self._error: Exception | None = None
         if gate is not None and decision is not None:
             gate.deciding(decision)
@@ -108,9 +111,14 @@ class Admitting:
         try:
             # Shielded: a waiter that is cancelled leaves the hop to finish (and the verdict to read).
             self._ticket = self._verdict(await asyncio.shield(self._decision))
-        except Exception as error:
-            self._error = error
+        except AuthRefused as refused:
+            self._error = refused
             raise
+        except Exception as error:
+            self._error = self._failure(error) if self._failure is not None else error
+            if self._error is error:
+                raise
+            raise self._error from error
         return self._ticket
 
 
@@ -239,7 +247,12 @@ class AuthService:
             return Admitting.admitted(Ticket(caller, minute, 0))
         gate = Gate()
         decision = self._repository.admit(AdmitRequest(caller.id, minute, limits, reserve_tokens, signature), gate)
-        return Admitting(gate, decision, lambda verdict: self._ticket(caller, minute, reserve_tokens, verdict, now))
+        return Admitting(
+            gate,
+            decision,
+            lambda verdict: self._ticket(caller, minute, reserve_tokens, verdict, now),
+            failure=self._repository.failure,
+        )
 
     def _ticket(self, caller: Caller, minute: int, reserved: int, verdict: Verdict, now: float) -> Ticket:
         if verdict.admitted:
@@ -286,7 +299,8 @@ class AuthService:
             return self._ticket(caller, minute, reserved[0], answer, now)
 
         gate = Gate()
-        return Admitting(gate, self._repository.admit_key(hash_secret(secret), request_for, gate), verdict)
+        decision = self._repository.admit_key(hash_secret(secret), request_for, gate)
+        return Admitting(gate, decision, verdict, failure=self._repository.failure)
 
     def _signature_verifier(self) -> SignatureVerifier:
         if self._verifier is None:  # config validation makes this unreachable

@@ -20,6 +20,7 @@ from typing import Any, Protocol, TypeVar
 from node.auth.keys import ApiKey
 from node.auth.ports import AdmitRequest, Gate, UsageTotal
 from node.auth.quotas import Admission, Limits, Verdict, minute_of
+from node.store.faults import read_failed
 
 T = TypeVar("T")
 UNLIMITED = 2**62
@@ -254,6 +255,9 @@ class AuthStore:
     def _submit_commit(self, writes: list[tuple[str, list[dict[str, Any]]]]) -> Awaitable[None]:
         """`_commit`, submitted now; where the store has no writer that runs writes in order, a task."""
         return asyncio.ensure_future(self._commit(writes))
+
+    def failure(self, error: Exception) -> Exception:
+        return read_failed(error)
 
     async def find_key(self, key_hash: str) -> ApiKey | None:
         rows = await self._read(lambda db: db.execute(FIND_KEY, {"key_hash": key_hash}))

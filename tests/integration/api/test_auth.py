@@ -8,6 +8,7 @@ import asyncio
 import base64
 import hashlib
 import logging
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from coincurve import PrivateKey
 
+from node.api.auth import AUTH
 from node.app import ENGINE, build_app
 from node.auth.bech32 import address_of
 from node.auth.keys import ApiKey, hash_secret, new_secret
@@ -284,3 +286,32 @@ async def test_a_refused_call_leaves_no_job_and_a_refusal_comes_before_bad_input
     metrics = await (await client.get("/metrics")).text()
     assert 'infernet_jobs_admitted_total{container="chat"} 2.0' in metrics
     assert 'infernet_jobs_finished_total{container="chat",status="success"} 2.0' in metrics
+
+
+async def test_an_admission_the_store_cannot_make_is_a_503_naming_the_store(
+    aiohttp_client: Any, tmp_path: Path, chat_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret, api_key = key("u")
+    client = await make(
+        aiohttp_client, tmp_path, chat_url, {"u": api_key}, v1="either", api="keys", gonka={"address": NODE_ADDRESS}
+    )
+    repository: Any = client.app[AUTH]._repository
+    submit = repository._submit_write
+
+    def failing(work: Any) -> Any:
+        def hop(db: Any) -> Any:  # the store's hop runs, and fails there (the fault injected)
+            raise sqlite3.OperationalError("disk I/O error")
+
+        return submit(hop)
+
+    monkeypatch.setattr(repository, "_submit_write", failing)
+    bearer = {"Authorization": f"Bearer {secret}", **REMOTE}
+    for headers in (bearer, {**signed_headers(BODY), **REMOTE}):
+        response = await client.post(CHAT, data=BODY, headers=headers)
+        assert response.status == 503
+        error = (await response.json())["error"]
+        assert "store cannot write right now: disk I/O error" in error["message"], error
+    response = await client.get("/api/jobs?id=x", headers=bearer)
+    assert response.status == 503
+    assert "disk I/O error" in (await response.json())["error"]
+    assert await _jobs_stored(client) == 0

@@ -17,7 +17,7 @@ from node.auth.errors import AuthRefused, Forbidden, OverQuota, Reason, Unauthen
 from node.auth.quotas import Limits
 from node.auth.service import AuthService, Credentials, Mode
 from node.auth.signatures import SignatureSettings, SignatureVerifier
-from node.jobs.errors import NotAdmitted
+from node.jobs.errors import NotAdmitted, StoreUnavailable
 from node.jobs.model import Job, JobOrigin, JobStatus, new_job_id
 from node.store import sqlite
 from node.store.engine import create_engine, migrate, sqlite_file
@@ -152,6 +152,6 @@ async def test_an_admission_that_fails_in_the_store_writes_no_job(
         job = model_job()
         with pytest.raises(NotAdmitted):
             await one.jobs.add(job, admitting.gate)
-        with pytest.raises(OSError, match="disk I/O error"):
+        with pytest.raises(StoreUnavailable, match="disk I/O error"):  # a 503 on either surface
             await admitting.ticket()
         assert await one.jobs.get_many(IP, [job.id]) == []
