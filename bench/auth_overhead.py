@@ -31,6 +31,7 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -96,8 +97,9 @@ async def start_node(name: str, auth: dict[str, Any], secret: str, store: str, p
     await migrate(engine)
     if name.startswith("keys"):
         limits = Limits(rpm=BIG, tpm=BIG, token_budget=BIG) if "limited" in name else Limits()
-        key = ApiKey(name, hash_secret(secret), time.time(), limits=limits)
-        await auth_repository(engine).add_key(key)
+        # A name of this run's own: a shared database keeps the keys of earlier runs.
+        key = ApiKey(f"{name}-{uuid.uuid4().hex[:8]}", hash_secret(secret), time.time(), limits=limits)
+        assert await auth_repository(engine).add_key(key)
     await engine.dispose()
     runner = web.AppRunner(build_app(config), access_log=None)
     await runner.setup()

@@ -7,7 +7,7 @@ DO UPDATE … WHERE <under every limit> RETURNING, which PostgreSQL evaluates un
 lock and SQLite under its single writer. The SQL is the same text for both (SQLite >= 3.35
 has RETURNING); only the connection differs: `SqliteAuthRepository` (sqlite_auth.py) runs it
 on the SQLite file's hot-path threads (node/store/sqlite.py), one hop; `ServerAuthRepository`
-(server_auth.py) on SQLAlchemy's connections to a SQL server.
+(server_auth.py) on asyncpg connections from the engine's pool.
 """
 
 from __future__ import annotations
@@ -110,6 +110,10 @@ PRUNE_QUOTAS = "DELETE FROM auth_quotas WHERE used IS NULL AND minute < :minute"
 class Db(Protocol):
     """One connection of either store, as the rules below use it."""
 
+    # True: no other writer changes a row between two statements of this connection (SQLite's one
+    # writer), so a read right after a write sees what the write saw, without a transaction.
+    one_writer: bool
+
     def execute(self, sql: str, params: dict[str, Any]) -> list[Any]: ...
 
     def changes(self, sql: str, params: dict[str, Any]) -> int:
@@ -180,7 +184,15 @@ def _admit(request: AdmitRequest, db: Db) -> Verdict:
     try:
         minute = db.transaction(lambda db: _take(request, db), statements)
     except _Refused as refused:
-        return Verdict(refused.admission)
+        if statements > 1 or db.one_writer or refused.admission is Admission.REUSED:
+            return Verdict(refused.admission)
+        # A quota refused by a lone statement where other nodes write too: ask again in a
+        # transaction, whose re-read sees the very row that refused (PostgreSQL locks it), so the
+        # limit named is exact. The common case, admitted, stays one statement.
+        try:
+            minute = db.transaction(lambda db: _take(request, db), 2)
+        except _Refused as again:
+            return Verdict(again.admission)
     return Verdict(Admission.ADMITTED, minute)
 
 

@@ -19,6 +19,7 @@ class _Connection:
     """A stdlib sqlite3 connection (isolation_level=None: each statement commits alone) as a Db."""
 
     __slots__ = ("_connection",)
+    one_writer = True  # the file's writer thread: nothing changes a row between two of its statements
 
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._connection = connection
