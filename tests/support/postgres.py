@@ -46,6 +46,15 @@ async def _admin(url: str, statement: str) -> None:
         await connection.close()
 
 
+async def drop_connections(server_url: str, url: str) -> None:
+    """The server ends every session of `url`'s database (as a restart or a failover would)."""
+    name = url.rsplit("/", 1)[1]
+    await _admin(
+        server_url,
+        f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()",
+    )
+
+
 @asynccontextmanager
 async def fresh_database(server_url: str) -> AsyncIterator[str]:
     """A new, empty database on the server; its SQLAlchemy URL; dropped afterwards."""

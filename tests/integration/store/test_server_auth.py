@@ -3,7 +3,6 @@ the rules' SQL as asyncpg runs it, and a lost connection as the 503 the rest of 
 
 from __future__ import annotations
 
-import asyncpg
 import pytest
 
 from node.auth.errors import Reason
@@ -12,24 +11,12 @@ from node.auth.service import Mode
 from node.jobs.errors import StoreUnavailable
 from node.store.server_auth import _positional
 from tests.integration.store.test_auth_repository import T0, Clock, add_key, bearer, node, refusal, signed
-from tests.support.postgres import fresh_database
+from tests.support.postgres import drop_connections, fresh_database
 
 
 def test_named_parameters_become_asyncpg_positions_once_per_name() -> None:
     sql = "SELECT :a, :b::text, 'key:' || name FROM t WHERE x = :a AND y = :b_c"
     assert _positional(sql) == ("SELECT $1, $2::text, 'key:' || name FROM t WHERE x = $1 AND y = $3", ("a", "b", "b_c"))
-
-
-async def _drop_connections(server: str, url: str) -> None:
-    """The server ends every session of the test's database (as a restart or a failover would)."""
-    admin = await asyncpg.connect(server.replace("postgresql+asyncpg://", "postgresql://"))
-    try:
-        await admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
-            url.rsplit("/", 1)[1],
-        )
-    finally:
-        await admin.close()
 
 
 async def test_a_connection_the_server_dropped_is_store_unavailable_then_replaced(postgres_server: str) -> None:
@@ -38,7 +25,7 @@ async def test_a_connection_the_server_dropped_is_store_unavailable_then_replace
         async with node(url, Clock()) as service:
             await service.admit(signed(), Mode.SIGNATURES)
             await service.admit(bearer(secret), Mode.KEYS)
-            await _drop_connections(postgres_server, url)
+            await drop_connections(postgres_server, url)
             with pytest.raises(StoreUnavailable):
                 await service.admit(signed(at=T0 + 1), Mode.SIGNATURES)
             # The pool's dropped connections are gone: the next calls work, and the failed one

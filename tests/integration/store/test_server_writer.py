@@ -11,7 +11,6 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
-import asyncpg
 import pytest
 from sqlalchemy import exc as sa_exc
 
@@ -22,7 +21,7 @@ from node.store.faults import translate
 from node.store.jobs_sql import INSERT, to_row
 from node.store.server_jobs import ServerJobRepository
 from node.store.server_writer import ServerWriter, Write
-from tests.support.postgres import fresh_database
+from tests.support.postgres import drop_connections, fresh_database
 
 
 @pytest.fixture
@@ -80,15 +79,7 @@ async def test_a_connection_the_server_dropped_is_store_unavailable_then_replace
     writer = ServerWriter(engine)
     try:
         await writer.commit([Write(INSERT, [to_row(job(1))])])
-        admin = await asyncpg.connect(postgres_server.replace("postgresql+asyncpg://", "postgresql://"))
-        try:
-            name = url.rsplit("/", 1)[1]
-            await admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
-                name,
-            )
-        finally:
-            await admin.close()
+        await drop_connections(postgres_server, url)
         with pytest.raises(sa_exc.OperationalError) as raised:
             await writer.commit([Write(INSERT, [to_row(job(2))])])
         assert isinstance(translate(raised.value), StoreUnavailable)
@@ -107,14 +98,7 @@ async def test_reads_by_id_on_asyncpg_a_dropped_connection_is_store_unavailable(
     await repository.add(stored)
     [found] = await repository.get_many("1.1.1.1", [stored.id, "missing"])
     assert found.id == stored.id and found.data == {"n": 1}
-    admin = await asyncpg.connect(postgres_server.replace("postgresql+asyncpg://", "postgresql://"))
-    try:
-        await admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
-            url.rsplit("/", 1)[1],
-        )
-    finally:
-        await admin.close()
+    await drop_connections(postgres_server, url)
     with pytest.raises(StoreUnavailable):
         await repository.get_many("1.1.1.1", [stored.id])
     assert [item.id for item in await repository.get_many("1.1.1.1", [stored.id])] == [stored.id]
