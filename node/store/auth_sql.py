@@ -13,6 +13,7 @@ on the SQLite file's hot-path threads (node/store/sqlite.py), one hop; `ServerAu
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
@@ -20,10 +21,15 @@ from typing import Any, Protocol, TypeVar
 from node.auth.keys import ApiKey
 from node.auth.ports import AdmitRequest, Gate, UsageTotal
 from node.auth.quotas import Admission, Limits, Verdict, minute_of
+from node.jobs.errors import StoreUnavailable
 from node.store.faults import read_failed
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 UNLIMITED = 2**62
+# An outage fails every call: one warning per this many seconds says so without flooding the log.
+FAILURE_LOG_INTERVAL_S = 10.0
 
 # Every usage record: a finished model call's job row (its `caller`, migration 0012), and the
 # records in `auth_usage` (of jobs pruned since, and those written before 0012). A job's record is
@@ -248,6 +254,7 @@ class AuthStore:
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
+        self._warned_at = -FAILURE_LOG_INTERVAL_S
 
     async def _write(self, work: Callable[[Db], T]) -> T:
         """Run `work` on a connection that may write (it manages its own transaction)."""
@@ -269,7 +276,11 @@ class AuthStore:
         return asyncio.ensure_future(self._commit(writes))
 
     def failure(self, error: Exception) -> Exception:
-        return read_failed(error)
+        failed = read_failed(error)
+        if isinstance(failed, StoreUnavailable) and time.monotonic() - self._warned_at >= FAILURE_LOG_INTERVAL_S:
+            self._warned_at = time.monotonic()
+            log.warning("auth: the store cannot admit calls (answered 503): %s", failed.cause)
+        return failed
 
     async def find_key(self, key_hash: str) -> ApiKey | None:
         rows = await self._read(lambda db: db.execute(FIND_KEY, {"key_hash": key_hash}))

@@ -289,7 +289,11 @@ async def test_a_refused_call_leaves_no_job_and_a_refusal_comes_before_bad_input
 
 
 async def test_an_admission_the_store_cannot_make_is_a_503_naming_the_store(
-    aiohttp_client: Any, tmp_path: Path, chat_url: str, monkeypatch: pytest.MonkeyPatch
+    aiohttp_client: Any,
+    tmp_path: Path,
+    chat_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     secret, api_key = key("u")
     client = await make(
@@ -315,3 +319,8 @@ async def test_an_admission_the_store_cannot_make_is_a_503_naming_the_store(
     assert response.status == 503
     assert "disk I/O error" in (await response.json())["error"]
     assert await _jobs_stored(client) == 0
+    # Said once in the log for the three calls (an outage fails them all), without a traceback.
+    warnings = [r for r in caplog.records if "store cannot admit calls" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].exc_info is None
+    assert "disk I/O error" in warnings[0].getMessage()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
